@@ -1,0 +1,152 @@
+import h5py
+import numpy as np
+import pytest
+from spikelab.loaders import load_spikedata_from_hdf5_raw_thresholded
+
+from spikelab.detect import bandpass_sos, detect_threshold_crossings, settle_samples
+
+FS = 20000.0
+
+
+@pytest.fixture(scope="module")
+def recording():
+    """Three channels of noise; spikes injected on channels 0 (negative) and 1 (positive)."""
+    rng = np.random.default_rng(0)
+    n = 40000
+    traces = rng.normal(0.0, 1.0, size=(3, n))
+    spike_starts = np.arange(1500, n - 1500, 2500)
+    waveform = -25.0 * np.hanning(12)
+    for start in spike_starts:
+        traces[0, start : start + 12] += waveform
+        traces[1, start + 40 : start + 52] -= waveform
+    return traces, spike_starts
+
+
+def write(tmp_path, traces, name="raw.h5"):
+    path = tmp_path / name
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("acq/traces", data=traces)
+    return path
+
+
+def test_detects_injected_spikes_one_unit_per_channel(tmp_path, recording):
+    traces, starts = recording
+    sd = load_spikedata_from_hdf5_raw_thresholded(write(tmp_path, traces), "acq/traces", fs_Hz=FS)
+    assert sd.N == 3  # channel 2 has no spikes but is still a unit
+    assert sd.train[2].size == 0
+    assert sd.get_neuron_attribute("electrode") == [0, 1, 2]
+    for channel, offset in ((0, 0), (1, 40)):
+        spike_ms = (starts + offset) / FS * 1000.0
+        detected = sd.train[channel]
+        # the filter's ringing may add an event next to a spike, never one far from it
+        nearest = np.abs(detected[:, None] - (spike_ms[None, :] + 0.3)).min(axis=1)
+        assert np.all(nearest < 0.6)
+        hits = np.abs(spike_ms[:, None] + 0.3 - detected[None, :]).min(axis=1)
+        assert np.all(hits < 0.6)
+        assert starts.size <= detected.size <= starts.size + 2
+    assert sd.length == pytest.approx(traces.shape[1] / FS * 1000.0)
+    assert sd.metadata["fs_Hz"] == FS
+    assert sd.metadata["format"] == "hdf5_raw_thresholded"
+
+
+def test_direction_up_and_down(tmp_path, recording):
+    traces, starts = recording
+    path = write(tmp_path, traces)
+    up = load_spikedata_from_hdf5_raw_thresholded(
+        path, "acq/traces", fs_Hz=FS, direction="up", filter=False
+    )
+    down = load_spikedata_from_hdf5_raw_thresholded(
+        path, "acq/traces", fs_Hz=FS, direction="down", filter=False
+    )
+    assert up.train[0].size == 0 and up.train[1].size == starts.size
+    assert down.train[0].size == starts.size and down.train[1].size == 0
+
+
+def test_exact_crossings_without_filter(tmp_path):
+    trace = np.zeros((1, 100))
+    trace[0, [10, 11, 12, 50, 70]] = [9.0, 9.0, 9.0, -9.0, 9.0]
+    path = write(tmp_path, trace)
+    threshold = 1.0 * trace[0].std()
+    rising = load_spikedata_from_hdf5_raw_thresholded(
+        path, "acq/traces", fs_Hz=1000.0, threshold_sigma=1.0, filter=False
+    )
+    assert rising.train[0].tolist() == [10.0, 50.0, 70.0]
+    assert rising.neuron_attributes[0]["threshold"] == pytest.approx(threshold)
+    every = load_spikedata_from_hdf5_raw_thresholded(
+        path, "acq/traces", fs_Hz=1000.0, threshold_sigma=1.0, filter=False, hysteresis=False
+    )
+    assert every.train[0].tolist() == [10.0, 11.0, 12.0, 50.0, 70.0]
+
+
+@pytest.mark.parametrize("filter_option", [True, False, {"highcut": 3000.0}])
+@pytest.mark.parametrize("hysteresis", [True, False])
+def test_chunked_equals_whole_array(tmp_path, recording, filter_option, hysteresis):
+    traces, _ = recording
+    path = write(tmp_path, traces)
+    kwargs = {
+        "fs_Hz": FS,
+        "filter": filter_option,
+        "hysteresis": hysteresis,
+        "threshold_sigma": 4.0,
+    }
+    whole = load_spikedata_from_hdf5_raw_thresholded(
+        path, "acq/traces", chunk_samples=traces.shape[1], **kwargs
+    )
+    chunked = load_spikedata_from_hdf5_raw_thresholded(
+        path, "acq/traces", chunk_samples=997, **kwargs
+    )
+    assert sum(t.size for t in whole.train) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(whole.train, chunked.train, strict=True))
+    np.testing.assert_allclose(
+        whole.get_neuron_attribute("threshold"),
+        chunked.get_neuron_attribute("threshold"),
+        rtol=1e-9,
+    )
+
+
+def test_filter_options_change_the_band():
+    default = bandpass_sos(FS, True)
+    assert default.shape == (3, 6)
+    assert not np.array_equal(default, bandpass_sos(FS, {"highcut": 3000.0}))
+    assert bandpass_sos(FS, False) is None
+    # highcut above Nyquist is clipped, not an error
+    assert bandpass_sos(8000.0, True) is not None
+    assert settle_samples(None) == 1
+    assert 10 < settle_samples(default) < FS
+
+
+@pytest.mark.parametrize(
+    ("fs", "kwargs", "match"),
+    [
+        (0, {}, "positive and finite"),
+        (-1.0, {}, "positive and finite"),
+        (float("nan"), {}, "positive and finite"),
+        (None, {}, "positive, finite"),
+        (FS, {"direction": "sideways"}, "direction must be one of"),
+        (FS, {"filter": {"bandwidth": 3}}, r"unknown filter options \['bandwidth'\]"),
+        (FS, {"filter": {"lowcut": 9000.0}}, "is empty at fs_Hz=20000"),
+        (FS, {"threshold_sigma": 0}, "threshold_sigma must be positive"),
+    ],
+)
+def test_bad_arguments(tmp_path, recording, fs, kwargs, match):
+    path = write(tmp_path, recording[0][:, :1000])
+    with pytest.raises(ValueError, match=match):
+        load_spikedata_from_hdf5_raw_thresholded(path, "acq/traces", fs_Hz=fs, **kwargs)
+
+
+def test_bad_datasets(tmp_path):
+    path = write(tmp_path, np.zeros(10))
+    with pytest.raises(ValueError, match=r"must be 2-D \(channels, samples\), got shape \(10,\)"):
+        load_spikedata_from_hdf5_raw_thresholded(path, "acq/traces", fs_Hz=FS)
+    with pytest.raises(KeyError, match="'nope' is not in"):
+        load_spikedata_from_hdf5_raw_thresholded(path, "nope", fs_Hz=FS)
+
+
+def test_detection_accepts_any_window_reader():
+    data = np.zeros((2, 30))
+    data[1, 5] = 10.0
+    found = detect_threshold_crossings(
+        lambda a, b: data[:, a:b], 2, 30, 1000.0, threshold_sigma=2.0, filter=False, chunk_samples=4
+    )
+    assert [s.tolist() for s in found.spike_samples] == [[], [5]]
+    assert found.n_samples == 30
