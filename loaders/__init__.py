@@ -11,6 +11,7 @@ from typing import Any
 from spikelab.loaders.hdf5 import load_spikedata_from_hdf5
 from spikelab.loaders.hdf5_raw import load_spikedata_from_hdf5_raw_thresholded
 from spikelab.loaders.kilosort import load_spikedata_from_kilosort
+from spikelab.loaders.nwb import load_spikedata_from_nwb
 from spikelab.loaders.pickle import load_spikedata_from_pickle
 from spikelab.loaders.spikelab_npz import load_spikedata_from_spikelab_sorted_npz
 
@@ -20,6 +21,7 @@ LOADERS: dict[str, Callable[..., SpikeData]] = {
     "hdf5": load_spikedata_from_hdf5,
     "hdf5_raw_thresholded": load_spikedata_from_hdf5_raw_thresholded,
     "kilosort": load_spikedata_from_kilosort,
+    "nwb": load_spikedata_from_nwb,
     "pickle": load_spikedata_from_pickle,
     "spikelab_npz": load_spikedata_from_spikelab_sorted_npz,
 }
@@ -29,6 +31,7 @@ __all__: list[Any] = [
     "load_spikedata_from_hdf5",
     "load_spikedata_from_hdf5_raw_thresholded",
     "load_spikedata_from_kilosort",
+    "load_spikedata_from_nwb",
     "load_spikedata_from_pickle",
     "load_spikedata_from_spikelab_sorted_npz",
 ]

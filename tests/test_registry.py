@@ -10,7 +10,7 @@ import pytest
 
 import spikelab.data_loaders.data_loaders as upstream
 from spikelab import loaders
-from spikelab.io import export_to_pickle
+from spikelab.io import export_spikedata_to_nwb, export_to_pickle
 from spikelab.spikedata import SpikeData
 
 SEED_API = Path(__file__).parents[2] / "shared" / "seed-api.md"
@@ -43,6 +43,11 @@ def kilosort_fixture(tmp_path):
     return loaders.LOADERS["kilosort"](tmp_path, fs_Hz=30000.0)
 
 
+def nwb_fixture(tmp_path):
+    path = export_spikedata_to_nwb(SpikeData(EXPECTED_MS), tmp_path / "units.nwb")
+    return loaders.LOADERS["nwb"](path)
+
+
 def pickle_fixture(tmp_path):
     export_to_pickle(SpikeData(EXPECTED_MS), tmp_path / "sd.pkl")
     return loaders.LOADERS["pickle"](tmp_path / "sd.pkl")
@@ -61,6 +66,7 @@ FIXTURES = {
     "hdf5": hdf5_fixture,
     "hdf5_raw_thresholded": hdf5_raw_fixture,
     "kilosort": kilosort_fixture,
+    "nwb": nwb_fixture,
     "pickle": pickle_fixture,
     "spikelab_npz": npz_fixture,
 }
@@ -93,6 +99,7 @@ def test_seed_api_functions_that_exist_are_exported():
         "load_spikedata_from_hdf5",
         "load_spikedata_from_hdf5_raw_thresholded",
         "load_spikedata_from_kilosort",
+        "load_spikedata_from_nwb",
         "load_spikedata_from_pickle",
         "load_spikedata_from_spikelab_sorted_npz",
     } <= built
