@@ -33,7 +33,10 @@ def read_tsv(path: Path) -> pd.DataFrame:
     """Read one cluster TSV; an empty file or one without an id column raises a ValueError."""
     if path.stat().st_size == 0:
         raise FileFormatError(f"cluster TSV {path} is empty (0 bytes); delete it or re-export it")
-    table = pd.read_csv(path, sep="\t")
+    try:
+        table = pd.read_csv(path, sep="\t")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise FileFormatError(f"cluster TSV {path} cannot be read as a TSV ({error})") from error
     if not any(column in table.columns for column in _ID_COLUMNS):
         raise FileFormatError(
             f"cluster TSV {path} has no cluster_id (or id) column; columns: {list(table.columns)}"

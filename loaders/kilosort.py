@@ -19,7 +19,7 @@ from spikelab.units import check_time_unit, to_ms
 def load_spikedata_from_kilosort(
     folder: str | Path,
     *,
-    fs_Hz: float,
+    fs_Hz: float | None,
     spike_times_file: str = "spike_times.npy",
     spike_clusters_file: str = "spike_clusters.npy",
     cluster_info_tsv: str | Path | None = None,
@@ -38,8 +38,9 @@ def load_spikedata_from_kilosort(
     ----------
     folder : str or Path
         The KiloSort/Phy output folder.
-    fs_Hz : float
-        Sampling rate in Hz (converts sample indices to ms).
+    fs_Hz : float or None
+        Sampling rate in Hz (converts sample indices to ms). Required for
+        ``time_unit='samples'``; may be None for ``'s'`` and ``'ms'``.
     spike_times_file : str, default: "spike_times.npy"
         Spike times file, relative to ``folder``.
     spike_clusters_file : str, default: "spike_clusters.npy"
@@ -97,6 +98,7 @@ def load_spikedata_from_kilosort(
     if times.size and times.dtype.kind in "if":
         if times.min() < 0:
             raise FileFormatError(f"{root}: {spike_times_file} holds negative spike times")
+    clusters = _integer_ids(clusters, root, clusters_path.name)
     if clusters.size and clusters.dtype.kind == "i" and clusters.min() < 0:
         raise FileFormatError(f"{root}: {clusters_path.name} holds negative cluster ids")
 
@@ -110,7 +112,7 @@ def load_spikedata_from_kilosort(
         if include_noise or table.labels.get(cluster_id) != "noise"
     ]
     kept_ids = [int(present[position]) for position in keep]
-    channels = _channels(root, kept_ids, clusters, table, channel_map_file)
+    channels = _channels(root, kept_ids, present.tolist(), clusters, table, channel_map_file)
     positions = _optional_npy(root / channel_positions_file)
 
     attributes = []
@@ -126,7 +128,7 @@ def load_spikedata_from_kilosort(
         metadata={
             "source_file": str(root),
             "format": "kilosort",
-            "fs_Hz": float(fs_Hz),
+            "fs_Hz": None if fs_Hz is None else float(fs_Hz),
             "cluster_ids": kept_ids,
             "label_source": table.files_used,
             "clusters_file": clusters_path.name,
@@ -139,17 +141,28 @@ def _load_npy(path: Path) -> NDArray[Any]:
         raise FileNotFoundError(f"KiloSort file not found: {path}")
     try:
         return np.load(path, mmap_mode="r").reshape(-1)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, EOFError) as error:  # EOFError: a 0-byte file
         raise FileFormatError(f"{path} is not a valid .npy file ({error})") from error
 
 
-def _optional_npy(path: Path) -> NDArray[Any] | None:
+def _integer_ids(clusters: NDArray[Any], root: Path, name: str) -> NDArray[Any]:
+    """Cluster ids as integers; whole-number floats (some exporters write them) are cast."""
+    if clusters.dtype.kind in "iu":
+        return clusters
+    if clusters.dtype.kind == "f" and np.all(np.mod(clusters, 1) == 0):
+        return clusters.astype(np.int64)
+    raise FileFormatError(
+        f"{root}: {name} must hold whole-number cluster ids, got dtype {clusters.dtype}"
+    )
+
+
+def _optional_npy(path: Path, *, mmap: bool = False) -> NDArray[Any] | None:
     """Load an auxiliary .npy (channel map, positions, templates); a corrupt one only warns."""
     if not path.is_file():
         return None
     try:
-        return np.load(path)
-    except (ValueError, OSError) as error:
+        return np.load(path, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as error:  # EOFError: a 0-byte file
         warnings.warn(f"ignoring unreadable {path} ({error})", UserWarning, stacklevel=3)
         return None
 
@@ -168,11 +181,16 @@ def _group_sorted(
 def _channels(
     root: Path,
     cluster_ids: list[int],
+    all_cluster_ids: list[int],
     clusters: NDArray[Any],
     table: ClusterTable,
     channel_map_file: str,
 ) -> dict[int, int]:
-    """Channel of each cluster: TSV ``ch``, else its dominant template's peak, else the map."""
+    """Channel of each cluster: TSV ``ch``, else its dominant template's peak, else the map.
+
+    ``cluster_ids`` are the kept clusters; ``all_cluster_ids`` every cluster with spikes,
+    noise included, which decides whether ``channel_map[cluster_id]`` is only a guess.
+    """
     channel_map = _optional_npy(root / channel_map_file)
     if channel_map is not None:
         channel_map = channel_map.reshape(-1)
@@ -182,9 +200,9 @@ def _channels(
         channels.update(_template_peak_channels(root, pending, clusters, channel_map))
     pending = [cid for cid in cluster_ids if cid not in channels]
     if pending and channel_map is not None:
-        if cluster_ids != list(range(len(cluster_ids))):
+        if all_cluster_ids != list(range(len(all_cluster_ids))):
             warnings.warn(
-                f"{root}: cluster ids are not 0..{len(cluster_ids) - 1}, so reading each "
+                f"{root}: cluster ids are not 0..{len(all_cluster_ids) - 1}, so reading each "
                 f"cluster's channel as {channel_map_file}[cluster_id] is only a guess",
                 UserWarning,
                 stacklevel=3,
@@ -206,9 +224,9 @@ def _template_peak_channels(
     root: Path, cluster_ids: list[int], clusters: NDArray[Any], channel_map: NDArray[Any] | None
 ) -> dict[int, int]:
     templates_path = root / "templates.npy"
-    if not templates_path.is_file():
+    templates = _optional_npy(templates_path, mmap=True)
+    if templates is None:
         return {}
-    templates = np.load(templates_path, mmap_mode="r")
     if templates.ndim != 3:
         warnings.warn(
             f"skipping {templates_path}: expected 3-D (templates, samples, channels), "
@@ -218,9 +236,18 @@ def _template_peak_channels(
         )
         return {}
     spike_templates_path = root / "spike_templates.npy"
+    spike_templates = _optional_npy(spike_templates_path, mmap=True)
+    if spike_templates is not None and spike_templates.size != clusters.size:
+        warnings.warn(
+            f"ignoring {spike_templates_path} for the channels: it has {spike_templates.size} "
+            f"entries but there are {clusters.size} spikes",
+            UserWarning,
+            stacklevel=4,
+        )
+        return {}
     dominant: dict[int, int]
-    if spike_templates_path.is_file():
-        spike_templates = np.load(spike_templates_path, mmap_mode="r").reshape(-1)
+    if spike_templates is not None:
+        spike_templates = spike_templates.reshape(-1)
         wanted = np.isin(clusters, cluster_ids)
         pairs, pair_counts = np.unique(
             np.stack([clusters[wanted], spike_templates[wanted]]), axis=1, return_counts=True
