@@ -13,8 +13,11 @@ from spikelab.loaders.hdf5_raw import load_spikedata_from_hdf5_raw_thresholded
 from spikelab.loaders.kilosort import load_spikedata_from_kilosort
 from spikelab.loaders.nwb import load_spikedata_from_nwb
 from spikelab.loaders.pickle import load_spikedata_from_pickle
+from spikelab.loaders.spikeinterface import (
+    load_spikedata_from_spikeinterface,
+    load_spikedata_from_spikeinterface_recording,
+)
 from spikelab.loaders.spikelab_npz import load_spikedata_from_spikelab_sorted_npz
-
 from spikelab.spikedata import SpikeData
 
 LOADERS: dict[str, Callable[..., SpikeData]] = {
@@ -23,6 +26,8 @@ LOADERS: dict[str, Callable[..., SpikeData]] = {
     "kilosort": load_spikedata_from_kilosort,
     "nwb": load_spikedata_from_nwb,
     "pickle": load_spikedata_from_pickle,
+    "spikeinterface": load_spikedata_from_spikeinterface,
+    "spikeinterface_recording": load_spikedata_from_spikeinterface_recording,
     "spikelab_npz": load_spikedata_from_spikelab_sorted_npz,
 }
 
@@ -33,5 +38,7 @@ __all__: list[Any] = [
     "load_spikedata_from_kilosort",
     "load_spikedata_from_nwb",
     "load_spikedata_from_pickle",
+    "load_spikedata_from_spikeinterface",
+    "load_spikedata_from_spikeinterface_recording",
     "load_spikedata_from_spikelab_sorted_npz",
 ]

@@ -12,9 +12,9 @@ from typing import Any
 import h5py
 import numpy as np
 from numpy.typing import NDArray
-from spikelab.loaders._nwb_table import ElectrodesColumns, UnitsColumns, first_rows
 
 from spikelab.exceptions import FileFormatError
+from spikelab.loaders._nwb_table import ElectrodesColumns, UnitsColumns, first_rows
 
 ELECTRODES_PATH = "general/extracellular_ephys/electrodes"
 _SUBJECT_FIELDS = ("subject_id", "species", "sex", "age", "date_of_birth")

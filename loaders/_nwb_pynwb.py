@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from spikelab.loaders._nwb_table import ElectrodesColumns, UnitsColumns, first_rows
 
 from spikelab.exceptions import FileFormatError
+from spikelab.loaders._nwb_table import ElectrodesColumns, UnitsColumns, first_rows
 
 
 def _array(data: Any) -> NDArray[Any]:

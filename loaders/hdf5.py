@@ -10,6 +10,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from spikelab.exceptions import FileFormatError
 from spikelab.loaders._common import (
     build_spikedata,
     file_attribute,
@@ -18,8 +20,6 @@ from spikelab.loaders._common import (
     open_hdf5,
     require_dataset,
 )
-
-from spikelab.exceptions import FileFormatError
 from spikelab.spikedata import SpikeData, group_by_unit
 from spikelab.units import check_time_unit, to_ms
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from spikelab.loaders._common import build_spikedata, open_hdf5, require_dataset
-
 from spikelab.detect import detect_threshold_crossings
 from spikelab.exceptions import FileFormatError
+from spikelab.loaders._common import build_spikedata, open_hdf5, require_dataset
 from spikelab.spikedata import SpikeData
 from spikelab.units import check_sampling_rate, to_ms
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from spikelab.loaders._common import build_spikedata
-from spikelab.loaders._phy_labels import ClusterTable, read_cluster_table
 
 from spikelab.exceptions import FileFormatError
-from spikelab.spikedata import SpikeData
+from spikelab.loaders._common import build_spikedata
+from spikelab.loaders._phy_labels import ClusterTable, read_cluster_table
+from spikelab.spikedata import SpikeData, group_by_unit
 from spikelab.units import check_time_unit, to_ms
 
 
@@ -99,20 +99,19 @@ def load_spikedata_from_kilosort(
         if times.min() < 0:
             raise FileFormatError(f"{root}: {spike_times_file} holds negative spike times")
     clusters = _integer_ids(clusters, root, clusters_path.name)
-    if clusters.size and clusters.dtype.kind == "i" and clusters.min() < 0:
+    lowest, highest = (int(clusters.min()), int(clusters.max())) if clusters.size else (0, -1)
+    if lowest < 0:
         raise FileFormatError(f"{root}: {clusters_path.name} holds negative cluster ids")
 
     table = read_cluster_table(root, cluster_info_tsv)
-    counts = np.bincount(clusters) if clusters.size else np.zeros(0, np.int64)
-    present = np.flatnonzero(counts)
-    trains = _group_sorted(clusters, to_ms(times, time_unit, fs_Hz), counts)
-    keep = [
-        position
-        for position, cluster_id in enumerate(present.tolist())
+    by_cluster = group_by_unit(clusters, to_ms(times, time_unit, fs_Hz), highest + 1)
+    present = [cluster_id for cluster_id, train in enumerate(by_cluster) if train.size]
+    kept_ids = [
+        cluster_id
+        for cluster_id in present
         if include_noise or table.labels.get(cluster_id) != "noise"
     ]
-    kept_ids = [int(present[position]) for position in keep]
-    channels = _channels(root, kept_ids, present.tolist(), clusters, table, channel_map_file)
+    channels = _channels(root, kept_ids, present, clusters, table, channel_map_file)
     positions = _optional_npy(root / channel_positions_file)
 
     attributes = []
@@ -122,7 +121,7 @@ def load_spikedata_from_kilosort(
         )
     return build_spikedata(
         root,
-        [trains[position] for position in keep],
+        [by_cluster[cluster_id] for cluster_id in kept_ids],
         length=length_ms,
         neuron_attributes=attributes,
         metadata={
@@ -165,17 +164,6 @@ def _optional_npy(path: Path, *, mmap: bool = False) -> NDArray[Any] | None:
     except (ValueError, OSError, EOFError) as error:  # EOFError: a 0-byte file
         warnings.warn(f"ignoring unreadable {path} ({error})", UserWarning, stacklevel=3)
         return None
-
-
-def _group_sorted(
-    clusters: NDArray[Any], times_ms: NDArray[np.float64], counts: NDArray[np.int64]
-) -> list[NDArray[np.float64]]:
-    """Split the times by cluster, ascending id, with a stable radix sort on a 16-bit key."""
-    key = clusters.astype(np.uint16) if counts.size <= 1 << 16 else clusters
-    order = np.argsort(key, kind="stable")
-    grouped = times_ms[order]
-    present_counts = counts[counts > 0]
-    return np.split(grouped, np.cumsum(present_counts)[:-1]) if present_counts.size else []
 
 
 def _channels(

@@ -10,6 +10,9 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from spikelab._optional import import_optional, is_installed
+from spikelab.exceptions import FileFormatError
 from spikelab.loaders import _nwb_h5py, _nwb_pynwb
 from spikelab.loaders._common import build_spikedata, existing_file, file_attribute, first_given
 from spikelab.loaders._nwb_table import (
@@ -19,9 +22,6 @@ from spikelab.loaders._nwb_table import (
     check_units,
     unit_attributes,
 )
-
-from spikelab._optional import import_optional, is_installed
-from spikelab.exceptions import FileFormatError
 from spikelab.spikedata import SpikeData
 from spikelab.units import to_ms
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from spikelab.loaders._common import build_spikedata, existing_file
 
 from spikelab.exceptions import DatasetNotFoundError, FileFormatError
+from spikelab.loaders._common import build_spikedata, existing_file
 from spikelab.spikedata import SpikeData
 from spikelab.units import check_sampling_rate, to_ms
+
+_ZIP_HEADERS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members; an empty zip
 
 _UNIT_FIELDS = ("electrode", "template", "amplitudes", "std_norms", "peak_sign", "max_channel_id")
 
@@ -42,31 +46,53 @@ def load_spikedata_from_spikelab_sorted_npz(
 
     Raises
     ------
+    FileNotFoundError
+        The file does not exist.
     KeyError
         ``units`` or ``fs`` is missing (the message lists the keys found).
     ValueError
-        The file is not a readable ``.npz``, or a unit lacks its ``spike_train``.
+        The file is not a readable ``.npz``; ``fs`` is not one positive, finite rate;
+        ``units`` is not a 1-D array of dicts each with a ``spike_train``; or a spike lies
+        outside ``[0, length_ms]``.
     """
     path = existing_file(filepath, "SpikeLab .npz file")
-    try:
-        archive = np.load(path, allow_pickle=True)
-    except (ValueError, OSError) as error:
-        raise FileFormatError(f"{path} is not a readable .npz file ({error})") from error
-    with archive:
-        missing = [key for key in ("units", "fs") if key not in archive.files]
-        if missing:
-            raise DatasetNotFoundError(
-                f"{path} lacks {', '.join(missing)}; keys found: {sorted(archive.files)}"
+    # Read through our own handle: np.load leaks its file when the zip is corrupt. And check
+    # the zip header first, since np.load unpickles any other file when allow_pickle is set.
+    with path.open("rb") as handle:
+        if not handle.read(len(_ZIP_HEADERS[0])).startswith(_ZIP_HEADERS):
+            raise FileFormatError(
+                f"{path} is not an .npz archive (no zip header): write it with numpy.savez"
             )
-        units = list(archive["units"])
-        fs_Hz = check_sampling_rate(archive["fs"].item(), what=f"{path}")
-        locations = archive["locations"] if "locations" in archive.files else None
+        handle.seek(0)
+        try:
+            with np.load(handle, allow_pickle=True) as archive:
+                found = sorted(archive.files)
+                missing = [key for key in ("units", "fs") if key not in found]
+                if not missing:
+                    raw_units, raw_fs = archive["units"], archive["fs"]
+                    locations = archive["locations"] if "locations" in found else None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            raise FileFormatError(f"{path} is not a readable .npz file ({error})") from error
+    if missing:
+        raise DatasetNotFoundError(f"{path} lacks {', '.join(missing)}; keys found: {found}")
+    fs_Hz = _sampling_rate(raw_fs, path)
+    units = np.asarray(raw_units, dtype=object)
+    if units.ndim != 1:
+        raise FileFormatError(
+            f"{path}: units must be a 1-D array of one dict per unit, got shape {units.shape}"
+        )
 
     trains, attributes = [], []
     for index, unit in enumerate(units):
         if not isinstance(unit, dict) or "spike_train" not in unit:
             raise FileFormatError(f"{path}: units[{index}] is not a dict with a spike_train")
-        trains.append(to_ms(np.ravel(unit["spike_train"]), "samples", fs_Hz))
+        try:
+            samples = np.ravel(np.asarray(unit["spike_train"], dtype=np.float64))
+        except (TypeError, ValueError) as error:
+            raise FileFormatError(
+                f"{path}: units[{index}]['spike_train'] is not an array of sample numbers ({error})"
+            ) from error
+        trains.append(to_ms(samples, "samples", fs_Hz))
         attributes.append(_unit_attributes(unit, index))
     metadata: dict[str, Any] = {
         "source_file": str(path),
@@ -79,6 +105,16 @@ def load_spikedata_from_spikelab_sorted_npz(
     return build_spikedata(
         path, trains, length=length_ms, neuron_attributes=attributes, metadata=metadata
     )
+
+
+def _sampling_rate(fs: np.ndarray, path: Path) -> float:
+    """Return the single, positive, finite rate stored in ``fs``, or raise naming ``path``."""
+    if fs.size != 1:
+        raise FileFormatError(f"{path}: fs must hold one sampling rate in Hz, got shape {fs.shape}")
+    try:
+        return check_sampling_rate(fs.item(), what="the fs entry")
+    except ValueError as error:
+        raise FileFormatError(f"{path}: {error}") from error
 
 
 def _unit_attributes(unit: dict[str, Any], index: int) -> dict[str, Any]:

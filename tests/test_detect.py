@@ -1,9 +1,9 @@
 import h5py
 import numpy as np
 import pytest
-from spikelab.loaders import load_spikedata_from_hdf5_raw_thresholded
 
 from spikelab.detect import bandpass_sos, detect_threshold_crossings, settle_samples
+from spikelab.loaders import load_spikedata_from_hdf5_raw_thresholded
 
 FS = 20000.0
 

@@ -1,8 +1,8 @@
 import h5py
 import numpy as np
 import pytest
-from spikelab.loaders import load_spikedata_from_hdf5
 
+from spikelab.loaders import load_spikedata_from_hdf5
 from spikelab.spikedata import SpikeData
 
 TRAINS_S = [[0.001, 0.0105, 0.2], [], [0.05, 0.3]]

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+
 from spikelab.loaders import kilosort
 from spikelab.loaders.kilosort import load_spikedata_from_kilosort
-
 from spikelab.spikedata import SpikeData
 
 # 1000 / 32 kHz = 0.03125 ms is exact in binary, so sample -> ms conversions compare exactly.

@@ -7,9 +7,9 @@ import pytest
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.ecephys import ElectricalSeries
 from pynwb.file import Subject
-from spikelab.loaders import load_spikedata_from_nwb
 
 from spikelab.io import export_spikedata_to_nwb
+from spikelab.loaders import load_spikedata_from_nwb
 from spikelab.spikedata import SpikeData
 
 START = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)

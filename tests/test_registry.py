@@ -53,6 +53,27 @@ def pickle_fixture(tmp_path):
     return loaders.LOADERS["pickle"](tmp_path / "sd.pkl")
 
 
+def spikeinterface_fixture(tmp_path):
+    import spikeinterface.core as si
+
+    sorting = si.NumpySorting.from_unit_dict(
+        [{0: np.array([10, 20]), 1: np.array([30])}], sampling_frequency=10000.0
+    )
+    return loaders.LOADERS["spikeinterface"](sorting)
+
+
+def spikeinterface_recording_fixture(tmp_path):
+    import spikeinterface.core as si
+
+    traces = np.zeros((50, 2))
+    traces[[1, 2], 0] = 50.0
+    traces[3, 1] = -50.0
+    recording = si.NumpyRecording([traces], sampling_frequency=1000.0)
+    return loaders.LOADERS["spikeinterface_recording"](
+        recording, hysteresis=False, threshold_sigma=3.0
+    )
+
+
 def npz_fixture(tmp_path):
     units = np.array(
         [{"unit_id": 0, "spike_train": np.array([10, 20])}, {"unit_id": 1, "spike_train": [30]}],
@@ -69,6 +90,8 @@ FIXTURES = {
     "nwb": nwb_fixture,
     "pickle": pickle_fixture,
     "spikelab_npz": npz_fixture,
+    "spikeinterface": spikeinterface_fixture,
+    "spikeinterface_recording": spikeinterface_recording_fixture,
 }
 
 
@@ -101,6 +124,8 @@ def test_seed_api_functions_that_exist_are_exported():
         "load_spikedata_from_kilosort",
         "load_spikedata_from_nwb",
         "load_spikedata_from_pickle",
+        "load_spikedata_from_spikeinterface",
+        "load_spikedata_from_spikeinterface_recording",
         "load_spikedata_from_spikelab_sorted_npz",
     } <= built
     for name in built:

@@ -1,0 +1,207 @@
+from unittest import mock
+
+import h5py
+import numpy as np
+import pytest
+import spikeinterface.core as si
+
+from spikelab.loaders import (
+    load_spikedata_from_hdf5_raw_thresholded,
+    load_spikedata_from_spikeinterface,
+    load_spikedata_from_spikeinterface_recording,
+)
+
+FS = 10000.0
+
+
+class PlainSorting:
+    """A duck-typed sorting: only the methods the loader may use."""
+
+    def __init__(self, trains, fs=FS, properties=None):
+        self.trains, self.fs, self.properties = trains, fs, properties or {}
+
+    def get_unit_ids(self):
+        return list(self.trains)
+
+    def get_sampling_frequency(self):
+        return self.fs
+
+    def get_unit_spike_train(self, unit_id, segment_index=0):
+        return np.asarray(self.trains[unit_id])
+
+    def get_property(self, name):
+        return self.properties[name]
+
+
+@pytest.fixture
+def numpy_sorting():
+    sorting = si.NumpySorting.from_unit_dict(
+        [{"a": np.array([10, 30]), "b": np.array([], dtype=np.int64), "c": np.array([5, 20, 40])}],
+        sampling_frequency=FS,
+    )
+    sorting.set_property("channel", np.array([3, 1, 2]))
+    sorting.set_property("location", np.array([[0.0, 10.0], [5.0, 15.0], [1.0, 2.0]]))
+    sorting.set_property("quality", np.array(["good", "mua", "good"]))
+    return sorting
+
+
+def test_real_sorting_uses_spike_vector_and_properties(numpy_sorting):
+    sd = load_spikedata_from_spikeinterface(numpy_sorting)
+    assert [t.tolist() for t in sd.train] == [[1.0, 3.0], [], [0.5, 2.0, 4.0]]
+    assert sd.neuron_attributes == [
+        {"unit_id": "a", "electrode": 3, "location": [0.0, 10.0], "quality": "good"},
+        {"unit_id": "b", "electrode": 1, "location": [5.0, 15.0], "quality": "mua"},
+        {"unit_id": "c", "electrode": 2, "location": [1.0, 2.0], "quality": "good"},
+    ]
+    assert sd.metadata["fs_Hz"] == FS and sd.metadata["format"] == "spikeinterface"
+    assert sd.length == 4.0
+
+
+def test_unit_ids_keep_the_callers_order(numpy_sorting):
+    sd = load_spikedata_from_spikeinterface(numpy_sorting, unit_ids=["c", "a"])
+    assert sd.get_neuron_attribute("unit_id") == ["c", "a"]
+    assert [t.tolist() for t in sd.train] == [[0.5, 2.0, 4.0], [1.0, 3.0]]
+
+
+def test_sampling_frequency_override(numpy_sorting):
+    sd = load_spikedata_from_spikeinterface(numpy_sorting, sampling_frequency=20000.0)
+    assert sd.train[0].tolist() == [0.5, 1.5]
+
+
+def test_length_comes_from_a_registered_recording():
+    recording = si.generate_recording(num_channels=2, durations=[1.5], sampling_frequency=FS)
+    sorting = si.generate_sorting(num_units=4, durations=[1.5], sampling_frequency=FS, seed=1)
+    sorting.register_recording(recording)
+    sd = load_spikedata_from_spikeinterface(sorting)
+    assert sd.length == 1500.0
+    for unit_id, train in zip(sorting.get_unit_ids(), sd.train, strict=True):
+        np.testing.assert_allclose(train, sorting.get_unit_spike_train(unit_id) / FS * 1000)
+
+
+def test_multi_segment_sorting():
+    sorting = si.NumpySorting.from_unit_dict(
+        [{0: np.array([1, 2])}, {0: np.array([7])}], sampling_frequency=1000.0
+    )
+    assert load_spikedata_from_spikeinterface(sorting, segment_index=1).train[0].tolist() == [7.0]
+
+
+def test_duck_typed_sorting():
+    sorting = PlainSorting(
+        {7: [100, 300], 2: [50]},
+        properties={"channel": [4, 5], "location": np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])},
+    )
+    sd = load_spikedata_from_spikeinterface(sorting)
+    assert sd.get_neuron_attribute("unit_id") == [7, 2]
+    assert [t.tolist() for t in sd.train] == [[10.0, 30.0], [5.0]]
+    assert sd.get_neuron_attribute("electrode") == [4, 5]
+    assert sd.get_neuron_attribute("location") == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    assert "quality" not in sd.neuron_attributes[0]  # KeyError means "no such property"
+
+
+def test_mock_that_answers_everything_uses_the_plain_path():
+    sorting = mock.MagicMock()
+    sorting.get_unit_ids.return_value = [0, 1]
+    sorting.get_sampling_frequency.return_value = 1000.0
+    sorting.get_unit_spike_train.side_effect = lambda unit_id, segment_index=0: np.array(
+        [unit_id + 1, unit_id + 5]
+    )
+    sd = load_spikedata_from_spikeinterface(sorting)
+    assert [t.tolist() for t in sd.train] == [[1.0, 5.0], [2.0, 6.0]]
+    assert sd.neuron_attributes == [{"unit_id": 0}, {"unit_id": 1}]
+    sorting.to_spike_vector.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("sorting", "kwargs", "error", "match"),
+    [
+        (object(), {}, TypeError, "lacks get_unit_ids, get_sampling_frequency"),
+        (PlainSorting({0: [1]}, fs=0.0), {}, ValueError, "must be positive and finite"),
+        (PlainSorting({0: [1]}, fs=-3.0), {}, ValueError, "must be positive and finite"),
+        (PlainSorting({0: [1]}), {"sampling_frequency": -100.0}, ValueError, "positive"),
+        (PlainSorting({0: [1]}), {"unit_ids": []}, ValueError, "unit_ids is empty"),
+        (PlainSorting({0: [1]}), {"unit_ids": [0, 5, 6]}, ValueError, r"unit ids \[5, 6\] are not"),
+    ],
+)
+def test_sorting_errors(sorting, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        load_spikedata_from_spikeinterface(sorting, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def traces():
+    rng = np.random.default_rng(3)
+    data = rng.normal(0, 1, size=(4, 30000)).astype(np.float32)
+    data[1, 5000:5010] -= 40
+    data[1, 15000:15010] -= 40
+    data[2, 22000:22010] += 40
+    return data
+
+
+@pytest.mark.parametrize("filter_option", [False, True])
+def test_recording_equals_the_raw_hdf5_loader(tmp_path, traces, filter_option):
+    recording = si.NumpyRecording([traces.T], sampling_frequency=20000.0)
+    path = tmp_path / "raw.h5"
+    with h5py.File(path, "w") as handle:
+        handle["traces"] = traces
+    from_si = load_spikedata_from_spikeinterface_recording(
+        recording, filter=filter_option, chunk_samples=4096
+    )
+    from_h5 = load_spikedata_from_hdf5_raw_thresholded(
+        path, "traces", fs_Hz=20000.0, filter=filter_option
+    )
+    assert from_si.N == 4  # one unit per channel, also without spikes
+    assert all(np.array_equal(a, b) for a, b in zip(from_si.train, from_h5.train, strict=True))
+    assert from_si.length == from_h5.length == 1500.0
+    assert from_si.train[1].size >= 2 and from_si.train[0].size == 0
+
+
+def test_recording_is_read_in_chunks(traces):
+    recording = si.NumpyRecording([traces.T], sampling_frequency=20000.0)
+    windows = []
+    original = recording.get_traces
+
+    def spy(**kwargs):
+        windows.append((kwargs["start_frame"], kwargs["end_frame"]))
+        return original(**kwargs)
+
+    recording.get_traces = spy
+    load_spikedata_from_spikeinterface_recording(recording, chunk_samples=5000)
+    assert max(stop - start for start, stop in windows) <= 5000 + 2  # one sample each side
+    assert len(windows) == 2 * 6  # two passes of six chunks
+
+
+class PlainRecording:
+    def __init__(self, data, fs=1000.0):
+        self.data, self.sampling_frequency = data, fs
+
+    def get_traces(self, segment_index=0):
+        return self.data
+
+    def get_num_channels(self):
+        return min(self.data.shape)
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "time_first"])
+def test_duck_recording_layouts(layout):
+    data = np.zeros((3, 40))
+    data[0, 10] = 50.0
+    data[2, 30] = -50.0
+    sd = load_spikedata_from_spikeinterface_recording(
+        PlainRecording(data if layout == "channels_first" else data.T), threshold_sigma=3.0
+    )
+    assert [t.tolist() for t in sd.train] == [[10.0], [], [30.0]]
+    assert sd.length == 40.0
+
+
+def test_square_traces_are_kept_as_channels_by_time():
+    data = np.zeros((4, 4))
+    data[1, 2] = 10.0
+    sd = load_spikedata_from_spikeinterface_recording(PlainRecording(data), threshold_sigma=1.0)
+    assert [t.tolist() for t in sd.train] == [[], [2.0], [], []]
+
+
+def test_recording_errors():
+    with pytest.raises(ValueError, match=r"must be 2-D \(channels x time\), got shape \(5,\)"):
+        load_spikedata_from_spikeinterface_recording(PlainRecording(np.zeros(5)))
+    with pytest.raises(TypeError, match="has no sampling frequency"):
+        load_spikedata_from_spikeinterface_recording(PlainRecording(np.zeros((2, 5)), fs=None))
