@@ -129,14 +129,14 @@ def load_spikedata_from_spikeinterface(
     )
 
 
-def _sorting_properties(sorting: Any, n_units: int) -> dict[str, Sequence[Any]]:
+def _sorting_properties(sorting: Any, n_units: int) -> dict[str, Any]:
     if not callable(getattr(sorting, "get_property", None)):
         return {}
     if _is_spikeinterface(sorting, "BaseSorting"):
         names: Sequence[str] = sorting.get_property_keys()
     else:
         names = _COMMON_PROPERTIES
-    found = {}
+    found: dict[str, Any] = {}
     for name in names:
         try:
             values = sorting.get_property(name)

@@ -202,7 +202,7 @@ def _scalar_columns(sd: SpikeData) -> list[str]:
 
 def _add_units(nwbfile: Any, sd: SpikeData, electrode_rows: dict[int, int]) -> None:
     attributes = sd.neuron_attributes or [{} for _ in range(sd.N)]
-    unit_ids = [entry.get("unit_id") for entry in attributes]
+    unit_ids: list[Any] = [entry.get("unit_id") for entry in attributes]
     integer_ids = all(
         isinstance(value, int | np.integer) and not isinstance(value, bool) for value in unit_ids
     ) and len(set(unit_ids)) == len(unit_ids)

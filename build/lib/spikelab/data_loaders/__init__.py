@@ -1,0 +1,1 @@
+"""Upstream-compatible import path for the loaders."""

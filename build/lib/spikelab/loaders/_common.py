@@ -1,0 +1,74 @@
+"""Helpers shared by the loaders: input checks, HDF5 access, length/start ladders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from spikelab.exceptions import DatasetNotFoundError, FileFormatError, InvalidSpikeDataError
+from spikelab.spikedata import SpikeData
+
+
+def existing_file(filepath: str | os.PathLike[str], what: str = "input file") -> Path:
+    """Return ``filepath`` as a Path, or raise FileNotFoundError naming it."""
+    path = Path(filepath)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+@contextmanager
+def open_hdf5(path: Path) -> Iterator[h5py.File]:
+    """Open an HDF5 file read-only; a file that is not HDF5 raises FileFormatError naming it."""
+    existing_file(path, "HDF5 file")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise FileFormatError(f"{path} is not a readable HDF5 file ({error})") from error
+    with handle:
+        yield handle
+
+
+def require_dataset(handle: h5py.File | h5py.Group, name: str) -> h5py.Dataset:
+    """Return the dataset ``name``, or raise a KeyError naming it and the file."""
+    item = handle.get(name)
+    if item is None:
+        raise DatasetNotFoundError(f"dataset {name!r} is not in {handle.file.filename}")
+    if not isinstance(item, h5py.Dataset):
+        raise DatasetNotFoundError(f"{name!r} in {handle.file.filename} is a group, not a dataset")
+    return item
+
+
+def file_attribute(handle: h5py.File, name: str) -> float | None:
+    """Return a numeric root attribute (``length_ms``, ``start_time``) or None if absent."""
+    if name not in handle.attrs:
+        return None
+    return float(np.asarray(handle.attrs[name]).reshape(-1)[0])
+
+
+def first_given(*values: float | None) -> float | None:
+    """Return the first value that is not None (the explicit > file > inferred ladder)."""
+    return next((value for value in values if value is not None), None)
+
+
+def build_spikedata(source: Path | str, trains: list[Any], **kwargs: Any) -> SpikeData:
+    """Construct SpikeData, naming ``source`` in any validation error."""
+    try:
+        return SpikeData(trains, **kwargs)
+    except InvalidSpikeDataError as error:
+        raise InvalidSpikeDataError(f"{source}: {error}") from error
+
+
+def merged_metadata(
+    metadata: Mapping[str, Any] | None, source: Path | str, fmt: str, **extra: Any
+) -> dict[str, Any]:
+    """Caller's metadata, then the loader's own fields (``source_file``, ``format`` ...)."""
+    merged = dict(metadata or {})
+    merged.update(source_file=str(source), format=fmt, **extra)
+    return merged

@@ -1,0 +1,220 @@
+"""NWB files: the Units table (spike times in seconds) and file-level metadata."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from spikelab._optional import import_optional, is_installed
+from spikelab.exceptions import FileFormatError
+from spikelab.loaders import _nwb_h5py, _nwb_pynwb
+from spikelab.loaders._common import build_spikedata, existing_file, file_attribute, first_given
+from spikelab.loaders._nwb_table import (
+    METADATA_KEYS,
+    ElectrodesColumns,
+    UnitsColumns,
+    check_units,
+    unit_attributes,
+)
+from spikelab.spikedata import SpikeData
+from spikelab.units import to_ms
+
+
+def load_spikedata_from_nwb(
+    filepath: str | os.PathLike[str],
+    *,
+    prefer_pynwb: bool = True,
+    length_ms: float | None = None,
+    start_time_ms: float | None = None,
+    allow_no_units: bool = False,
+) -> SpikeData:
+    """Load the spike trains of an NWB file's Units table.
+
+    Spike times and their ragged index are read as two whole arrays and split by offset,
+    never one read per unit. Each unit carries its id, every scalar Units column (quality
+    metrics, names ...), and from its first electrodes row ``electrode`` (the electrode id),
+    ``location_label``, ``group_name`` and ``location`` ([x, y, z]).
+
+    Parameters
+    ----------
+    filepath : str or PathLike
+        The NWB (HDF5) file.
+    prefer_pynwb : bool, default: True
+        Read through pynwb when it is installed; any pynwb failure falls back to h5py with
+        a warning. False reads with h5py directly.
+    length_ms : float | None, default: None
+        Recording length; otherwise the file's ``length_ms`` attribute (written by
+        :func:`spikelab.io.export_spikedata_to_nwb`), else the last spike.
+    start_time_ms : float | None, default: None
+        Recording start; otherwise the file's ``start_time`` attribute, else 0.
+    allow_no_units : bool, default: False
+        Return N=0 with the file metadata filled when the file has no Units table, instead
+        of raising.
+
+    Returns
+    -------
+    SpikeData
+        Metadata: ``source_file``, ``format`` ("nwb"), ``reader`` ("pynwb" or "h5py"),
+        ``identifier``, ``session_description``, ``session_start_time`` (ISO),
+        ``subject_id``, ``species``, ``sex``, ``age``, ``date_of_birth`` (ISO),
+        ``device_names`` (sorted), ``sampling_rate_hz`` and ``duration_seconds`` (first
+        ElectricalSeries), ``unit_count`` and ``electrodes_by_channel``; None where the file
+        does not say.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        No Units table (without ``allow_no_units``), Units without spike times, a spike
+        index past the end of the times, or a file that is not readable HDF5.
+    """
+    path = existing_file(filepath, "NWB file")
+    source = str(path)
+    contents = None
+    if prefer_pynwb and is_installed("pynwb"):
+        try:
+            contents = _read_with_pynwb(path, source)
+        except FileFormatError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any pynwb failure falls back to h5py
+            warnings.warn(
+                f"pynwb could not read {source} ({type(error).__name__}: {error}); "
+                "reading it with h5py instead",
+                UserWarning,
+                stacklevel=2,
+            )
+    if contents is None:
+        contents = _read_with_h5py(path, source)
+    return assemble(
+        source,
+        *contents,
+        length_ms=length_ms,
+        start_time_ms=start_time_ms,
+        allow_no_units=allow_no_units,
+    )
+
+
+Contents = tuple[UnitsColumns | None, ElectrodesColumns | None, dict[str, Any], str]
+
+
+def _open_hdf5(path: Path, source: str) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise FileFormatError(
+            f"{source} is not a readable NWB/HDF5 file (truncated or corrupt?): {error}"
+        ) from error
+
+
+def _read_with_pynwb(path: Path, source: str) -> Contents:
+    pynwb = import_optional("pynwb", "nwb")
+    with _open_hdf5(path, source) as handle:
+        with pynwb.NWBHDF5IO(file=handle, mode="r", load_namespaces=True) as io:
+            nwbfile = io.read()
+            metadata = _nwb_pynwb.read_metadata(nwbfile)
+            metadata.update(_file_attributes(handle))
+            units = _nwb_pynwb.read_units(nwbfile, source)
+            electrodes = _nwb_pynwb.read_electrodes(nwbfile)
+    return units, electrodes, metadata, "pynwb"
+
+
+def _read_with_h5py(path: Path, source: str) -> Contents:
+    with _open_hdf5(path, source) as handle:
+        return read_h5py_contents(handle, source)
+
+
+def read_h5py_contents(handle: h5py.File, source: str) -> Contents:
+    """Read Units, electrodes and metadata from an open h5py file (local or remote)."""
+    try:
+        metadata = _nwb_h5py.read_metadata(handle)
+        metadata.update(_file_attributes(handle))
+        units = _nwb_h5py.read_units(handle, source)
+        electrodes = _nwb_h5py.read_electrodes(handle)
+    except (OSError, KeyError) as error:
+        raise FileFormatError(f"{source}: cannot read the NWB structure ({error})") from error
+    metadata["session_start_time"] = _normalized_iso(metadata["session_start_time"])
+    metadata["date_of_birth"] = _normalized_iso(metadata["date_of_birth"])
+    return units, electrodes, metadata, "h5py"
+
+
+def _file_attributes(handle: h5py.File) -> dict[str, Any]:
+    return {
+        "_length_ms": file_attribute(handle, "length_ms"),
+        "_start_time": file_attribute(handle, "start_time"),
+        "_sampling_rate_hz": file_attribute(handle, "sampling_rate_hz"),
+    }
+
+
+def _normalized_iso(value: Any) -> str | None:
+    """Give h5py-read dates the same ISO form pynwb's datetime objects print."""
+    if value is None:
+        return None
+    text = str(value)
+    for parse in (datetime.fromisoformat, date.fromisoformat):
+        try:
+            return parse(text).isoformat()
+        except ValueError:
+            continue
+    return text
+
+
+def assemble(
+    source: str,
+    units: UnitsColumns | None,
+    electrodes: ElectrodesColumns | None,
+    metadata: dict[str, Any],
+    reader: str,
+    *,
+    length_ms: float | None,
+    start_time_ms: float | None,
+    allow_no_units: bool,
+) -> SpikeData:
+    """Turn what a reader found into SpikeData, applying the length and start ladders."""
+    file_length, file_start = metadata.pop("_length_ms"), metadata.pop("_start_time")
+    file_rate = metadata.pop("_sampling_rate_hz")
+    if units is None and not allow_no_units:
+        raise FileFormatError(
+            f"{source} has no Units table (no spike sorting results); pass "
+            "allow_no_units=True to load only its metadata"
+        )
+    if units is not None:
+        check_units(source, units)
+        trains = _split_times(units)
+        attributes = unit_attributes(units, electrodes)
+    else:
+        trains, attributes = [], []
+    full_metadata = {key: metadata.get(key) for key in METADATA_KEYS}
+    if full_metadata["sampling_rate_hz"] is None:
+        full_metadata["sampling_rate_hz"] = file_rate
+    full_metadata.update(
+        source_file=source,
+        format="nwb",
+        reader=reader,
+        unit_count=len(trains),
+        electrodes_by_channel=electrodes.by_channel() if electrodes is not None else {},
+    )
+    sd = build_spikedata(
+        source,
+        trains,
+        length=first_given(length_ms, file_length),
+        start_time=first_given(start_time_ms, file_start, 0.0),
+        neuron_attributes=attributes,
+        metadata=full_metadata,
+    )
+    if sd.metadata["duration_seconds"] is None:
+        sd.metadata["duration_seconds"] = sd.length / 1000.0
+    return sd
+
+
+def _split_times(units: UnitsColumns) -> list[Any]:
+    ends = units.spike_ends
+    if not ends.size:
+        return []
+    return np.split(to_ms(units.spike_times_s[: ends[-1]], "s"), ends[:-1])
