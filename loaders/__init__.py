@@ -8,6 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from spikelab.loaders.dandi import (
+    list_dandi_assets,
+    load_recording_from_dandi,
+    load_spikedata_from_dandi,
+)
 from spikelab.loaders.hdf5 import load_spikedata_from_hdf5
 from spikelab.loaders.hdf5_raw import load_spikedata_from_hdf5_raw_thresholded
 from spikelab.loaders.kilosort import load_spikedata_from_kilosort
@@ -21,6 +26,7 @@ from spikelab.loaders.spikelab_npz import load_spikedata_from_spikelab_sorted_np
 from spikelab.spikedata import SpikeData
 
 LOADERS: dict[str, Callable[..., SpikeData]] = {
+    "dandi": load_spikedata_from_dandi,
     "hdf5": load_spikedata_from_hdf5,
     "hdf5_raw_thresholded": load_spikedata_from_hdf5_raw_thresholded,
     "kilosort": load_spikedata_from_kilosort,
@@ -33,6 +39,9 @@ LOADERS: dict[str, Callable[..., SpikeData]] = {
 
 __all__: list[Any] = [
     "LOADERS",
+    "list_dandi_assets",
+    "load_recording_from_dandi",
+    "load_spikedata_from_dandi",
     "load_spikedata_from_hdf5",
     "load_spikedata_from_hdf5_raw_thresholded",
     "load_spikedata_from_kilosort",

@@ -6,6 +6,8 @@ the builtin that upstream code expects.
 
 from __future__ import annotations
 
+from urllib.error import URLError
+
 
 class SpikelabError(Exception):
     """Base class of every spikelab error."""
@@ -25,3 +27,21 @@ class DatasetNotFoundError(SpikelabError, KeyError):
     def __str__(self) -> str:
         # KeyError quotes its message; show it as plain text instead.
         return str(self.args[0]) if self.args else ""
+
+
+class RemoteError(SpikelabError, URLError):
+    """A remote service (DANDI, IBL) failed or refused a request, after any retries.
+
+    It is a ``urllib.error.URLError`` (so an ``OSError``), as upstream callers expect.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __str__(self) -> str:
+        return str(self.reason)
+
+
+class DigestMismatchError(SpikelabError, ValueError):
+    """Downloaded bytes do not match the size or digest the archive publishes."""

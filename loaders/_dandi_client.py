@@ -1,0 +1,253 @@
+"""A small client for the DANDI archive's REST API: one session, retries, paging."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from spikelab.exceptions import RemoteError
+
+DEFAULT_API_BASE = "https://api.dandiarchive.org/api"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_BACKOFF_SECONDS = 0.5
+_TRANSIENT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+_ASSET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def normalize_dandiset_id(dandiset_id: str | int) -> str:
+    """Return the six-digit dandiset id; ``DANDI:000006`` is accepted too.
+
+    Raises
+    ------
+    ValueError
+        If the id is not six digits (``6`` gets a hint to write ``000006``).
+    """
+    text = str(dandiset_id).strip()
+    text = text.removeprefix("DANDI:").removeprefix("dandi:")
+    if re.fullmatch(r"\d{6}", text):
+        return text
+    if re.fullmatch(r"\d{1,5}", text):
+        raise ValueError(
+            f"dandiset id {dandiset_id!r} must have six digits: did you mean {int(text):06d}?"
+        )
+    raise ValueError(f"dandiset id {dandiset_id!r} is not a six-digit DANDI id like 000006")
+
+
+def parse_asset_reference(reference: str, api_base: str) -> tuple[str, str]:
+    """Split an asset UUID, or a URL that names one, into (asset id, API base).
+
+    A URL such as ``https://api.dandiarchive.org/api/assets/<uuid>/download/`` also says
+    which archive to ask; its API base replaces ``api_base``.
+
+    Raises
+    ------
+    ValueError
+        If no asset UUID can be found.
+    """
+    text = reference.strip()
+    if _ASSET_ID.fullmatch(text):
+        return text.lower(), api_base
+    match = re.match(r"(https?://.+?)/assets/(" + _ASSET_ID.pattern + r")(?:/|$)", text, re.I)
+    if match:
+        return match.group(2).lower(), match.group(1)
+    raise ValueError(
+        f"{reference!r} is neither a DANDI asset UUID nor an asset URL like "
+        f"{DEFAULT_API_BASE}/assets/<uuid>/download/"
+    )
+
+
+def _redacted(url: str) -> str:
+    """Drop the query string (presigned URLs carry credentials there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+class DandiClient:
+    """Talk to one DANDI API: every request goes through :meth:`request`.
+
+    Creating a client does no network I/O. The token (argument, else ``DANDI_API_TOKEN``)
+    is sent as ``Authorization: token ...`` only to URLs under ``api_base``, never to the
+    blob store the downloads redirect to, and never appears in messages.
+
+    Parameters
+    ----------
+    api_base : str, default: DEFAULT_API_BASE
+        API root.
+    token : str | None, default: None
+        Personal access token; defaults to the ``DANDI_API_TOKEN`` environment variable.
+    timeout_seconds : float, default: 30.0
+        Connect and read timeout of each request.
+    max_attempts : int, default: 5
+        Tries per request for connection errors and statuses 429/500/502/503/504.
+    backoff_seconds : float | None, default: None
+        First retry delay (None: ``DEFAULT_BACKOFF_SECONDS``); doubles each attempt, with
+        jitter, unless the server sends ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        api_base: str = DEFAULT_API_BASE,
+        token: str | None = None,
+        *,
+        timeout_seconds: float = 30.0,
+        max_attempts: int = 5,
+        backoff_seconds: float | None = None,
+    ) -> None:
+        self.api_base = api_base.rstrip("/")
+        self._token = token or os.environ.get("DANDI_API_TOKEN") or None
+        self.timeout_seconds = timeout_seconds
+        self.max_attempts = max_attempts
+        self.backoff_seconds = (
+            DEFAULT_BACKOFF_SECONDS if backoff_seconds is None else backoff_seconds
+        )
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "spikelab (https://github.com/spikelab)"
+
+    def __enter__(self) -> DandiClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the underlying HTTP session."""
+        self.session.close()
+
+    def __repr__(self) -> str:
+        return f"DandiClient({self.api_base!r}, token={'set' if self._token else 'unset'})"
+
+    def url(self, path: str) -> str:
+        """Absolute URL of an API path such as ``/assets/<id>/``."""
+        return path if path.startswith(("http://", "https://")) else self.api_base + path
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        allow_redirects: bool = True,
+    ) -> requests.Response:
+        """Send one request, retrying transient failures; return a 2xx/3xx response.
+
+        Raises
+        ------
+        RemoteError
+            A 4xx answer (at once), or a transient failure on the last attempt. The
+            message names the method, the URL without its query and the status.
+        """
+        target = self.url(url)
+        sent_headers = dict(headers or {})
+        if self._token and target.startswith(self.api_base):
+            sent_headers["Authorization"] = f"token {self._token}"
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self.session.request(
+                    method,
+                    target,
+                    headers=sent_headers,
+                    params=params,
+                    stream=stream,
+                    allow_redirects=allow_redirects,
+                    timeout=self.timeout_seconds,
+                )
+            except _TRANSIENT_ERRORS as error:
+                if attempt == self.max_attempts:
+                    raise RemoteError(
+                        f"{method} {_redacted(target)} failed after {attempt} attempts: "
+                        f"{type(error).__name__}"
+                    ) from None
+                self.wait_before_retry(attempt)
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < self.max_attempts:
+                retry_after = response.headers.get("Retry-After")
+                response.close()
+                self.wait_before_retry(attempt, retry_after)
+                continue
+            if response.status_code >= 400:
+                raise self._error(method, target, response, attempt)
+            return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def wait_before_retry(self, attempt: int, retry_after: str | None = None) -> None:
+        """Sleep before retry ``attempt``: ``Retry-After`` seconds, else a jittered backoff."""
+        if retry_after is not None and retry_after.strip().isdigit():
+            delay = float(retry_after)
+        else:
+            delay = self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+        time.sleep(min(delay, 60.0))
+
+    def _error(
+        self, method: str, url: str, response: requests.Response, attempts: int
+    ) -> RemoteError:
+        status = response.status_code
+        try:
+            detail = response.json().get("detail", "")
+        except ValueError:
+            detail = response.text[:200]
+        finally:
+            response.close()
+        hint = ""
+        if status in (401, 403):
+            hint = (
+                " (embargoed dandisets need a token: pass api_token or set DANDI_API_TOKEN)"
+                if not self._token
+                else " (the token was refused: check that it is valid for this archive)"
+            )
+        elif status == 404:
+            hint = " (not found: check the dandiset id, version and asset id)"
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return RemoteError(
+            f"{method} {_redacted(url)} answered HTTP {status}{tries}: {detail}{hint}",
+            status=status,
+        )
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET an API path and decode its JSON body."""
+        response = self.request("GET", path, params=params)
+        try:
+            return response.json()
+        except ValueError as error:
+            raise RemoteError(f"GET {_redacted(self.url(path))} did not return JSON") from error
+
+    def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
+        """Yield the ``results`` of every page, following ``next`` links lazily."""
+        page = self.get_json(path, params)
+        while True:
+            yield from page.get("results", [])
+            next_url = page.get("next")
+            if not next_url:
+                return
+            page = self.get_json(next_url)
+
+    def asset_metadata(self, asset_id: str) -> dict[str, Any]:
+        """Fetch the asset's metadata record: ``path``, ``contentSize``, ``digest`` ..."""
+        metadata: dict[str, Any] = self.get_json(f"/assets/{asset_id}/")
+        return metadata
+
+    def blob_url(self, asset_id: str) -> str:
+        """Find where the asset's bytes live: the target of its download redirect."""
+        download = f"/assets/{asset_id}/download/"
+        response = self.request("GET", download, stream=True, allow_redirects=False)
+        response.close()
+        location = response.headers.get("Location")
+        return location if response.is_redirect and location else self.url(download)

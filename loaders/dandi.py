@@ -1,0 +1,374 @@
+"""DANDI archive: list a dandiset's assets, load an NWB asset's Units, convert raw to Zarr."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from spikelab._optional import import_optional
+from spikelab.io.atomic import atomic_write
+from spikelab.loaders._dandi_client import (
+    DEFAULT_API_BASE,
+    DandiClient,
+    normalize_dandiset_id,
+    parse_asset_reference,
+)
+from spikelab.loaders._download import (
+    download_verified,
+    expected_digest,
+    file_matches,
+    safe_destination,
+)
+from spikelab.loaders.nwb import load_spikedata_from_nwb
+from spikelab.spikedata import SpikeData
+
+
+def list_dandi_assets(
+    dandiset_id: str,
+    *,
+    version: str = "draft",
+    path_glob: str | None = None,
+    api_token: str | None = None,
+    api_base: str = DEFAULT_API_BASE,
+    page_size: int = 100,
+    request_timeout_seconds: float = 30.0,
+) -> Iterator[dict[str, Any]]:
+    """Iterate over the assets of a dandiset version, one API page at a time.
+
+    Parameters
+    ----------
+    dandiset_id : str
+        Six-digit id such as ``"000006"``.
+    version : str, default: "draft"
+        ``"draft"`` or a published version such as ``"0.231012.0"``.
+    path_glob : str | None, default: None
+        Server-side filter on the whole asset path (``*`` only), e.g. ``"*.nwb"``.
+    api_token : str | None, default: None
+        Token for embargoed dandisets; defaults to ``DANDI_API_TOKEN``.
+    api_base : str, default: DEFAULT_API_BASE
+        API root.
+    page_size : int, default: 100
+        Assets per request (the archive allows up to 1000).
+    request_timeout_seconds : float, default: 30.0
+        Timeout of each request.
+
+    Yields
+    ------
+    dict
+        ``asset_id``, ``path``, ``size``, ``download_url``, ``dandiset_id``, ``version``
+        and ``modified`` when the archive gives it.
+
+    Raises
+    ------
+    ValueError
+        A malformed dandiset id (raised at the call, before any request).
+    RemoteError
+        The archive refused or kept failing a request.
+    """
+    dandiset = normalize_dandiset_id(dandiset_id)
+    if not 1 <= page_size <= 1000:
+        raise ValueError(f"page_size must be between 1 and 1000, got {page_size}")
+    params: dict[str, Any] = {"page_size": page_size}
+    if path_glob:
+        params["glob"] = path_glob
+    client = DandiClient(api_base, api_token, timeout_seconds=request_timeout_seconds)
+
+    def assets() -> Iterator[dict[str, Any]]:
+        with client:
+            path = f"/dandisets/{dandiset}/versions/{version}/assets/"
+            for record in client.paginate(path, params):
+                asset = {
+                    "asset_id": record["asset_id"],
+                    "path": record["path"],
+                    "size": record.get("size"),
+                    "download_url": record.get("download_url")
+                    or client.url(f"/assets/{record['asset_id']}/download/"),
+                    "dandiset_id": dandiset,
+                    "version": version,
+                }
+                if record.get("modified"):
+                    asset["modified"] = record["modified"]
+                yield asset
+
+    return assets()
+
+
+@contextmanager
+def _downloaded_asset(
+    asset_id: str,
+    *,
+    dandiset_id: str | None,
+    version: str,
+    download_dir: str | os.PathLike[str] | None,
+    keep: bool,
+    api_token: str | None,
+    api_base: str,
+    request_timeout_seconds: float,
+    download_timeout_seconds: float,
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Resolve, download and verify one asset; yield its local path and provenance.
+
+    Without ``download_dir`` the file lives in a temporary folder removed on exit (also on
+    error) unless ``keep``.
+    """
+    identifier, base = parse_asset_reference(asset_id, api_base)
+    dandiset = normalize_dandiset_id(dandiset_id) if dandiset_id is not None else None
+    with DandiClient(base, api_token, timeout_seconds=request_timeout_seconds) as client:
+        record = client.asset_metadata(identifier)
+        asset_path = record.get("path") or f"{identifier}.nwb"
+        folder = Path(download_dir) if download_dir is not None else None
+        temporary = None if folder is not None else Path(tempfile.mkdtemp(prefix="spikelab-dandi-"))
+        try:
+            target = safe_destination(folder or temporary, asset_path)  # type: ignore[arg-type]
+            digests = record.get("digest") or {}
+            if not file_matches(target, record.get("contentSize"), digests):
+                download_verified(
+                    client,
+                    client.blob_url(identifier),
+                    target,
+                    size=record.get("contentSize"),
+                    digests=digests,
+                    timeout_seconds=download_timeout_seconds,
+                )
+            digest = expected_digest(digests)
+            provenance: dict[str, Any] = {
+                "dandi_asset_id": identifier,
+                "dandi_version": version,
+                "dandi_path": asset_path,
+                "dandi_digest": dict([digest]) if digest else {},
+                "source_reference": client.url(
+                    f"/dandisets/{dandiset}/versions/{version}/assets/{identifier}/"
+                    if dandiset
+                    else f"/assets/{identifier}/"
+                ),
+            }
+            if dandiset is not None:
+                provenance["dandi_dandiset_id"] = dandiset
+            yield target, provenance
+        finally:
+            if temporary is not None and not keep:
+                shutil.rmtree(temporary, ignore_errors=True)
+
+
+def load_spikedata_from_dandi(
+    asset_id: str,
+    *,
+    dandiset_id: str | None = None,
+    version: str = "draft",
+    download_dir: str | os.PathLike[str] | None = None,
+    api_token: str | None = None,
+    api_base: str = DEFAULT_API_BASE,
+    request_timeout_seconds: float = 30.0,
+    download_timeout_seconds: float = 600.0,
+    allow_no_units: bool = False,
+    length_ms: float | None = None,
+    start_time_ms: float | None = None,
+) -> SpikeData:
+    """Download one NWB asset from DANDI, verify it, and load its Units as SpikeData.
+
+    The download streams to disk in chunks, resumes a broken transfer with an HTTP Range
+    request, retries transient failures, and checks the size and the digest the archive
+    publishes (sha2-256, else the dandi-etag) before the file is used.
+
+    Parameters
+    ----------
+    asset_id : str
+        Asset UUID, or a URL naming one (its API base then replaces ``api_base``).
+    dandiset_id : str | None, default: None
+        The owning dandiset, recorded in the provenance.
+    version : str, default: "draft"
+        Dandiset version, recorded in the provenance.
+    download_dir : str or PathLike or None, default: None
+        Where to keep the file (at its asset path, never outside this folder). None uses a
+        temporary folder that is always removed.
+    api_token : str | None, default: None
+        Token for embargoed assets; defaults to ``DANDI_API_TOKEN``. Sent only to the API.
+    api_base : str, default: DEFAULT_API_BASE
+        API root.
+    request_timeout_seconds : float, default: 30.0
+        Timeout of each API request.
+    download_timeout_seconds : float, default: 600.0
+        Longest time the whole download may take.
+    allow_no_units : bool, default: False
+        Passed on to :func:`load_spikedata_from_nwb`: N=0 with metadata for raw assets.
+    length_ms, start_time_ms : float | None, default: None
+        Passed on to :func:`load_spikedata_from_nwb`.
+
+    Returns
+    -------
+    SpikeData
+        With the NWB metadata plus ``dandi_asset_id``, ``dandi_dandiset_id`` (when given),
+        ``dandi_version``, ``dandi_path``, ``dandi_digest``, ``source_reference`` and, with
+        ``download_dir``, ``downloaded_path``.
+
+    Raises
+    ------
+    RemoteError
+        The archive refused or kept failing (a ``urllib.error.URLError``).
+    DigestMismatchError
+        The downloaded bytes do not match the published digest (a ``ValueError``).
+    ValueError
+        A malformed asset id or dandiset id, an unsafe asset path, or an NWB problem.
+    """
+    with _downloaded_asset(
+        asset_id,
+        dandiset_id=dandiset_id,
+        version=version,
+        download_dir=download_dir,
+        keep=False,
+        api_token=api_token,
+        api_base=api_base,
+        request_timeout_seconds=request_timeout_seconds,
+        download_timeout_seconds=download_timeout_seconds,
+    ) as (path, provenance):
+        sd = load_spikedata_from_nwb(
+            path, allow_no_units=allow_no_units, length_ms=length_ms, start_time_ms=start_time_ms
+        )
+    sd.metadata.update(provenance)
+    if download_dir is not None:
+        sd.metadata["downloaded_path"] = str(path)
+    else:
+        sd.metadata["source_file"] = provenance["source_reference"]
+    return sd
+
+
+def load_recording_from_dandi(
+    asset_id: str,
+    zarr_dest: str | os.PathLike[str],
+    *,
+    dandiset_id: str | None = None,
+    version: str = "draft",
+    electrical_series_path: str | None = None,
+    overwrite: bool = False,
+    download_dir: str | os.PathLike[str] | None = None,
+    keep_nwb: bool = False,
+    api_token: str | None = None,
+    api_base: str = DEFAULT_API_BASE,
+    request_timeout_seconds: float = 30.0,
+    download_timeout_seconds: float = 600.0,
+    save_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Download a DANDI NWB asset and save its raw ElectricalSeries as SpikeInterface Zarr.
+
+    The Zarr is written under a temporary name beside ``zarr_dest`` and renamed into place,
+    so a failed conversion leaves nothing half-written. A JSON sidecar
+    ``<zarr_dest>.json`` records provenance, NWB metadata and the recording's shape.
+
+    Parameters
+    ----------
+    asset_id : str
+        Asset UUID or a URL naming one.
+    zarr_dest : str or PathLike
+        The Zarr folder to create.
+    dandiset_id : str | None, default: None
+        Owning dandiset, for the provenance.
+    version : str, default: "draft"
+        Dandiset version, for the provenance.
+    electrical_series_path : str | None, default: None
+        Which ElectricalSeries (e.g. ``"acquisition/ElectricalSeriesAP"``) when the file
+        has several; None lets SpikeInterface pick the only one.
+    overwrite : bool, default: False
+        Replace an existing ``zarr_dest``; otherwise it is an error.
+    download_dir : str or PathLike or None, default: None
+        Where the NWB file goes; None uses a temporary folder.
+    keep_nwb : bool, default: False
+        Keep the NWB file after conversion and return its path.
+    api_token, api_base, request_timeout_seconds, download_timeout_seconds
+        As for :func:`load_spikedata_from_dandi`.
+    save_kwargs : mapping | None, default: None
+        Passed to SpikeInterface's ``BaseRecording.save`` (e.g. ``{"n_jobs": 4}``).
+
+    Returns
+    -------
+    dict
+        ``zarr_path``, ``recording_metadata_path``, ``sampling_rate_hz``, ``n_channels``,
+        ``n_samples``, ``duration_seconds``, the provenance fields, the NWB subject and
+        session fields, and ``downloaded_nwb_path`` with ``keep_nwb``.
+
+    Raises
+    ------
+    FileExistsError
+        ``zarr_dest`` exists and ``overwrite`` is False (checked before downloading).
+    ImportError
+        spikeinterface is not installed.
+    ValueError
+        The file has no ElectricalSeries SpikeInterface can open.
+    """
+    destination = Path(zarr_dest).absolute()
+    if destination.exists() and not overwrite:
+        raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
+    extractors = import_optional("spikeinterface.extractors", "sorting")
+    with _downloaded_asset(
+        asset_id,
+        dandiset_id=dandiset_id,
+        version=version,
+        download_dir=download_dir,
+        keep=keep_nwb,
+        api_token=api_token,
+        api_base=api_base,
+        request_timeout_seconds=request_timeout_seconds,
+        download_timeout_seconds=download_timeout_seconds,
+    ) as (nwb_path, provenance):
+        nwb_metadata = load_spikedata_from_nwb(nwb_path, allow_no_units=True).metadata
+        try:
+            recording = extractors.read_nwb_recording(
+                str(nwb_path), electrical_series_path=electrical_series_path
+            )
+        except (ValueError, KeyError, AssertionError) as error:
+            raise ValueError(
+                f"{provenance['dandi_path']}: no ElectricalSeries SpikeInterface can open "
+                f"({error}); pass electrical_series_path to choose one"
+            ) from error
+        _save_zarr(recording, destination, dict(save_kwargs or {}))
+        if not keep_nwb and download_dir is not None:
+            nwb_path.unlink(missing_ok=True)
+
+    rate = float(recording.get_sampling_frequency())
+    n_samples = int(recording.get_num_samples(0))
+    result: dict[str, Any] = {
+        "zarr_path": str(destination),
+        "recording_metadata_path": str(destination.with_name(destination.name + ".json")),
+        "sampling_rate_hz": rate,
+        "n_channels": int(recording.get_num_channels()),
+        "n_samples": n_samples,
+        "duration_seconds": n_samples / rate,
+        **provenance,
+        **{
+            key: nwb_metadata.get(key)
+            for key in (
+                "identifier",
+                "session_description",
+                "session_start_time",
+                "subject_id",
+                "species",
+                "sex",
+                "age",
+                "date_of_birth",
+            )
+        },
+    }
+    if keep_nwb:
+        result["downloaded_nwb_path"] = str(nwb_path)
+    with atomic_write(result["recording_metadata_path"]) as handle:
+        handle.write(json.dumps(result, indent=2).encode())
+    return result
+
+
+def _save_zarr(recording: Any, destination: Path, save_kwargs: dict[str, Any]) -> None:
+    """Save to a temporary Zarr folder beside ``destination``, then swap it into place."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    written = staging / "recording.zarr"  # SpikeInterface insists on the .zarr suffix
+    try:
+        recording.save(format="zarr", folder=written, **save_kwargs)
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(written, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
