@@ -17,6 +17,15 @@ SEED_API = Path(__file__).parents[2] / "shared" / "seed-api.md"
 EXPECTED_MS = [[1.0, 2.0], [3.0]]
 
 
+def dandi_fixture(tmp_path):
+    from dandi_server import DandiStandIn
+
+    path = export_spikedata_to_nwb(SpikeData(EXPECTED_MS), tmp_path / "units.nwb")
+    with DandiStandIn(tmp_path) as archive:
+        asset_id = archive.add_asset("000001", "sub-1/units.nwb", path)
+        return loaders.LOADERS["dandi"](asset_id, api_base=archive.api_base)
+
+
 def hdf5_fixture(tmp_path):
     path = tmp_path / "paired.h5"
     with h5py.File(path, "w") as handle:
@@ -84,6 +93,7 @@ def npz_fixture(tmp_path):
 
 
 FIXTURES = {
+    "dandi": dandi_fixture,
     "hdf5": hdf5_fixture,
     "hdf5_raw_thresholded": hdf5_raw_fixture,
     "kilosort": kilosort_fixture,
@@ -127,6 +137,9 @@ def test_seed_api_functions_that_exist_are_exported():
         "load_spikedata_from_spikeinterface",
         "load_spikedata_from_spikeinterface_recording",
         "load_spikedata_from_spikelab_sorted_npz",
+        "list_dandi_assets",
+        "load_spikedata_from_dandi",
+        "load_recording_from_dandi",
     } <= built
     for name in built:
         assert getattr(upstream, name) is getattr(loaders, name)
