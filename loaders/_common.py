@@ -12,7 +12,6 @@ import h5py
 import numpy as np
 
 from spikelab.exceptions import DatasetNotFoundError, FileFormatError, InvalidSpikeDataError
-from spikelab.spikedata import SpikeData
 
 
 def existing_file(filepath: str | os.PathLike[str], what: str = "input file") -> Path:
@@ -57,10 +56,11 @@ def first_given(*values: float | None) -> float | None:
     return next((value for value in values if value is not None), None)
 
 
-def build_spikedata(source: Path | str, trains: list[Any], **kwargs: Any) -> SpikeData:
-    """Construct SpikeData, naming ``source`` in any validation error."""
+@contextmanager
+def errors_naming(source: Path | str) -> Iterator[None]:
+    """Prefix SpikeData validation errors raised in the block with ``source``."""
     try:
-        return SpikeData(trains, **kwargs)
+        yield
     except InvalidSpikeDataError as error:
         raise InvalidSpikeDataError(f"{source}: {error}") from error
 

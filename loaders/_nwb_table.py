@@ -131,19 +131,28 @@ def unit_attributes(
     """One attribute dict per unit: id, every scalar column, electrode facts, obs intervals."""
     names = list(units.scalars)
     columns = [units.scalars[name].tolist() for name in names]
-    ids = units.ids.tolist()
+    rows = units.electrode_rows.tolist() if units.electrode_rows is not None else None
+    facts: list[dict[str, Any]] = []  # what each electrodes row gives its units
+    if electrodes is not None:
+        coordinates = electrodes.xyz.tolist() if electrodes.xyz is not None else None
+        for index, channel in enumerate(electrodes.ids.tolist()):
+            fact = {
+                "electrode": int(channel),
+                "location_label": electrodes.location[index],
+                "group_name": electrodes.group_name[index],
+            }
+            if coordinates is not None:
+                fact["location"] = coordinates[index]
+            facts.append(fact)
     attributes: list[dict[str, Any]] = []
-    for index, unit_id in enumerate(ids):
+    for index, unit_id in enumerate(units.ids.tolist()):
         entry: dict[str, Any] = {"unit_id": unit_id}
         entry.update({name: column[index] for name, column in zip(names, columns, strict=True)})
-        row = -1 if units.electrode_rows is None else int(units.electrode_rows[index])
-        if electrodes is not None and row >= 0:
-            described = electrodes.row(row)
-            entry["electrode"] = int(electrodes.ids[row])
-            entry["location_label"] = described["location"]
-            entry["group_name"] = described["group_name"]
-            if electrodes.xyz is not None:
-                entry["location"] = [float(v) for v in electrodes.xyz[row]]
+        if rows is not None and facts and rows[index] >= 0:
+            fact = facts[rows[index]]
+            entry.update(fact)
+            if "location" in fact:
+                entry["location"] = list(fact["location"])
         if units.obs_intervals_s is not None:
             entry["obs_intervals_ms"] = (units.obs_intervals_s[index] * 1000.0).tolist()
         attributes.append(entry)

@@ -13,7 +13,7 @@ import numpy as np
 
 from spikelab.exceptions import FileFormatError
 from spikelab.loaders._common import (
-    build_spikedata,
+    errors_naming,
     file_attribute,
     first_given,
     merged_metadata,
@@ -141,16 +141,16 @@ def load_spikedata_from_hdf5(
             length = first_given(length_ms, file_length)
         raw_data, raw_time = _raw(handle, raw_dataset, raw_time_dataset, raw_time_unit, fs_Hz)
 
-    return build_spikedata(
-        path,
-        trains,
-        length=length,
-        start_time=start_time,
-        neuron_attributes=attributes,
-        metadata=merged_metadata(metadata, path, "hdf5", hdf5_style=style),
-        raw_data=raw_data,
-        raw_time=raw_time,
-    )
+    with errors_naming(path):
+        return SpikeData(
+            trains,
+            length=length,
+            start_time=start_time,
+            neuron_attributes=attributes,
+            metadata=merged_metadata(metadata, path, "hdf5", hdf5_style=style),
+            raw_data=raw_data,
+            raw_time=raw_time,
+        )
 
 
 def _check_style_arguments(style: str, arguments: dict[str, Any]) -> None:
@@ -247,7 +247,8 @@ def _paired(
             UserWarning,
             stacklevel=3,
         )
-    return group_by_unit(idces, to_ms(times, unit, fs_Hz), n_units)
+    grouped, ends = group_by_unit(idces, to_ms(times, unit, fs_Hz), n_units)
+    return np.split(grouped, ends[:-1]) if n_units else []
 
 
 def _raw(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from spikelab.detect import detect_threshold_crossings
 from spikelab.exceptions import FileFormatError
-from spikelab.loaders._common import build_spikedata, open_hdf5, require_dataset
+from spikelab.loaders._common import errors_naming, open_hdf5, require_dataset
 from spikelab.spikedata import SpikeData
 from spikelab.units import check_sampling_rate, to_ms
 
@@ -88,17 +88,17 @@ def load_spikedata_from_hdf5_raw_thresholded(
         {"unit_id": channel, "electrode": channel, "threshold": float(threshold)}
         for channel, threshold in enumerate(detection.thresholds)
     ]
-    return build_spikedata(
-        path,
-        [to_ms(samples, "samples", rate) for samples in detection.spike_samples],
-        length=to_ms(n_samples, "samples", rate).item(),
-        neuron_attributes=attributes,
-        metadata={
-            "source_file": str(path),
-            "format": "hdf5_raw_thresholded",
-            "fs_Hz": rate,
-            "threshold_sigma": threshold_sigma,
-            "filter": filter if isinstance(filter, bool) else dict(filter),
-            "direction": direction,
-        },
-    )
+    with errors_naming(path):
+        return SpikeData(
+            [to_ms(samples, "samples", rate) for samples in detection.spike_samples],
+            length=to_ms(n_samples, "samples", rate).item(),
+            neuron_attributes=attributes,
+            metadata={
+                "source_file": str(path),
+                "format": "hdf5_raw_thresholded",
+                "fs_Hz": rate,
+                "threshold_sigma": threshold_sigma,
+                "filter": filter if isinstance(filter, bool) else dict(filter),
+                "direction": direction,
+            },
+        )

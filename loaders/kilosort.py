@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spikelab.exceptions import FileFormatError
-from spikelab.loaders._common import build_spikedata
+from spikelab.loaders._common import errors_naming
 from spikelab.loaders._phy_labels import ClusterTable, read_cluster_table
 from spikelab.spikedata import SpikeData, group_by_unit
 from spikelab.units import check_time_unit, to_ms
@@ -104,8 +104,8 @@ def load_spikedata_from_kilosort(
         raise FileFormatError(f"{root}: {clusters_path.name} holds negative cluster ids")
 
     table = read_cluster_table(root, cluster_info_tsv)
-    by_cluster = group_by_unit(clusters, to_ms(times, time_unit, fs_Hz), highest + 1)
-    present = [cluster_id for cluster_id, train in enumerate(by_cluster) if train.size]
+    grouped, ends = group_by_unit(clusters, to_ms(times, time_unit, fs_Hz), highest + 1)
+    present = np.flatnonzero(np.diff(ends, prepend=0)).tolist()
     kept_ids = [
         cluster_id
         for cluster_id in present
@@ -119,20 +119,22 @@ def load_spikedata_from_kilosort(
         attributes.append(
             _unit_attributes(cluster_id, unit_index, channels.get(cluster_id), positions, table)
         )
-    return build_spikedata(
-        root,
-        [by_cluster[cluster_id] for cluster_id in kept_ids],
-        length=length_ms,
-        neuron_attributes=attributes,
-        metadata={
-            "source_file": str(root),
-            "format": "kilosort",
-            "fs_Hz": None if fs_Hz is None else float(fs_Hz),
-            "cluster_ids": kept_ids,
-            "label_source": table.files_used,
-            "clusters_file": clusters_path.name,
-        },
-    )
+    with errors_naming(root):
+        return SpikeData.from_flat(
+            grouped,
+            ends,
+            units=kept_ids,
+            length=length_ms,
+            neuron_attributes=attributes,
+            metadata={
+                "source_file": str(root),
+                "format": "kilosort",
+                "fs_Hz": None if fs_Hz is None else float(fs_Hz),
+                "cluster_ids": kept_ids,
+                "label_source": table.files_used,
+                "clusters_file": clusters_path.name,
+            },
+        )
 
 
 def _load_npy(path: Path) -> NDArray[Any]:

@@ -14,7 +14,7 @@ import numpy as np
 from spikelab._optional import import_optional, is_installed
 from spikelab.exceptions import FileFormatError
 from spikelab.loaders import _nwb_h5py, _nwb_pynwb
-from spikelab.loaders._common import build_spikedata, existing_file, file_attribute, first_given
+from spikelab.loaders._common import errors_naming, existing_file, file_attribute, first_given
 from spikelab.loaders._nwb_table import (
     METADATA_KEYS,
     ElectrodesColumns,
@@ -186,10 +186,11 @@ def assemble(
         )
     if units is not None:
         check_units(source, units)
-        trains = _split_times(units)
+        ends = units.spike_ends
+        times_ms = to_ms(units.spike_times_s[: ends[-1] if ends.size else 0], "s", copy=False)
         attributes = unit_attributes(units, electrodes)
     else:
-        trains, attributes = [], []
+        times_ms, ends, attributes = np.empty(0), np.empty(0, dtype=np.int64), []
     full_metadata = {key: metadata.get(key) for key in METADATA_KEYS}
     if full_metadata["sampling_rate_hz"] is None:
         full_metadata["sampling_rate_hz"] = file_rate
@@ -197,24 +198,18 @@ def assemble(
         source_file=source,
         format="nwb",
         reader=reader,
-        unit_count=len(trains),
+        unit_count=ends.size,
         electrodes_by_channel=electrodes.by_channel() if electrodes is not None else {},
     )
-    sd = build_spikedata(
-        source,
-        trains,
-        length=first_given(length_ms, file_length),
-        start_time=first_given(start_time_ms, file_start, 0.0),
-        neuron_attributes=attributes,
-        metadata=full_metadata,
-    )
+    with errors_naming(source):
+        sd = SpikeData.from_flat(
+            times_ms,
+            ends,
+            length=first_given(length_ms, file_length),
+            start_time=first_given(start_time_ms, file_start, 0.0),
+            neuron_attributes=attributes,
+            metadata=full_metadata,
+        )
     if sd.metadata["duration_seconds"] is None:
         sd.metadata["duration_seconds"] = sd.length / 1000.0
     return sd
-
-
-def _split_times(units: UnitsColumns) -> list[Any]:
-    ends = units.spike_ends
-    if not ends.size:
-        return []
-    return np.split(to_ms(units.spike_times_s[: ends[-1]], "s"), ends[:-1])

@@ -96,10 +96,11 @@ def load_spikedata_from_spikeinterface(
 
     if _is_spikeinterface(sorting, "BaseSorting"):
         spikes = sorting.to_spike_vector(concatenated=False)[segment_index]
-        by_position = group_by_unit(
+        grouped, ends = group_by_unit(
             spikes["unit_index"], to_ms(spikes["sample_index"], "samples", rate), len(all_ids)
         )
-        trains = [by_position[position[unit_id]] for unit_id in chosen]
+        trains = np.split(grouped, ends[:-1])
+        trains = [trains[position[unit_id]] for unit_id in chosen]
     else:
         trains = [
             to_ms(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from spikelab.exceptions import DatasetNotFoundError, FileFormatError
-from spikelab.loaders._common import build_spikedata, existing_file
+from spikelab.loaders._common import errors_naming, existing_file
 from spikelab.spikedata import SpikeData
 from spikelab.units import check_sampling_rate, to_ms
 
@@ -102,9 +102,8 @@ def load_spikedata_from_spikelab_sorted_npz(
     }
     if locations is not None:
         metadata["channel_locations"] = np.asarray(locations)
-    return build_spikedata(
-        path, trains, length=length_ms, neuron_attributes=attributes, metadata=metadata
-    )
+    with errors_naming(path):
+        return SpikeData(trains, length=length_ms, neuron_attributes=attributes, metadata=metadata)
 
 
 def _sampling_rate(fs: np.ndarray, path: Path) -> float:

@@ -67,7 +67,30 @@ class SpikeData:
         raw_data: ArrayLike | None = None,
         raw_time: ArrayLike | None = None,
     ) -> None:
-        trains = [_as_train(times, index) for index, times in enumerate(train)]
+        self._assign(
+            [_as_train(times, index) for index, times in enumerate(train)],
+            N=N,
+            length=length,
+            start_time=start_time,
+            neuron_attributes=neuron_attributes,
+            metadata=metadata,
+            raw_data=raw_data,
+            raw_time=raw_time,
+        )
+
+    def _assign(
+        self,
+        trains: list[FloatArray],
+        *,
+        N: int | None = None,
+        length: float | None = None,
+        start_time: float = 0.0,
+        neuron_attributes: Sequence[Mapping[str, Any]] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        raw_data: ArrayLike | None = None,
+        raw_time: ArrayLike | None = None,
+    ) -> None:
+        """Set every field from trains that are already 1-D, finite, sorted float64."""
         if N is not None:
             if N < len(trains):
                 raise InvalidSpikeDataError(
@@ -80,6 +103,61 @@ class SpikeData:
         self.neuron_attributes = _checked_attributes(neuron_attributes, self.N)
         self.metadata: dict[str, Any] = dict(metadata) if metadata is not None else {}
         self.raw_data, self.raw_time = _checked_raw(raw_data, raw_time)
+
+    @classmethod
+    def from_flat(
+        cls,
+        times: ArrayLike,
+        ends: ArrayLike,
+        *,
+        units: Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> SpikeData:
+        """Build from every unit's times in one flat array plus each unit's end offset.
+
+        The layout of ragged NWB columns and of :func:`group_by_unit`. Validation runs once
+        over the whole array rather than once per unit, which matters for many units.
+
+        Parameters
+        ----------
+        times : array_like
+            Spike times in ms, unit after unit. A float64 array is used (and sorted within
+            units) in place, not copied.
+        ends : array_like of int
+            Cumulative end offset of each unit into ``times``; the last equals its length.
+        units : sequence of int | None, default: None
+            Keep only these units, in this order.
+        **kwargs
+            Passed on as to the constructor (``length``, ``metadata`` ...).
+
+        Raises
+        ------
+        InvalidSpikeDataError
+            Offsets that decrease or do not end at ``len(times)``, or NaN/infinite times.
+        """
+        flat = np.asarray(times, dtype=np.float64).reshape(-1)
+        offsets = np.asarray(ends, dtype=np.int64).reshape(-1)
+        if offsets.size and (offsets.min() < 0 or np.any(np.diff(offsets) < 0)):
+            raise InvalidSpikeDataError("ends must be non-decreasing cumulative offsets")
+        if (offsets[-1] if offsets.size else 0) != flat.size:
+            raise InvalidSpikeDataError(
+                f"ends must finish at the number of spike times ({flat.size})"
+            )
+        if not np.isfinite(flat).all():
+            raise InvalidSpikeDataError("spike times hold NaN or infinite values")
+        starts = np.concatenate([[0], offsets[:-1]]) if offsets.size else offsets
+        backwards = np.flatnonzero(flat[1:] < flat[:-1]) + 1
+        unit_of_step = np.searchsorted(offsets, backwards, side="right")
+        inside = backwards != starts[unit_of_step]  # a step down at a unit's start is fine
+        for unit in np.unique(unit_of_step[inside]):
+            segment = flat[starts[unit] : offsets[unit]]
+            segment.sort()
+        trains = np.split(flat, offsets[:-1]) if offsets.size else []
+        if units is not None:
+            trains = [trains[unit] for unit in units]
+        sd = cls.__new__(cls)
+        sd._assign(trains, **kwargs)
+        return sd
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -122,8 +200,8 @@ class SpikeData:
         n_units = int(unit_of_spike.max()) + 1 if unit_of_spike.size else 0
         if N is not None and N < n_units:
             raise InvalidSpikeDataError(f"idces reach unit {n_units - 1} but N={N}")
-        trains = group_by_unit(unit_of_spike, spike_times, n_units if N is None else N)
-        return cls(trains, **kwargs)
+        grouped, ends = group_by_unit(unit_of_spike, spike_times, n_units if N is None else N)
+        return cls.from_flat(grouped, ends, **kwargs)
 
     @classmethod
     def from_raster(cls, raster: ArrayLike, bin_size_ms: float, **kwargs: Any) -> SpikeData:
@@ -165,7 +243,7 @@ class SpikeData:
         rank = np.arange(unit_rep.size) - first_of_cell
         times = start + (bin_rep + (rank + 1) / (count_rep + 1)) * bin_size
         kwargs["length"] = n_bins * bin_size
-        return cls(group_by_unit(unit_rep, times, n_units), **kwargs)
+        return cls.from_flat(*group_by_unit(unit_rep, times, n_units), **kwargs)
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -377,19 +455,27 @@ class SpikeData:
         return value
 
 
-def group_by_unit(unit_of_spike: NDArray[Any], times: FloatArray, n_units: int) -> list[FloatArray]:
-    """Split spike times into one array per unit, keeping each unit's spikes in input order.
+def group_by_unit(
+    unit_of_spike: NDArray[Any], times: FloatArray, n_units: int
+) -> tuple[FloatArray, NDArray[np.int64]]:
+    """Order spike times unit by unit, keeping each unit's spikes in input order.
 
     One linear pass: scipy's COO -> CSR conversion is a stable counting sort by row.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The grouped times and each unit's cumulative end offset (the input of
+        :meth:`SpikeData.from_flat`).
     """
-    if n_units == 0:
-        return []
     n_spikes = times.size
+    if n_units == 0:
+        return np.empty(0, dtype=np.float64), np.empty(0, dtype=np.int64)
     position = np.arange(n_spikes, dtype=np.int32 if n_spikes < 2**31 else np.int64)
     grouped = sparse.csr_array(
         (times, (np.asarray(unit_of_spike), position)), shape=(n_units, max(n_spikes, 1))
     )
-    return np.split(grouped.data, grouped.indptr[1:-1])
+    return grouped.data, grouped.indptr[1:].astype(np.int64)
 
 
 def _as_train(times: ArrayLike, index: int) -> FloatArray:

@@ -56,8 +56,10 @@ def check_sampling_rate(fs_Hz: float | None, *, what: str = "this input") -> flo
     return rate
 
 
-def to_ms(values: ArrayLike, unit: str, fs_Hz: float | None = None) -> NDArray[np.float64]:
-    """Convert times in ``unit`` to milliseconds as a new float64 array.
+def to_ms(
+    values: ArrayLike, unit: str, fs_Hz: float | None = None, *, copy: bool = True
+) -> NDArray[np.float64]:
+    """Convert times in ``unit`` to milliseconds as float64.
 
     Parameters
     ----------
@@ -67,6 +69,8 @@ def to_ms(values: ArrayLike, unit: str, fs_Hz: float | None = None) -> NDArray[n
         ``'s'``, ``'ms'`` or ``'samples'``.
     fs_Hz : float | None, default: None
         Sampling rate in Hz; required for ``'samples'``.
+    copy : bool, default: True
+        False converts a float64 array in place (no second copy of a large array).
 
     Returns
     -------
@@ -85,7 +89,8 @@ def to_ms(values: ArrayLike, unit: str, fs_Hz: float | None = None) -> NDArray[n
     """
     check_time_unit(unit, fs_Hz)
     array = np.asarray(values, dtype=np.float64)
-    if unit == "samples":
-        return array * (1000.0 / float(fs_Hz))  # type: ignore[arg-type]
-    factor = _MS_PER_UNIT[unit]
-    return array * factor if factor != 1.0 else array.copy()
+    factor = 1000.0 / float(fs_Hz) if unit == "samples" else _MS_PER_UNIT[unit]  # type: ignore[arg-type]
+    if not copy and isinstance(values, np.ndarray) and values.dtype == np.float64:
+        array *= factor
+        return array
+    return array * factor

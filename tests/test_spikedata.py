@@ -221,3 +221,35 @@ def test_equality_and_repr():
 def test_pickles():
     sd = make()
     assert pickle.loads(pickle.dumps(sd)) == sd
+
+
+def test_from_flat_sorts_only_within_units():
+    sd = SpikeData.from_flat(
+        np.array([3.0, 1.0, 2.0, 0.0, 9.0, 8.0, 1.0, 2.0]), [3, 4, 4, 6, 8], length=10.0
+    )
+    assert [t.tolist() for t in sd.train] == [[1.0, 2.0, 3.0], [0.0], [], [8.0, 9.0], [1.0, 2.0]]
+    assert sd.length == 10.0
+
+
+def test_from_flat_selects_units_in_order():
+    sd = SpikeData.from_flat([1.0, 2.0, 5.0], [2, 2, 3], units=[2, 0])
+    assert [t.tolist() for t in sd.train] == [[5.0], [1.0, 2.0]]
+
+
+@pytest.mark.parametrize(
+    ("times", "ends", "match"),
+    [
+        ([1.0, 2.0], [2, 1], "non-decreasing"),
+        ([1.0, 2.0], [1], r"must finish at the number of spike times \(2\)"),
+        ([1.0, np.nan], [2], "NaN or infinite"),
+    ],
+)
+def test_from_flat_errors(times, ends, match):
+    with pytest.raises(InvalidSpikeDataError, match=match):
+        SpikeData.from_flat(times, ends)
+
+
+def test_from_flat_runs_the_same_checks_as_the_constructor():
+    with pytest.raises(InvalidSpikeDataError, match="lies after the end"):
+        SpikeData.from_flat([1.0, 20.0], [2], length=10.0)
+    assert SpikeData.from_flat([], []) == SpikeData([])
