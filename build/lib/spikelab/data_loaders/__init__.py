@@ -1,1 +1,0 @@
-"""Upstream-compatible import path for the loaders."""
