@@ -1,5 +1,6 @@
 """The package installs and imports as a wheel too, and the code passes its static checks."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,6 +15,10 @@ SUBPACKAGES = ["spikelab", "spikelab.io", "spikelab.loaders", "spikelab.data_loa
 @pytest.fixture(scope="module")
 def unpacked_wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"  # build from a copy: setuptools writes build/ into the tree
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "tests")
+    )
     subprocess.run(
         [
             sys.executable,
@@ -25,7 +30,7 @@ def unpacked_wheel(tmp_path_factory):
             "-q",
             "-w",
             str(out),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,
