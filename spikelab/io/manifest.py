@@ -1,0 +1,113 @@
+"""Per-asset JSON manifests: what was read, what was written, and how it went."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import metadata as package_metadata
+from typing import Any, Literal
+
+from spikelab.io import storage
+from spikelab.io.json_codec import to_plain
+from spikelab.spikedata import SpikeData
+
+MANIFEST_SCHEMA_VERSION = "1"
+Status = Literal["ok", "failed", "skipped"]
+_SOFTWARE = (
+    "spikelab",
+    "numpy",
+    "h5py",
+    "pyarrow",
+    "pynwb",
+    "spikeinterface",
+    "ONE-api",
+    "prefect",
+)
+
+
+def software_versions() -> dict[str, str]:
+    """Installed versions of spikelab and the libraries that shape its output."""
+    versions = {}
+    for name in _SOFTWARE:
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def spikedata_summary(sd: SpikeData) -> dict[str, Any]:
+    """Summarise a SpikeData: units, spikes, length and start."""
+    return {
+        "N": sd.N,
+        "total_spikes": int(sum(train.size for train in sd.train)),
+        "length_ms": sd.length,
+        "start_time_ms": sd.start_time,
+    }
+
+
+def write_manifest(
+    dest: str | os.PathLike[str],
+    *,
+    source: str,
+    dataset_id: str,
+    asset_id: str,
+    status: Status,
+    version: str | None = None,
+    source_reference: str | None = None,
+    input: Mapping[str, Any] | None = None,
+    outputs: Sequence[Mapping[str, Any]] = (),
+    sd: SpikeData | None = None,
+    error: str | None = None,
+    flow_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Write one asset's manifest as JSON (atomically) and return it.
+
+    Parameters
+    ----------
+    dest : str or PathLike
+        Local path or URL of the ``.json`` file.
+    source, dataset_id, asset_id : str
+        Where the asset sits in the lake.
+    status : {"ok", "failed", "skipped"}
+        The outcome.
+    version, source_reference : str | None, default: None
+        Dataset version and a URL (or path) naming the input.
+    input : mapping | None, default: None
+        What was read: path or URL, size, sha256 and/or DANDI etag.
+    outputs : sequence of mapping, default: ()
+        What was written: each with ``path``, ``sha256`` and ``rows``.
+    sd : SpikeData | None, default: None
+        The loaded data, summarised under ``spikedata`` and ``metadata``.
+    error : str | None, default: None
+        The error message of a failed asset.
+    flow_run_id : str | None, default: None
+        The Prefect flow run that wrote it.
+    """
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "source": source,
+        "dataset_id": dataset_id,
+        "asset_id": asset_id,
+        "version": version,
+        "source_reference": source_reference,
+        "input": to_plain(dict(input or {})),
+        "outputs": to_plain([dict(output) for output in outputs]),
+        "spikedata": spikedata_summary(sd) if sd is not None else None,
+        "metadata": to_plain(sd.metadata) if sd is not None else {},
+        "software": software_versions(),
+        "flow_run_id": flow_run_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "status": status,
+        "error": error,
+    }
+    storage.put_bytes(dest, json.dumps(manifest, indent=2, allow_nan=False).encode())
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a manifest written by :func:`write_manifest`."""
+    manifest: dict[str, Any] = json.loads(storage.get_bytes(path))
+    return manifest

@@ -1,0 +1,83 @@
+"""Put and get whole files on a local folder or any pyarrow filesystem URL (``s3://`` ...).
+
+Local files are written under a temporary name beside the destination and renamed into
+place. Object stores make a PUT visible only once it is complete, so there the object is
+written directly: in both cases a crash never leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyarrow import fs
+
+from spikelab.io.atomic import atomic_write
+
+
+def is_remote(location: str | os.PathLike[str]) -> bool:
+    """Tell whether ``location`` is a URL (``s3://``, ``gs://`` ...) rather than a local path."""
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+def join(root: str | os.PathLike[str], *parts: str) -> str:
+    """Join path parts under ``root`` with ``/``, for local paths and URLs alike."""
+    base = str(root).rstrip("/")
+    return "/".join([base, *(part.strip("/") for part in parts)])
+
+
+def _filesystem(location: str) -> tuple[fs.FileSystem, str]:
+    return fs.FileSystem.from_uri(location)  # type: ignore[no-any-return]
+
+
+def put_bytes(destination: str | os.PathLike[str], data: bytes | memoryview) -> None:
+    """Write ``data`` as the whole content of ``destination``, atomically."""
+    location = str(destination)
+    if not is_remote(location):
+        with atomic_write(location) as handle:
+            handle.write(data)
+        return
+    filesystem, path = _filesystem(location)  # object stores need no parent folders
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def get_bytes(location: str | os.PathLike[str]) -> bytes:
+    """Read a whole file; FileNotFoundError when it is not there."""
+    text = str(location)
+    if not is_remote(text):
+        return Path(text).read_bytes()
+    filesystem, path = _filesystem(text)
+    if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+        raise FileNotFoundError(f"no such file: {text}")
+    with filesystem.open_input_stream(path) as stream:
+        return bytes(stream.read())
+
+
+def exists(location: str | os.PathLike[str]) -> bool:
+    """Tell whether a file exists."""
+    text = str(location)
+    if not is_remote(text):
+        return Path(text).is_file()
+    filesystem, path = _filesystem(text)
+    return bool(filesystem.get_file_info(path).type == fs.FileType.File)
+
+
+def list_files(root: str | os.PathLike[str], suffix: str) -> list[str]:
+    """Every file below ``root`` whose name ends with ``suffix``, sorted; [] if none."""
+    text = str(root)
+    if not is_remote(text):
+        base = Path(text)
+        return (
+            sorted(str(p) for p in base.rglob(f"*{suffix}") if p.is_file()) if base.is_dir() else []
+        )
+    filesystem, path = _filesystem(text)
+    if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+        return []
+    scheme = text.split("://", 1)[0]
+    infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
+    return sorted(
+        f"{scheme}://{info.path}"
+        for info in infos
+        if info.type == fs.FileType.File and info.path.endswith(suffix)
+    )

@@ -1,0 +1,200 @@
+"""Parquet unit tables: one row per unit, spike times as a list column, metadata in the footer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spikelab.io import storage
+from spikelab.io.json_codec import decode, encode
+from spikelab.spikedata import SpikeData
+
+SCHEMA_VERSION = "1"
+METADATA_KEY = b"spikelab"
+# Attributes with a column of their own; any other scalar attribute gets one too.
+_STRUCTURAL = ("unit_id", "electrode", "location", "location_label", "group_name")
+_FIXED_COLUMNS = frozenset(
+    {
+        "source",
+        "dataset_id",
+        "asset_id",
+        "unit_index",
+        "unit_id",
+        "n_spikes",
+        "firing_rate_hz",
+        "spike_times_ms",
+        "location_x",
+        "location_y",
+        "location_z",
+        "location_label",
+        "group_name",
+        "electrode",
+    }
+)
+_SCALARS = (bool, int, float, str)
+
+
+def write_units_table(
+    sd: SpikeData,
+    dest: str | os.PathLike[str],
+    *,
+    source: str,
+    dataset_id: str,
+    asset_id: str,
+) -> dict[str, Any]:
+    """Write ``sd`` as a Parquet units table (local path or ``s3://`` URL), atomically.
+
+    Columns: ``source``, ``dataset_id``, ``asset_id``, ``unit_index``, ``unit_id`` (text),
+    ``n_spikes``, ``firing_rate_hz``, ``spike_times_ms`` (list of float64, built from one
+    flat array and its offsets), ``location_x|y|z``, ``location_label``, ``group_name``,
+    ``electrode``, then one column per other scalar neuron attribute (an attribute whose
+    name is taken gets an ``attr_`` prefix). Array-valued attributes are left out. Length,
+    start time and the metadata are kept in the file's key-value metadata.
+
+    Returns
+    -------
+    dict
+        ``path``, ``sha256`` and ``rows`` of the written file.
+    """
+    table = units_arrow_table(sd, source=source, dataset_id=dataset_id, asset_id=asset_id)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue()
+    storage.put_bytes(dest, memoryview(data))
+    return {"path": str(dest), "sha256": hashlib.sha256(data).hexdigest(), "rows": table.num_rows}
+
+
+def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: str) -> pa.Table:
+    """Build the units table in memory (see :func:`write_units_table`)."""
+    attributes = sd.neuron_attributes or [{} for _ in range(sd.N)]
+    counts = np.fromiter((t.size for t in sd.train), dtype=np.int64, count=sd.N)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    values = np.concatenate(sd.train) if sd.N else np.empty(0, dtype=np.float64)
+    large = offsets[-1] > np.iinfo(np.int32).max
+    list_type = pa.LargeListArray if large else pa.ListArray
+    spike_times = list_type.from_arrays(
+        pa.array(offsets, type=pa.int64() if large else pa.int32()), pa.array(values)
+    )
+    locations = [_coordinates(entry.get("location")) for entry in attributes]
+    unit_ids = [entry.get("unit_id", index) for index, entry in enumerate(attributes)]
+    columns: dict[str, pa.Array] = {
+        "source": pa.array([source] * sd.N, pa.string()),
+        "dataset_id": pa.array([dataset_id] * sd.N, pa.string()),
+        "asset_id": pa.array([asset_id] * sd.N, pa.string()),
+        "unit_index": pa.array(np.arange(sd.N, dtype=np.int32)),
+        "unit_id": pa.array([None if u is None else str(u) for u in unit_ids], pa.string()),
+        "n_spikes": pa.array(counts),
+        "firing_rate_hz": pa.array(sd.rates("Hz") if sd.N else np.empty(0)),
+        "spike_times_ms": spike_times,
+        "location_x": pa.array([xyz[0] for xyz in locations], pa.float64()),
+        "location_y": pa.array([xyz[1] for xyz in locations], pa.float64()),
+        "location_z": pa.array([xyz[2] for xyz in locations], pa.float64()),
+        "location_label": _text_column(attributes, "location_label"),
+        "group_name": _text_column(attributes, "group_name"),
+        "electrode": pa.array([_int_or_none(e.get("electrode")) for e in attributes], pa.int32()),
+    }
+    attribute_columns = {}
+    for key in sorted({key for entry in attributes for key in entry} - set(_STRUCTURAL)):
+        column = _attribute_column([entry.get(key) for entry in attributes])
+        if column is not None:
+            name = f"attr_{key}" if key in _FIXED_COLUMNS else key
+            columns[name] = column
+            attribute_columns[name] = key
+    footer = {
+        "schema_version": SCHEMA_VERSION,
+        "source": source,
+        "dataset_id": dataset_id,
+        "asset_id": asset_id,
+        "n_units": sd.N,
+        "length_ms": sd.length,
+        "start_time_ms": sd.start_time,
+        "sampling_rate_hz": _plain_rate(sd.metadata),
+        "unit_id_is_int": all(isinstance(u, int | np.integer) for u in unit_ids),
+        "location_dims": [len(entry.get("location") or []) for entry in attributes],
+        "has_attributes": sd.neuron_attributes is not None,
+        "attribute_columns": attribute_columns,
+        "metadata": encode(sd.metadata),
+    }
+    table = pa.table(columns)
+    return table.replace_schema_metadata({METADATA_KEY: json.dumps(footer).encode()})
+
+
+def read_units_table(path: str | os.PathLike[str]) -> SpikeData:
+    """Restore the SpikeData a units table was written from.
+
+    Trains, length, start time, metadata and scalar attributes come back as written
+    (attributes whose value was None are absent).
+    """
+    table = pq.read_table(pa.BufferReader(storage.get_bytes(path)))
+    raw_footer = (table.schema.metadata or {}).get(METADATA_KEY)
+    if raw_footer is None:
+        raise ValueError(f"{path} is not a spikelab units table (no {METADATA_KEY!r} metadata)")
+    footer = json.loads(raw_footer)
+    times = table.column("spike_times_ms").combine_chunks()
+    offsets = times.offsets.to_numpy()
+    values = times.values.to_numpy(zero_copy_only=False).copy()
+    rows = table.drop_columns(["spike_times_ms"]).to_pylist()
+    attributes = []
+    for row, dims in zip(rows, footer["location_dims"], strict=True):
+        entry: dict[str, Any] = {}
+        unit_id = row["unit_id"]
+        entry["unit_id"] = int(unit_id) if footer["unit_id_is_int"] else unit_id
+        if row["electrode"] is not None:
+            entry["electrode"] = row["electrode"]
+        if dims:
+            entry["location"] = [row[f"location_{axis}"] for axis in "xyz"][:dims]
+        for name in ("location_label", "group_name"):
+            if row[name] is not None:
+                entry[name] = row[name]
+        for column, key in footer["attribute_columns"].items():
+            if row[column] is not None:
+                entry[key] = row[column]
+        attributes.append(entry)
+    return SpikeData.from_flat(
+        values,
+        offsets[1:] - offsets[0],
+        length=footer["length_ms"],
+        start_time=footer["start_time_ms"],
+        neuron_attributes=attributes if footer["has_attributes"] else None,
+        metadata=decode(footer["metadata"]),
+    )
+
+
+def _coordinates(location: Any) -> list[float | None]:
+    values = [None if v is None else float(v) for v in list(location or [])[:3]]
+    return values + [None] * (3 - len(values))
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _text_column(attributes: list[dict[str, Any]], key: str) -> pa.Array:
+    return pa.array(
+        [None if e.get(key) is None else str(e.get(key)) for e in attributes], pa.string()
+    )
+
+
+def _attribute_column(values: list[Any]) -> pa.Array | None:
+    """Build a scalar attribute's column; None when a value is an array, list or dict."""
+    plain = [v.item() if isinstance(v, np.generic) else v for v in values]
+    present = [v for v in plain if v is not None]
+    if not all(isinstance(v, _SCALARS) for v in present):
+        return None
+    kinds = {type(v) for v in present}
+    if kinds <= {bool} or kinds <= {int} or kinds <= {float} or kinds <= {str}:
+        return pa.array(plain)
+    if kinds <= {int, float}:
+        return pa.array([None if v is None else float(v) for v in plain], pa.float64())
+    return pa.array([None if v is None else str(v) for v in plain], pa.string())
+
+
+def _plain_rate(metadata: dict[str, Any]) -> float | None:
+    rate = metadata.get("sampling_rate_hz") or metadata.get("fs_Hz")
+    return None if rate is None else float(rate)
