@@ -1,6 +1,8 @@
 """Loaders: one module per source, each a plain function returning SpikeData.
 
-``LOADERS`` maps each source name to its loader function.
+``LOADERS`` maps each source name to its loader function; ``LOADER_VERSIONS`` gives each
+one's output version, part of the pipeline's cache keys: bump it whenever a loader's output
+for the same input changes.
 """
 
 from __future__ import annotations
@@ -37,8 +39,21 @@ LOADERS: dict[str, Callable[..., SpikeData]] = {
     "spikelab_npz": load_spikedata_from_spikelab_sorted_npz,
 }
 
+LOADER_VERSIONS: dict[str, str] = {
+    "dandi": "1",
+    "hdf5": "1",
+    "hdf5_raw_thresholded": "1",
+    "kilosort": "1",
+    "nwb": "1",
+    "pickle": "1",
+    "spikeinterface": "1",
+    "spikeinterface_recording": "1",
+    "spikelab_npz": "1",
+}
+
 __all__: list[Any] = [
     "LOADERS",
+    "LOADER_VERSIONS",
     "list_dandi_assets",
     "load_recording_from_dandi",
     "load_spikedata_from_dandi",

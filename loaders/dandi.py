@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -11,8 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from spikelab._optional import import_optional
-from spikelab.io.atomic import atomic_write
 from spikelab.loaders._dandi_client import (
     DEFAULT_API_BASE,
     DandiClient,
@@ -26,6 +23,7 @@ from spikelab.loaders._download import (
     safe_destination,
 )
 from spikelab.loaders.nwb import load_spikedata_from_nwb
+from spikelab.loaders.nwb_recording import save_nwb_recording_as_zarr, write_sidecar
 from spikelab.spikedata import SpikeData
 
 
@@ -303,7 +301,6 @@ def load_recording_from_dandi(
     destination = Path(zarr_dest).absolute()
     if destination.exists() and not overwrite:
         raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
-    extractors = import_optional("spikeinterface.extractors", "sorting")
     with _downloaded_asset(
         asset_id,
         dandiset_id=dandiset_id,
@@ -315,60 +312,17 @@ def load_recording_from_dandi(
         request_timeout_seconds=request_timeout_seconds,
         download_timeout_seconds=download_timeout_seconds,
     ) as (nwb_path, provenance):
-        nwb_metadata = load_spikedata_from_nwb(nwb_path, allow_no_units=True).metadata
-        try:
-            recording = extractors.read_nwb_recording(
-                str(nwb_path), electrical_series_path=electrical_series_path
-            )
-        except (ValueError, KeyError, AssertionError) as error:
-            raise ValueError(
-                f"{provenance['dandi_path']}: no ElectricalSeries SpikeInterface can open "
-                f"({error}); pass electrical_series_path to choose one"
-            ) from error
-        _save_zarr(recording, destination, dict(save_kwargs or {}))
-        if not keep_nwb and download_dir is not None:
+        result = save_nwb_recording_as_zarr(
+            nwb_path,
+            destination,
+            electrical_series_path=electrical_series_path,
+            overwrite=overwrite,
+            save_kwargs=save_kwargs,
+            provenance=provenance,
+        )
+        if keep_nwb:
+            result["downloaded_nwb_path"] = str(nwb_path)
+            write_sidecar(result)
+        elif download_dir is not None:
             nwb_path.unlink(missing_ok=True)
-
-    rate = float(recording.get_sampling_frequency())
-    n_samples = int(recording.get_num_samples(0))
-    result: dict[str, Any] = {
-        "zarr_path": str(destination),
-        "recording_metadata_path": str(destination.with_name(destination.name + ".json")),
-        "sampling_rate_hz": rate,
-        "n_channels": int(recording.get_num_channels()),
-        "n_samples": n_samples,
-        "duration_seconds": n_samples / rate,
-        **provenance,
-        **{
-            key: nwb_metadata.get(key)
-            for key in (
-                "identifier",
-                "session_description",
-                "session_start_time",
-                "subject_id",
-                "species",
-                "sex",
-                "age",
-                "date_of_birth",
-            )
-        },
-    }
-    if keep_nwb:
-        result["downloaded_nwb_path"] = str(nwb_path)
-    with atomic_write(result["recording_metadata_path"]) as handle:
-        handle.write(json.dumps(result, indent=2).encode())
     return result
-
-
-def _save_zarr(recording: Any, destination: Path, save_kwargs: dict[str, Any]) -> None:
-    """Save to a temporary Zarr folder beside ``destination``, then swap it into place."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    written = staging / "recording.zarr"  # SpikeInterface insists on the .zarr suffix
-    try:
-        recording.save(format="zarr", folder=written, **save_kwargs)
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(written, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -19,7 +19,9 @@ from spikelab.units import check_sampling_rate
 
 DEFAULT_BANDPASS: dict[str, float] = {"lowcut": 300.0, "highcut": 6000.0, "order": 3}
 DIRECTIONS = ("both", "up", "down")
-_VALUES_PER_CHUNK = 1 << 23  # channels x samples read at once (64 MiB as float64)
+_VALUES_PER_CHUNK = 1 << 21  # channels x samples read at once (16 MiB as float64)
+NOISE_WINDOWS = 20
+NOISE_WINDOW_SECONDS = 0.5
 
 ReadWindow = Callable[[int, int], NDArray[Any]]
 """Returns samples ``[start, stop)`` of every channel as a (channels, samples) array."""
@@ -105,8 +107,10 @@ def detect_threshold_crossings(
     """Detect spikes as threshold crossings on each channel.
 
     The threshold of a channel is ``threshold_sigma`` times the standard deviation of its
-    (filtered) trace, around its mean. Two passes read the traces: one for the statistics,
-    one for the crossings.
+    (filtered) trace around its mean. The mean and standard deviation come from
+    ``NOISE_WINDOWS`` evenly spaced windows of ``NOISE_WINDOW_SECONDS`` (the whole trace
+    when it is shorter than that), so the traces are filtered about once, as SpikeInterface
+    does. Neither depends on the chunk size.
 
     Parameters
     ----------
@@ -126,7 +130,7 @@ def detect_threshold_crossings(
     direction : str, default: "both"
         ``'up'`` (above +threshold), ``'down'`` (below -threshold) or ``'both'``.
     chunk_samples : int | None, default: None
-        Samples per chunk; by default about 8 M values per chunk across channels.
+        Samples per chunk; by default about 2 M values per chunk across channels.
 
     Returns
     -------
@@ -143,43 +147,32 @@ def detect_threshold_crossings(
     if step < 1:
         raise ValueError(f"chunk_samples must be positive, got {chunk_samples!r}")
 
-    def filtered_chunks() -> Any:
-        for start in range(0, n_samples, step):
-            stop = min(start + step, n_samples)
-            lo, hi = max(start - pad, 0), min(stop + pad, n_samples)
-            window = np.asarray(read(lo, hi), dtype=np.float64)
-            if sos is not None:
-                window = signal.sosfiltfilt(sos, window, axis=1)
-            # keep one sample before the chunk so a crossing at its first sample is seen
-            keep_from = start - lo - (1 if start > 0 else 0)
-            yield start, window[:, keep_from : stop - lo]
+    def filtered(start: int, stop: int, before: int = 0) -> NDArray[np.float64]:
+        """Filtered samples ``[start - before, stop)``, as the whole-trace filter gives them."""
+        lo, hi = max(start - pad, 0), min(stop + pad, n_samples)
+        if sos is None:  # a copy: the caller's traces are never changed in place
+            window = np.array(read(lo, hi), dtype=np.float64)
+        else:
+            window = signal.sosfiltfilt(sos, np.asarray(read(lo, hi), dtype=np.float64), axis=1)
+        return window[:, start - before - lo : stop - lo]
 
-    count = 0
-    mean = np.zeros(n_channels)
-    sum_squares = np.zeros(n_channels)
-    for start, chunk in filtered_chunks():
-        core = chunk[:, 1:] if start > 0 else chunk
-        chunk_count = core.shape[1]
-        chunk_mean = core.mean(axis=1)
-        chunk_squares = ((core - chunk_mean[:, None]) ** 2).sum(axis=1)
-        total = count + chunk_count
-        delta = chunk_mean - mean
-        sum_squares += chunk_squares + delta**2 * count * chunk_count / total
-        mean += delta * chunk_count / total
-        count = total
-    std = np.sqrt(sum_squares / count) if count else np.zeros(n_channels)
+    mean, std = _noise(filtered, n_channels, n_samples, round(NOISE_WINDOW_SECONDS * rate))
     thresholds = threshold_sigma * std
 
     found: list[list[NDArray[np.int64]]] = [[] for _ in range(n_channels)]
-    for start, chunk in filtered_chunks():
-        centred = chunk - mean[:, None]
+    for start in range(0, n_samples, step):
+        # one sample before the chunk, so a crossing at its first sample is seen
+        before = 1 if start > 0 else 0
+        centred = filtered(start, min(start + step, n_samples), before)
+        centred -= mean[:, None]
         if direction == "up":
             beyond = centred > thresholds[:, None]
         elif direction == "down":
             beyond = centred < -thresholds[:, None]
         else:
-            beyond = np.abs(centred) > thresholds[:, None]
-        if start > 0:
+            beyond = np.abs(centred, out=centred) > thresholds[:, None]
+        del centred
+        if before:
             previous, beyond = beyond[:, :-1], beyond[:, 1:]
         else:
             previous = np.concatenate([np.zeros((n_channels, 1), bool), beyond[:, :-1]], axis=1)
@@ -191,3 +184,32 @@ def detect_threshold_crossings(
 
     spike_samples = [np.concatenate(parts) if parts else np.empty(0, np.int64) for parts in found]
     return Detection(spike_samples, thresholds, n_samples)
+
+
+def _noise(
+    filtered: Callable[[int, int], NDArray[np.float64]],
+    n_channels: int,
+    n_samples: int,
+    window: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-channel mean and standard deviation over evenly spaced windows of the trace."""
+    if n_samples <= NOISE_WINDOWS * window:
+        windows = [(start, min(start + window, n_samples)) for start in range(0, n_samples, window)]
+    else:
+        starts = np.linspace(0, n_samples - window, NOISE_WINDOWS).astype(np.int64).tolist()
+        windows = [(start, start + window) for start in starts]
+    count = 0
+    mean = np.zeros(n_channels)
+    sum_squares = np.zeros(n_channels)
+    for start, stop in windows:  # Chan et al.'s pairwise update of mean and variance
+        core = filtered(start, stop)
+        core_count = core.shape[1]
+        core_mean = core.mean(axis=1)
+        core_squares = ((core - core_mean[:, None]) ** 2).sum(axis=1)
+        total = count + core_count
+        delta = core_mean - mean
+        sum_squares += core_squares + delta**2 * count * core_count / total
+        mean += delta * core_count / total
+        count = total
+    std = np.sqrt(sum_squares / count) if count else np.zeros(n_channels)
+    return mean, std

@@ -49,3 +49,16 @@ def uploader(moto_endpoint):
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
     )
     return session.client("s3", endpoint_url=moto_endpoint)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect backend (SQLite) for every flow test of the session."""
+    import os
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["SPIKELAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("spikelab-cache"))
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

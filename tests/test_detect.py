@@ -150,3 +150,33 @@ def test_detection_accepts_any_window_reader():
     )
     assert [s.tolist() for s in found.spike_samples] == [[], [5]]
     assert found.n_samples == 30
+
+
+def test_long_traces_take_their_noise_from_spaced_windows(monkeypatch):
+    from spikelab import detect
+
+    monkeypatch.setattr(detect, "NOISE_WINDOWS", 3)
+    rng = np.random.default_rng(5)
+    data = rng.normal(0, 1, size=(2, 4000))
+    data[:, 1000:3000] *= 10  # loud middle: seen only by the middle window
+    reads = []
+
+    def read(start, stop):
+        reads.append((start, stop))
+        return data[:, start:stop]
+
+    found = detect_threshold_crossings(read, 2, 4000, 1000.0, filter=False, chunk_samples=4000)
+    windows = [(0, 500), (1750, 2250), (3500, 4000)]
+    assert reads[:3] == [(0, 501), (1749, 2251), (3499, 4000)]  # plus the one-sample margin
+    noise = np.concatenate([data[:, a:b] for a, b in windows], axis=1)
+    np.testing.assert_allclose(found.thresholds, 5.0 * noise.std(axis=1), rtol=1e-12)
+
+
+def test_traces_are_not_changed_in_place():
+    data = np.zeros((1, 50))
+    data[0, 10] = 9.0
+    before = data.copy()
+    detect_threshold_crossings(
+        lambda a, b: data[:, a:b], 1, 50, 1000.0, filter=False, threshold_sigma=1.0
+    )
+    np.testing.assert_array_equal(data, before)

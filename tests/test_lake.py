@@ -8,7 +8,7 @@ import pytest
 
 from spikelab.io import storage
 from spikelab.io.lake import Lake, connect, open_lake, safe_key
-from spikelab.io.manifest import read_manifest, write_manifest
+from spikelab.io.manifest import read_manifest, spikedata_summary, write_manifest
 from spikelab.io.units_table import read_units_table, write_units_table
 from spikelab.spikedata import SpikeData
 
@@ -147,7 +147,8 @@ def test_manifest_fields(tmp_path):
         source_reference="https://x/assets/a1/",
         input={"url": "https://x/assets/a1/", "size": 10, "sha256": "ab"},
         outputs=[{"path": "u.parquet", "sha256": "cd", "rows": 3}],
-        sd=sd,
+        spikedata=spikedata_summary(sd),
+        metadata=sd.metadata,
         flow_run_id="run-1",
     )
     assert read_manifest(tmp_path / "m.json") == manifest

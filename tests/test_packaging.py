@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-SUBPACKAGES = ["spikelab", "spikelab.io", "spikelab.loaders", "spikelab.data_loaders.data_loaders"]
+SUBPACKAGES = [
+    "spikelab",
+    "spikelab.io",
+    "spikelab.loaders",
+    "spikelab.tasks",
+    "spikelab.flows",
+    "spikelab.data_loaders.data_loaders",
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +71,11 @@ def test_wheel_imports_every_subpackage_from_itself(unpacked_wheel, tmp_path):
 
 @pytest.mark.parametrize(
     "command",
-    [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy", "spikelab", "loaders"]],
+    [
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy", "spikelab", "loaders", "flows", "tasks"],
+    ],
     ids=["ruff", "ruff-format", "mypy"],
 )
 def test_static_checks_pass(command):

@@ -166,8 +166,10 @@ def test_recording_is_read_in_chunks(traces):
 
     recording.get_traces = spy
     load_spikedata_from_spikeinterface_recording(recording, chunk_samples=5000)
-    assert max(stop - start for start, stop in windows) <= 5000 + 2  # one sample each side
-    assert len(windows) == 2 * 6  # two passes of six chunks
+    noise_windows, chunks = windows[:3], windows[3:]  # 1.5 s: three 0.5 s noise windows
+    assert noise_windows == [(0, 10001), (9999, 20001), (19999, 30000)]  # +1 sample each side
+    assert len(chunks) == 6
+    assert max(stop - start for start, stop in chunks) <= 5000 + 2
 
 
 class PlainRecording:

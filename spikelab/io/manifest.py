@@ -59,7 +59,8 @@ def write_manifest(
     source_reference: str | None = None,
     input: Mapping[str, Any] | None = None,
     outputs: Sequence[Mapping[str, Any]] = (),
-    sd: SpikeData | None = None,
+    spikedata: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
     error: str | None = None,
     flow_run_id: str | None = None,
 ) -> dict[str, Any]:
@@ -79,8 +80,10 @@ def write_manifest(
         What was read: path or URL, size, sha256 and/or DANDI etag.
     outputs : sequence of mapping, default: ()
         What was written: each with ``path``, ``sha256`` and ``rows``.
-    sd : SpikeData | None, default: None
-        The loaded data, summarised under ``spikedata`` and ``metadata``.
+    spikedata : mapping | None, default: None
+        :func:`spikedata_summary` of the loaded data.
+    metadata : mapping | None, default: None
+        The loaded data's metadata (made JSON-safe here).
     error : str | None, default: None
         The error message of a failed asset.
     flow_run_id : str | None, default: None
@@ -95,8 +98,8 @@ def write_manifest(
         "source_reference": source_reference,
         "input": to_plain(dict(input or {})),
         "outputs": to_plain([dict(output) for output in outputs]),
-        "spikedata": spikedata_summary(sd) if sd is not None else None,
-        "metadata": to_plain(sd.metadata) if sd is not None else {},
+        "spikedata": to_plain(dict(spikedata)) if spikedata is not None else None,
+        "metadata": to_plain(dict(metadata or {})),
         "software": software_versions(),
         "flow_run_id": flow_run_id,
         "created_at": datetime.now(UTC).isoformat(),

@@ -1,0 +1,5 @@
+"""Prefect flows: ingest DANDI dandisets, IBL probes and local files into the lake."""
+
+from spikelab.flows.dandi import ingest_dandiset, ingest_dandisets
+
+__all__ = ["ingest_dandiset", "ingest_dandisets"]

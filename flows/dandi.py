@@ -1,0 +1,187 @@
+"""Ingest dandisets from the DANDI archive into the lake."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect import flow, task, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from spikelab.config import CONFIG_DIR, DandisetsConfig, load_config
+from spikelab.flows._runs import (
+    Outcome,
+    current_flow_run_id,
+    finish_run,
+    guarded,
+    loaded_already,
+    staged_or_reload,
+)
+from spikelab.io.lake import DEFAULT_LAKE
+from spikelab.loaders import LOADER_VERSIONS
+from spikelab.loaders._dandi_client import DEFAULT_API_BASE, normalize_dandiset_id
+from spikelab.loaders.nwb_recording import has_electrical_series
+from spikelab.tasks.dandi import (
+    describe_dandi_asset,
+    download_dandi_asset,
+    list_dandi_assets,
+    remove_download,
+)
+from spikelab.tasks.load import Target, load_nwb
+from spikelab.tasks.outputs import convert_raw_to_zarr, write_manifest, write_units_table
+
+MAX_CONCURRENT_ASSETS = 4
+
+
+@task(name="ingest-dandi-asset", task_run_name="ingest {asset[path]}")
+def ingest_dandi_asset(
+    asset: dict[str, Any],
+    dandiset_id: str,
+    version: str,
+    lake: str,
+    raw_zarr: bool,
+    api_base: str,
+    refresh: bool,
+) -> Outcome:
+    """Ingest one asset: describe, skip if unchanged, download, load, publish, manifest."""
+    target: Target = {"source": "dandi", "dataset_id": dandiset_id, "asset_id": asset["asset_id"]}
+    reference = f"{api_base}/dandisets/{dandiset_id}/versions/{version}/assets/{asset['asset_id']}/"
+
+    def work() -> tuple[str, dict[str, Any]]:
+        record = describe_dandi_asset(asset["asset_id"], api_base)
+        digest = ",".join(f"{kind}={value}" for kind, value in record["digest"].items())
+        content_id = f"dandi:{asset['asset_id']}:{digest}:nwb-v{LOADER_VERSIONS['nwb']}"
+        existing = None if refresh else loaded_already(lake, target, content_id)
+        if existing is not None:
+            return "skipped", existing
+        path = download_dandi_asset(record, api_base)
+        staged = staged_or_reload(
+            load_nwb,
+            refresh,
+            path=path,
+            target=target,
+            content_id=content_id,
+            allow_no_units=True,
+        )
+        outputs = write_units_table(staged, lake, target)
+        if raw_zarr and has_electrical_series(path):
+            raw = convert_raw_to_zarr(path, lake, target)
+            outputs.append({"path": raw["zarr_path"], "sha256": None, "rows": raw["n_samples"]})
+        manifest = write_manifest(
+            lake,
+            target,
+            status="ok",
+            version=version,
+            source_reference=reference,
+            input={
+                "url": reference,
+                "path": record["path"],
+                "size": record["size"],
+                **record["digest"],
+                "content_id": content_id,
+            },
+            outputs=outputs,
+            staged=staged,
+            flow_run_id=current_flow_run_id(),
+        )
+        remove_download(path)
+        return "ok", manifest
+
+    return guarded(lake, target, work, version=version, source_reference=reference)
+
+
+@flow(
+    name="ingest-dandiset",
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENT_ASSETS),  # type: ignore[arg-type]
+)
+def ingest_dandiset(
+    dandiset_id: str,
+    version: str = "draft",
+    path_glob: str | None = "*.nwb",
+    lake: str = DEFAULT_LAKE,
+    raw_zarr: bool = False,
+    max_assets: int | None = None,
+    api_base: str = DEFAULT_API_BASE,
+    refresh: bool = False,
+) -> dict[str, Any]:
+    """Ingest a dandiset version's NWB assets into the lake, a few assets at a time.
+
+    Assets whose published digest is already in the lake are ``skipped``; an asset that
+    fails is recorded ``failed`` with its error and the run goes on. Embargoed dandisets
+    read their token from ``DANDI_API_TOKEN`` (never a parameter).
+
+    Parameters
+    ----------
+    dandiset_id : str
+        Six-digit id, e.g. ``"000006"``.
+    version : str, default: "draft"
+        Dandiset version.
+    path_glob : str | None, default: "*.nwb"
+        Server-side filter on asset paths.
+    lake : str, default: "./spikelab-lake"
+        Lake root: a folder or an ``s3://`` URL.
+    raw_zarr : bool, default: False
+        Also save each asset's raw ElectricalSeries as Zarr under ``<lake>/raw/``.
+    max_assets : int | None, default: None
+        Ingest at most this many assets (in path order).
+    api_base : str, default: the public archive
+        DANDI API root.
+    refresh : bool, default: False
+        Ignore the lake and the task cache: load everything again.
+
+    Returns
+    -------
+    dict
+        The run summary (also in ``<lake>/runs/<flow run id>.json``).
+    """
+    dandiset = normalize_dandiset_id(dandiset_id)
+    assets = list_dandi_assets(dandiset, version, path_glob, api_base)
+    if max_assets is not None:
+        assets = assets[:max_assets]
+    futures = ingest_dandi_asset.map(
+        assets,
+        dandiset_id=unmapped(dandiset),
+        version=unmapped(version),
+        lake=unmapped(lake),
+        raw_zarr=unmapped(raw_zarr),
+        api_base=unmapped(api_base),
+        refresh=unmapped(refresh),
+    )
+    parameters = {
+        "dandiset_id": dandiset,
+        "version": version,
+        "path_glob": path_glob,
+        "raw_zarr": raw_zarr,
+        "max_assets": max_assets,
+        "refresh": refresh,
+    }
+    return finish_run(lake, "ingest-dandiset", parameters, [f.result() for f in futures])  # type: ignore[return-value]
+
+
+@flow(name="ingest-dandisets")
+def ingest_dandisets(
+    config: str = str(CONFIG_DIR / "dandisets.yaml"),
+    lake: str = DEFAULT_LAKE,
+    api_base: str = DEFAULT_API_BASE,
+    refresh: bool = False,
+) -> list[dict[str, Any]]:
+    """The nightly run: ingest every dandiset listed in ``config`` (a YAML file).
+
+    Returns
+    -------
+    list of dict
+        One run summary per dandiset.
+    """
+    entries = load_config(os.fspath(config), DandisetsConfig).dandisets
+    return [
+        ingest_dandiset(
+            entry.id,
+            version=entry.version,
+            path_glob=entry.path_glob,
+            lake=lake,
+            max_assets=entry.max_assets,
+            api_base=api_base,
+            refresh=refresh,
+        )
+        for entry in entries
+    ]

@@ -1,0 +1,85 @@
+"""Configuration files of the pipeline (``configs/*.yaml``), read into pydantic models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from spikelab.loaders._dandi_client import normalize_dandiset_id
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class DandisetEntry(BaseModel):
+    """One dandiset of the nightly run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    version: str = "draft"
+    path_glob: str = "*.nwb"
+    max_assets: int | None = Field(default=None, ge=1)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _six_digits(cls, value: object) -> str:
+        return normalize_dandiset_id(str(value))
+
+
+class DandisetsConfig(BaseModel):
+    """``configs/dandisets.yaml``: the dandisets the nightly run ingests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dandisets: list[DandisetEntry] = Field(min_length=1)
+
+
+class RegionSet(BaseModel):
+    """A named set of Beryl regions and the probe filters for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    regions: list[str] = Field(min_length=1)
+    min_units: int = Field(default=0, ge=0)
+    min_fraction_in_target: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_probes: int | None = Field(default=None, ge=1)
+
+
+class IblRegionsConfig(BaseModel):
+    """``configs/ibl_regions.yaml``: region sets by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region_sets: dict[str, RegionSet] = Field(min_length=1)
+
+
+def load_config(path: str | os.PathLike[str], model: type[Model]) -> Model:
+    """Read a YAML file into ``model``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        Bad YAML, or a field that breaks the model; the message names the file and field.
+    """
+    location = Path(path)
+    if not location.is_file():
+        raise FileNotFoundError(f"config file not found: {location}")
+    try:
+        content = yaml.safe_load(location.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{location}: not valid YAML ({error})") from None
+    try:
+        return model.model_validate(content)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise ValueError(f"{location}: {problems}") from None

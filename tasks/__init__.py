@@ -1,0 +1,25 @@
+"""Prefect tasks: thin wrappers around the loaders and writers (retries, cache keys, logging)."""
+
+from spikelab.tasks.dandi import describe_dandi_asset, download_dandi_asset, list_dandi_assets
+from spikelab.tasks.load import (
+    load_hdf5,
+    load_kilosort,
+    load_nwb,
+    load_pickle,
+    load_spikelab_npz,
+)
+from spikelab.tasks.outputs import convert_raw_to_zarr, write_manifest, write_units_table
+
+__all__ = [
+    "convert_raw_to_zarr",
+    "describe_dandi_asset",
+    "download_dandi_asset",
+    "list_dandi_assets",
+    "load_hdf5",
+    "load_kilosort",
+    "load_nwb",
+    "load_pickle",
+    "load_spikelab_npz",
+    "write_manifest",
+    "write_units_table",
+]
