@@ -1,5 +1,6 @@
 """Prefect flows: ingest DANDI dandisets, IBL probes and local files into the lake."""
 
 from spikelab.flows.dandi import ingest_dandiset, ingest_dandisets
+from spikelab.flows.files import ingest_files
 
-__all__ = ["ingest_dandiset", "ingest_dandisets"]
+__all__ = ["ingest_dandiset", "ingest_dandisets", "ingest_files"]

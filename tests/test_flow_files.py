@@ -1,0 +1,86 @@
+"""The local-files flow on the demo dataset (NWB + KiloSort + HDF5), on a real Prefect backend."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spikelab.demo_data import write_demo_dataset
+from spikelab.flows import ingest_files
+from spikelab.flows.files import detect_format, hdf5_options, kilosort_options
+from spikelab.io.lake import connect
+from spikelab.io.manifest import read_manifest
+from spikelab.io.units_table import read_units_table
+from spikelab.loaders import (
+    load_spikedata_from_hdf5,
+    load_spikedata_from_kilosort,
+    load_spikedata_from_nwb,
+)
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("demo") / "inputs")
+
+
+def test_formats_are_detected(demo):
+    nwb, kilosort, hdf5 = demo
+    assert [detect_format(p) for p in demo] == ["nwb", "kilosort", "hdf5"]
+    assert kilosort_options(kilosort) == {"fs_Hz": 30000.0}
+    assert hdf5_options(hdf5)["spike_times_dataset"] == "spike_times"
+    with pytest.raises(ValueError, match="cannot tell the format of .*notes.txt"):
+        detect_format(Path("notes.txt"))
+
+
+def test_files_flow_loads_every_source_into_one_lake(demo, tmp_path):
+    lake = str(tmp_path / "lake")
+    bad = tmp_path / "inputs" / "broken.nwb"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not hdf5 at all")
+    summary = ingest_files([*map(str, demo), str(bad)], lake=lake)
+    assert summary["counts"] == {"ok": 3, "skipped": 0, "failed": 1}
+    failed = [a for a in summary["assets"] if a["status"] == "failed"]
+    assert failed[0]["asset_id"] == "broken.nwb" and "not a readable" in failed[0]["error"]
+
+    nwb, kilosort, hdf5 = demo
+    expected = {
+        "session.nwb": load_spikedata_from_nwb(nwb),
+        "kilosort": load_spikedata_from_kilosort(kilosort, fs_Hz=30000.0),
+        "spikes.h5": load_spikedata_from_hdf5(
+            hdf5, spike_times_dataset="spike_times", spike_times_index_dataset="spike_times_index"
+        ),
+    }
+    for asset, sd in expected.items():
+        stored = read_units_table(
+            Path(lake, "units", "source=files", "dataset=inputs", f"{asset}.parquet")
+        )
+        assert [t.tolist() for t in stored.train] == [t.tolist() for t in sd.train], asset
+        manifest = read_manifest(
+            Path(lake, "manifests", "source=files", "dataset=inputs", f"{asset}.json")
+        )
+        assert manifest["status"] == "ok" and manifest["spikedata"]["N"] == sd.N
+
+    kilosort_units = expected["kilosort"].N
+    assert kilosort_units == 14  # two noise clusters dropped
+    rows = (
+        connect(lake)
+        .execute("SELECT asset_id, count(*) FROM units GROUP BY asset_id ORDER BY asset_id")
+        .fetchall()
+    )
+    assert rows == [("kilosort", 14), ("session.nwb", 24), ("spikes.h5", 12)]
+    ca1 = (
+        connect(lake).execute("SELECT count(*) FROM units WHERE location_label = 'CA1'").fetchone()
+    )
+    assert ca1 == (12,)
+    run = json.loads(next(Path(lake, "runs").glob("*.json")).read_text())
+    assert run["counts"] == summary["counts"]
+
+    again = ingest_files([*map(str, demo)], lake=lake)
+    assert again["counts"] == {"ok": 0, "skipped": 3, "failed": 0}
+
+
+def test_unknown_format_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="format must be one of"):
+        ingest_files([str(tmp_path)], format="csv", lake=str(tmp_path / "lake"))
