@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
@@ -111,6 +112,16 @@ def guarded(
         )
         status = "failed"
     return outcome(target, status, started, path, manifest)
+
+
+def collect(futures: Sequence[Any], label: str) -> list[Outcome]:
+    """Wait for every asset's outcome, with a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(futures), desc=label, unit="asset", disable=None, leave=False) as bar:
+        for _ in as_completed(list(futures)):
+            bar.update()
+    return [future.result() for future in futures]
 
 
 def finish_run(

@@ -11,6 +11,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from spikelab.config import CONFIG_DIR, DandisetsConfig, load_config
 from spikelab.flows._runs import (
     Outcome,
+    collect,
     current_flow_run_id,
     finish_run,
     guarded,
@@ -155,7 +156,7 @@ def ingest_dandiset(
         "max_assets": max_assets,
         "refresh": refresh,
     }
-    return finish_run(lake, "ingest-dandiset", parameters, [f.result() for f in futures])  # type: ignore[return-value]
+    return finish_run(lake, "ingest-dandiset", parameters, collect(futures, dandiset))  # type: ignore[return-value]
 
 
 @flow(name="ingest-dandisets")

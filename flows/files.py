@@ -12,6 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from spikelab.flows._runs import (
     Outcome,
+    collect,
     current_flow_run_id,
     finish_run,
     guarded,
@@ -216,4 +217,4 @@ def ingest_files(
         refresh=unmapped(refresh),
     )
     parameters = {"paths": [str(p) for p in paths], "format": format, "refresh": refresh}
-    return finish_run(lake, "ingest-files", parameters, [f.result() for f in futures])  # type: ignore[return-value]
+    return finish_run(lake, "ingest-files", parameters, collect(futures, "files"))  # type: ignore[return-value]

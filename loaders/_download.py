@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
+from tqdm import tqdm
 
 from spikelab.exceptions import DigestMismatchError, RemoteError
 from spikelab.loaders._dandi_client import DandiClient
@@ -141,6 +142,15 @@ def download_verified(
 
     deadline = time.monotonic() + timeout_seconds
     failures = 0
+    progress = tqdm(
+        total=size,
+        initial=have,
+        unit="B",
+        unit_scale=True,
+        desc=destination.name,
+        disable=None,
+        leave=False,
+    )
     while size is None or have < size:
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
@@ -154,6 +164,7 @@ def download_verified(
                     if hasher is not None:
                         hasher.update(block)
                     have += len(block)
+                    progress.update(len(block))
                     if time.monotonic() > deadline:
                         raise RemoteError(
                             f"downloading {destination.name} took longer than "
@@ -172,6 +183,7 @@ def download_verified(
                 ) from None
             client.wait_before_retry(failures)
 
+    progress.close()
     _verify(partial, marker, destination, have, size, expected, hasher)
     os.replace(partial, destination)
     marker.unlink(missing_ok=True)
