@@ -2,5 +2,6 @@
 
 from spikelab.flows.dandi import ingest_dandiset, ingest_dandisets
 from spikelab.flows.files import ingest_files
+from spikelab.flows.ibl import ingest_ibl_region
 
-__all__ = ["ingest_dandiset", "ingest_dandisets", "ingest_files"]
+__all__ = ["ingest_dandiset", "ingest_dandisets", "ingest_files", "ingest_ibl_region"]

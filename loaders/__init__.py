@@ -43,6 +43,7 @@ LOADER_VERSIONS: dict[str, str] = {
     "dandi": "1",
     "hdf5": "1",
     "hdf5_raw_thresholded": "1",
+    "ibl": "1",
     "kilosort": "1",
     "nwb": "1",
     "pickle": "1",

@@ -1,6 +1,7 @@
 """Prefect tasks: thin wrappers around the loaders and writers (retries, cache keys, logging)."""
 
 from spikelab.tasks.dandi import describe_dandi_asset, download_dandi_asset, list_dandi_assets
+from spikelab.tasks.ibl import load_ibl_probe, query_ibl_probes
 from spikelab.tasks.load import (
     load_hdf5,
     load_kilosort,
@@ -16,10 +17,12 @@ __all__ = [
     "download_dandi_asset",
     "list_dandi_assets",
     "load_hdf5",
+    "load_ibl_probe",
     "load_kilosort",
     "load_nwb",
     "load_pickle",
     "load_spikelab_npz",
+    "query_ibl_probes",
     "write_manifest",
     "write_units_table",
 ]
