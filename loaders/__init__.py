@@ -17,6 +17,7 @@ from spikelab.loaders.dandi import (
 )
 from spikelab.loaders.hdf5 import load_spikedata_from_hdf5
 from spikelab.loaders.hdf5_raw import load_spikedata_from_hdf5_raw_thresholded
+from spikelab.loaders.ibl import load_spikedata_from_ibl, query_ibl_probes
 from spikelab.loaders.kilosort import load_spikedata_from_kilosort
 from spikelab.loaders.nwb import load_spikedata_from_nwb
 from spikelab.loaders.pickle import load_spikedata_from_pickle
@@ -31,6 +32,7 @@ LOADERS: dict[str, Callable[..., SpikeData]] = {
     "dandi": load_spikedata_from_dandi,
     "hdf5": load_spikedata_from_hdf5,
     "hdf5_raw_thresholded": load_spikedata_from_hdf5_raw_thresholded,
+    "ibl": load_spikedata_from_ibl,
     "kilosort": load_spikedata_from_kilosort,
     "nwb": load_spikedata_from_nwb,
     "pickle": load_spikedata_from_pickle,
@@ -60,10 +62,12 @@ __all__: list[Any] = [
     "load_spikedata_from_dandi",
     "load_spikedata_from_hdf5",
     "load_spikedata_from_hdf5_raw_thresholded",
+    "load_spikedata_from_ibl",
     "load_spikedata_from_kilosort",
     "load_spikedata_from_nwb",
     "load_spikedata_from_pickle",
     "load_spikedata_from_spikeinterface",
     "load_spikedata_from_spikeinterface_recording",
     "load_spikedata_from_spikelab_sorted_npz",
+    "query_ibl_probes",
 ]

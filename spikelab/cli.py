@@ -182,24 +182,24 @@ def _print_run(summary: dict[str, Any], lake: str) -> None:
 
 
 def _lake_units(args: argparse.Namespace) -> None:
-    from spikelab.lake_queries import find_units
+    from spikelab.lake_queries import export_units, find_units
 
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet needs --output FILE")
-    frame = find_units(
-        args.lake,
-        regions=args.region,
-        source=args.source,
-        dataset=args.dataset,
-        min_rate_hz=args.min_rate,
-    )
-    if args.format == "parquet":
-        frame.to_parquet(args.output, index=False)
-        print(f"{len(frame)} units -> {args.output}")
-    elif args.format == "csv":
-        frame.to_csv(args.output or sys.stdout, index=False)
-    else:
+    filters: dict[str, Any] = {
+        "regions": args.region,
+        "source": args.source,
+        "dataset": args.dataset,
+        "min_rate_hz": args.min_rate,
+    }
+    if args.format == "table":
+        frame = find_units(args.lake, **filters)
         print(frame.to_string(index=False) if len(frame) else "no matching units")
+        return
+    sys.stdout.flush()
+    export_units(args.lake, args.output or "/dev/stdout", args.format, **filters)
+    if args.output:
+        print(f"units -> {args.output}")
 
 
 def _demo(lake: str) -> None:

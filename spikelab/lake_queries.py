@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from spikelab.io.lake import connect
+
+if TYPE_CHECKING:  # pandas takes ~0.25 s to import: CSV and Parquet answers skip it
+    import pandas as pd
 
 UNIT_COLUMNS = (
     "source",
@@ -35,6 +36,44 @@ def lake_summary(lake: str | os.PathLike[str]) -> pd.DataFrame:
             "GROUP BY source, dataset ORDER BY source, dataset"
         )
         .df()
+    )
+
+
+def _literal(value: str | float) -> str:
+    """A SQL literal: numbers as they are, text quoted with quotes doubled."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(float(value))
+
+
+def units_sql(
+    connection: Any,
+    *,
+    regions: Sequence[str] = (),
+    source: str | None = None,
+    dataset: str | None = None,
+    min_rate_hz: float | None = None,
+    with_spike_times: bool = False,
+) -> str | None:
+    """The SELECT over the ``units`` view for these filters; None when the lake is empty."""
+    available = {row[0] for row in connection.execute("DESCRIBE units").fetchall()}
+    if "unit_index" not in available:
+        return None
+    conditions = []
+    if regions:
+        conditions.append(f"location_label IN ({', '.join(_literal(r) for r in regions)})")
+    for column, value in (("source", source), ("dataset", dataset)):
+        if value is not None:
+            conditions.append(f"{column} = {_literal(value)}")
+    if min_rate_hz is not None:
+        conditions.append(f"firing_rate_hz >= {_literal(min_rate_hz)}")
+    columns = [c for c in UNIT_COLUMNS if c in available]
+    if with_spike_times:
+        columns.append("spike_times_ms")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return (
+        f"SELECT {', '.join(columns)} FROM units{where} "
+        "ORDER BY source, dataset, asset_id, unit_index"
     )
 
 
@@ -68,29 +107,34 @@ def find_units(
     pandas.DataFrame
         One row per unit, ordered by source, dataset, asset and unit index.
     """
-    conditions: list[str] = []
-    parameters: list[str | float] = []
-    if regions:
-        conditions.append(f"location_label IN ({', '.join('?' for _ in regions)})")
-        parameters.extend(regions)
-    for column, value in (("source", source), ("dataset", dataset)):
-        if value is not None:
-            conditions.append(f"{column} = ?")
-            parameters.append(value)
-    if min_rate_hz is not None:
-        conditions.append("firing_rate_hz >= ?")
-        parameters.append(min_rate_hz)
     connection = connect(lake)
-    available = {row[0] for row in connection.execute("DESCRIBE units").fetchall()}
-    if "unit_index" not in available:  # an empty lake
-        return pd.DataFrame(columns=list(UNIT_COLUMNS))
-    columns = [c for c in UNIT_COLUMNS if c in available]
-    if with_spike_times:
-        columns.append("spike_times_ms")
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    query = (
-        f"SELECT {', '.join(columns)} FROM units{where} "
-        "ORDER BY source, dataset, asset_id, unit_index"
+    query = units_sql(
+        connection,
+        regions=regions,
+        source=source,
+        dataset=dataset,
+        min_rate_hz=min_rate_hz,
+        with_spike_times=with_spike_times,
     )
-    frame: Any = connection.execute(query, parameters).df()
+    if query is None:
+        import pandas as pd
+
+        return pd.DataFrame(columns=list(UNIT_COLUMNS))
+    frame: pd.DataFrame = connection.execute(query).df()
     return frame
+
+
+def export_units(
+    lake: str | os.PathLike[str], destination: str, file_format: str, **filters: Any
+) -> None:
+    """Write the matching units (see :func:`find_units`) as CSV or Parquet, via DuckDB.
+
+    ``destination`` may be ``/dev/stdout``. Nothing goes through pandas, so large answers
+    stream out quickly.
+    """
+    connection = connect(lake)
+    query = units_sql(connection, **filters)
+    if query is None:
+        query = "SELECT " + ", ".join(f"NULL AS {c}" for c in UNIT_COLUMNS) + " WHERE false"
+    options = "FORMAT csv, HEADER" if file_format == "csv" else "FORMAT parquet"
+    connection.execute(f"COPY ({query}) TO {_literal(destination)} ({options})")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import sparse
 
 from spikelab.exceptions import InvalidSpikeDataError
+
+if TYPE_CHECKING:  # scipy.sparse takes ~0.1 s to import: only when used
+    from scipy import sparse
 
 FloatArray = NDArray[np.float64]
 
@@ -309,6 +311,8 @@ class SpikeData:
 
     def sparse_raster(self, bin_size: float = 1.0) -> sparse.csr_matrix:
         """Return the counts of :meth:`raster` as a ``scipy.sparse.csr_matrix``."""
+        from scipy import sparse
+
         idces, bins, n_bins = self._bin_counts(bin_size)
         data = np.ones(idces.size, dtype=np.int64)
         matrix = sparse.csr_matrix((data, (idces, bins)), shape=(self.N, n_bins))
@@ -472,6 +476,8 @@ def group_by_unit(
     if n_units == 0:
         return np.empty(0, dtype=np.float64), np.empty(0, dtype=np.int64)
     position = np.arange(n_spikes, dtype=np.int32 if n_spikes < 2**31 else np.int64)
+    from scipy import sparse
+
     grouped = sparse.csr_array(
         (times, (np.asarray(unit_of_spike), position)), shape=(n_units, max(n_spikes, 1))
     )

@@ -1,5 +1,6 @@
 """The ``spikelab`` command: help, the demo end to end, lake queries, bad arguments."""
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -74,14 +75,14 @@ def test_lake_that_is_a_file(tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_demo_end_to_end(tmp_path, capsys):
+def test_demo_end_to_end(tmp_path, capfd):
     lake = tmp_path / "spikelab-lake"
     assert run(["demo", "--lake", str(lake)]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "3 loaded, 0 skipped, 0 failed" in out and str(lake) in out
     assert connect(lake).execute("SELECT count(*) FROM units").fetchone() == (50,)
     assert run(["lake", "units", "--region", "CA1", "--lake", str(lake), "--format", "csv"]) == 0
-    frame = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    frame = pd.read_csv(io.StringIO(capfd.readouterr().out))
     assert len(frame) == 12 and set(frame["location_label"]) == {"CA1"}
 
 
@@ -158,7 +159,7 @@ def test_lake_units_parquet_output(small_lake, tmp_path, capsys):
     ]
     assert run(argv) == 0
     assert pd.read_parquet(out)["location_label"].eq("CA1").all()
-    assert "units ->" in capsys.readouterr().out
+    assert f"units -> {out}" in capsys.readouterr().out
 
 
 def test_parser_lists_every_command():

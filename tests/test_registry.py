@@ -46,6 +46,18 @@ def hdf5_raw_fixture(tmp_path):
     )
 
 
+def ibl_fixture(tmp_path):
+    from ibl_cache import PIDS, build_ibl_cache, units_table
+
+    cache = build_ibl_cache(tmp_path)
+    table = units_table(cache.eids)
+    sd = loaders.LOADERS["ibl"](
+        cache.eids["s0"], PIDS[("s0", "probe00")], one=cache.one, units_table=table
+    )
+    # the primary probe's good clusters 0, 2, 4 and 5 (which never fires)
+    return sd, [[250.0, 1250.0, 3000.0], [125.0, 750.0, 2000.0], [1500.0], []]
+
+
 def kilosort_fixture(tmp_path):
     np.save(tmp_path / "spike_times.npy", np.array([30, 60, 90], dtype=np.uint64))
     np.save(tmp_path / "spike_clusters.npy", np.array([0, 0, 1], dtype=np.int32))
@@ -96,6 +108,7 @@ FIXTURES = {
     "dandi": dandi_fixture,
     "hdf5": hdf5_fixture,
     "hdf5_raw_thresholded": hdf5_raw_fixture,
+    "ibl": ibl_fixture,
     "kilosort": kilosort_fixture,
     "nwb": nwb_fixture,
     "pickle": pickle_fixture,
@@ -111,9 +124,11 @@ def test_every_registered_loader_has_a_fixture():
 
 @pytest.mark.parametrize("source", sorted(FIXTURES))
 def test_registered_loader_loads(tmp_path, source):
-    sd = FIXTURES[source](tmp_path)
+    """Each fixture returns SpikeData (expected: EXPECTED_MS) or (SpikeData, expected)."""
+    result = FIXTURES[source](tmp_path)
+    sd, expected = result if isinstance(result, tuple) else (result, EXPECTED_MS)
     assert type(sd) is SpikeData
-    assert [np.round(t, 9).tolist() for t in sd.train] == EXPECTED_MS
+    assert [np.round(t, 9).tolist() for t in sd.train] == expected
 
 
 def test_upstream_module_exposes_the_same_functions():
@@ -140,6 +155,8 @@ def test_seed_api_functions_that_exist_are_exported():
         "list_dandi_assets",
         "load_spikedata_from_dandi",
         "load_recording_from_dandi",
+        "load_spikedata_from_ibl",
+        "query_ibl_probes",
     } <= built
     for name in built:
         assert getattr(upstream, name) is getattr(loaders, name)

@@ -1,0 +1,627 @@
+"""IBL: query Brain-Wide Map probes and load one probe's good units through ONE-api."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from spikelab._optional import import_optional
+from spikelab.exceptions import DatasetNotFoundError, FileFormatError
+from spikelab.loaders._bwm_units import (
+    bwm_units,
+    default_one,
+    region_acronyms,
+    require_columns,
+    with_regions,
+)
+from spikelab.loaders._common import errors_naming
+from spikelab.spikedata import SpikeData, group_by_unit
+from spikelab.units import to_ms
+
+# Tried after the probe's own collections, except those of other probes once the probe is known.
+FALLBACK_COLLECTIONS = ("alf/probe00/pykilosort", "alf/probe01/pykilosort", "alf")
+TRIALS_COLLECTION = "alf"
+QC_FIELDS = (
+    "label",
+    "firing_rate",
+    "presence_ratio",
+    "amp_median",
+    "contamination",
+    "drift",
+    "noise_cutoff",
+    "spike_count",
+)
+TRIAL_TIMES = {  # ours: ALF attribute (seconds, converted to ms)
+    "stim_on_times": "stimOn_times",
+    "stim_off_times": "stimOff_times",
+    "go_cue_times": "goCue_times",
+    "response_times": "response_times",
+    "feedback_times": "feedback_times",
+    "first_movement_times": "firstMovement_times",
+}
+TRIAL_VALUES = {  # ours: ALF attribute (kept as they are)
+    "choice": "choice",
+    "feedback_type": "feedbackType",
+    "contrast_left": "contrastLeft",
+    "contrast_right": "contrastRight",
+    "probability_left": "probabilityLeft",
+}
+INSERTION_COORDINATES = ("x", "y", "z", "theta", "phi", "depth")
+CHANNEL_ATTRIBUTES = ["brainLocationIds_ccf_2017", "mlapdv", "localCoordinates", "rawInd"]
+
+_logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def query_ibl_probes(
+    target_regions: Iterable[str] | str | None = None,
+    *,
+    min_units: int = 0,
+    min_fraction_in_target: float = 0.0,
+    one: Any = None,
+    units_table: pd.DataFrame | None = None,
+) -> tuple[list[tuple[str, str]], pd.DataFrame]:
+    """Find Brain-Wide Map probes by good-unit count and by the Beryl regions of their units.
+
+    Parameters
+    ----------
+    target_regions : iterable of str | str | None, default: None
+        Beryl acronyms (e.g. ``["MOs", "MOp"]``; one string is one region). A probe must
+        have at least one good unit in them. None applies no region filter.
+    min_units : int, default: 0
+        Fewest good units a probe may have.
+    min_fraction_in_target : float, default: 0.0
+        Smallest fraction (0-1) of a probe's good units that lie in ``target_regions``;
+        ignored when ``target_regions`` is None.
+    one : one.api.One | None, default: None
+        Passed to :func:`bwm_units` when the table has to be fetched.
+    units_table : pandas.DataFrame | None, default: None
+        A ready Brain-Wide Map units table (``eid``, ``pid``, and ``Beryl`` for a region
+        query); then nothing is downloaded. Rows with ``label < 1`` are not counted.
+
+    Returns
+    -------
+    probes : list of tuple of str
+        ``(eid, pid)`` of the matching probes, most good units first (ties by eid, pid).
+    stats : pandas.DataFrame
+        One row per probe, same order: ``eid``, ``pid``, ``n_good_units`` and, with
+        ``target_regions``, ``n_in_target`` and ``fraction_in_target``.
+
+    Raises
+    ------
+    TypeError
+        ``min_units`` is not an int.
+    ValueError
+        A negative ``min_units``, a fraction outside [0, 1], ``target_regions`` that are
+        not acronyms, or a table without the columns needed.
+    """
+    regions = _region_list(target_regions)
+    if isinstance(min_units, bool) or not isinstance(min_units, int | np.integer):
+        raise TypeError(f"min_units must be an int, got {min_units!r}")
+    if min_units < 0:
+        raise ValueError(f"min_units must be >= 0, got {min_units}")
+    if not 0.0 <= min_fraction_in_target <= 1.0:
+        raise ValueError(f"min_fraction_in_target must lie in [0, 1], got {min_fraction_in_target}")
+    table = units_table if units_table is not None else bwm_units(one)
+    require_columns(table, ["eid", "pid"] + (["Beryl"] if regions is not None else []))
+    stats = probe_stats(table, regions)
+    keep = stats["n_good_units"] >= min_units
+    if regions is not None:
+        keep &= (stats["n_in_target"] > 0) & (stats["fraction_in_target"] >= min_fraction_in_target)
+    stats = stats[keep].sort_values(
+        ["n_good_units", "eid", "pid"], ascending=[False, True, True], kind="stable"
+    )
+    stats = stats.reset_index(drop=True)
+    return list(zip(stats["eid"], stats["pid"], strict=True)), stats
+
+
+def _region_list(target_regions: Iterable[str] | str | None) -> list[str] | None:
+    if target_regions is None:
+        return None
+    regions = [target_regions] if isinstance(target_regions, str) else list(target_regions)
+    if not regions or not all(isinstance(region, str) for region in regions):
+        raise ValueError(
+            f"target_regions must be Beryl acronyms such as ['MOs', 'MOp'], got {target_regions!r}"
+        )
+    return regions
+
+
+def probe_stats(table: pd.DataFrame, regions: list[str] | None) -> pd.DataFrame:
+    """Count the good units of each probe (and those in ``regions``) in one pass, unsorted."""
+    good = _good_mask(table)
+    rows = table if good.all() else table[good]
+    codes, pids = pd.factorize(rows["pid"])
+    n_good = np.bincount(codes, minlength=len(pids))
+    some_row = np.empty(len(pids), dtype=np.int64)
+    some_row[codes] = np.arange(codes.size)  # any row of a probe names its session
+    columns: dict[str, Any] = {
+        "eid": rows["eid"].iloc[some_row].astype(str).to_numpy(),
+        "pid": np.asarray(pids.astype(str)),
+        "n_good_units": n_good.astype(np.int64),
+    }
+    if regions is not None:
+        inside = rows["Beryl"].isin(regions).to_numpy(dtype=np.float64)
+        in_target = np.bincount(codes, weights=inside, minlength=len(pids))
+        columns["n_in_target"] = in_target.astype(np.int64)
+        columns["fraction_in_target"] = in_target / np.maximum(n_good, 1)
+    return pd.DataFrame(columns)
+
+
+def _good_mask(table: pd.DataFrame) -> NDArray[np.bool_]:
+    if "label" not in table.columns:
+        return np.ones(len(table), dtype=bool)
+    return (table["label"] >= 1).to_numpy(dtype=bool, na_value=False)
+
+
+# ------------------------------------------------------------------------ loading
+
+
+def load_spikedata_from_ibl(
+    eid: str | uuid.UUID,
+    pid: str | uuid.UUID,
+    *,
+    length_ms: float | None = None,
+    collection: str | None = None,
+    one: Any = None,
+    units_table: pd.DataFrame | None = None,
+) -> SpikeData:
+    """Load the good units of one IBL probe insertion, with trials and session metadata.
+
+    The units are the probe's rows of the Brain-Wide Map units table (``label == 1``),
+    ordered by cluster id; their spikes come from the ALF ``spikes`` object. The
+    collection is found from the probe name (the Alyx insertion record online; offline the
+    cache's ``insertions.pqt`` or a ``probe_name`` column of the table): first
+    ``alf/<probe>/pykilosort``, then ``alf/<probe>``, then the fallback list without other
+    probes' collections (all of it when the probe name is unknown).
+
+    Parameters
+    ----------
+    eid : str | uuid.UUID
+        Session (experiment) id.
+    pid : str | uuid.UUID
+        Probe insertion id.
+    length_ms : float | None, default: None
+        Recording length; otherwise the last spike time.
+    collection : str | None, default: None
+        Load from this ALF collection only (e.g. ``"alf/probe00/pykilosort"``); no search
+        and no fallback.
+    one : one.api.One | None, default: None
+        A ready ONE instance (reuse one per flow run); None connects to the public server.
+    units_table : pandas.DataFrame | None, default: None
+        A ready Brain-Wide Map units table; None fetches it with :func:`bwm_units`.
+
+    Returns
+    -------
+    SpikeData
+        Spike times in ms. Each unit: ``unit_id`` and ``cluster_id``, ``location_label``
+        (the Beryl acronym), ``beryl``, ``cosmos``, ``acronym`` (Allen), ``atlas_id``,
+        ``electrode`` (channel), ``location`` ([x, y, z] in mm), ``group_name`` (probe),
+        ``cluster_uuid`` and the QC fields of the table. Metadata: ``eid``, ``pid``,
+        ``identifier``, ``format`` ("IBL"), ``collection``, ``unit_count``,
+        ``duration_seconds``; trial times in ms (``trial_start_times``,
+        ``trial_end_times``, ``stim_on_times``, ``stim_off_times``, ``go_cue_times``,
+        ``response_times``, ``feedback_times``, ``first_movement_times``) with ``n_trials``
+        and the unconverted ``choice``, ``feedback_type``, ``contrast_left``,
+        ``contrast_right``, ``probability_left``; and, as far as they can be looked up,
+        session, subject and insertion fields and ``electrodes_by_channel``
+        (``{channel: {location, group_name, x, y, z, atlas_id, local_x, local_y,
+        raw_index}}``, x/y/z in mm, local in µm). A lookup that fails leaves its fields out.
+
+    Raises
+    ------
+    ImportError
+        ONE-api is not installed (``pip install 'spikelab[ibl]'``).
+    ValueError
+        An id that is not a UUID, a pid of another session, or no spikes without
+        ``length_ms``.
+    DatasetNotFoundError
+        (a ``KeyError``) No ``spikes`` object in the collections tried; the message lists
+        them.
+    FileFormatError
+        The table names clusters the spike sorting does not have.
+    """
+    alf_errors = import_optional("one.alf.exceptions", "ibl")
+    eid, pid = _uuid_text(eid, "eid"), _uuid_text(pid, "pid")
+    one = one if one is not None else default_one()
+    table = units_table if units_table is not None else bwm_units(one)
+    units = probe_units(table, eid, pid)
+    lookup = _BestEffort((alf_errors.ALFError, OSError, LookupError, ValueError))
+    insertion = lookup("insertion", _insertion_record, one, pid) or {}
+    if insertion.get("eid") not in (None, eid):
+        raise ValueError(f"pid {pid} is an insertion of session {insertion['eid']}, not of {eid}")
+    probe = insertion.get("name") or _probe_name_from_table(table, pid)
+    tried = [collection] if collection else candidate_collections(probe)
+    spikes, found = _load_spikes(
+        one, eid, pid, tried, alf_errors.ALFObjectNotFound, lookup, explicit=bool(collection)
+    )
+    if probe is None and collection is None and found != "alf":
+        warnings.warn(
+            f"the probe name of pid {pid} is unknown (no insertion record, no probe_name "
+            f"column): loaded {found}, the first collection of the fallback order with "
+            "spikes; pass collection= if that is another probe's",
+            UserWarning,
+            stacklevel=2,
+        )
+    clusters = lookup("clusters", _load, one, eid, "clusters", found, ["channels"])
+    channels = lookup("channels", _load, one, eid, "channels", found, CHANNEL_ATTRIBUTES)
+    channel_of = _channel_of_cluster(clusters, units["cluster_id"].to_numpy(), pid, found)
+    times_ms, ends = _good_unit_trains(spikes, units["cluster_id"].to_numpy(), found)
+    if times_ms.size == 0 and length_ms is None:
+        raise ValueError(
+            f"probe {pid} has no spikes from good units ({len(units)} good units in the "
+            "Brain-Wide Map table): pass length_ms to get an empty SpikeData"
+        )
+    metadata: dict[str, Any] = {
+        "eid": eid,
+        "pid": pid,
+        "identifier": eid,
+        "format": "IBL",
+        "collection": found,
+        "unit_count": len(units),
+    }
+    trials = lookup("trials", one.load_object, eid, "trials", collection=TRIALS_COLLECTION)
+    metadata.update(trial_fields(trials or {}))
+    session = lookup("session", _session_record, one, eid) or {}
+    metadata.update(session_fields(session))
+    if _is_online(one) and session.get("subject"):
+        subject = lookup("subject", one.alyx.rest, "subjects", "read", id=session["subject"])
+        metadata.update(subject_fields(subject or {}, metadata.get("session_start_time")))
+    metadata.update(insertion_fields(insertion))
+    if channels is not None:
+        metadata["electrodes_by_channel"] = lookup(
+            "channel regions", electrodes_by_channel, channels, probe
+        )
+    metadata = {key: value for key, value in metadata.items() if value is not None}
+    with errors_naming(f"IBL probe {pid}"):
+        sd = SpikeData.from_flat(
+            times_ms,
+            ends,
+            length=length_ms,
+            neuron_attributes=unit_attributes(units, channel_of, probe),
+            metadata=metadata,
+        )
+    sd.metadata["duration_seconds"] = sd.length / 1000.0
+    return sd
+
+
+def _uuid_text(value: str | uuid.UUID, name: str) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ValueError(
+            f"{name} must be an IBL UUID such as '0802ced5-33a3-405e-8336-b65ebc5cb07c', "
+            f"got {value!r}"
+        ) from None
+
+
+def probe_units(table: pd.DataFrame, eid: str, pid: str) -> pd.DataFrame:
+    """Return the good units of ``pid`` in the units table, one row per cluster, by cluster id."""
+    require_columns(table, ["pid", "cluster_id"])
+    rows = table[(table["pid"].astype(str) == pid) & _good_mask(table)]
+    if "eid" in rows.columns and not (rows["eid"].astype(str) == eid).all():
+        other = rows.loc[rows["eid"].astype(str) != eid, "eid"].iloc[0]
+        raise ValueError(
+            f"the units table lists pid {pid} under session {other}, not {eid}: check the pair"
+        )
+    duplicated = rows["cluster_id"][rows["cluster_id"].duplicated()]
+    if duplicated.size:
+        raise ValueError(
+            f"the units table lists cluster(s) {sorted(set(duplicated.tolist()))} of pid {pid} "
+            "more than once"
+        )
+    rows = rows.sort_values("cluster_id", kind="stable").reset_index(drop=True)
+    return with_regions(rows) if "atlas_id" in rows.columns else rows
+
+
+def candidate_collections(probe: str | None) -> list[str]:
+    """Order the collections to try for ``probe`` (see :func:`load_spikedata_from_ibl`)."""
+    if probe is None:
+        return list(FALLBACK_COLLECTIONS)
+    own = [f"alf/{probe}/pykilosort", f"alf/{probe}"]
+    others = [c for c in FALLBACK_COLLECTIONS if c.split("/")[1:2] in ([], [probe])]
+    return own + [c for c in others if c not in own]
+
+
+def _load(one: Any, eid: str, name: str, collection: str, attributes: list[str]) -> Any:
+    """Load only the named attributes of an ALF object (online, ONE downloads just those)."""
+    return one.load_object(eid, name, collection=collection, attribute=attributes)
+
+
+def _load_spikes(
+    one: Any,
+    eid: str,
+    pid: str,
+    tried: list[str],
+    not_found: type[Exception],
+    lookup: _BestEffort,
+    *,
+    explicit: bool,
+) -> tuple[Mapping[str, Any], str]:
+    for collection in tried:
+        try:
+            spikes = _load(one, eid, "spikes", collection, ["times", "clusters"])
+        except not_found:
+            continue
+        return spikes, collection
+    present = lookup("collections", one.list_collections, eid)
+    where = "the collection given" if explicit else "any of the collections tried"
+    raise DatasetNotFoundError(
+        f"no spikes object for probe {pid} of session {eid} in {where}: "
+        f"{', '.join(tried)}. The session has "
+        f"{', '.join(sorted(present)) if present else 'no listed collections'}; pass "
+        "collection= naming the probe's spike-sorting collection"
+    )
+
+
+def _good_unit_trains(
+    spikes: Mapping[str, Any], cluster_ids: NDArray[Any], collection: str
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Spike times in ms grouped by good unit (in ``cluster_ids`` order), with end offsets."""
+    if "times" not in spikes or "clusters" not in spikes:
+        raise FileFormatError(
+            f"the spikes object in {collection} lacks times or clusters (it has {sorted(spikes)})"
+        )
+    times = np.asarray(spikes["times"], dtype=np.float64).reshape(-1)
+    clusters = np.asarray(spikes["clusters"]).reshape(-1).astype(np.int64)
+    if times.size != clusters.size:
+        raise FileFormatError(
+            f"{collection}: {times.size} spike times but {clusters.size} spike clusters"
+        )
+    size = int(max(clusters.max(initial=-1), cluster_ids.max(initial=-1))) + 1
+    unit_of_cluster = np.full(size, -1, dtype=np.int64)
+    unit_of_cluster[cluster_ids.astype(np.int64)] = np.arange(cluster_ids.size)
+    unit_of_spike = unit_of_cluster[clusters]
+    kept = unit_of_spike >= 0
+    grouped, ends = group_by_unit(unit_of_spike[kept], times[kept], cluster_ids.size)
+    return to_ms(grouped, "s", copy=False), ends
+
+
+def _channel_of_cluster(
+    clusters: Mapping[str, Any] | None, cluster_ids: NDArray[Any], pid: str, collection: str
+) -> NDArray[Any] | None:
+    """Each cluster's channel; FileFormatError if the table names clusters the sorting lacks."""
+    if clusters is None or "channels" not in clusters:
+        return None
+    channels = np.asarray(clusters["channels"]).reshape(-1)
+    beyond = cluster_ids[cluster_ids >= channels.size]
+    if beyond.size:
+        raise FileFormatError(
+            f"the units table gives pid {pid} clusters {beyond.tolist()[:5]} but {collection} "
+            f"has {channels.size} clusters: the table and the spike sorting do not match "
+            "(another collection or revision?)"
+        )
+    return channels
+
+
+def unit_attributes(
+    units: pd.DataFrame, channel_of: NDArray[Any] | None, probe: str | None
+) -> list[dict[str, Any]]:
+    """Build the per-unit attributes from the table rows (see :func:`load_spikedata_from_ibl`)."""
+    attributes = []
+    for row in units.to_dict("records"):
+        cluster = int(row["cluster_id"])
+        beryl = _text(row.get("Beryl"))
+        unit: dict[str, Any] = {
+            "unit_id": cluster,
+            "cluster_id": cluster,
+            "location_label": beryl,
+            "beryl": beryl,
+            "cosmos": _text(row.get("Cosmos")),
+            "acronym": _text(row.get("acronym")),
+            "atlas_id": _integer(row.get("atlas_id")),
+            "group_name": probe,
+        }
+        if channel_of is not None:
+            unit["electrode"] = int(channel_of[cluster])
+        xyz = [value * 1000.0 for axis in "xyz" if (value := _number(row.get(axis))) is not None]
+        if len(xyz) == 3:  # the table gives metres
+            unit["location"] = xyz
+        if (uuid_text := _text(row.get("uuids"))) is not None:
+            unit["cluster_uuid"] = uuid_text
+        unit.update({name: _number(row[name]) for name in QC_FIELDS if name in row})
+        if "spike_count" in unit:
+            unit["spike_count"] = _integer(unit["spike_count"])
+        attributes.append(unit)
+    return attributes
+
+
+# ------------------------------------------------------------------------ metadata
+
+
+class _BestEffort:
+    """Call a lookup; on one of ``errors`` log it at debug level and return None."""
+
+    def __init__(self, errors: tuple[type[BaseException], ...]) -> None:
+        self.errors = errors
+
+    def __call__(self, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        try:
+            return call(*args, **kwargs)
+        except self.errors as error:
+            _logger.debug("IBL %s lookup failed: %s: %s", what, type(error).__name__, error)
+            return None
+
+
+def _is_online(one: Any) -> bool:
+    return not getattr(one, "offline", True) and hasattr(one, "alyx")
+
+
+def _insertion_record(one: Any, pid: str) -> dict[str, Any] | None:
+    """``{eid, name, model, json}`` of the insertion: Alyx online, ``insertions.pqt`` offline."""
+    if _is_online(one):
+        record = one.alyx.rest("insertions", "read", id=pid)
+        return {
+            "eid": str(record["session"]),
+            "name": record.get("name"),
+            "model": record.get("model"),
+            "json": record.get("json"),
+        }
+    path = Path(one.cache_dir) / "insertions.pqt"
+    if not path.is_file():
+        return None
+    table = pd.read_parquet(path).reset_index()
+    rows = table[table["id"].astype(str) == pid]
+    if rows.empty:
+        return None
+    row = rows.iloc[0]
+    return {key: row.get(key) for key in ("name", "model", "json")} | {"eid": str(row["eid"])}
+
+
+def _probe_name_from_table(table: pd.DataFrame, pid: str) -> str | None:
+    for column in ("probe_name", "pname"):
+        if column in table.columns:
+            names = table.loc[table["pid"].astype(str) == pid, column].dropna()
+            if not names.empty:
+                return str(names.iloc[0])
+    return None
+
+
+def _session_record(one: Any, eid: str) -> Mapping[str, Any]:
+    if _is_online(one):
+        return one.alyx.rest("sessions", "read", id=eid)  # type: ignore[no-any-return]
+    return dict(one.get_details(eid))
+
+
+def trial_fields(trials: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert an ALF trials object to metadata: times in ms, choices and contrasts as given."""
+    fields: dict[str, Any] = {}
+    intervals = np.asarray(trials.get("intervals", np.empty((0, 0))), dtype=np.float64)
+    if intervals.ndim == 2 and intervals.shape[1] == 2 and intervals.shape[0]:
+        fields["trial_start_times"] = to_ms(intervals[:, 0], "s")
+        fields["trial_end_times"] = to_ms(intervals[:, 1], "s")
+    for ours, theirs in TRIAL_TIMES.items():
+        if theirs in trials:
+            fields[ours] = to_ms(np.asarray(trials[theirs]).reshape(-1), "s")
+    for ours, theirs in TRIAL_VALUES.items():
+        if theirs in trials:
+            fields[ours] = np.array(trials[theirs]).reshape(-1)
+    if fields:
+        fields["n_trials"] = max(len(values) for values in fields.values())
+    return fields
+
+
+def session_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Session metadata from an Alyx session record or ONE's sessions cache row."""
+    projects = record.get("projects")
+    if isinstance(projects, list | tuple):
+        projects = ",".join(map(str, projects))
+    return {
+        "subject_id": _text(record.get("subject")),
+        "session_start_time": _iso(record.get("start_time") or record.get("date")),
+        "session_end_time": _iso(record.get("end_time")),
+        "lab": _text(record.get("lab")),
+        "task_protocol": _text(record.get("task_protocol")),
+        "project": _text(projects),
+        "session_number": _integer(record.get("number")),
+        "procedures": list(record["procedures"]) if record.get("procedures") else None,
+        "qc": _text(record.get("qc")),
+    }
+
+
+def subject_fields(record: Mapping[str, Any], session_start: str | None) -> dict[str, Any]:
+    """Subject metadata from an Alyx subject record; age in weeks at the session."""
+    birth = _iso(record.get("birth_date"))
+    genotype = record.get("genotype")
+    fields: dict[str, Any] = {
+        "species": _text(record.get("species")),
+        "sex": _text(record.get("sex")),
+        "date_of_birth": birth,
+        "strain": _text(record.get("strain")),
+        "genotype": _text(
+            ", ".join(map(str, genotype)) if isinstance(genotype, list) else genotype
+        ),
+        "responsible_user": _text(record.get("responsible_user")),
+    }
+    if birth and session_start:
+        age = date.fromisoformat(session_start[:10]) - date.fromisoformat(birth[:10])
+        fields["age_weeks"] = age.days / 7.0
+    return fields
+
+
+def insertion_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Probe name, model and the ``insertion_*`` coordinates found in the insertion's JSON."""
+    details = record.get("json")
+    if isinstance(details, str):
+        details = json.loads(details)
+    details = details if isinstance(details, Mapping) else {}
+    fields: dict[str, Any] = {
+        "probe_name": _text(record.get("name")),
+        "probe_model": _text(record.get("model")),
+    }
+    for name in INSERTION_COORDINATES:
+        fields[f"insertion_{name}"] = _number(details.get(name))
+    return fields
+
+
+def electrodes_by_channel(
+    channels: Mapping[str, Any], probe: str | None
+) -> dict[int, dict[str, Any]]:
+    """Describe each channel as the NWB loader does, plus atlas id, probe coordinates, raw index.
+
+    ``mlapdv`` (µm) becomes x/y/z in mm; ``location`` is the Allen acronym of
+    ``brainLocationIds_ccf_2017`` (None without iblatlas); ``local_x``/``local_y`` stay in µm.
+    """
+    atlas = channels.get("brainLocationIds_ccf_2017")
+    mlapdv = channels.get("mlapdv")
+    columns = {
+        "atlas_id": atlas,
+        "xyz": None if mlapdv is None else np.asarray(mlapdv, dtype=np.float64) / 1000.0,
+        "local": channels.get("localCoordinates"),
+        "raw_index": channels.get("rawInd"),
+    }
+    count = max((len(values) for values in columns.values() if values is not None), default=0)
+    acronyms = None
+    if atlas is not None:
+        acronyms = _BestEffort((ImportError,))("channel regions", region_acronyms, atlas, "Allen")
+    return {channel: _channel(channel, columns, acronyms, probe) for channel in range(count)}
+
+
+def _channel(
+    channel: int, columns: Mapping[str, Any], acronyms: Any, probe: str | None
+) -> dict[str, Any]:
+    xyz, local, raw = columns["xyz"], columns["local"], columns["raw_index"]
+    return {
+        "location": None if acronyms is None else acronyms[channel],
+        "group_name": probe,
+        "x": None if xyz is None else _number(xyz[channel][0]),
+        "y": None if xyz is None else _number(xyz[channel][1]),
+        "z": None if xyz is None else _number(xyz[channel][2]),
+        "atlas_id": None if columns["atlas_id"] is None else _integer(columns["atlas_id"][channel]),
+        "local_x": None if local is None else _number(local[channel][0]),
+        "local_y": None if local is None else _number(local[channel][1]),
+        "raw_index": None if raw is None else _integer(raw[channel]),
+    }
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _text(value: Any) -> str | None:
+    return None if _missing(value) else (str(value) or None)
+
+
+def _number(value: Any) -> float | None:
+    return None if _missing(value) or math.isnan(float(value)) else float(value)
+
+
+def _integer(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _iso(value: Any) -> str | None:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return _text(value)
