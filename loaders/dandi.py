@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from spikelab.loaders._download import (
     file_matches,
     safe_destination,
 )
+from spikelab.loaders._remote_hdf5 import StreamingError
 from spikelab.loaders.nwb import load_spikedata_from_nwb
 from spikelab.loaders.nwb_recording import save_nwb_recording_as_zarr, write_sidecar
 from spikelab.spikedata import SpikeData
@@ -97,6 +99,54 @@ def list_dandi_assets(
     return assets()
 
 
+def _provenance(
+    client: DandiClient,
+    identifier: str,
+    dandiset: str | None,
+    version: str,
+    record: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The DANDI fields every loaded asset's metadata carries."""
+    digest = expected_digest(record.get("digest") or {})
+    provenance: dict[str, Any] = {
+        "dandi_asset_id": identifier,
+        "dandi_version": version,
+        "dandi_path": record.get("path") or f"{identifier}.nwb",
+        "dandi_digest": dict([digest]) if digest else {},
+        "source_reference": client.url(
+            f"/dandisets/{dandiset}/versions/{version}/assets/{identifier}/"
+            if dandiset
+            else f"/assets/{identifier}/"
+        ),
+    }
+    if dandiset is not None:
+        provenance["dandi_dandiset_id"] = dandiset
+    return provenance
+
+
+def _streamed(
+    asset_id: str,
+    *,
+    dandiset_id: str | None,
+    version: str,
+    api_token: str | None,
+    api_base: str,
+    request_timeout_seconds: float,
+    **nwb_options: Any,
+) -> SpikeData:
+    """Load an asset's Units over HTTP range requests, without downloading the file."""
+    identifier, base = parse_asset_reference(asset_id, api_base)
+    dandiset = normalize_dandiset_id(dandiset_id) if dandiset_id is not None else None
+    with DandiClient(base, api_token, timeout_seconds=request_timeout_seconds) as client:
+        record = client.asset_metadata(identifier)
+        blob = client.blob_url(identifier)  # the archive's redirect target; no token goes there
+        provenance = _provenance(client, identifier, dandiset, version, record)
+    sd = load_spikedata_from_nwb(blob, **nwb_options)
+    sd.metadata.update(provenance)
+    sd.metadata["source_file"] = provenance["source_reference"]
+    return sd
+
+
 @contextmanager
 def _downloaded_asset(
     asset_id: str,
@@ -134,20 +184,7 @@ def _downloaded_asset(
                     digests=digests,
                     timeout_seconds=download_timeout_seconds,
                 )
-            digest = expected_digest(digests)
-            provenance: dict[str, Any] = {
-                "dandi_asset_id": identifier,
-                "dandi_version": version,
-                "dandi_path": asset_path,
-                "dandi_digest": dict([digest]) if digest else {},
-                "source_reference": client.url(
-                    f"/dandisets/{dandiset}/versions/{version}/assets/{identifier}/"
-                    if dandiset
-                    else f"/assets/{identifier}/"
-                ),
-            }
-            if dandiset is not None:
-                provenance["dandi_dandiset_id"] = dandiset
+            provenance = _provenance(client, identifier, dandiset, version, record)
             yield target, provenance
         finally:
             if temporary is not None and not keep:
@@ -167,6 +204,8 @@ def load_spikedata_from_dandi(
     allow_no_units: bool = False,
     length_ms: float | None = None,
     start_time_ms: float | None = None,
+    stream: bool = False,
+    stream_only: bool = False,
 ) -> SpikeData:
     """Download one NWB asset from DANDI, verify it, and load its Units as SpikeData.
 
@@ -197,13 +236,21 @@ def load_spikedata_from_dandi(
         Passed on to :func:`load_spikedata_from_nwb`: N=0 with metadata for raw assets.
     length_ms, start_time_ms : float | None, default: None
         Passed on to :func:`load_spikedata_from_nwb`.
+    stream : bool, default: False
+        Read only the Units table over HTTP range requests instead of downloading the
+        file. The whole-file digest cannot be checked then (``digest_verified`` is False).
+        When streaming fails (no Range support, unreadable bytes) the asset is downloaded
+        instead, with a warning.
+    stream_only : bool, default: False
+        With ``stream``: raise instead of falling back to the download.
 
     Returns
     -------
     SpikeData
         With the NWB metadata plus ``dandi_asset_id``, ``dandi_dandiset_id`` (when given),
-        ``dandi_version``, ``dandi_path``, ``dandi_digest``, ``source_reference`` and, with
-        ``download_dir``, ``downloaded_path``.
+        ``dandi_version``, ``dandi_path``, ``dandi_digest``, ``source_reference``,
+        ``transfer`` ("streamed" or "downloaded"), ``bytes_read``, ``digest_verified`` and,
+        with ``download_dir``, ``downloaded_path``.
 
     Raises
     ------
@@ -213,7 +260,33 @@ def load_spikedata_from_dandi(
         The downloaded bytes do not match the published digest (a ``ValueError``).
     ValueError
         A malformed asset id or dandiset id, an unsafe asset path, or an NWB problem.
+    StreamingError
+        With ``stream_only``: the asset could not be streamed.
     """
+    nwb_options = {
+        "allow_no_units": allow_no_units,
+        "length_ms": length_ms,
+        "start_time_ms": start_time_ms,
+    }
+    if stream:
+        try:
+            return _streamed(
+                asset_id,
+                dandiset_id=dandiset_id,
+                version=version,
+                api_token=api_token,
+                api_base=api_base,
+                request_timeout_seconds=request_timeout_seconds,
+                **nwb_options,
+            )
+        except StreamingError as error:
+            if stream_only:
+                raise
+            warnings.warn(
+                f"streaming asset {asset_id} failed ({error}); downloading it instead",
+                UserWarning,
+                stacklevel=2,
+            )
     with _downloaded_asset(
         asset_id,
         dandiset_id=dandiset_id,
@@ -225,10 +298,12 @@ def load_spikedata_from_dandi(
         request_timeout_seconds=request_timeout_seconds,
         download_timeout_seconds=download_timeout_seconds,
     ) as (path, provenance):
-        sd = load_spikedata_from_nwb(
-            path, allow_no_units=allow_no_units, length_ms=length_ms, start_time_ms=start_time_ms
-        )
+        sd = load_spikedata_from_nwb(path, **nwb_options)
+        size = path.stat().st_size
     sd.metadata.update(provenance)
+    sd.metadata.update(
+        transfer="downloaded", bytes_read=size, digest_verified=bool(provenance["dandi_digest"])
+    )
     if download_dir is not None:
         sd.metadata["downloaded_path"] = str(path)
     else:

@@ -22,6 +22,7 @@ from spikelab.loaders._nwb_table import (
     check_units,
     unit_attributes,
 )
+from spikelab.loaders._remote_hdf5 import StreamingError, is_url, open_remote_hdf5, shown
 from spikelab.spikedata import SpikeData
 from spikelab.units import to_ms
 
@@ -33,18 +34,23 @@ def load_spikedata_from_nwb(
     length_ms: float | None = None,
     start_time_ms: float | None = None,
     allow_no_units: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> SpikeData:
-    """Load the spike trains of an NWB file's Units table.
+    """Load the spike trains of an NWB file's Units table, from a path or an HTTP(S) URL.
 
     Spike times and their ragged index are read as two whole arrays and split by offset,
-    never one read per unit. Each unit carries its id, every scalar Units column (quality
-    metrics, names ...), and from its first electrodes row ``electrode`` (the electrode id),
-    ``location_label``, ``group_name`` and ``location`` ([x, y, z]).
+    never one read per unit. A URL is streamed with HTTP range requests (remfile) through
+    the h5py reader: only the Units table, the electrodes rows and the file metadata are
+    fetched, never ElectricalSeries data.
+
+    Each unit carries its id, every scalar Units column (quality metrics, names ...), and
+    from its first electrodes row ``electrode`` (the electrode id), ``location_label``,
+    ``group_name`` and ``location`` ([x, y, z]).
 
     Parameters
     ----------
     filepath : str or PathLike
-        The NWB (HDF5) file.
+        The NWB (HDF5) file, or an ``http(s)://`` URL of one on a server that honours Range.
     prefer_pynwb : bool, default: True
         Read through pynwb when it is installed; any pynwb failure falls back to h5py with
         a warning. False reads with h5py directly.
@@ -56,6 +62,8 @@ def load_spikedata_from_nwb(
     allow_no_units : bool, default: False
         Return N=0 with the file metadata filled when the file has no Units table, instead
         of raising.
+    cache_dir : str or PathLike or None, default: None
+        For URLs: remfile's disk cache of fetched chunks.
 
     Returns
     -------
@@ -65,7 +73,8 @@ def load_spikedata_from_nwb(
         ``subject_id``, ``species``, ``sex``, ``age``, ``date_of_birth`` (ISO),
         ``device_names`` (sorted), ``sampling_rate_hz`` and ``duration_seconds`` (first
         ElectricalSeries), ``unit_count`` and ``electrodes_by_channel``; None where the file
-        does not say.
+        does not say. URLs add ``transfer`` ("streamed"), ``bytes_read`` and
+        ``digest_verified`` (False: a streamed read cannot check the whole file).
 
     Raises
     ------
@@ -75,6 +84,13 @@ def load_spikedata_from_nwb(
         No Units table (without ``allow_no_units``), Units without spike times, a spike
         index past the end of the times, or a file that is not readable HDF5.
     """
+    ladders: dict[str, Any] = {
+        "length_ms": length_ms,
+        "start_time_ms": start_time_ms,
+        "allow_no_units": allow_no_units,
+    }
+    if is_url(filepath):
+        return _load_remote(str(filepath), cache_dir=cache_dir, **ladders)
     path = existing_file(filepath, "NWB file")
     source = str(path)
     contents = None
@@ -92,13 +108,20 @@ def load_spikedata_from_nwb(
             )
     if contents is None:
         contents = _read_with_h5py(path, source)
-    return assemble(
-        source,
-        *contents,
-        length_ms=length_ms,
-        start_time_ms=start_time_ms,
-        allow_no_units=allow_no_units,
-    )
+    return assemble(source, *contents, **ladders)
+
+
+def _load_remote(
+    url: str, *, cache_dir: str | os.PathLike[str] | None, **ladders: Any
+) -> SpikeData:
+    with open_remote_hdf5(url, cache_dir=cache_dir) as (handle, stats):
+        try:
+            contents = read_h5py_contents(handle, shown(url))
+        except FileFormatError as error:  # broken bytes, not a missing Units table
+            raise StreamingError(str(error)) from error
+    sd = assemble(shown(url), *contents, **ladders)
+    sd.metadata.update(transfer="streamed", bytes_read=stats.bytes_read, digest_verified=False)
+    return sd
 
 
 Contents = tuple[UnitsColumns | None, ElectrodesColumns | None, dict[str, Any], str]

@@ -325,6 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
         standin._record(RecordedRequest(name, self.command, self.path, dict(self.headers.items())))
         self._discard_request_body()
         fault = standin._take_fault(name, self.command, self.path)
+        if standin.latency_seconds:  # a wide-area link: every answer waits this long
+            standin._stopping.wait(standin.latency_seconds)
         try:
             if fault == "slow":
                 if standin._stopping.wait(_SLOW_SECONDS):
@@ -533,6 +535,7 @@ class _Handler(BaseHTTPRequestHandler):
         to_send = length // 2 if fault in ("reset", "truncate") else length
         for piece in _iter_chunks(asset.content, start, to_send):
             self.wfile.write(piece)
+            standin._count_bytes(len(piece))
         if fault == "reset":
             # Give the client a moment to take the bytes in flight, then reset.
             standin._stopping.wait(0.05)
@@ -576,6 +579,9 @@ class DandiStandIn:
         The API token that opens embargoed dandisets.
     page_size_max : int, default: 1000
         Largest accepted ``page_size``; larger values answer 400.
+
+    Attributes ``blob_bytes_served`` (body bytes sent by the blob server) and
+    ``latency_seconds`` (a delay added to every answer) serve the streaming tests.
     """
 
     def __init__(
@@ -587,6 +593,8 @@ class DandiStandIn:
         self.api_base = ""
         self.blob_base = ""
         self.requests: list[RecordedRequest] = []
+        self.blob_bytes_served = 0  # body bytes the blob server has sent
+        self.latency_seconds = 0.0  # added before every answer, to imitate a slow link
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._assets: dict[str, _Asset] = {}
@@ -746,6 +754,10 @@ class DandiStandIn:
             and (method is None or r.method == method.upper())
             and match in r.path
         )
+
+    def _count_bytes(self, size: int) -> None:
+        with self._lock:
+            self.blob_bytes_served += size
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:

@@ -1,0 +1,173 @@
+"""Units-only remote reads: NWB over HTTP range requests, against the stand-in archive."""
+
+import time
+import warnings
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from dandi_server import DandiStandIn
+from pynwb import NWBHDF5IO, NWBFile
+from pynwb.ecephys import ElectricalSeries
+from test_dandi import sorted_units
+
+from spikelab.io import export_spikedata_to_nwb
+from spikelab.loaders import _dandi_client, load_spikedata_from_dandi, load_spikedata_from_nwb
+from spikelab.loaders._dandi_client import DandiClient
+from spikelab.loaders._remote_hdf5 import RangeNotSupportedError, StreamingError
+
+# How the bytes came, not what they hold: these may differ between the two paths.
+TRANSFER_KEYS = {
+    "transfer",
+    "bytes_read",
+    "digest_verified",
+    "source_file",
+    "downloaded_path",
+    "reader",
+}
+
+
+def big_raw_with_units(path):
+    """An NWB file with a ~19 MB ElectricalSeries and 40 sorted units."""
+    nwbfile = NWBFile(
+        session_description="raw and sorted",
+        identifier="big-1",
+        session_start_time=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+    device = nwbfile.create_device(name="probe", description="d")
+    group = nwbfile.create_electrode_group(
+        name="shank0", description="s", location="CA1", device=device
+    )
+    for channel in range(64):
+        nwbfile.add_electrode(x=0.0, y=10.0 * channel, z=0.0, location="CA1", group=group)
+    region = nwbfile.create_electrode_table_region(list(range(64)), "all")
+    rng = np.random.default_rng(0)
+    data = rng.integers(-500, 500, size=(150_000, 64), dtype=np.int16)
+    nwbfile.add_acquisition(
+        ElectricalSeries(name="ElectricalSeries", data=data, electrodes=region, rate=30000.0)
+    )
+    nwbfile.add_unit_column(name="quality", description="label")
+    for unit in range(40):
+        times = np.sort(rng.uniform(0, 5.0, 200))
+        nwbfile.add_unit(spike_times=times, electrodes=[unit], quality="good", id=unit)
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwbfile)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch):
+    monkeypatch.setattr(_dandi_client, "DEFAULT_BACKOFF_SECONDS", 0.01)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream-archive")
+    with DandiStandIn(root) as server:
+        server.ids = {}
+        server.paths = {}
+        for name, offset in [("sorted-a.nwb", 0.0), ("sorted-b.nwb", 10.0)]:
+            path = export_spikedata_to_nwb(sorted_units(offset), root / name)
+            server.ids[name] = server.add_asset("000555", f"sub-1/{name}", path)
+            server.paths[name] = path
+        big = big_raw_with_units(root / "big.nwb")
+        server.ids["big"] = server.add_asset("000555", "sub-2/big.nwb", big)
+        server.paths["big"] = big
+        server.ids["garbage"] = server.add_asset("000555", "sub-3/garbage.nwb", b"\x00" * 50_000)
+        server.ids["secret"] = server.add_asset(
+            "000556", "sub-1/secret.nwb", root / "sorted-a.nwb", embargoed=True
+        )
+        yield server
+
+
+def same_content(streamed, downloaded):
+    assert [t.tolist() for t in streamed.train] == [t.tolist() for t in downloaded.train]
+    assert streamed.neuron_attributes == downloaded.neuron_attributes
+    assert (streamed.length, streamed.start_time) == (downloaded.length, downloaded.start_time)
+    strip = lambda m: {k: v for k, v in m.items() if k not in TRANSFER_KEYS}  # noqa: E731
+    assert strip(streamed.metadata) == strip(downloaded.metadata)
+
+
+@pytest.mark.parametrize("name", ["sorted-a.nwb", "sorted-b.nwb", "big"])
+def test_streamed_equals_downloaded(archive, tmp_path, name):
+    asset = archive.ids[name]
+    kwargs = {"dandiset_id": "000555", "api_base": archive.api_base}
+    downloaded = load_spikedata_from_dandi(asset, download_dir=tmp_path, **kwargs)
+    served_before = archive.blob_bytes_served
+    streamed = load_spikedata_from_dandi(asset, stream=True, stream_only=True, **kwargs)
+    deadline = time.monotonic() + 2  # the server counts a body after sending its last byte
+    while archive.blob_bytes_served - served_before < streamed.metadata["bytes_read"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    served = archive.blob_bytes_served - served_before
+    same_content(streamed, downloaded)
+    size = archive.paths[name].stat().st_size
+    assert streamed.metadata["transfer"] == "streamed"
+    assert streamed.metadata["digest_verified"] is False
+    assert downloaded.metadata["transfer"] == "downloaded"
+    assert downloaded.metadata["digest_verified"] is True
+    assert downloaded.metadata["bytes_read"] == size
+    assert streamed.metadata["bytes_read"] == served  # what the client counted, the server sent
+    if name == "big":
+        assert size > 15_000_000
+        assert served < 0.05 * size, f"{served} of {size} bytes"
+
+
+def test_nwb_loader_reads_a_url(archive):
+    with DandiClient(archive.api_base) as client:
+        blob = client.blob_url(archive.ids["sorted-a.nwb"])
+    sd = load_spikedata_from_nwb(blob)
+    assert [t.tolist() for t in sd.train] == [[1.0, 2.5], [7.25]]
+    assert sd.metadata["source_file"] == blob.split("?")[0]
+    assert sd.metadata["transfer"] == "streamed" and sd.metadata["bytes_read"] > 0
+
+
+def test_server_without_range_falls_back_to_download(archive):
+    archive.inject("no-range", match="/blobs/")
+    with pytest.warns(UserWarning, match="streaming asset .* failed .*downloading it instead"):
+        sd = load_spikedata_from_dandi(
+            archive.ids["sorted-b.nwb"], api_base=archive.api_base, stream=True
+        )
+    assert sd.metadata["transfer"] == "downloaded"
+    assert [t.tolist() for t in sd.train] == [[11.0, 12.5], [17.25]]
+
+
+def test_streaming_only_raises_instead(archive):
+    archive.inject("no-range", match="/blobs/")
+    with pytest.raises(RangeNotSupportedError, match=r"answered HTTP 200 to a Range request"):
+        load_spikedata_from_dandi(
+            archive.ids["sorted-b.nwb"], api_base=archive.api_base, stream=True, stream_only=True
+        )
+
+
+def test_corrupt_bytes_name_the_url(archive):
+    with pytest.raises(StreamingError, match=r"http://127\.0\.0\.1:\d+/blobs/.* not a readable"):
+        load_spikedata_from_dandi(
+            archive.ids["garbage"], api_base=archive.api_base, stream=True, stream_only=True
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the fallback's warning
+        with pytest.raises(ValueError, match="not a readable NWB/HDF5 file"):
+            load_spikedata_from_dandi(
+                archive.ids["garbage"], api_base=archive.api_base, stream=True
+            )
+
+
+def test_token_never_reaches_the_blob_host(archive):
+    start = len(archive.requests)
+    sd = load_spikedata_from_dandi(
+        archive.ids["secret"],
+        api_base=archive.api_base,
+        api_token=archive.token,
+        stream=True,
+        stream_only=True,
+    )
+    assert sd.metadata["transfer"] == "streamed"
+    seen = archive.requests[start:]
+    assert any(r.server == "blob" for r in seen)
+    assert all("Authorization" not in r.headers for r in seen if r.server == "blob")
+    assert all(
+        r.headers.get("Authorization") == f"token {archive.token}"
+        for r in seen
+        if r.server == "api"
+    )
