@@ -28,7 +28,7 @@ from spikelab.tasks.dandi import (
     list_dandi_assets,
     remove_download,
 )
-from spikelab.tasks.load import Target, load_nwb
+from spikelab.tasks.load import Target, load_dandi_streamed, load_nwb
 from spikelab.tasks.outputs import convert_raw_to_zarr, write_manifest, write_units_table
 
 MAX_CONCURRENT_ASSETS = 4
@@ -43,8 +43,9 @@ def ingest_dandi_asset(
     raw_zarr: bool,
     api_base: str,
     refresh: bool,
+    transfer: str = "stream",
 ) -> Outcome:
-    """Ingest one asset: describe, skip if unchanged, download, load, publish, manifest."""
+    """Ingest one asset: describe, skip if unchanged, stream or download, load, publish."""
     target: Target = {"source": "dandi", "dataset_id": dandiset_id, "asset_id": asset["asset_id"]}
     reference = f"{api_base}/dandisets/{dandiset_id}/versions/{version}/assets/{asset['asset_id']}/"
 
@@ -55,19 +56,32 @@ def ingest_dandi_asset(
         existing = None if refresh else loaded_already(lake, target, content_id)
         if existing is not None:
             return "skipped", existing
-        path = download_dandi_asset(record, api_base)
-        staged = staged_or_reload(
-            load_nwb,
-            refresh,
-            path=path,
-            target=target,
-            content_id=content_id,
-            allow_no_units=True,
-        )
+        if transfer == "stream" and not raw_zarr:  # raw traces need the whole file
+            path = None
+            staged = staged_or_reload(
+                load_dandi_streamed,
+                refresh,
+                asset_id=asset["asset_id"],
+                api_base=api_base,
+                target=target,
+                content_id=content_id,
+                version=version,
+            )
+        else:
+            path = download_dandi_asset(record, api_base)
+            staged = staged_or_reload(
+                load_nwb,
+                refresh,
+                path=path,
+                target=target,
+                content_id=content_id,
+                allow_no_units=True,
+            )
         outputs = write_units_table(staged, lake, target)
-        if raw_zarr and has_electrical_series(path):
+        if path is not None and raw_zarr and has_electrical_series(path):
             raw = convert_raw_to_zarr(path, lake, target)
             outputs.append({"path": raw["zarr_path"], "sha256": None, "rows": raw["n_samples"]})
+        metadata = staged["metadata"]
         manifest = write_manifest(
             lake,
             target,
@@ -80,12 +94,16 @@ def ingest_dandi_asset(
                 "size": record["size"],
                 **record["digest"],
                 "content_id": content_id,
+                "transfer": metadata.get("transfer", "downloaded"),
+                "bytes_read": metadata.get("bytes_read", record["size"]),
+                "digest_verified": metadata.get("digest_verified", True),
             },
             outputs=outputs,
             staged=staged,
             flow_run_id=current_flow_run_id(),
         )
-        remove_download(path)
+        if path is not None:
+            remove_download(path)
         return "ok", manifest
 
     return guarded(lake, target, work, version=version, source_reference=reference)
@@ -104,6 +122,7 @@ def ingest_dandiset(
     max_assets: int | None = None,
     api_base: str = DEFAULT_API_BASE,
     refresh: bool = False,
+    transfer: str = "stream",
 ) -> dict[str, Any]:
     """Ingest a dandiset version's NWB assets into the lake, a few assets at a time.
 
@@ -129,12 +148,19 @@ def ingest_dandiset(
         DANDI API root.
     refresh : bool, default: False
         Ignore the lake and the task cache: load everything again.
+    transfer : {"stream", "download"}, default: "stream"
+        ``stream`` reads only each asset's Units over HTTP range requests (the whole-file
+        digest is then not checked; the manifest says so), falling back to the verified
+        download when streaming fails; ``download`` always downloads and verifies. Raw
+        Zarr conversion always downloads.
 
     Returns
     -------
     dict
         The run summary (also in ``<lake>/runs/<flow run id>.json``).
     """
+    if transfer not in ("stream", "download"):
+        raise ValueError(f"transfer must be 'stream' or 'download', got {transfer!r}")
     dandiset = normalize_dandiset_id(dandiset_id)
     assets = list_dandi_assets(dandiset, version, path_glob, api_base)
     if max_assets is not None:
@@ -147,6 +173,7 @@ def ingest_dandiset(
         raw_zarr=unmapped(raw_zarr),
         api_base=unmapped(api_base),
         refresh=unmapped(refresh),
+        transfer=unmapped(transfer),
     )
     parameters = {
         "dandiset_id": dandiset,
@@ -155,6 +182,7 @@ def ingest_dandiset(
         "raw_zarr": raw_zarr,
         "max_assets": max_assets,
         "refresh": refresh,
+        "transfer": transfer,
     }
     return finish_run(lake, "ingest-dandiset", parameters, collect(futures, dandiset))  # type: ignore[return-value]
 
@@ -183,6 +211,7 @@ def ingest_dandisets(
             max_assets=entry.max_assets,
             api_base=api_base,
             refresh=refresh,
+            transfer=entry.transfer,
         )
         for entry in entries
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +24,7 @@ class DandisetEntry(BaseModel):
     version: str = "draft"
     path_glob: str = "*.nwb"
     max_assets: int | None = Field(default=None, ge=1)
+    transfer: Literal["stream", "download"] = "stream"
 
     @field_validator("id", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from spikelab.io.manifest import spikedata_summary
 from spikelab.io.raster_plot import write_raster_png
 from spikelab.io.units_table import write_units_table
 from spikelab.loaders import (
+    load_spikedata_from_dandi,
     load_spikedata_from_hdf5,
     load_spikedata_from_kilosort,
     load_spikedata_from_nwb,
@@ -71,6 +72,25 @@ def load_nwb(
 ) -> StagedUnits:
     """Load an NWB file's Units."""
     return stage(load_spikedata_from_nwb(path, allow_no_units=allow_no_units), target)
+
+
+@task(name="load-dandi-streamed", cache_key_fn=content_cache_key("dandi"), **_CACHED)
+def load_dandi_streamed(
+    asset_id: str, api_base: str, target: Target, content_id: str, version: str
+) -> StagedUnits:
+    """Load a DANDI asset's Units over HTTP range requests (downloading only on failure).
+
+    The token, if any, comes from ``DANDI_API_TOKEN``.
+    """
+    sd = load_spikedata_from_dandi(
+        asset_id,
+        dandiset_id=target["dataset_id"],
+        version=version,
+        api_base=api_base,
+        allow_no_units=True,
+        stream=True,
+    )
+    return stage(sd, target)
 
 
 @task(name="load-kilosort", cache_key_fn=content_cache_key("kilosort"), **_CACHED)
