@@ -37,6 +37,16 @@ def _refresh_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _runner_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task-runner",
+        default="threads",
+        choices=["threads", "dask"],
+        help="run tasks in a thread pool (default) or on Dask (pip install 'spikelab[dask]')",
+    )
+    parser.add_argument("--dask-address", help="scheduler address of a running Dask cluster")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
@@ -56,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     dandi.add_argument("--api-base", help="DANDI API root (default: the public archive)")
     _lake_argument(dandi)
     _refresh_argument(dandi)
+    _runner_arguments(dandi)
     nightly = sources.add_parser("nightly", help="every dandiset of a config file")
     nightly.add_argument(
         "--config", default="configs/dandisets.yaml", help="YAML list of dandisets"
@@ -72,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     ibl.add_argument("--max-probes", type=int, help="ingest at most this many probes")
     _lake_argument(ibl)
     _refresh_argument(ibl)
+    _runner_arguments(ibl)
     files = sources.add_parser("files", help="local NWB / KiloSort / HDF5 / npz / pickle inputs")
     files.add_argument("paths", nargs="+", help="files or KiloSort folders")
     files.add_argument(
@@ -82,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _lake_argument(files)
     _refresh_argument(files)
+    _runner_arguments(files)
 
     lake = commands.add_parser("lake", help="ask the lake")
     questions = lake.add_subparsers(dest="question", required=True, metavar="QUESTION")
@@ -105,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_lake(lake: str) -> None:
     if "://" not in lake and Path(lake).exists() and not Path(lake).is_dir():
         raise UsageError(f"--lake {lake} is a file, not a folder")
+
+
+def _on_runner(flow: Any, args: argparse.Namespace) -> Any:
+    """The flow set to the task runner the arguments ask for."""
+    from spikelab.flows.runners import with_task_runner
+
+    return with_task_runner(flow, args.task_runner, dask_address=args.dask_address)
 
 
 def _run_ingest(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -131,7 +151,7 @@ def _run_ingest(args: argparse.Namespace) -> list[dict[str, Any]]:
         from spikelab.flows import ingest_dandiset
 
         return [
-            ingest_dandiset(
+            _on_runner(ingest_dandiset, args)(
                 dandiset,
                 version=args.version,
                 path_glob=args.glob,
@@ -146,7 +166,7 @@ def _run_ingest(args: argparse.Namespace) -> list[dict[str, Any]]:
         from spikelab.flows import ingest_ibl_region
 
         return [
-            ingest_ibl_region(
+            _on_runner(ingest_ibl_region, args)(
                 args.regions,
                 min_units=args.min_units,
                 min_fraction_in_target=args.min_fraction,
@@ -161,7 +181,7 @@ def _run_ingest(args: argparse.Namespace) -> list[dict[str, Any]]:
     from spikelab.flows import ingest_files
 
     return [
-        ingest_files(
+        _on_runner(ingest_files, args)(
             [str(Path(p).resolve()) for p in args.paths],
             format=args.format,
             lake=args.lake,

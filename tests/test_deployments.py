@@ -122,3 +122,19 @@ def test_prefect_deploy_registers_every_deployment(prefect_server):
     assert set(registered) == {spec["name"] for spec in expected}
     assert registered["ibl-motor"]["parameters"]["regions"] == ["MOs", "MOp"]
     assert registered["nightly-dandisets"]["work_pool_name"] == "spikelab"
+
+
+def test_serve_builds_the_same_deployments(monkeypatch):
+    import prefect
+
+    from spikelab.deployments import serve_all
+
+    served = []
+    monkeypatch.setattr(prefect, "serve", lambda *deployments: served.extend(deployments))
+    serve_all()
+    by_name = {deployment.name: deployment for deployment in served}
+    assert set(by_name) == {spec["name"] for spec in deployment_specs()}
+    nightly = by_name["nightly-dandisets"]
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 3 * * *"]
+    assert by_name["ibl-visual"].parameters["regions"] == ["VISp", "VISl", "VISam"]
+    assert by_name["manual-files"].schedules == []

@@ -1,0 +1,43 @@
+"""Choose where a flow's tasks run: Prefect's thread pool (default) or a Dask cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spikelab._optional import import_optional
+
+TASK_RUNNERS = ("threads", "dask")
+
+
+def with_task_runner(flow: Any, runner: str = "threads", *, dask_address: str | None = None) -> Any:
+    """Return ``flow`` set to run its tasks on ``runner``.
+
+    Parameters
+    ----------
+    flow : prefect.Flow
+        One of spikelab's flows.
+    runner : {"threads", "dask"}, default: "threads"
+        ``threads`` keeps the flow's own thread pool; ``dask`` uses prefect-dask's
+        ``DaskTaskRunner``: on ``dask_address`` when given (a running cluster, for more than
+        one machine), else on a local cluster started for the run.
+    dask_address : str | None, default: None
+        Scheduler address of an existing Dask cluster.
+
+    Raises
+    ------
+    ValueError
+        An unknown runner.
+    ImportError
+        ``dask`` without prefect-dask installed (``pip install 'spikelab[dask]'``).
+    """
+    if runner not in TASK_RUNNERS:
+        raise ValueError(f"task runner must be one of {', '.join(TASK_RUNNERS)}, got {runner!r}")
+    if runner == "threads":
+        return flow
+    task_runners = import_optional("prefect_dask", "dask")
+    options: dict[str, Any] = (
+        {"address": dask_address}
+        if dask_address
+        else {"cluster_kwargs": {"n_workers": 2, "threads_per_worker": 2, "processes": True}}
+    )
+    return flow.with_options(task_runner=task_runners.DaskTaskRunner(**options))
