@@ -12,8 +12,8 @@ from numpy.typing import NDArray
 
 from spikelab.exceptions import FileFormatError
 
-# Metadata keys every NWB load fills (None when the file does not say).
-METADATA_KEYS = (
+# Session and subject fields of an NWB file.
+SESSION_KEYS = (
     "identifier",
     "session_description",
     "session_start_time",
@@ -22,10 +22,9 @@ METADATA_KEYS = (
     "sex",
     "age",
     "date_of_birth",
-    "device_names",
-    "sampling_rate_hz",
-    "duration_seconds",
 )
+# Metadata keys every NWB load fills (None when the file does not say).
+METADATA_KEYS = (*SESSION_KEYS, "device_names", "sampling_rate_hz", "duration_seconds")
 
 
 @dataclass

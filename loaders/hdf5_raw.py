@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from spikelab.detect import detect_threshold_crossings
+from spikelab.detect import detect_threshold_crossings, detection_to_spikedata
 from spikelab.exceptions import FileFormatError
 from spikelab.loaders._common import errors_naming, open_hdf5, require_dataset
 from spikelab.spikedata import SpikeData
-from spikelab.units import check_sampling_rate, to_ms
+from spikelab.units import check_sampling_rate
 
 
 def load_spikedata_from_hdf5_raw_thresholded(
@@ -84,15 +84,10 @@ def load_spikedata_from_hdf5_raw_thresholded(
             direction=direction,
             chunk_samples=chunk_samples,
         )
-    attributes = [
-        {"unit_id": channel, "electrode": channel, "threshold": float(threshold)}
-        for channel, threshold in enumerate(detection.thresholds)
-    ]
     with errors_naming(path):
-        return SpikeData(
-            [to_ms(samples, "samples", rate) for samples in detection.spike_samples],
-            length=to_ms(n_samples, "samples", rate).item(),
-            neuron_attributes=attributes,
+        return detection_to_spikedata(
+            detection,
+            rate,
             metadata={
                 "source_file": str(path),
                 "format": "hdf5_raw_thresholded",

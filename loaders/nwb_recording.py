@@ -14,18 +14,8 @@ import h5py
 
 from spikelab._optional import import_optional
 from spikelab.io.atomic import atomic_write
+from spikelab.loaders._nwb_table import SESSION_KEYS
 from spikelab.loaders.nwb import load_spikedata_from_nwb
-
-_SESSION_FIELDS = (
-    "identifier",
-    "session_description",
-    "session_start_time",
-    "subject_id",
-    "species",
-    "sex",
-    "age",
-    "date_of_birth",
-)
 
 
 def save_nwb_recording_as_zarr(
@@ -98,7 +88,7 @@ def save_nwb_recording_as_zarr(
         "n_samples": n_samples,
         "duration_seconds": n_samples / rate,
         **dict(provenance or {}),
-        **{key: nwb_metadata.get(key) for key in _SESSION_FIELDS},
+        **{key: nwb_metadata.get(key) for key in SESSION_KEYS},
     }
     write_sidecar(result)
     return result

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from spikelab.detect import detect_threshold_crossings
+from spikelab.detect import detect_threshold_crossings, detection_to_spikedata
 from spikelab.spikedata import SpikeData, group_by_unit
 from spikelab.units import to_ms
 
@@ -257,20 +257,11 @@ def load_spikedata_from_spikeinterface_recording(
         direction=direction,
         chunk_samples=chunk_samples,
     )
-    attributes = []
-    for channel, threshold in enumerate(detection.thresholds):
-        entry = {
-            "unit_id": channel_ids[channel],
-            "electrode": channel,
-            "threshold": float(threshold),
-        }
-        if locations is not None:
-            entry["location"] = [float(v) for v in locations[channel]]
-        attributes.append(entry)
-    return SpikeData(
-        [to_ms(samples, "samples", rate) for samples in detection.spike_samples],
-        length=to_ms(n_samples, "samples", rate).item(),
-        neuron_attributes=attributes,
+    return detection_to_spikedata(
+        detection,
+        rate,
+        unit_ids=channel_ids,
+        locations=locations,
         metadata={
             "format": "spikeinterface_recording",
             "source_class": type(recording).__name__,

@@ -7,7 +7,7 @@ stays flat for recordings larger than RAM.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
-from spikelab.units import check_sampling_rate
+from spikelab.spikedata import SpikeData
+from spikelab.units import check_sampling_rate, to_ms
 
 DEFAULT_BANDPASS: dict[str, float] = {"lowcut": 300.0, "highcut": 6000.0, "order": 3}
 DIRECTIONS = ("both", "up", "down")
@@ -213,3 +214,34 @@ def _noise(
         count = total
     std = np.sqrt(sum_squares / count) if count else np.zeros(n_channels)
     return mean, std
+
+
+def detection_to_spikedata(
+    detection: Detection,
+    fs_Hz: float,
+    *,
+    metadata: Mapping[str, Any],
+    unit_ids: Sequence[Any] | None = None,
+    locations: Sequence[Sequence[float]] | None = None,
+) -> SpikeData:
+    """One unit per channel (also without spikes), times in ms, length = samples / rate.
+
+    Each unit carries ``unit_id`` (the channel's id, default its index), ``electrode`` (the
+    channel index), its ``threshold`` and, when given, its ``location``.
+    """
+    attributes = []
+    for channel, threshold in enumerate(detection.thresholds):
+        entry: dict[str, Any] = {
+            "unit_id": channel if unit_ids is None else unit_ids[channel],
+            "electrode": channel,
+            "threshold": float(threshold),
+        }
+        if locations is not None:
+            entry["location"] = [float(v) for v in locations[channel]]
+        attributes.append(entry)
+    return SpikeData(
+        [to_ms(samples, "samples", fs_Hz) for samples in detection.spike_samples],
+        length=to_ms(detection.n_samples, "samples", fs_Hz).item(),
+        neuron_attributes=attributes,
+        metadata=metadata,
+    )
