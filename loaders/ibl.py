@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,11 +18,21 @@ from spikelab.exceptions import DatasetNotFoundError, FileFormatError
 from spikelab.loaders._bwm_units import (
     bwm_units,
     default_one,
-    region_acronyms,
     require_columns,
     with_regions,
 )
 from spikelab.loaders._common import errors_naming
+from spikelab.loaders._ibl_metadata import (
+    BestEffort,
+    electrodes_by_channel,
+    insertion_fields,
+    integer_or_none,
+    number_or_none,
+    session_fields,
+    subject_fields,
+    text_or_none,
+    trial_fields,
+)
 from spikelab.spikedata import SpikeData, group_by_unit
 from spikelab.units import to_ms
 
@@ -42,22 +49,6 @@ QC_FIELDS = (
     "noise_cutoff",
     "spike_count",
 )
-TRIAL_TIMES = {  # ours: ALF attribute (seconds, converted to ms)
-    "stim_on_times": "stimOn_times",
-    "stim_off_times": "stimOff_times",
-    "go_cue_times": "goCue_times",
-    "response_times": "response_times",
-    "feedback_times": "feedback_times",
-    "first_movement_times": "firstMovement_times",
-}
-TRIAL_VALUES = {  # ours: ALF attribute (kept as they are)
-    "choice": "choice",
-    "feedback_type": "feedbackType",
-    "contrast_left": "contrastLeft",
-    "contrast_right": "contrastRight",
-    "probability_left": "probabilityLeft",
-}
-INSERTION_COORDINATES = ("x", "y", "z", "theta", "phi", "depth")
 CHANNEL_ATTRIBUTES = ["brainLocationIds_ccf_2017", "mlapdv", "localCoordinates", "rawInd"]
 
 _logger = logging.getLogger(__name__)
@@ -232,11 +223,11 @@ def load_spikedata_from_ibl(
         The table names clusters the spike sorting does not have.
     """
     alf_errors = import_optional("one.alf.exceptions", "ibl")
-    eid, pid = _uuid_text(eid, "eid"), _uuid_text(pid, "pid")
+    eid, pid = _uuidtext_or_none(eid, "eid"), _uuidtext_or_none(pid, "pid")
     one = one if one is not None else default_one()
     table = units_table if units_table is not None else bwm_units(one)
     units = probe_units(table, eid, pid)
-    lookup = _BestEffort((alf_errors.ALFError, OSError, LookupError, ValueError))
+    lookup = BestEffort((alf_errors.ALFError, OSError, LookupError, ValueError))
     insertion = lookup("insertion", _insertion_record, one, pid) or {}
     if insertion.get("eid") not in (None, eid):
         raise ValueError(f"pid {pid} is an insertion of session {insertion['eid']}, not of {eid}")
@@ -295,7 +286,7 @@ def load_spikedata_from_ibl(
     return sd
 
 
-def _uuid_text(value: str | uuid.UUID, name: str) -> str:
+def _uuidtext_or_none(value: str | uuid.UUID, name: str) -> str:
     try:
         return str(uuid.UUID(str(value)))
     except ValueError:
@@ -344,7 +335,7 @@ def _load_spikes(
     pid: str,
     tried: list[str],
     not_found: type[Exception],
-    lookup: _BestEffort,
+    lookup: BestEffort,
     *,
     explicit: bool,
 ) -> tuple[Mapping[str, Any], str]:
@@ -411,46 +402,34 @@ def unit_attributes(
     attributes = []
     for row in units.to_dict("records"):
         cluster = int(row["cluster_id"])
-        beryl = _text(row.get("Beryl"))
+        beryl = text_or_none(row.get("Beryl"))
         unit: dict[str, Any] = {
             "unit_id": cluster,
             "cluster_id": cluster,
             "location_label": beryl,
             "beryl": beryl,
-            "cosmos": _text(row.get("Cosmos")),
-            "acronym": _text(row.get("acronym")),
-            "atlas_id": _integer(row.get("atlas_id")),
+            "cosmos": text_or_none(row.get("Cosmos")),
+            "acronym": text_or_none(row.get("acronym")),
+            "atlas_id": integer_or_none(row.get("atlas_id")),
             "group_name": probe,
         }
         if channel_of is not None:
             unit["electrode"] = int(channel_of[cluster])
-        xyz = [value * 1000.0 for axis in "xyz" if (value := _number(row.get(axis))) is not None]
+        xyz = [
+            value * 1000.0 for axis in "xyz" if (value := number_or_none(row.get(axis))) is not None
+        ]
         if len(xyz) == 3:  # the table gives metres
             unit["location"] = xyz
-        if (uuid_text := _text(row.get("uuids"))) is not None:
+        if (uuid_text := text_or_none(row.get("uuids"))) is not None:
             unit["cluster_uuid"] = uuid_text
-        unit.update({name: _number(row[name]) for name in QC_FIELDS if name in row})
+        unit.update({name: number_or_none(row[name]) for name in QC_FIELDS if name in row})
         if "spike_count" in unit:
-            unit["spike_count"] = _integer(unit["spike_count"])
+            unit["spike_count"] = integer_or_none(unit["spike_count"])
         attributes.append(unit)
     return attributes
 
 
 # ------------------------------------------------------------------------ metadata
-
-
-class _BestEffort:
-    """Call a lookup; on one of ``errors`` log it at debug level and return None."""
-
-    def __init__(self, errors: tuple[type[BaseException], ...]) -> None:
-        self.errors = errors
-
-    def __call__(self, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-        try:
-            return call(*args, **kwargs)
-        except self.errors as error:
-            _logger.debug("IBL %s lookup failed: %s: %s", what, type(error).__name__, error)
-            return None
 
 
 def _is_online(one: Any) -> bool:
@@ -491,137 +470,3 @@ def _session_record(one: Any, eid: str) -> Mapping[str, Any]:
     if _is_online(one):
         return one.alyx.rest("sessions", "read", id=eid)  # type: ignore[no-any-return]
     return dict(one.get_details(eid))
-
-
-def trial_fields(trials: Mapping[str, Any]) -> dict[str, Any]:
-    """Convert an ALF trials object to metadata: times in ms, choices and contrasts as given."""
-    fields: dict[str, Any] = {}
-    intervals = np.asarray(trials.get("intervals", np.empty((0, 0))), dtype=np.float64)
-    if intervals.ndim == 2 and intervals.shape[1] == 2 and intervals.shape[0]:
-        fields["trial_start_times"] = to_ms(intervals[:, 0], "s")
-        fields["trial_end_times"] = to_ms(intervals[:, 1], "s")
-    for ours, theirs in TRIAL_TIMES.items():
-        if theirs in trials:
-            fields[ours] = to_ms(np.asarray(trials[theirs]).reshape(-1), "s")
-    for ours, theirs in TRIAL_VALUES.items():
-        if theirs in trials:
-            fields[ours] = np.array(trials[theirs]).reshape(-1)
-    if fields:
-        fields["n_trials"] = max(len(values) for values in fields.values())
-    return fields
-
-
-def session_fields(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Session metadata from an Alyx session record or ONE's sessions cache row."""
-    projects = record.get("projects")
-    if isinstance(projects, list | tuple):
-        projects = ",".join(map(str, projects))
-    return {
-        "subject_id": _text(record.get("subject")),
-        "session_start_time": _iso(record.get("start_time") or record.get("date")),
-        "session_end_time": _iso(record.get("end_time")),
-        "lab": _text(record.get("lab")),
-        "task_protocol": _text(record.get("task_protocol")),
-        "project": _text(projects),
-        "session_number": _integer(record.get("number")),
-        "procedures": list(record["procedures"]) if record.get("procedures") else None,
-        "qc": _text(record.get("qc")),
-    }
-
-
-def subject_fields(record: Mapping[str, Any], session_start: str | None) -> dict[str, Any]:
-    """Subject metadata from an Alyx subject record; age in weeks at the session."""
-    birth = _iso(record.get("birth_date"))
-    genotype = record.get("genotype")
-    fields: dict[str, Any] = {
-        "species": _text(record.get("species")),
-        "sex": _text(record.get("sex")),
-        "date_of_birth": birth,
-        "strain": _text(record.get("strain")),
-        "genotype": _text(
-            ", ".join(map(str, genotype)) if isinstance(genotype, list) else genotype
-        ),
-        "responsible_user": _text(record.get("responsible_user")),
-    }
-    if birth and session_start:
-        age = date.fromisoformat(session_start[:10]) - date.fromisoformat(birth[:10])
-        fields["age_weeks"] = age.days / 7.0
-    return fields
-
-
-def insertion_fields(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Probe name, model and the ``insertion_*`` coordinates found in the insertion's JSON."""
-    details = record.get("json")
-    if isinstance(details, str):
-        details = json.loads(details)
-    details = details if isinstance(details, Mapping) else {}
-    fields: dict[str, Any] = {
-        "probe_name": _text(record.get("name")),
-        "probe_model": _text(record.get("model")),
-    }
-    for name in INSERTION_COORDINATES:
-        fields[f"insertion_{name}"] = _number(details.get(name))
-    return fields
-
-
-def electrodes_by_channel(
-    channels: Mapping[str, Any], probe: str | None
-) -> dict[int, dict[str, Any]]:
-    """Describe each channel as the NWB loader does, plus atlas id, probe coordinates, raw index.
-
-    ``mlapdv`` (µm) becomes x/y/z in mm; ``location`` is the Allen acronym of
-    ``brainLocationIds_ccf_2017`` (None without iblatlas); ``local_x``/``local_y`` stay in µm.
-    """
-    atlas = channels.get("brainLocationIds_ccf_2017")
-    mlapdv = channels.get("mlapdv")
-    columns = {
-        "atlas_id": atlas,
-        "xyz": None if mlapdv is None else np.asarray(mlapdv, dtype=np.float64) / 1000.0,
-        "local": channels.get("localCoordinates"),
-        "raw_index": channels.get("rawInd"),
-    }
-    count = max((len(values) for values in columns.values() if values is not None), default=0)
-    acronyms = None
-    if atlas is not None:
-        acronyms = _BestEffort((ImportError,))("channel regions", region_acronyms, atlas, "Allen")
-    return {channel: _channel(channel, columns, acronyms, probe) for channel in range(count)}
-
-
-def _channel(
-    channel: int, columns: Mapping[str, Any], acronyms: Any, probe: str | None
-) -> dict[str, Any]:
-    xyz, local, raw = columns["xyz"], columns["local"], columns["raw_index"]
-    return {
-        "location": None if acronyms is None else acronyms[channel],
-        "group_name": probe,
-        "x": None if xyz is None else _number(xyz[channel][0]),
-        "y": None if xyz is None else _number(xyz[channel][1]),
-        "z": None if xyz is None else _number(xyz[channel][2]),
-        "atlas_id": None if columns["atlas_id"] is None else _integer(columns["atlas_id"][channel]),
-        "local_x": None if local is None else _number(local[channel][0]),
-        "local_y": None if local is None else _number(local[channel][1]),
-        "raw_index": None if raw is None else _integer(raw[channel]),
-    }
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-def _text(value: Any) -> str | None:
-    return None if _missing(value) else (str(value) or None)
-
-
-def _number(value: Any) -> float | None:
-    return None if _missing(value) or math.isnan(float(value)) else float(value)
-
-
-def _integer(value: Any) -> int | None:
-    number = _number(value)
-    return None if number is None else int(number)
-
-
-def _iso(value: Any) -> str | None:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return _text(value)
