@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 from spikelab.exceptions import DigestMismatchError, RemoteError
@@ -19,7 +20,7 @@ from spikelab.loaders._dandi_client import DandiClient
 
 ETAG_PART_SIZE = 64 * 1024 * 1024
 ETAG_MAX_PARTS = 10_000
-CHUNK_BYTES = 64 * 1024  # network reads: a broken connection loses at most this much
+CHUNK_BYTES = 1024 * 1024  # largest network read; each read returns what has arrived
 HASH_READ_BYTES = 1024 * 1024  # local reads when hashing a file already on disk
 SHA256 = "dandi:sha2-256"
 ETAG = "dandi:dandi-etag"
@@ -159,7 +160,9 @@ def download_verified(
                 if response.status_code != 206 and have:
                     have = 0  # the server ignored Range: start over
                     hasher = _hasher(expected[0], size or 0) if expected else None
-                for block in response.iter_content(CHUNK_BYTES):
+                # read1 hands over whatever has arrived (up to CHUNK_BYTES), so big reads keep
+                # throughput up and a broken connection loses nothing already received
+                while block := response.raw.read1(CHUNK_BYTES):
                     out.write(block)
                     if hasher is not None:
                         hasher.update(block)
@@ -174,7 +177,12 @@ def download_verified(
                 break
             if have < size:
                 raise requests.exceptions.ChunkedEncodingError("body ended early")
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
+            ConnectionError,  # the builtin: a reset socket that slipped through unwrapped
+        ) as error:
             failures += 1
             if failures >= client.max_attempts:
                 raise RemoteError(
