@@ -63,6 +63,7 @@ from typing import Any
 import h5py
 import numpy as np
 import spikeinterface
+from _harness import proc_status_kb, reset_peak_rss, warm_page_cache
 from numpy.typing import NDArray
 from spikeinterface.core import BaseRecording, BaseRecordingSegment
 from spikeinterface.preprocessing import bandpass_filter
@@ -295,29 +296,12 @@ METHODS: dict[str, Callable[[Path, str, float], Events]] = {
 }
 
 
-def _proc_status_kb(field: str) -> int:
-    """A ``kB`` field (``VmRSS``, ``VmHWM``) of ``/proc/self/status``."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak_rss() -> int | None:
-    """Reset this process's RSS high-water mark; its resident size in kB, None if unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _proc_status_kb("VmRSS")
-    except OSError:
-        return None
-
-
 def measure(
     name: str, path: Path, dataset: str, fs: float, repeats: int, warmup: bool
 ) -> Measurement:
     """Run one method in this (fresh) process: an optional warm-up, then best of ``repeats``."""
     method = METHODS[name]
-    baseline_kb = _reset_peak_rss()
+    baseline_kb = reset_peak_rss()
     if warmup:
         method(path, dataset, fs)
     best = float("inf")
@@ -326,18 +310,11 @@ def measure(
         start = time.perf_counter()
         events = method(path, dataset, fs)
         best = min(best, time.perf_counter() - start)
-    peak_mb = None if baseline_kb is None else (_proc_status_kb("VmHWM") - baseline_kb) / 1024
+    peak_mb = None if baseline_kb is None else (proc_status_kb("VmHWM") - baseline_kb) / 1024
     return Measurement(name, dataset, best, peak_mb, events)
 
 
 # ---------------------------------------------------------------------------- the report
-
-
-def warm_page_cache(path: Path) -> None:
-    """Read the whole file once so no method pays for the disk."""
-    with path.open("rb") as handle:
-        while handle.read(1 << 26):
-            pass
 
 
 def _near(

@@ -73,6 +73,7 @@ from spikelab.loaders._dandi_client import DandiClient
 from spikelab.loaders._download import download_verified
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _harness import proc_status_kb, reset_peak_rss
 from dandi_server import DandiStandIn  # noqa: E402
 
 MB = 2**20
@@ -180,28 +181,11 @@ METHODS: dict[str, Callable[[Asset, Path], None]] = {
 }
 
 
-def _proc_status_kb(field: str) -> int:
-    """A ``kB`` field (``VmRSS``, ``VmHWM``) of ``/proc/self/status``."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak_rss() -> int | None:
-    """Reset this process's RSS high-water mark; its resident size in kB, None if unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _proc_status_kb("VmRSS")
-    except OSError:
-        return None
-
-
 def measure(name: str, asset: Asset, scratch: Path, repeats: int) -> Measurement:
     """Run one method in this (fresh) process: a warm-up call, then the best of ``repeats``."""
     method = METHODS[name]
     destination = scratch / f"{name.replace(' ', '_').replace('+', '_')}.nwb"
-    baseline_kb = _reset_peak_rss()
+    baseline_kb = reset_peak_rss()
     best = float("inf")
     for call in range(repeats + 1):
         destination.unlink(missing_ok=True)
@@ -214,7 +198,7 @@ def measure(name: str, asset: Asset, scratch: Path, repeats: int) -> Measurement
     destination.unlink()
     if baseline_kb is None or name.startswith("curl"):
         return Measurement(name, asset.size_mb, best, None, None)
-    peak_kb = _proc_status_kb("VmHWM")
+    peak_kb = proc_status_kb("VmHWM")
     return Measurement(name, asset.size_mb, best, peak_kb / 1024, (peak_kb - baseline_kb) / 1024)
 
 

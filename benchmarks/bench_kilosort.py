@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import spikeinterface
+from _harness import proc_status_kb, reset_peak_rss, warm_page_cache
 from spikeinterface.extractors import read_kilosort
 
 from spikelab.loaders import load_spikedata_from_kilosort
@@ -225,27 +226,10 @@ METHODS: dict[str, Callable[[Path], Counts]] = {
 }
 
 
-def _proc_status_kb(field: str) -> int:
-    """A ``kB`` field (``VmRSS``, ``VmHWM``) of ``/proc/self/status``."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak_rss() -> int | None:
-    """Reset this process's RSS high-water mark; its resident size in kB, None if unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _proc_status_kb("VmRSS")
-    except OSError:
-        return None
-
-
 def measure(name: str, folder: Path, repeats: int) -> Measurement:
     """Run one method in this (fresh) process: a warm-up call, then the best of ``repeats``."""
     method = METHODS[name]
-    baseline_kb = _reset_peak_rss()
+    baseline_kb = reset_peak_rss()
     counts = method(folder)
     best = float("inf")
     for _ in range(repeats):
@@ -253,18 +237,11 @@ def measure(name: str, folder: Path, repeats: int) -> Measurement:
         start = time.perf_counter()
         counts = method(folder)
         best = min(best, time.perf_counter() - start)
-    peak_mb = None if baseline_kb is None else (_proc_status_kb("VmHWM") - baseline_kb) / 1024
+    peak_mb = None if baseline_kb is None else (proc_status_kb("VmHWM") - baseline_kb) / 1024
     return Measurement(name, best, peak_mb, counts)
 
 
 # ---------------------------------------------------------------------------- the report
-
-
-def warm_page_cache(folder: Path) -> None:
-    """Read every file of the folder once so no method pays for the disk."""
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            path.read_bytes()
 
 
 def check_counts(spikelab: Counts, peer: Counts) -> None:

@@ -63,6 +63,7 @@ import hdmf
 import numpy as np
 import pynwb
 import spikeinterface
+from _harness import proc_status_kb, reset_peak_rss, warm_page_cache
 from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.misc import Units
@@ -275,27 +276,10 @@ METHODS: dict[str, Callable[[Path], Counts]] = {
 }
 
 
-def _proc_status_kb(field: str) -> int:
-    """A ``kB`` field (``VmRSS``, ``VmHWM``) of ``/proc/self/status``."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak_rss() -> int | None:
-    """Reset this process's RSS high-water mark; its resident size in kB, None if unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _proc_status_kb("VmRSS")
-    except OSError:
-        return None
-
-
 def measure(name: str, path: Path, repeats: int) -> Measurement:
     """Run one method in this (fresh) process: a warm-up call, then the best of ``repeats``."""
     method = METHODS[name]
-    baseline_kb = _reset_peak_rss()
+    baseline_kb = reset_peak_rss()
     counts = method(path)
     best = float("inf")
     for _ in range(repeats):
@@ -303,7 +287,7 @@ def measure(name: str, path: Path, repeats: int) -> Measurement:
         start = time.perf_counter()
         counts = method(path)
         best = min(best, time.perf_counter() - start)
-    peak_mb = None if baseline_kb is None else (_proc_status_kb("VmHWM") - baseline_kb) / 1024
+    peak_mb = None if baseline_kb is None else (proc_status_kb("VmHWM") - baseline_kb) / 1024
     return Measurement(name, best, peak_mb, counts)
 
 
@@ -361,13 +345,6 @@ def report(results: dict[str, Measurement]) -> bool:
             f"{results['pynwb'].best_s / spikelab_s:>9.1f}x   {verdict}"
         )
     return all_met
-
-
-def warm_page_cache(path: Path) -> None:
-    """Read the file once so no method pays for the disk."""
-    with path.open("rb") as handle:
-        while handle.read(1 << 24):
-            pass
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,0 +1,35 @@
+"""Measurement helpers shared by the benchmarks: peak memory and a warm page cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def proc_status_kb(field: str) -> int:
+    """A ``kB`` field (``VmRSS``, ``VmHWM``) of ``/proc/self/status``."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> int | None:
+    """Reset this process's RSS high-water mark; its resident size in kB, None if unsupported.
+
+    A spawned process inherits its parent's high-water mark, so ``resource.getrusage`` cannot
+    tell a method's own peak; ``/proc/self/clear_refs`` resets it (Linux).
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return proc_status_kb("VmRSS")
+    except OSError:
+        return None
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read a file, or every file of a folder, once so no method pays for the disk."""
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with file.open("rb") as handle:
+            while handle.read(1 << 24):
+                pass
