@@ -1,8 +1,14 @@
-"""Measurement helpers shared by the benchmarks: peak memory and a warm page cache."""
+"""Measurement helpers shared by the benchmarks: fresh processes, peak memory, page cache."""
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def proc_status_kb(field: str) -> int:
@@ -33,3 +39,10 @@ def warm_page_cache(path: Path) -> None:
         with file.open("rb") as handle:
             while handle.read(1 << 24):
                 pass
+
+
+def in_fresh_process(function: Callable[..., T], *args: Any) -> T:
+    """Run ``function(*args)`` in a newly spawned process (own imports, caches and memory)."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()

@@ -49,13 +49,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +61,7 @@ from typing import Any
 import h5py
 import numpy as np
 import spikeinterface
-from _harness import proc_status_kb, reset_peak_rss, warm_page_cache
+from _harness import in_fresh_process, proc_status_kb, reset_peak_rss, warm_page_cache
 from numpy.typing import NDArray
 from spikeinterface.core import BaseRecording, BaseRecordingSegment
 from spikeinterface.preprocessing import bandpass_filter
@@ -451,13 +449,11 @@ def main() -> int:
     )
 
     results: list[Measurement] = []
-    context = multiprocessing.get_context("spawn")
     for dataset in (FULL, SHORT):
         for name in METHODS:
-            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-                result = pool.submit(
-                    measure, name, path, dataset, args.fs, args.repeats, args.warmup
-                ).result()
+            result = in_fresh_process(
+                measure, name, path, dataset, args.fs, args.repeats, args.warmup
+            )
             results.append(result)
             print(f"  {name} on {dataset}: {result.best_s:.2f} s", flush=True)
     return 0 if report(results, truths, shapes, args.fs) else 1

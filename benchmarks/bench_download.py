@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -62,7 +61,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +71,7 @@ from spikelab.loaders._dandi_client import DandiClient
 from spikelab.loaders._download import download_verified
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _harness import proc_status_kb, reset_peak_rss
+from _harness import in_fresh_process, proc_status_kb, reset_peak_rss
 from dandi_server import DandiStandIn  # noqa: E402
 
 MB = 2**20
@@ -277,17 +275,13 @@ def main() -> int:
     )
 
     results: dict[str, Measurement] = {}
-    context = multiprocessing.get_context("spawn")
     scratch = Path(tempfile.mkdtemp(prefix="spikelab_bench_download_"))
     try:
         with DandiStandIn(scratch) as dandi:
             assets = {mb: publish(dandi, path, mb) for mb, path in files.items()}
             for name in METHODS:
                 asset = assets[args.small_mb if name.endswith("small") else args.size_mb]
-                with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-                    results[name] = pool.submit(
-                        measure, name, asset, scratch, args.repeats
-                    ).result()
+                results[name] = in_fresh_process(measure, name, asset, scratch, args.repeats)
                 print(f"  {name}: {results[name].best_s:.3f} s", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

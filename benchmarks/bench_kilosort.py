@@ -38,20 +38,18 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import spikeinterface
-from _harness import proc_status_kb, reset_peak_rss, warm_page_cache
+from _harness import in_fresh_process, proc_status_kb, reset_peak_rss, warm_page_cache
 from spikeinterface.extractors import read_kilosort
 
 from spikelab.loaders import load_spikedata_from_kilosort
@@ -316,10 +314,8 @@ def main() -> int:
     )
 
     results: dict[str, Measurement] = {}
-    context = multiprocessing.get_context("spawn")
     for name in METHODS:
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            results[name] = pool.submit(measure, name, folder, args.repeats).result()
+        results[name] = in_fresh_process(measure, name, folder, args.repeats)
         print(f"  {name}: {results[name].best_s:.3f} s", flush=True)
 
     check_counts(results["spikelab"].counts, results["SpikeInterface"].counts)

@@ -47,13 +47,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +61,7 @@ import hdmf
 import numpy as np
 import pynwb
 import spikeinterface
-from _harness import proc_status_kb, reset_peak_rss, warm_page_cache
+from _harness import in_fresh_process, proc_status_kb, reset_peak_rss, warm_page_cache
 from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.misc import Units
@@ -380,10 +378,8 @@ def main() -> int:
     )
 
     results: dict[str, Measurement] = {}
-    context = multiprocessing.get_context("spawn")
     for name in METHODS:
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            results[name] = pool.submit(measure, name, path, args.repeats).result()
+        results[name] = in_fresh_process(measure, name, path, args.repeats)
         print(f"  {name}: {results[name].best_s:.3f} s", flush=True)
 
     check_counts(results)
