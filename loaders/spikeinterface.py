@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,7 +11,7 @@ from numpy.typing import NDArray
 
 from spikelab.detect import detect_threshold_crossings, detection_to_spikedata
 from spikelab.spikedata import SpikeData, group_by_unit
-from spikelab.units import to_ms
+from spikelab.units import check_sampling_rate, to_ms
 
 _SORTING_METHODS = ("get_unit_ids", "get_sampling_frequency", "get_unit_spike_train")
 # Properties asked of duck-typed sortings, which cannot list their own.
@@ -28,16 +27,6 @@ def _is_spikeinterface(obj: Any, class_name: str) -> bool:
     """
     core = sys.modules.get("spikeinterface.core")
     return core is not None and isinstance(obj, getattr(core, class_name))
-
-
-def _positive_rate(value: Any, what: str) -> float:
-    try:
-        rate = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a positive number of Hz, got {value!r}") from None
-    if not (math.isfinite(rate) and rate > 0):
-        raise ValueError(f"{what} must be positive and finite, got {value!r}")
-    return rate
 
 
 def load_spikedata_from_spikeinterface(
@@ -82,9 +71,13 @@ def load_spikedata_from_spikeinterface(
     if missing:
         raise TypeError(f"{type(sorting).__name__} is not a sorting: it lacks {', '.join(missing)}")
     if sampling_frequency:
-        rate = _positive_rate(sampling_frequency, "sampling_frequency")
+        rate = check_sampling_rate(sampling_frequency, name="sampling_frequency")
     else:
-        rate = _positive_rate(sorting.get_sampling_frequency(), "the sorting's sampling frequency")
+        rate = check_sampling_rate(
+            sorting.get_sampling_frequency(),
+            what="converting spike samples to ms",
+            name="the sorting's sampling frequency",
+        )
     all_ids = list(sorting.get_unit_ids())
     position = {unit_id: index for index, unit_id in enumerate(all_ids)}
     chosen = all_ids if unit_ids is None else list(unit_ids)
@@ -216,7 +209,7 @@ def load_spikedata_from_spikeinterface_recording(
             f"{type(recording).__name__} has no sampling frequency: give it "
             "get_sampling_frequency() or a sampling_frequency attribute"
         )
-    rate = _positive_rate(rate_value, "the recording's sampling frequency")
+    rate = check_sampling_rate(rate_value, name="the recording's sampling frequency")
 
     channel_ids: list[Any]
     if _is_spikeinterface(recording, "BaseRecording"):

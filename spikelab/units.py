@@ -35,8 +35,19 @@ def check_time_unit(unit: str, fs_Hz: float | None = None) -> None:
         check_sampling_rate(fs_Hz, what="converting times given in samples")
 
 
-def check_sampling_rate(fs_Hz: float | None, *, what: str = "this input") -> float:
+def check_sampling_rate(
+    fs_Hz: float | None, *, what: str = "this input", name: str = "fs_Hz"
+) -> float:
     """Return ``fs_Hz`` as a float, or raise if it is missing, non-positive or not finite.
+
+    Parameters
+    ----------
+    fs_Hz : float | None
+        The sampling rate in Hz.
+    what : str, default: "this input"
+        What needs the rate, for the message when it is missing.
+    name : str, default: "fs_Hz"
+        How the messages call the rate (e.g. ``"sampling_frequency"``).
 
     Raises
     ------
@@ -45,14 +56,14 @@ def check_sampling_rate(fs_Hz: float | None, *, what: str = "this input") -> flo
     """
     if fs_Hz is None:
         raise ValueError(
-            f"fs_Hz is required for {what}: it must be a positive, finite sampling rate in Hz"
+            f"{name} is required for {what}: it must be a positive, finite sampling rate in Hz"
         )
     try:
         rate = float(fs_Hz)
     except (TypeError, ValueError):
-        raise ValueError(f"fs_Hz must be a number of Hz, got {fs_Hz!r}") from None
+        raise ValueError(f"{name} must be a number of Hz, got {fs_Hz!r}") from None
     if not (math.isfinite(rate) and rate > 0):
-        raise ValueError(f"fs_Hz must be positive and finite, got {fs_Hz!r}")
+        raise ValueError(f"{name} must be positive and finite, got {fs_Hz!r}")
     return rate
 
 
