@@ -8,6 +8,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
+
 T = TypeVar("T")
 
 
@@ -46,3 +49,17 @@ def in_fresh_process(function: Callable[..., T], *args: Any) -> T:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(function, *args).result()
+
+
+def unit_spike_samples(
+    rng: np.random.Generator, n_units: int, n_spikes: int, n_samples: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Spike samples of units with lognormal rates: (samples, unit after unit; counts)."""
+    rates = rng.lognormal(mean=0.0, sigma=1.0, size=n_units)
+    counts = np.maximum(1, np.floor(rates / rates.sum() * n_spikes)).astype(np.int64)
+    counts[np.argmax(counts)] += n_spikes - counts.sum()
+    samples = rng.integers(0, n_samples, size=n_spikes)
+    ends = np.cumsum(counts)
+    for start, end in zip(ends - counts, ends, strict=True):
+        samples[start:end].sort()
+    return samples, counts

@@ -61,7 +61,13 @@ import hdmf
 import numpy as np
 import pynwb
 import spikeinterface
-from _harness import in_fresh_process, proc_status_kb, reset_peak_rss, warm_page_cache
+from _harness import (
+    in_fresh_process,
+    proc_status_kb,
+    reset_peak_rss,
+    unit_spike_samples,
+    warm_page_cache,
+)
 from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.misc import Units
@@ -129,13 +135,7 @@ def build_file(path: Path, n_units: int, n_spikes: int) -> None:
             group=group,
         )
 
-    rates = rng.lognormal(mean=0.0, sigma=1.0, size=n_units)
-    counts = np.maximum(1, np.floor(rates / rates.sum() * n_spikes)).astype(np.int64)
-    counts[np.argmax(counts)] += n_spikes - counts.sum()
-    samples = rng.integers(0, int(DURATION_S * FS_HZ), size=n_spikes)
-    ends = np.cumsum(counts)
-    for start, end in zip(ends - counts, ends, strict=True):
-        samples[start:end].sort()
+    samples, counts = unit_spike_samples(rng, n_units, n_spikes, int(DURATION_S * FS_HZ))
     spike_times = VectorData(
         name="spike_times", description="spike times (s)", data=samples / FS_HZ
     )
@@ -166,7 +166,7 @@ def build_file(path: Path, n_units: int, n_spikes: int) -> None:
         id=np.arange(n_units),
         columns=[
             spike_times,
-            VectorIndex(name="spike_times_index", data=ends, target=spike_times),
+            VectorIndex(name="spike_times_index", data=np.cumsum(counts), target=spike_times),
             electrodes,
             VectorIndex(name="electrodes_index", data=np.arange(1, n_units + 1), target=electrodes),
             *qc,

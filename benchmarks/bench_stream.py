@@ -93,6 +93,7 @@ import numpy as np
 import pynwb
 import remfile
 import requests
+from _harness import unit_spike_samples
 from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
 from hdmf.data_utils import GenericDataChunkIterator
 from pynwb import NWBHDF5IO, NWBFile
@@ -246,13 +247,7 @@ def build_file(path: Path, n_samples: int, n_units: int, n_spikes: int) -> None:
         )
     )
 
-    rates = rng.lognormal(mean=0.0, sigma=1.0, size=n_units)
-    counts = np.maximum(1, np.floor(rates / rates.sum() * n_spikes)).astype(np.int64)
-    counts[np.argmax(counts)] += n_spikes - counts.sum()
-    samples = rng.integers(0, n_samples, size=n_spikes)
-    ends = np.cumsum(counts)
-    for start, end in zip(ends - counts, ends, strict=True):
-        samples[start:end].sort()
+    samples, counts = unit_spike_samples(rng, n_units, n_spikes, n_samples)
     spike_times = VectorData(
         name="spike_times", description="spike times (s)", data=samples / FS_HZ
     )
@@ -268,7 +263,7 @@ def build_file(path: Path, n_samples: int, n_units: int, n_spikes: int) -> None:
         id=np.arange(n_units),
         columns=[
             spike_times,
-            VectorIndex(name="spike_times_index", data=ends, target=spike_times),
+            VectorIndex(name="spike_times_index", data=np.cumsum(counts), target=spike_times),
             electrodes,
             VectorIndex(name="electrodes_index", data=np.arange(1, n_units + 1), target=electrodes),
             VectorData(
