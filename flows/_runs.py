@@ -38,14 +38,18 @@ def current_flow_run_id() -> str:
     return str(flow_run.id or "no-flow-run")
 
 
+def manifest_path(lake: str, target: Target) -> str:
+    """Where the lake keeps an asset's manifest."""
+    return Lake(lake).manifest_path(target["source"], target["dataset_id"], target["asset_id"])
+
+
 def loaded_already(lake: str, target: Target, content_id: str) -> dict[str, Any] | None:
     """The asset's manifest when the lake already holds this exact content, else None.
 
     Exact means: status ok, the same ``content_id`` (which includes the loader version),
     and every output file still there.
     """
-    where = Lake(lake)
-    path = where.manifest_path(target["source"], target["dataset_id"], target["asset_id"])
+    path = manifest_path(lake, target)
     if not storage.exists(path):
         return None
     manifest = read_manifest(path)
@@ -94,7 +98,7 @@ def guarded(
     ``work`` returns the status (``ok`` or ``skipped``) and the asset's manifest.
     """
     started = time.monotonic()
-    path = Lake(lake).manifest_path(target["source"], target["dataset_id"], target["asset_id"])
+    path = manifest_path(lake, target)
     try:
         status, manifest = work()
     except Exception as error:  # noqa: BLE001 - one bad asset must not stop the run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from prefect import flow, task, unmapped
@@ -16,6 +17,8 @@ from spikelab.flows._runs import (
     finish_run,
     guarded,
     loaded_already,
+    manifest_path,
+    outcome,
     staged_or_reload,
 )
 from spikelab.io.lake import DEFAULT_LAKE
@@ -26,12 +29,40 @@ from spikelab.tasks.dandi import (
     describe_dandi_asset,
     download_dandi_asset,
     list_dandi_assets,
+    listed_record,
     remove_download,
 )
 from spikelab.tasks.load import Target, load_dandi_streamed, load_nwb
 from spikelab.tasks.outputs import convert_raw_to_zarr, write_manifest, write_units_table
 
 MAX_CONCURRENT_ASSETS = 4
+
+
+def asset_target(dandiset_id: str, asset: dict[str, Any]) -> Target:
+    """Where an asset's outputs go in the lake."""
+    return {"source": "dandi", "dataset_id": dandiset_id, "asset_id": asset["asset_id"]}
+
+
+def asset_content_id(record: dict[str, Any]) -> str:
+    """What the lake must hold to skip an asset: its id, published digest and loader version."""
+    digest = ",".join(f"{kind}={value}" for kind, value in record["digest"].items())
+    return f"dandi:{record['asset_id']}:{digest}:nwb-v{LOADER_VERSIONS['nwb']}"
+
+
+def unchanged_outcome(lake: str, dandiset_id: str, asset: dict[str, Any]) -> Outcome | None:
+    """The ``skipped`` outcome of an asset whose listed digest the lake already holds.
+
+    Checked in the flow itself, so an unchanged asset costs no task run and no request.
+    """
+    record = listed_record(asset)
+    if record is None:
+        return None
+    started = time.monotonic()
+    target = asset_target(dandiset_id, asset)
+    manifest = loaded_already(lake, target, asset_content_id(record))
+    if manifest is None:
+        return None
+    return outcome(target, "skipped", started, manifest_path(lake, target), manifest)
 
 
 @task(name="ingest-dandi-asset", task_run_name="ingest {asset[path]}")
@@ -46,13 +77,12 @@ def ingest_dandi_asset(
     transfer: str = "stream",
 ) -> Outcome:
     """Ingest one asset: describe, skip if unchanged, stream or download, load, publish."""
-    target: Target = {"source": "dandi", "dataset_id": dandiset_id, "asset_id": asset["asset_id"]}
+    target = asset_target(dandiset_id, asset)
     reference = f"{api_base}/dandisets/{dandiset_id}/versions/{version}/assets/{asset['asset_id']}/"
 
     def work() -> tuple[str, dict[str, Any]]:
-        record = describe_dandi_asset(asset["asset_id"], api_base)
-        digest = ",".join(f"{kind}={value}" for kind, value in record["digest"].items())
-        content_id = f"dandi:{asset['asset_id']}:{digest}:nwb-v{LOADER_VERSIONS['nwb']}"
+        record = listed_record(asset) or describe_dandi_asset(asset["asset_id"], api_base)
+        content_id = asset_content_id(record)
         existing = None if refresh else loaded_already(lake, target, content_id)
         if existing is not None:
             return "skipped", existing
@@ -165,8 +195,12 @@ def ingest_dandiset(
     assets = list_dandi_assets(dandiset, version, path_glob, api_base)
     if max_assets is not None:
         assets = assets[:max_assets]
+    unchanged = (
+        {} if refresh else {a["asset_id"]: unchanged_outcome(lake, dandiset, a) for a in assets}
+    )
+    changed = [a for a in assets if unchanged.get(a["asset_id"]) is None]
     futures = ingest_dandi_asset.map(
-        assets,
+        changed,
         dandiset_id=unmapped(dandiset),
         version=unmapped(version),
         lake=unmapped(lake),
@@ -184,7 +218,9 @@ def ingest_dandiset(
         "refresh": refresh,
         "transfer": transfer,
     }
-    return finish_run(lake, "ingest-dandiset", parameters, collect(futures, dandiset))  # type: ignore[return-value]
+    ingested = {a["asset_id"]: o for a, o in zip(changed, collect(futures, dandiset), strict=True)}
+    outcomes = [unchanged.get(a["asset_id"]) or ingested[a["asset_id"]] for a in assets]
+    return finish_run(lake, "ingest-dandiset", parameters, outcomes)  # type: ignore[return-value]
 
 
 @flow(name="ingest-dandisets")

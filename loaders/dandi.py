@@ -38,6 +38,7 @@ def list_dandi_assets(
     api_base: str = DEFAULT_API_BASE,
     page_size: int = 100,
     request_timeout_seconds: float = 30.0,
+    with_digests: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Iterate over the assets of a dandiset version, one API page at a time.
 
@@ -57,12 +58,16 @@ def list_dandi_assets(
         Assets per request (the archive allows up to 1000).
     request_timeout_seconds : float, default: 30.0
         Timeout of each request.
+    with_digests : bool, default: False
+        Ask the listing for each asset's metadata too and yield its published digests
+        under ``digest`` (``{"dandi:sha2-256": ..., "dandi:dandi-etag": ...}``): one
+        request per page instead of one per asset when every digest is needed.
 
     Yields
     ------
     dict
-        ``asset_id``, ``path``, ``size``, ``download_url``, ``dandiset_id``, ``version``
-        and ``modified`` when the archive gives it.
+        ``asset_id``, ``path``, ``size``, ``download_url``, ``dandiset_id``, ``version``,
+        ``modified`` when the archive gives it, and ``digest`` with ``with_digests``.
 
     Raises
     ------
@@ -77,6 +82,8 @@ def list_dandi_assets(
     params: dict[str, Any] = {"page_size": page_size}
     if path_glob:
         params["glob"] = path_glob
+    if with_digests:
+        params["metadata"] = "true"
     client = DandiClient(api_base, api_token, timeout_seconds=request_timeout_seconds)
 
     def assets() -> Iterator[dict[str, Any]]:
@@ -94,6 +101,8 @@ def list_dandi_assets(
                 }
                 if record.get("modified"):
                     asset["modified"] = record["modified"]
+                if with_digests:
+                    asset["digest"] = (record.get("metadata") or {}).get("digest") or {}
                 yield asset
 
     return assets()

@@ -112,11 +112,17 @@ def test_dandiset_flow_lands_good_assets_and_records_failures(archive, tmp_path)
     )
     assert count == (4,)
 
-    # The nightly re-run: unchanged assets are skipped, nothing is downloaded or loaded.
-    blob_requests = archive.count("blob")
+    # The nightly re-run: unchanged assets are skipped, nothing is downloaded or loaded, and
+    # the listing's digests are all it asks the archive for.
+    blob_requests, api_requests = archive.count("blob"), archive.count("api")
     again = ingest_dandiset("000101", lake=lake, api_base=archive.api_base)
     assert again["counts"] == {"ok": 0, "skipped": 2, "failed": 0}
     assert archive.count("blob") == blob_requests
+    assert archive.count("api") == api_requests + 1
+    assert [a["manifest"] for a in again["assets"]] == [
+        str(Path(lake, "manifests", "source=dandi", "dataset=000101", f"{archive.ids[p]}.json"))
+        for p in ("sub-1/sub-1_ses-1.nwb", "sub-1/sub-1_ses-2.nwb")
+    ]
 
     # A lost output file is a miss: the asset is published again from the cached load.
     Path(lake, "units", "source=dandi", "dataset=000101", f"{asset}.parquet").unlink()
