@@ -24,7 +24,7 @@ from spikelab.loaders._nwb_table import (
 )
 from spikelab.loaders._remote_hdf5 import StreamingError, is_url, open_remote_hdf5, shown
 from spikelab.spikedata import SpikeData
-from spikelab.units import to_ms
+from spikelab.units import ms_per
 
 
 def load_spikedata_from_nwb(
@@ -210,10 +210,10 @@ def assemble(
     if units is not None:
         check_units(source, units)
         ends = units.spike_ends
-        times_ms = to_ms(units.spike_times_s[: ends[-1] if ends.size else 0], "s", copy=False)
+        times_s = units.spike_times_s[: ends[-1] if ends.size else 0]
         attributes = unit_attributes(units, electrodes)
     else:
-        times_ms, ends, attributes = np.empty(0), np.empty(0, dtype=np.int64), []
+        times_s, ends, attributes = np.empty(0), np.empty(0, dtype=np.int64), []
     full_metadata = {key: metadata.get(key) for key in METADATA_KEYS}
     if full_metadata["sampling_rate_hz"] is None:
         full_metadata["sampling_rate_hz"] = file_rate
@@ -226,8 +226,9 @@ def assemble(
     )
     with errors_naming(source):
         sd = SpikeData.from_flat(
-            times_ms,
+            times_s,
             ends,
+            scale=ms_per("s"),
             length=first_given(length_ms, file_length),
             start_time=first_given(start_time_ms, file_start, 0.0),
             neuron_attributes=attributes,

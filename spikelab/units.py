@@ -67,6 +67,18 @@ def check_sampling_rate(
     return rate
 
 
+def ms_per(unit: str, fs_Hz: float | None = None) -> float:
+    """How many milliseconds one ``unit`` is (``fs_Hz`` is needed for ``'samples'``).
+
+    Raises
+    ------
+    ValueError
+        Unknown unit, or samples without a valid ``fs_Hz``.
+    """
+    check_time_unit(unit, fs_Hz)
+    return 1000.0 / float(fs_Hz) if unit == "samples" else _MS_PER_UNIT[unit]  # type: ignore[arg-type]
+
+
 def to_ms(
     values: ArrayLike, unit: str, fs_Hz: float | None = None, *, copy: bool = True
 ) -> NDArray[np.float64]:
@@ -98,9 +110,8 @@ def to_ms(
     >>> to_ms([1, 2], "samples", fs_Hz=20000.0).tolist()
     [0.05, 0.1]
     """
-    check_time_unit(unit, fs_Hz)
+    factor = ms_per(unit, fs_Hz)
     array = np.asarray(values, dtype=np.float64)
-    factor = 1000.0 / float(fs_Hz) if unit == "samples" else _MS_PER_UNIT[unit]  # type: ignore[arg-type]
     if not copy and isinstance(values, np.ndarray) and values.dtype == np.float64:
         array *= factor
         return array

@@ -5,6 +5,7 @@ import pytest
 from scipy import sparse
 
 import spikelab
+from spikelab import spikedata
 from spikelab.exceptions import InvalidSpikeDataError
 from spikelab.spikedata import SpikeData
 
@@ -229,6 +230,20 @@ def test_from_flat_sorts_only_within_units():
     )
     assert [t.tolist() for t in sd.train] == [[1.0, 2.0, 3.0], [0.0], [], [8.0, 9.0], [1.0, 2.0]]
     assert sd.length == 10.0
+
+
+@pytest.mark.parametrize("block", [2, 3, 1 << 17])
+def test_from_flat_checks_across_blocks_and_scales(monkeypatch, block):
+    monkeypatch.setattr(spikedata, "_CHECK_BLOCK", block)
+    times = np.array([0.003, 0.001, 0.002, 0.0, 0.009, 0.008, 0.001, 0.002])
+    sd = SpikeData.from_flat(times, [3, 4, 4, 6, 8], length=10.0, scale=1000.0)
+    assert [t.tolist() for t in sd.train] == [[1.0, 2.0, 3.0], [0.0], [], [8.0, 9.0], [1.0, 2.0]]
+    assert sd.train[0].base is times  # scaled and sorted in place, not copied
+    for bad in (np.inf, np.nan):
+        with pytest.raises(InvalidSpikeDataError, match="NaN or infinite"):
+            SpikeData.from_flat([1.0, 2.0, 3.0, 4.0, bad], [5], scale=1000.0)
+    with pytest.raises(InvalidSpikeDataError, match="NaN or infinite"):
+        SpikeData.from_flat([np.nan], [1])
 
 
 def test_from_flat_selects_units_in_order():

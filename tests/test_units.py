@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from spikelab.units import check_sampling_rate, check_time_unit, to_ms
+from spikelab.units import check_sampling_rate, check_time_unit, ms_per, to_ms
 
 
 @pytest.mark.parametrize(
@@ -44,6 +44,12 @@ def test_bad_units_and_rates_raise(unit, fs, match):
         check_time_unit(unit, fs)
     with pytest.raises(ValueError, match=match):
         to_ms([1.0], unit, fs)
+    with pytest.raises(ValueError, match=match):
+        ms_per(unit, fs)
+
+
+def test_ms_per_unit():
+    assert (ms_per("s"), ms_per("ms"), ms_per("samples", 20000)) == (1000.0, 1.0, 0.05)
 
 
 def test_rate_is_returned_as_float():
