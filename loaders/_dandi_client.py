@@ -244,6 +244,22 @@ class DandiClient:
         metadata: dict[str, Any] = self.get_json(f"/assets/{asset_id}/")
         return metadata
 
+    def listed_blob_url(self, metadata: Mapping[str, Any]) -> str | None:
+        """The object-store URL an asset's metadata lists in ``contentUrl``, if any.
+
+        For a public asset it reads without credentials and saves the round trip of the
+        download redirect; an embargoed asset's answers 403 (use :meth:`blob_url`).
+        """
+        urls = metadata.get("contentUrl") or []
+        return next(
+            (
+                u
+                for u in urls
+                if u.startswith(("http://", "https://")) and not u.startswith(self.api_base)
+            ),
+            None,
+        )
+
     def blob_url(self, asset_id: str) -> str:
         """Find where the asset's bytes live: the target of its download redirect."""
         download = f"/assets/{asset_id}/download/"

@@ -18,6 +18,9 @@ from spikelab.loaders._nwb_table import ElectrodesColumns, UnitsColumns, first_r
 
 ELECTRODES_PATH = "general/extracellular_ephys/electrodes"
 _SUBJECT_FIELDS = ("subject_id", "species", "sex", "age", "date_of_birth")
+_SESSION_DATASETS = ("identifier", "session_description", "session_start_time")
+_UNITS_DATASETS = {"id", "electrodes", "electrodes_index", "obs_intervals", "obs_intervals_index"}
+_ELECTRODES_DATASETS = ("id", "location", "group_name", "group", "x", "y", "z")
 
 
 def _text(value: Any) -> Any:
@@ -49,6 +52,37 @@ def _is_plain_column(dataset: h5py.Dataset, n_units: int) -> bool:
     return dataset.shape == (n_units,) and (
         kind in "biuf" or h5py.check_string_dtype(dataset.dtype) is not None
     )
+
+
+def datasets_read(handle: h5py.File) -> list[h5py.Dataset]:
+    """The datasets this module's readers read whole (known from the file's metadata alone).
+
+    The Units columns they use, the electrodes table's columns, the session and subject
+    fields: what is worth fetching in one go before reading a remote file.
+    """
+    found: list[h5py.Dataset] = []
+    units = handle.get("units")
+    if isinstance(units, h5py.Group):
+        index = units.get("spike_times_index")
+        n_units = index.shape[0] if isinstance(index, h5py.Dataset) else -1
+        for name, item in units.items():
+            if isinstance(item, h5py.Dataset) and (
+                name in _UNITS_DATASETS
+                or name.endswith(("spike_times", "spike_times_index"))
+                or _is_plain_column(item, n_units)
+            ):
+                found.append(item)
+    for group_path, names in (
+        (ELECTRODES_PATH, _ELECTRODES_DATASETS),
+        ("/", _SESSION_DATASETS),
+        ("general/subject", _SUBJECT_FIELDS),
+    ):
+        group = handle.get(group_path)
+        if isinstance(group, h5py.Group):
+            found.extend(
+                item for name in names if isinstance(item := group.get(name), h5py.Dataset)
+            )
+    return found
 
 
 def read_units(handle: h5py.File, source: str) -> UnitsColumns | None:

@@ -1,9 +1,18 @@
-"""Open a remote HDF5 file over HTTP range requests (remfile), counting the bytes it reads."""
+"""Open a remote HDF5 file over HTTP range requests (remfile), in as few round trips as it can.
+
+remfile fetches what h5py asks for, one read at a time. On a wide-area link each of those
+is a round trip, so two things are fetched ahead of it, several ranges at once, and handed
+to remfile through its chunk cache: the file's first and last bytes when it is opened
+(superblock, root group, most metadata), and the stored bytes of the datasets a reader is
+about to read (:meth:`RemoteHDF5.prefetch`).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +23,13 @@ import requests
 
 from spikelab._optional import import_optional
 from spikelab.exceptions import RemoteError
+
+CHUNK_BYTES = 100 * 1024  # remfile's unit of reading and caching (its default)
+HEAD_BYTES = CHUNK_BYTES  # fetched from the file's start when it is opened (superblock ...)
+TAIL_BYTES = 3 * CHUNK_BYTES  # and from its end, where h5py leaves later metadata
+PART_BYTES = 8 * 1024 * 1024  # a longer range is fetched in parts of this size, in parallel
+MAX_PARALLEL_REQUESTS = 8
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
 class StreamingError(RemoteError):
@@ -43,35 +59,166 @@ def shown(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def remote_size(url: str, session: requests.Session, *, timeout_seconds: float = 30.0) -> int:
-    """Check that ``url`` answers a small Range request with 206; return the file size.
-
-    remfile treats a 200 carrying the whole body as an error and retries, downloading the
-    file each time: this probe keeps it away from such servers.
+def _get_range(
+    session: requests.Session, url: str, byte_range: str, timeout_seconds: float
+) -> tuple[int, int, bytes]:
+    """GET ``Range: bytes=<byte_range>``; return the first offset, the file size, the bytes.
 
     Raises
     ------
     RangeNotSupportedError
-        Any answer but 206 with a ``Content-Range`` that gives the size.
+        Any answer but 206 with a ``Content-Range``. The body of such an answer (maybe the
+        whole file) is never read: remfile would treat it as an error and download the
+        file again and again, so a server must pass this check before remfile sees it.
     """
     with session.get(
-        url, headers={"Range": "bytes=0-1023"}, stream=True, timeout=timeout_seconds
-    ) as response:  # streamed: a server that ignores Range never sends the whole file here
-        total = response.headers.get("Content-Range", "").rpartition("/")[2]
-        if response.status_code != 206 or not total.isdigit():
+        url, headers={"Range": f"bytes={byte_range}"}, stream=True, timeout=timeout_seconds
+    ) as response:
+        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        if response.status_code != 206 or match is None:
             raise RangeNotSupportedError(
                 f"{shown(url)} answered HTTP {response.status_code} to a Range request; "
                 "it cannot be streamed (download it instead)",
                 status=response.status_code,
             )
-    return int(total)
+        return int(match[1]), int(match[3]), response.content
+
+
+def _chunk_index(key: str) -> int:
+    """The chunk a remfile cache key names (``<url>|<chunk size>|<index>``)."""
+    return int(key.rsplit("|", 1)[1])
+
+
+class _ChunkCache:
+    """remfile's chunk cache (its ``disk_cache``), filled ahead of remfile's own reads.
+
+    A prefetched chunk is handed over once, on remfile's first look-up (remfile keeps it
+    from then on); remfile reports its own fetches here, which go on to the disk cache
+    when there is one.
+    """
+
+    def __init__(self, size: int, disk: Any | None) -> None:
+        self.size = size
+        self._chunks: dict[int, bytes] = {}
+        self._remfile_has: set[int] = set()
+        self._disk = disk
+
+    def get(self, key: str) -> bytes | None:
+        index = _chunk_index(key)
+        chunk = self._chunks.pop(index, None)
+        if chunk is None and self._disk is not None:
+            chunk = self._disk.get(key)
+        if chunk is not None:
+            self._remfile_has.add(index)
+        return chunk
+
+    def set(self, key: str, value: bytes) -> None:
+        self._remfile_has.add(_chunk_index(key))  # remfile fetched it itself
+        if self._disk is not None:
+            self._disk.set(key, value)
+
+    def has(self, index: int) -> bool:
+        return index in self._chunks or index in self._remfile_has
+
+    def add(self, start: int, data: bytes) -> None:
+        """Keep the whole chunks in ``data``, the bytes of the file from ``start`` on."""
+        first = -(-start // CHUNK_BYTES)  # the first chunk that begins inside data
+        end = start + len(data)
+        for index in range(first, (end - 1) // CHUNK_BYTES + 1):
+            begin = index * CHUNK_BYTES
+            stop = min(begin + CHUNK_BYTES, self.size)
+            if stop <= end:  # the chunk is complete (the last one may be short)
+                self._chunks[index] = data[begin - start : stop - start]
+
+
+def _chunk_spans(ranges: Iterable[tuple[int, int]], cache: _ChunkCache) -> list[tuple[int, int]]:
+    """Chunk-aligned ``(first chunk, last chunk)`` spans covering ``(offset, length)``s.
+
+    Chunks already cached are left out; neighbouring spans are merged, then split into
+    parts of at most ``PART_BYTES`` so they can be fetched in parallel.
+    """
+    wanted = sorted(
+        {
+            index
+            for offset, length in ranges
+            if length > 0
+            for index in range(offset // CHUNK_BYTES, (offset + length - 1) // CHUNK_BYTES + 1)
+            if not cache.has(index)
+        }
+    )
+    spans: list[tuple[int, int]] = []
+    per_part = PART_BYTES // CHUNK_BYTES
+    for index in wanted:
+        if spans and index == spans[-1][1] + 1 and index - spans[-1][0] < per_part:
+            spans[-1] = (spans[-1][0], index)
+        else:
+            spans.append((index, index))
+    return spans
+
+
+def stored_ranges(dataset: h5py.Dataset) -> list[tuple[int, int]]:
+    """Where a dataset's bytes lie in its file: ``(offset, length)`` of each stored piece.
+
+    Empty for a dataset whose data lives in its object header (compact layout) or that
+    has none yet.
+    """
+    dataset_id = dataset.id
+    if dataset.chunks is None:
+        offset = dataset_id.get_offset()
+        return [] if offset is None else [(offset, dataset_id.get_storage_size())]
+    ranges: list[tuple[int, int]] = []
+    if hasattr(dataset_id, "chunk_iter"):  # HDF5 >= 1.12.3: one pass over the chunk index
+        dataset_id.chunk_iter(lambda chunk: ranges.append((chunk.byte_offset, chunk.size)))
+        return ranges
+    for index in range(dataset_id.get_num_chunks()):
+        chunk = dataset_id.get_chunk_info(index)
+        ranges.append((chunk.byte_offset, chunk.size))
+    return ranges
+
+
+@dataclass
+class RemoteHDF5:
+    """An open remote HDF5 file and what reading it has cost."""
+
+    handle: h5py.File
+    stats: TransferStats
+    url: str
+    _session: requests.Session
+    _cache: _ChunkCache
+    _timeout_seconds: float
+    _pool: ThreadPoolExecutor
+
+    def prefetch(self, datasets: Iterable[h5py.Dataset]) -> None:
+        """Fetch the stored bytes of ``datasets`` now, in parallel range requests.
+
+        Reading the datasets afterwards costs no further request for their data (HDF5
+        metadata such as a variable-length string's heap may still need one).
+        """
+        ranges = [piece for dataset in datasets for piece in stored_ranges(dataset)]
+        spans = _chunk_spans(ranges, self._cache)
+
+        def fetch(span: tuple[int, int]) -> None:
+            first = span[0] * CHUNK_BYTES
+            last = min((span[1] + 1) * CHUNK_BYTES, self._cache.size) - 1
+            start, _, data = _get_range(
+                self._session, self.url, f"{first}-{last}", self._timeout_seconds
+            )
+            self._cache.add(start, data)
+
+        list(self._pool.map(fetch, spans))
 
 
 @contextmanager
 def open_remote_hdf5(
-    url: str, *, cache_dir: str | os.PathLike[str] | None = None
-) -> Iterator[tuple[h5py.File, TransferStats]]:
+    url: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    timeout_seconds: float = 30.0,
+) -> Iterator[RemoteHDF5]:
     """Open ``url`` as a read-only h5py file whose reads become HTTP range requests.
+
+    The file's first ``HEAD_BYTES`` and last ``TAIL_BYTES`` are fetched at once, in two
+    parallel requests, which also check that the server honours Range.
 
     Parameters
     ----------
@@ -79,11 +226,13 @@ def open_remote_hdf5(
         An ``http(s)://`` URL of an HDF5 file on a server that honours Range.
     cache_dir : str or PathLike or None, default: None
         remfile's disk cache of fetched chunks (shared by later opens of the same URL).
+    timeout_seconds : float, default: 30.0
+        Timeout of each of spikelab's own requests.
 
     Yields
     ------
-    tuple
-        The h5py file and the :class:`TransferStats` it has cost so far.
+    RemoteHDF5
+        The h5py file, the :class:`TransferStats` it has cost so far, and ``prefetch``.
 
     Raises
     ------
@@ -99,23 +248,26 @@ def open_remote_hdf5(
         stats.requests += 1
         stats.bytes_read += int(response.headers.get("Content-Length", 0))
 
-    with requests.Session() as probe:
-        probe.hooks["response"].append(count)
-        size = remote_size(url, probe)
-    remote = remfile.File(
-        url,
-        disk_cache=remfile.DiskCache(str(cache_dir)) if cache_dir is not None else None,
-        _size=size,
-    )
-    remote.session.hooks["response"].append(count)
-    try:
+    disk = remfile.DiskCache(str(cache_dir)) if cache_dir is not None else None
+    with requests.Session() as session, ThreadPoolExecutor(MAX_PARALLEL_REQUESTS) as pool:
+        session.hooks["response"].append(count)
+        head, tail = pool.map(
+            lambda byte_range: _get_range(session, url, byte_range, timeout_seconds),
+            [f"0-{HEAD_BYTES - 1}", f"-{TAIL_BYTES}"],
+        )
+        cache = _ChunkCache(head[1], disk)
+        for start, _, data in (head, tail):
+            cache.add(start, data)
+        remote = remfile.File(url, disk_cache=cache, _size=cache.size, _min_chunk_size=CHUNK_BYTES)
+        remote.session.hooks["response"].append(count)
         try:
-            handle = h5py.File(remote, "r")
-        except OSError as error:
-            raise StreamingError(
-                f"{shown(url)} is not a readable NWB/HDF5 file (truncated or corrupt?): {error}"
-            ) from error
-        with handle:
-            yield handle, stats
-    finally:
-        remote.close()
+            try:
+                handle = h5py.File(remote, "r")
+            except OSError as error:
+                raise StreamingError(
+                    f"{shown(url)} is not a readable NWB/HDF5 file (truncated or corrupt?): {error}"
+                ) from error
+            with handle:
+                yield RemoteHDF5(handle, stats, url, session, cache, timeout_seconds, pool)
+        finally:
+            remote.close()

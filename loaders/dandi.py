@@ -23,10 +23,13 @@ from spikelab.loaders._download import (
     file_matches,
     safe_destination,
 )
-from spikelab.loaders._remote_hdf5 import StreamingError
+from spikelab.loaders._remote_hdf5 import RangeNotSupportedError, StreamingError
 from spikelab.loaders.nwb import load_spikedata_from_nwb
 from spikelab.loaders.nwb_recording import save_nwb_recording_as_zarr, write_sidecar
 from spikelab.spikedata import SpikeData
+
+# Answers of an object store to a URL that needs the archive's presigned redirect.
+_NOT_PUBLIC = (401, 403, 404)
 
 
 def list_dandi_assets(
@@ -148,9 +151,14 @@ def _streamed(
     dandiset = normalize_dandiset_id(dandiset_id) if dandiset_id is not None else None
     with DandiClient(base, api_token, timeout_seconds=request_timeout_seconds) as client:
         record = client.asset_metadata(identifier)
-        blob = client.blob_url(identifier)  # the archive's redirect target; no token goes there
         provenance = _provenance(client, identifier, dandiset, version, record)
-    sd = load_spikedata_from_nwb(blob, **nwb_options)
+        listed = client.listed_blob_url(record)
+        try:  # no token ever goes to a blob URL
+            sd = load_spikedata_from_nwb(listed or client.blob_url(identifier), **nwb_options)
+        except RangeNotSupportedError as error:
+            if listed is None or error.status not in _NOT_PUBLIC:
+                raise
+            sd = load_spikedata_from_nwb(client.blob_url(identifier), **nwb_options)
     sd.metadata.update(provenance)
     sd.metadata["source_file"] = provenance["source_reference"]
     return sd

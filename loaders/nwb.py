@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from spikelab._optional import import_optional, is_installed
-from spikelab.exceptions import FileFormatError
+from spikelab.exceptions import FileFormatError, RemoteError
 from spikelab.loaders import _nwb_h5py, _nwb_pynwb
 from spikelab.loaders._common import errors_naming, existing_file, file_attribute, first_given
 from spikelab.loaders._nwb_table import (
@@ -114,13 +114,21 @@ def load_spikedata_from_nwb(
 def _load_remote(
     url: str, *, cache_dir: str | os.PathLike[str] | None, **ladders: Any
 ) -> SpikeData:
-    with open_remote_hdf5(url, cache_dir=cache_dir) as (handle, stats):
+    with open_remote_hdf5(url, cache_dir=cache_dir) as remote:
         try:
-            contents = read_h5py_contents(handle, shown(url))
+            remote.prefetch(_nwb_h5py.datasets_read(remote.handle))
+            contents = read_h5py_contents(remote.handle, shown(url))
+        except RemoteError:
+            raise
         except FileFormatError as error:  # broken bytes, not a missing Units table
             raise StreamingError(str(error)) from error
+        except (OSError, KeyError) as error:  # h5py on broken metadata, while prefetching
+            raise StreamingError(
+                f"{shown(url)}: cannot read the NWB structure ({error})"
+            ) from error
+        bytes_read = remote.stats.bytes_read
     sd = assemble(shown(url), *contents, **ladders)
-    sd.metadata.update(transfer="streamed", bytes_read=stats.bytes_read, digest_verified=False)
+    sd.metadata.update(transfer="streamed", bytes_read=bytes_read, digest_verified=False)
     return sd
 
 
