@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,9 +24,11 @@ import requests
 from spikelab._optional import import_optional
 from spikelab.exceptions import RemoteError
 
-CHUNK_BYTES = 100 * 1024  # remfile's unit of reading and caching (its default)
+# remfile's unit of reading and caching: bigger than its default (100 KiB), so the metadata
+# of a Units table written after a large ElectricalSeries tends to come in one round trip.
+CHUNK_BYTES = 256 * 1024
 HEAD_BYTES = CHUNK_BYTES  # fetched from the file's start when it is opened (superblock ...)
-TAIL_BYTES = 3 * CHUNK_BYTES  # and from its end, where h5py leaves later metadata
+TAIL_BYTES = 2 * CHUNK_BYTES  # and from its end, where h5py leaves later metadata
 PART_BYTES = 8 * 1024 * 1024  # a longer range is fetched in parts of this size, in parallel
 MAX_PARALLEL_REQUESTS = 8
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
@@ -81,7 +83,7 @@ def _get_range(
                 "it cannot be streamed (download it instead)",
                 status=response.status_code,
             )
-        return int(match[1]), int(match[3]), response.content
+        return int(match[1]), int(match[3]), response.raw.read(decode_content=True)
 
 
 def _chunk_index(key: str) -> int:
@@ -208,22 +210,51 @@ class RemoteHDF5:
         list(self._pool.map(fetch, spans))
 
 
+def _fetch_edges(
+    fetch: Callable[[str], tuple[int, int, bytes]], size: int | None, pool: ThreadPoolExecutor
+) -> tuple[int, list[tuple[int, bytes]]]:
+    """Fetch a file's first and last bytes; return its size and ``(offset, bytes)`` pieces.
+
+    With the size known both ranges go out at once; otherwise the head's answer tells the
+    size first. The tail starts on a chunk boundary, so all of it can be cached.
+    """
+
+    def tail_range(total: int, head_end: int) -> str | None:
+        start = max(head_end, (total - TAIL_BYTES) // CHUNK_BYTES * CHUNK_BYTES)
+        return f"{start}-{total - 1}" if start < total else None
+
+    if size is None:
+        start, size, data = fetch(f"0-{HEAD_BYTES - 1}")
+        pieces = [(start, data)]
+        if (tail := tail_range(size, len(data))) is not None:
+            pieces.append(fetch(tail)[::2])
+        return size, pieces
+    ranges = [f"0-{max(min(HEAD_BYTES, size), 1) - 1}"]
+    if (tail := tail_range(size, HEAD_BYTES)) is not None:
+        ranges.append(tail)
+    answers = list(pool.map(fetch, ranges))
+    return answers[0][1], [(start, data) for start, _, data in answers]
+
+
 @contextmanager
 def open_remote_hdf5(
     url: str,
     *,
+    size_bytes: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     timeout_seconds: float = 30.0,
 ) -> Iterator[RemoteHDF5]:
     """Open ``url`` as a read-only h5py file whose reads become HTTP range requests.
 
-    The file's first ``HEAD_BYTES`` and last ``TAIL_BYTES`` are fetched at once, in two
-    parallel requests, which also check that the server honours Range.
+    The file's first ``HEAD_BYTES`` and last ``TAIL_BYTES`` are fetched first (in parallel
+    when ``size_bytes`` is given); that also checks that the server honours Range.
 
     Parameters
     ----------
     url : str
         An ``http(s)://`` URL of an HDF5 file on a server that honours Range.
+    size_bytes : int | None, default: None
+        The file's size, when known (it saves a round trip).
     cache_dir : str or PathLike or None, default: None
         remfile's disk cache of fetched chunks (shared by later opens of the same URL).
     timeout_seconds : float, default: 30.0
@@ -251,12 +282,13 @@ def open_remote_hdf5(
     disk = remfile.DiskCache(str(cache_dir)) if cache_dir is not None else None
     with requests.Session() as session, ThreadPoolExecutor(MAX_PARALLEL_REQUESTS) as pool:
         session.hooks["response"].append(count)
-        head, tail = pool.map(
+        size, edges = _fetch_edges(
             lambda byte_range: _get_range(session, url, byte_range, timeout_seconds),
-            [f"0-{HEAD_BYTES - 1}", f"-{TAIL_BYTES}"],
+            size_bytes,
+            pool,
         )
-        cache = _ChunkCache(head[1], disk)
-        for start, _, data in (head, tail):
+        cache = _ChunkCache(size, disk)
+        for start, data in edges:
             cache.add(start, data)
         remote = remfile.File(url, disk_cache=cache, _size=cache.size, _min_chunk_size=CHUNK_BYTES)
         remote.session.hooks["response"].append(count)

@@ -24,7 +24,7 @@ from spikelab.loaders._download import (
     safe_destination,
 )
 from spikelab.loaders._remote_hdf5 import RangeNotSupportedError, StreamingError
-from spikelab.loaders.nwb import load_spikedata_from_nwb
+from spikelab.loaders.nwb import load_remote_nwb, load_spikedata_from_nwb
 from spikelab.loaders.nwb_recording import save_nwb_recording_as_zarr, write_sidecar
 from spikelab.spikedata import SpikeData
 
@@ -153,12 +153,14 @@ def _streamed(
         record = client.asset_metadata(identifier)
         provenance = _provenance(client, identifier, dandiset, version, record)
         listed = client.listed_blob_url(record)
+        size = record.get("contentSize")
         try:  # no token ever goes to a blob URL
-            sd = load_spikedata_from_nwb(listed or client.blob_url(identifier), **nwb_options)
+            url = listed or client.blob_url(identifier)
+            sd = load_remote_nwb(url, size_bytes=size, **nwb_options)
         except RangeNotSupportedError as error:
             if listed is None or error.status not in _NOT_PUBLIC:
                 raise
-            sd = load_spikedata_from_nwb(client.blob_url(identifier), **nwb_options)
+            sd = load_remote_nwb(client.blob_url(identifier), size_bytes=size, **nwb_options)
     sd.metadata.update(provenance)
     sd.metadata["source_file"] = provenance["source_reference"]
     return sd

@@ -90,7 +90,7 @@ def load_spikedata_from_nwb(
         "allow_no_units": allow_no_units,
     }
     if is_url(filepath):
-        return _load_remote(str(filepath), cache_dir=cache_dir, **ladders)
+        return load_remote_nwb(str(filepath), cache_dir=cache_dir, **ladders)
     path = existing_file(filepath, "NWB file")
     source = str(path)
     contents = None
@@ -111,10 +111,18 @@ def load_spikedata_from_nwb(
     return assemble(source, *contents, **ladders)
 
 
-def _load_remote(
-    url: str, *, cache_dir: str | os.PathLike[str] | None, **ladders: Any
+def load_remote_nwb(
+    url: str,
+    *,
+    size_bytes: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    **ladders: Any,
 ) -> SpikeData:
-    with open_remote_hdf5(url, cache_dir=cache_dir) as remote:
+    """Stream an NWB file's Units from ``url`` (see :func:`load_spikedata_from_nwb`).
+
+    ``size_bytes``, the file's size when the caller knows it, saves a round trip.
+    """
+    with open_remote_hdf5(url, size_bytes=size_bytes, cache_dir=cache_dir) as remote:
         try:
             remote.prefetch(_nwb_h5py.datasets_read(remote.handle))
             contents = read_h5py_contents(remote.handle, shown(url))

@@ -16,8 +16,9 @@ Behaviour worth knowing when writing tests against it:
 - A dandiset is embargoed as soon as one of its assets was added with ``embargoed=True``;
   listing, asset metadata and the API download endpoint then need
   ``Authorization: token <token>`` (missing header: 401, anything else: 403). The blob
-  server never checks credentials (its URLs stand for presigned S3 URLs); tests can check
-  that no ``Authorization`` header reached it through ``requests``.
+  server never reads an ``Authorization`` header (tests can check that none reached it);
+  like the archive's private bucket it answers 403 for an embargoed blob unless the URL
+  carries the signature the download redirect adds (its ``contentUrl`` is not enough).
 - Faults are consumed first-in first-out. ``"500"``, ``"503"``, ``"429"`` and ``"slow"``
   apply to any request on either server; ``"reset"``, ``"truncate"`` and ``"no-range"``
   are about a response body, so only GET requests to the blob server consume them.
@@ -427,7 +428,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(404, _NOT_FOUND)
             elif self._authorised(asset.dandiset_id):
                 self.send_response(302)
-                self.send_header("Location", f"{standin.blob_base}/{asset.blob_key}")
+                self.send_header("Location", standin._presigned(asset))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
         else:
@@ -509,6 +510,13 @@ class _Handler(BaseHTTPRequestHandler):
         asset = standin._blob(route[len(prefix) :]) if route.startswith(prefix) else None
         if asset is None:
             self._send_json(404, {"detail": "NoSuchKey"})
+            return
+        if (
+            asset.dandiset_id in standin._embargoed
+            and self.path
+            != urlsplit(standin._presigned(asset))._replace(scheme="", netloc="").geturl()
+        ):
+            self._send_json(403, {"detail": "AccessDenied"})  # a private bucket
             return
         size = asset.size
         start, length, status = 0, size, 200
@@ -784,6 +792,14 @@ class DandiStandIn:
     def _asset(self, asset_id: str) -> _Asset | None:
         with self._lock:
             return self._assets.get(asset_id)
+
+    def _presigned(self, asset: _Asset) -> str:
+        """The blob URL the download redirect gives: signed when the dandiset is embargoed."""
+        url = f"{self.blob_base}/{asset.blob_key}"
+        if asset.dandiset_id not in self._embargoed:
+            return url
+        signature = hashlib.sha256(f"{self.token}:{asset.blob_key}".encode()).hexdigest()
+        return f"{url}?X-Amz-Signature={signature}"
 
     def _blob(self, key: str) -> _Asset | None:
         with self._lock:

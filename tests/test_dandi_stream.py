@@ -113,6 +113,29 @@ def test_streamed_equals_downloaded(archive, tmp_path, name):
         assert served < 0.05 * size, f"{served} of {size} bytes"
 
 
+def test_streaming_takes_few_round_trips(archive):
+    start = len(archive.requests)
+    sd = load_spikedata_from_dandi(
+        archive.ids["big"], api_base=archive.api_base, stream=True, stream_only=True
+    )
+    seen = archive.requests[start:]
+    assert sd.N == 40 and sum(t.size for t in sd.train) == 8000
+    # The asset record gives the blob URL and size: no download redirect is followed.
+    assert [r.path.rsplit("/", 2)[-2] for r in seen if r.server == "api"] == [archive.ids["big"]]
+    blob = [r.headers["Range"] for r in seen if r.server == "blob"]
+    size = archive.paths["big"].stat().st_size
+    assert blob[:2] == ["bytes=0-262143", f"bytes={(size - 524288) // 262144 * 262144}-{size - 1}"]
+    assert len(blob) <= 5, blob  # head and tail, the Units metadata, then its data at once
+
+
+def test_nwb_loader_reads_a_url_of_unknown_size(archive):
+    with DandiClient(archive.api_base) as client:
+        blob = client.blob_url(archive.ids["big"])
+    sd = load_spikedata_from_nwb(blob)
+    assert sd.N == 40 and sd.metadata["transfer"] == "streamed"
+    assert sd.metadata["bytes_read"] < 0.05 * archive.paths["big"].stat().st_size
+
+
 def test_nwb_loader_reads_a_url(archive):
     with DandiClient(archive.api_base) as client:
         blob = client.blob_url(archive.ids["sorted-a.nwb"])
@@ -163,9 +186,13 @@ def test_token_never_reaches_the_blob_host(archive):
         stream_only=True,
     )
     assert sd.metadata["transfer"] == "streamed"
+    assert [t.tolist() for t in sd.train] == [[1.0, 2.5], [7.25]]
     seen = archive.requests[start:]
-    assert any(r.server == "blob" for r in seen)
-    assert all("Authorization" not in r.headers for r in seen if r.server == "blob")
+    blob = [r for r in seen if r.server == "blob"]
+    # The listed contentUrl of an embargoed blob is refused; the signed redirect is used.
+    assert "X-Amz-Signature" not in blob[0].path
+    assert blob[1:] and all("X-Amz-Signature=" in r.path for r in blob[1:])
+    assert all("Authorization" not in r.headers for r in blob)
     assert all(
         r.headers.get("Authorization") == f"token {archive.token}"
         for r in seen
