@@ -99,8 +99,9 @@ class _ChunkCache:
     when there is one.
     """
 
-    def __init__(self, size: int, disk: Any | None) -> None:
+    def __init__(self, url: str, size: int, disk: Any | None) -> None:
         self.size = size
+        self._url = url
         self._chunks: dict[int, bytes] = {}
         self._remfile_has: set[int] = set()
         self._disk = disk
@@ -120,7 +121,10 @@ class _ChunkCache:
             self._disk.set(key, value)
 
     def has(self, index: int) -> bool:
-        return index in self._chunks or index in self._remfile_has
+        if index in self._chunks or index in self._remfile_has:
+            return True
+        key = f"{self._url}|{CHUNK_BYTES}|{index}"  # remfile's key for the chunk
+        return self._disk is not None and self._disk.get(key) is not None
 
     def add(self, start: int, data: bytes) -> None:
         """Keep the whole chunks in ``data``, the bytes of the file from ``start`` on."""
@@ -287,7 +291,7 @@ def open_remote_hdf5(
             size_bytes,
             pool,
         )
-        cache = _ChunkCache(size, disk)
+        cache = _ChunkCache(url, size, disk)
         for start, data in edges:
             cache.add(start, data)
         remote = remfile.File(url, disk_cache=cache, _size=cache.size, _min_chunk_size=CHUNK_BYTES)
