@@ -7,8 +7,12 @@ written directly: in both cases a crash never leaves a partial file under the fi
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from pyarrow import fs
 
@@ -28,6 +32,23 @@ def join(root: str | os.PathLike[str], *parts: str) -> str:
 
 def _filesystem(location: str) -> tuple[fs.FileSystem, str]:
     return fs.FileSystem.from_uri(location)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def open_output(destination: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """Open ``destination`` for writing; it appears, whole, only when the block succeeds.
+
+    A local file is written under a temporary name; an object is sent once the block
+    has written all of it (an object store's stream would publish a part on error).
+    """
+    location = str(destination)
+    if not is_remote(location):
+        with atomic_write(location) as handle:
+            yield handle
+        return
+    buffer = io.BytesIO()
+    yield buffer
+    put_bytes(location, buffer.getbuffer())
 
 
 def put_bytes(destination: str | os.PathLike[str], data: bytes | memoryview) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -64,15 +64,55 @@ def write_units_table(
         ``path``, ``sha256`` and ``rows`` of the written file.
     """
     table = units_arrow_table(sd, source=source, dataset_id=dataset_id, asset_id=asset_id)
-    sink = pa.BufferOutputStream()
     # Spike times are nearly all distinct: a dictionary would only cost time.
     text_like = [name for name in table.column_names if name != "spike_times_ms"]
-    pq.write_table(table, sink, use_dictionary=text_like)
-    data = sink.getvalue()
-    with ThreadPoolExecutor(max_workers=1) as pool:  # hashlib releases the GIL: hash while writing
-        digest = pool.submit(hashlib.sha256, memoryview(data))
-        storage.put_bytes(dest, memoryview(data))
-    return {"path": str(dest), "sha256": digest.result().hexdigest(), "rows": table.num_rows}
+    with storage.open_output(dest) as handle, _HashingWriter(handle) as sink:
+        pq.write_table(table, sink, use_dictionary=text_like)
+    return {"path": str(dest), "sha256": sink.hexdigest(), "rows": table.num_rows}
+
+
+class _HashingWriter:
+    """Pass bytes on to a binary file while a helper thread takes their sha256.
+
+    hashlib releases the GIL on large buffers, so the hash of one piece is taken while
+    the Parquet writer encodes the next.
+    """
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self._sha256 = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._hashing: Future[None] | None = None
+        self.closed = False
+
+    def __enter__(self) -> _HashingWriter:
+        return self
+
+    def __exit__(self, *error: object) -> None:
+        self.close()
+
+    def write(self, data: bytes) -> int:
+        if self._hashing is not None:
+            self._hashing.result()  # one piece at a time: the hash stays in order
+        self._hashing = self._pool.submit(self._sha256.update, data)
+        return self._handle.write(data)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            if self._hashing is not None:
+                self._hashing.result()
+            self._pool.shutdown()
+            self.closed = True
+
+    def hexdigest(self) -> str:
+        """The sha256 of everything written (once closed)."""
+        return self._sha256.hexdigest()
 
 
 def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: str) -> pa.Table:
