@@ -1,7 +1,7 @@
 """Benchmark spikelab's streamed DANDI load against downloading, pynwb + remfile and lazynwb.
 
 Run ``python benchmarks/bench_stream.py [--gigabytes 1.0] [--units 500] [--spikes 2000000]
-[--latency-ms 20] [--repeats 1]``.
+[--latency-ms 20] [--bandwidth-mb-s 0] [--repeats 1]``.
 
 An NWB file is written once to the temp directory with pynwb and reused by later runs: a
 64-channel int16 ``ElectricalSeries`` of ``--gigabytes`` GB (10**9 bytes) at 30 kHz in 4 MiB
@@ -15,9 +15,11 @@ interrupted build is never reused. A tiny file of the same layout is written too
 warm-up calls. Both are published as assets of the stand-in archive ``tests/dandi_server.py``
 (``DandiStandIn``: an API server and a blob server, real HTTP servers on 127.0.0.1, on
 threads of this process, that stream file-backed assets from disk). Every answer of either
-server waits ``--latency-ms`` first (``latency_seconds``): the link model is that round trip
-on top of loopback bandwidth, which is unlimited next to a real wide-area link's, so it
-flatters the download. The file is read into the page cache and the archive's digests are
+server waits ``--latency-ms`` first (``latency_seconds``): by default the link model is that
+round trip on top of loopback bandwidth, which is unlimited next to a real wide-area link's,
+so it flatters the download. ``--bandwidth-mb-s`` (10**6 bytes/s) adds a link of that
+capacity, shared by every blob answer (``bandwidth_bytes_per_second``), for a second model
+closer to a real one. The file is read into the page cache and the archive's digests are
 computed before anything is timed.
 
 These ways of getting the large asset's Units table are timed in the same run:
@@ -601,6 +603,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--units", type=int, default=500, help="number of units")
     parser.add_argument("--spikes", type=int, default=2_000_000, help="number of spikes")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="added to every answer")
+    parser.add_argument(
+        "--bandwidth-mb-s", type=float, default=0.0, help="shared blob link (0: loopback)"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per method")
     args = parser.parse_args()
     if (
@@ -608,10 +613,12 @@ def parse_args() -> argparse.Namespace:
         or args.units < 1
         or args.spikes < args.units
         or args.latency_ms < 0
+        or args.bandwidth_mb_s < 0
         or args.repeats < 1
     ):
         parser.error(
-            "need --gigabytes > 0, --spikes >= --units >= 1, --latency-ms >= 0, --repeats >= 1"
+            "need --gigabytes > 0, --spikes >= --units >= 1, --latency-ms >= 0, "
+            "--bandwidth-mb-s >= 0, --repeats >= 1"
         )
     return args
 
@@ -633,7 +640,8 @@ def main() -> int:
         f"pynwb {pynwb.__version__}, h5py {h5py.__version__}, remfile "
         f"{version('remfile')}, lazynwb {lazynwb_version()}, Python "
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.2f}; {args.latency_ms:g} ms before every answer; "
+        f"{os.getloadavg()[0]:.2f}; {args.latency_ms:g} ms before every answer, "
+        f"{f'{args.bandwidth_mb_s:g} MB/s' if args.bandwidth_mb_s else 'loopback'} bandwidth; "
         f"1 warm-up (tiny asset) + best of {args.repeats}, each method in a fresh process"
     )
 
@@ -644,6 +652,7 @@ def main() -> int:
         with DandiStandIn(scratch / "archive") as dandi:
             targets = publish(dandi, files)
             dandi.latency_seconds = args.latency_ms / 1000.0
+            dandi.bandwidth_bytes_per_second = args.bandwidth_mb_s * 1e6
             for name in METHODS:
                 work = scratch / name.replace(" ", "_").replace("+", "")
                 work.mkdir()

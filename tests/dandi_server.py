@@ -42,6 +42,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -545,6 +546,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         to_send = length // 2 if fault in ("reset", "truncate") else length
         for piece in _iter_chunks(asset.content, start, to_send):
+            standin._pace(len(piece))
             self.wfile.write(piece)
             standin._count_bytes(len(piece))
         if fault == "reset":
@@ -591,8 +593,10 @@ class DandiStandIn:
     page_size_max : int, default: 1000
         Largest accepted ``page_size``; larger values answer 400.
 
-    Attributes ``blob_bytes_served`` (body bytes sent by the blob server) and
-    ``latency_seconds`` (a delay added to every answer) serve the streaming tests.
+    Attributes ``blob_bytes_served`` (body bytes sent by the blob server),
+    ``latency_seconds`` (a delay added to every answer) and ``bandwidth_bytes_per_second``
+    (0: loopback speed; else one link of that capacity, shared by every blob answer) serve
+    the streaming tests and benchmarks.
     """
 
     def __init__(
@@ -606,6 +610,8 @@ class DandiStandIn:
         self.requests: list[RecordedRequest] = []
         self.blob_bytes_served = 0  # body bytes the blob server has sent
         self.latency_seconds = 0.0  # added before every answer, to imitate a slow link
+        self.bandwidth_bytes_per_second = 0.0  # capacity of a link all blob answers share
+        self._link_free_at = 0.0  # when that link has sent everything queued on it
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._assets: dict[str, _Asset] = {}
@@ -765,6 +771,16 @@ class DandiStandIn:
             and (method is None or r.method == method.upper())
             and match in r.path
         )
+
+    def _pace(self, size: int) -> None:
+        """Hold a piece of a blob answer until the shared link has had time to carry it."""
+        if not self.bandwidth_bytes_per_second:
+            return
+        with self._lock:
+            start = max(time.monotonic(), self._link_free_at)
+            self._link_free_at = start + size / self.bandwidth_bytes_per_second
+            due = self._link_free_at
+        self._stopping.wait(max(0.0, due - time.monotonic()))
 
     def _count_bytes(self, size: int) -> None:
         with self._lock:

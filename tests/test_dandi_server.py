@@ -2,6 +2,7 @@
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
 import dandi_server
@@ -243,6 +244,21 @@ def test_embargo_needs_the_token(dandi, session):
     assert followed.content == PAYLOAD
     assert "Authorization" not in dandi.requests[-1].headers
     assert dandi.requests[-1].server == "blob"
+    # The blob URL the metadata lists is private: only the redirect's signed URL opens it.
+    listed = session.get(urls[1], headers=good).json()["contentUrl"][1]
+    assert session.get(listed).status_code == 403
+    assert session.get(followed.url).status_code == 200 and followed.url != listed
+
+
+def test_bandwidth_is_shared_by_every_blob_answer(dandi, session):
+    asset_id = dandi.add_asset(DANDISET, "big.nwb", bytes(1_000_000))
+    url = blob_url(dandi, session, asset_id)
+    dandi.bandwidth_bytes_per_second = 10_000_000
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:  # two answers at once share the one link
+        sizes = list(pool.map(lambda _: len(requests.get(url).content), range(2)))
+    assert sizes == [1_000_000, 1_000_000]
+    assert time.monotonic() - started >= 0.19  # 2 MB over a 10 MB/s link
 
 
 def test_custom_token(tmp_path, session):
