@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     dandi.add_argument("--version", default="draft", help="dandiset version (default draft)")
     dandi.add_argument("--glob", default="*.nwb", help="server-side asset path filter")
     dandi.add_argument("--raw-zarr", action="store_true", help="also save raw traces as Zarr")
+    dandi.add_argument(
+        "--transfer",
+        choices=("stream", "download"),
+        default="stream",
+        help="read only the Units over HTTP ranges (default) or download and verify each file",
+    )
     dandi.add_argument("--max-assets", type=int, help="ingest at most this many assets")
     dandi.add_argument("--api-base", help="DANDI API root (default: the public archive)")
     _lake_argument(dandi)
@@ -160,6 +166,7 @@ def _run_ingest(args: argparse.Namespace) -> list[dict[str, Any]]:
                 max_assets=args.max_assets,
                 api_base=args.api_base or DEFAULT_API_BASE,
                 refresh=args.refresh,
+                transfer=args.transfer,
             )
         ]
     if args.source == "ibl":

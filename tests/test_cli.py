@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from dandi_server import DandiStandIn
 
 from spikelab.cli import build_parser, run
+from spikelab.io import export_spikedata_to_nwb
 from spikelab.io.lake import Lake, connect
+from spikelab.io.manifest import read_manifest
 from spikelab.io.units_table import write_units_table
 from spikelab.lake_queries import find_units
 from spikelab.spikedata import SpikeData
@@ -84,6 +87,22 @@ def test_demo_end_to_end(tmp_path, capfd):
     assert run(["lake", "units", "--region", "CA1", "--lake", str(lake), "--format", "csv"]) == 0
     frame = pd.read_csv(io.StringIO(capfd.readouterr().out))
     assert len(frame) == 12 and set(frame["location_label"]) == {"CA1"}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize(("transfer", "expected"), [(None, "streamed"), ("download", "downloaded")])
+def test_ingest_dandi_transfer_option(tmp_path, capfd, transfer, expected):
+    sd = SpikeData([[1.0, 2.5], [7.25]], length=10.0, metadata={"identifier": "cli"})
+    with DandiStandIn(tmp_path / "archive") as archive:
+        asset = archive.add_asset(
+            "000321", "sub-1/units.nwb", export_spikedata_to_nwb(sd, tmp_path / "u.nwb")
+        )
+        option = [] if transfer is None else ["--transfer", transfer]
+        argv = ["ingest", "dandi", "000321", "--api-base", archive.api_base, *option]
+        assert run([*argv, "--lake", str(tmp_path / "lake")]) == 0
+    assert "1 loaded" in capfd.readouterr().out
+    manifest = read_manifest(Lake(tmp_path / "lake").manifest_path("dandi", "000321", asset))
+    assert manifest["input"]["transfer"] == expected
 
 
 @pytest.fixture(scope="module")
