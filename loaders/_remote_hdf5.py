@@ -231,7 +231,8 @@ def _fetch_edges(
         start, size, data = fetch(f"0-{HEAD_BYTES - 1}")
         pieces = [(start, data)]
         if (tail := tail_range(size, len(data))) is not None:
-            pieces.append(fetch(tail)[::2])
+            tail_start, _, tail_data = fetch(tail)
+            pieces.append((tail_start, tail_data))
         return size, pieces
     ranges = [f"0-{max(min(HEAD_BYTES, size), 1) - 1}"]
     if (tail := tail_range(size, HEAD_BYTES)) is not None:

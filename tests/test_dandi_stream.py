@@ -3,7 +3,9 @@
 import time
 import warnings
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
+import h5py
 import numpy as np
 import pytest
 from dandi_server import DandiStandIn
@@ -14,7 +16,7 @@ from test_dandi import sorted_units
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.loaders import _dandi_client, load_spikedata_from_dandi, load_spikedata_from_nwb
 from spikelab.loaders._dandi_client import DandiClient
-from spikelab.loaders._remote_hdf5 import RangeNotSupportedError, StreamingError
+from spikelab.loaders._remote_hdf5 import RangeNotSupportedError, StreamingError, stored_ranges
 
 # How the bytes came, not what they hold: these may differ between the two paths.
 TRANSFER_KEYS = {
@@ -146,6 +148,28 @@ def test_disk_cache_serves_a_second_streamed_read(archive, tmp_path):
     assert [t.tolist() for t in again.train] == [t.tolist() for t in first.train]
     ranges = [r.headers["Range"] for r in archive.requests[start:] if r.server == "blob"]
     assert len(ranges) == 2 and ranges[0] == "bytes=0-262143", ranges  # only the two ends
+
+
+def test_stored_ranges_without_chunk_iter(archive):
+    """HDF5 older than 1.12.3 has no chunk iterator: the ranges come chunk by chunk."""
+
+    class OldDatasetId:
+        def __init__(self, dataset_id):
+            self._id = dataset_id
+
+        def get_num_chunks(self):
+            return self._id.get_num_chunks()
+
+        def get_chunk_info(self, index):
+            return self._id.get_chunk_info(index)
+
+    with h5py.File(archive.paths["big"], "r") as handle:
+        for name in ("spike_times", "spike_times_index", "id"):
+            dataset = handle["units"][name]
+            old = SimpleNamespace(chunks=dataset.chunks, id=OldDatasetId(dataset.id))
+            ranges = stored_ranges(dataset)
+            assert ranges and stored_ranges(old) == ranges
+            assert sum(length for _, length in ranges) == dataset.id.get_storage_size()
 
 
 def test_nwb_loader_reads_a_url(archive):

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from spikelab.io import storage
+from spikelab.io import storage, units_table
 from spikelab.io.lake import Lake, connect, open_lake, safe_key
 from spikelab.io.manifest import read_manifest, spikedata_summary, write_manifest
 from spikelab.io.units_table import read_units_table, write_units_table
@@ -72,6 +72,19 @@ def test_units_table_hash_covers_every_piece_in_order(tmp_path):
     assert [t.tolist() for t in read_units_table(tmp_path / "u.parquet").train] == [
         t.tolist() for t in trains
     ]
+
+
+def test_units_table_takes_end_to_end_trains_without_a_copy():
+    flat = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    sd = SpikeData.from_flat(flat, [2, 2, 5, 6], length=10.0)
+    values = units_table._end_to_end(sd.train)
+    assert values.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] and np.shares_memory(values, flat)
+    part = SpikeData.from_flat(flat, [2, 2, 5, 6], length=10.0, units=[2, 0])
+    values = units_table._end_to_end(part.train)  # not in buffer order: copied
+    assert values.tolist() == [3.0, 4.0, 5.0, 1.0, 2.0] and not np.shares_memory(values, flat)
+    trimmed = SpikeData.from_flat(flat[1:5], [1, 4], length=10.0)
+    assert units_table._end_to_end(trimmed.train).tolist() == [2.0, 3.0, 4.0, 5.0]
+    assert units_table._end_to_end(SpikeData([[1.0], [0.5]]).train).tolist() == [1.0, 0.5]
 
 
 def test_units_table_columns_and_values(tmp_path):

@@ -11,6 +11,7 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from spikelab.io import storage
 from spikelab.io.json_codec import decode, encode
@@ -120,7 +121,7 @@ def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: 
     attributes = sd.neuron_attributes or [{} for _ in range(sd.N)]
     counts = np.fromiter((t.size for t in sd.train), dtype=np.int64, count=sd.N)
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    values = np.concatenate(sd.train) if sd.N else np.empty(0, dtype=np.float64)
+    values = _end_to_end(sd.train)
     large = offsets[-1] > np.iinfo(np.int32).max
     list_type = pa.LargeListArray if large else pa.ListArray
     spike_times = list_type.from_arrays(
@@ -168,6 +169,25 @@ def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: 
     }
     table = pa.table(columns)
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(footer).encode()})
+
+
+def _end_to_end(trains: list[NDArray[np.float64]]) -> NDArray[np.float64]:
+    """Every train, one after the other, in one array.
+
+    Trains that already lie end to end in one buffer (``SpikeData.from_flat`` makes them
+    so) come back as a view of it, without copying ten million spikes.
+    """
+    spiking = [t for t in trains if t.size]  # an empty slice may point anywhere
+    if not spiking:
+        return np.empty(0, dtype=np.float64)
+    base = spiking[0].base
+    if isinstance(base, np.ndarray) and base.ndim == 1 and base.dtype == np.float64:
+        addresses = [t.__array_interface__["data"][0] for t in spiking]
+        ends = [a + t.nbytes for a, t in zip(addresses, spiking, strict=True)]
+        if all(t.base is base for t in spiking) and addresses[1:] == ends[:-1]:
+            first = (addresses[0] - base.__array_interface__["data"][0]) // base.itemsize
+            return base[first : first + (ends[-1] - addresses[0]) // base.itemsize]
+    return np.concatenate(spiking)
 
 
 def read_units_table(path: str | os.PathLike[str]) -> SpikeData:
