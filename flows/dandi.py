@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import flow, task, unmapped
@@ -36,6 +37,7 @@ from spikelab.tasks.load import Target, load_dandi_streamed, load_nwb
 from spikelab.tasks.outputs import convert_raw_to_zarr, write_manifest, write_units_table
 
 MAX_CONCURRENT_ASSETS = 4
+MAX_MANIFEST_READS = 16
 
 
 def asset_target(dandiset_id: str, asset: dict[str, Any]) -> Target:
@@ -195,9 +197,11 @@ def ingest_dandiset(
     assets = list_dandi_assets(dandiset, version, path_glob, api_base)
     if max_assets is not None:
         assets = assets[:max_assets]
-    unchanged = (
-        {} if refresh else {a["asset_id"]: unchanged_outcome(lake, dandiset, a) for a in assets}
-    )
+    unchanged: dict[str, Outcome | None] = {}
+    if not refresh:  # manifests on an object store are a request each: read several at once
+        with ThreadPoolExecutor(max_workers=MAX_MANIFEST_READS) as pool:
+            checks = pool.map(lambda asset: unchanged_outcome(lake, dandiset, asset), assets)
+            unchanged = {a["asset_id"]: o for a, o in zip(assets, checks, strict=True)}
     changed = [a for a in assets if unchanged.get(a["asset_id"]) is None]
     futures = ingest_dandi_asset.map(
         changed,
