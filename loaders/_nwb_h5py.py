@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spikelab.exceptions import FileFormatError
+from spikelab.loaders._hdf5_direct import read_float64
 from spikelab.loaders._nwb_table import ElectrodesColumns, UnitsColumns, first_rows
 
 ELECTRODES_PATH = "general/extracellular_ephys/electrodes"
@@ -128,7 +129,7 @@ def read_units(handle: h5py.File, source: str) -> UnitsColumns | None:
 
     units = UnitsColumns(
         ids=ids,
-        spike_times_s=np.asarray(group[times_name][()], dtype=np.float64).reshape(-1),
+        spike_times_s=read_float64(group[times_name]),
         spike_ends=np.asarray(group[index_name][()], dtype=np.int64).reshape(-1),
         scalars=scalars,
     )

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import h5py
 import numpy as np
 from numpy.typing import NDArray
 
 from spikelab.exceptions import FileFormatError
+from spikelab.loaders._hdf5_direct import read_float64
 from spikelab.loaders._nwb_table import ElectrodesColumns, UnitsColumns, first_rows
 
 
 def _array(data: Any) -> NDArray[Any]:
     """Read a whole column at once (h5py dataset, list or array)."""
     return np.asarray(data[()] if hasattr(data, "shape") and hasattr(data, "dtype") else data)
+
+
+def _float64_column(data: Any) -> NDArray[np.float64]:
+    """A whole column as flat float64 (straight from the file's bytes when it can)."""
+    if isinstance(data, h5py.Dataset):
+        return read_float64(data)
+    return np.asarray(_array(data), dtype=np.float64).reshape(-1)
 
 
 def read_units(nwbfile: Any, source: str) -> UnitsColumns | None:
@@ -49,7 +58,7 @@ def read_units(nwbfile: Any, source: str) -> UnitsColumns | None:
 
     units = UnitsColumns(
         ids=ids,
-        spike_times_s=np.asarray(_array(index.target.data), dtype=np.float64).reshape(-1),
+        spike_times_s=_float64_column(index.target.data),
         spike_ends=np.asarray(_array(index.data), dtype=np.int64).reshape(-1),
         scalars=scalars,
     )

@@ -23,6 +23,7 @@ import requests
 
 from spikelab._optional import import_optional
 from spikelab.exceptions import RemoteError
+from spikelab.loaders._hdf5_direct import stored_chunks
 
 # remfile's unit of reading and caching: bigger than its default (100 KiB), so the metadata
 # of a Units table written after a large ElectricalSeries tends to come in one round trip.
@@ -168,18 +169,10 @@ def stored_ranges(dataset: h5py.Dataset) -> list[tuple[int, int]]:
     Empty for a dataset whose data lives in its object header (compact layout) or that
     has none yet.
     """
-    dataset_id = dataset.id
     if dataset.chunks is None:
-        offset = dataset_id.get_offset()
-        return [] if offset is None else [(offset, dataset_id.get_storage_size())]
-    ranges: list[tuple[int, int]] = []
-    if hasattr(dataset_id, "chunk_iter"):  # HDF5 >= 1.12.3: one pass over the chunk index
-        dataset_id.chunk_iter(lambda chunk: ranges.append((chunk.byte_offset, chunk.size)))
-        return ranges
-    for index in range(dataset_id.get_num_chunks()):
-        chunk = dataset_id.get_chunk_info(index)
-        ranges.append((chunk.byte_offset, chunk.size))
-    return ranges
+        offset = dataset.id.get_offset()
+        return [] if offset is None else [(offset, dataset.id.get_storage_size())]
+    return [(chunk.byte_offset, chunk.size) for chunk in stored_chunks(dataset)]
 
 
 @dataclass
