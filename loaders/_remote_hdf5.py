@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 import h5py
 import requests
+import urllib3
 
 from spikelab._optional import import_optional
 from spikelab.exceptions import RemoteError
@@ -32,6 +34,8 @@ HEAD_BYTES = CHUNK_BYTES  # fetched from the file's start when it is opened (sup
 TAIL_BYTES = 2 * CHUNK_BYTES  # and from its end, where h5py leaves later metadata
 PART_BYTES = 8 * 1024 * 1024  # a longer range is fetched in parts of this size, in parallel
 MAX_PARALLEL_REQUESTS = 8
+RANGE_ATTEMPTS = 5
+RETRY_BACKOFF_SECONDS = 0.25  # before the second attempt; doubles each time
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
@@ -67,16 +71,50 @@ def _get_range(
 ) -> tuple[int, int, bytes]:
     """GET ``Range: bytes=<byte_range>``; return the first offset, the file size, the bytes.
 
+    Transient failures (429, 5xx, a dropped connection, a body cut short) are retried with
+    a doubling delay, as remfile retries its own reads.
+
     Raises
     ------
     RangeNotSupportedError
-        Any answer but 206 with a ``Content-Range``. The body of such an answer (maybe the
-        whole file) is never read: remfile would treat it as an error and download the
-        file again and again, so a server must pass this check before remfile sees it.
+        Any other answer but 206 with a ``Content-Range``. The body of such an answer
+        (maybe the whole file) is never read: remfile would treat it as an error and
+        download the file again and again, so a server must pass this check first.
+    StreamingError
+        Still failing after ``RANGE_ATTEMPTS`` attempts.
     """
+    for attempt in range(1, RANGE_ATTEMPTS + 1):
+        try:
+            return _get_range_once(session, url, byte_range, timeout_seconds)
+        except _TRANSIENT_ERRORS as error:
+            if attempt == RANGE_ATTEMPTS:
+                raise StreamingError(
+                    f"{shown(url)}: bytes {byte_range} failed {attempt} times ({error})"
+                ) from error
+            time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class _TransientAnswer(Exception):
+    """An answer worth asking again for: 429, 5xx, or a body shorter than announced."""
+
+
+_TRANSIENT_ERRORS = (
+    _TransientAnswer,
+    requests.ConnectionError,
+    requests.Timeout,
+    urllib3.exceptions.HTTPError,  # a connection dropped while the body is read
+)
+
+
+def _get_range_once(
+    session: requests.Session, url: str, byte_range: str, timeout_seconds: float
+) -> tuple[int, int, bytes]:
     with session.get(
         url, headers={"Range": f"bytes={byte_range}"}, stream=True, timeout=timeout_seconds
     ) as response:
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _TransientAnswer(f"HTTP {response.status_code}")
         match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
         if response.status_code != 206 or match is None:
             raise RangeNotSupportedError(
@@ -84,7 +122,11 @@ def _get_range(
                 "it cannot be streamed (download it instead)",
                 status=response.status_code,
             )
-        return int(match[1]), int(match[3]), response.raw.read(decode_content=True)
+        data = response.raw.read(decode_content=True)
+    first, last, size = (int(group) for group in match.groups())
+    if len(data) != last - first + 1:
+        raise _TransientAnswer(f"{len(data)} of {last - first + 1} bytes arrived")
+    return first, size, data
 
 
 def _chunk_index(key: str) -> int:

@@ -760,6 +760,11 @@ class DandiStandIn:
         with self._lock:
             self._faults.append(_Fault(kind, times, match))
 
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        with self._lock:
+            self._faults.clear()
+
     def count(self, server: str | None = None, method: str | None = None, match: str = "") -> int:
         """Count recorded requests by server (``"api"``/``"blob"``), method and path part."""
         with self._lock:
