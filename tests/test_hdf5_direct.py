@@ -45,6 +45,15 @@ def test_unwritten_chunks_read_as_the_fill_value(tmp_path):
         assert read_float64(handle["times"]).tolist() == [0.0, 1.0, 2.0, 3.0] + [7.0] * 6
 
 
+@pytest.mark.parametrize("chunks", [None, (100,)])
+def test_offsets_count_from_the_start_of_a_file_with_a_user_block(tmp_path, chunks):
+    with h5py.File(tmp_path / "f.h5", "w", userblock_size=512) as handle:
+        handle.create_dataset("times", data=VALUES, chunks=chunks)
+    with h5py.File(tmp_path / "f.h5", "r") as handle:
+        assert _stored_pieces(handle["times"]) is not None
+        np.testing.assert_array_equal(read_float64(handle["times"]), VALUES)
+
+
 def test_files_not_on_disk_go_through_h5py(tmp_path):
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as handle:
