@@ -30,6 +30,10 @@ the same run:
 ``floor``
     h5py reads of the whole ``units/spike_times`` and ``units/spike_times_index`` datasets:
     the least any loader has to do.
+``pynwb read only``
+    ``NWBHDF5IO(path).read()`` and nothing else: the object tree pynwb builds before any
+    spike is read, the least any loader that goes through pynwb has to do; shown for
+    context, as a multiple of the floor.
 
 The page cache is warmed before anything is timed. Each method runs in its own fresh
 process: one untimed warm-up call, then ``--repeats`` timed calls, keeping the best. The
@@ -254,6 +258,13 @@ def load_spikeinterface_per_unit(path: Path) -> Counts:
     return _spikeinterface_counts(path, use_cache=False)
 
 
+def load_pynwb_tree(path: Path) -> Counts:
+    """pynwb's object tree of the file, no data read."""
+    with NWBHDF5IO(path, "r") as io:
+        io.read()
+    return {}
+
+
 def load_floor(path: Path) -> Counts:
     """Read the spike times and their index whole; nothing per unit."""
     with h5py.File(path, "r") as handle:
@@ -266,6 +277,7 @@ def load_floor(path: Path) -> Counts:
 
 METHODS: dict[str, Callable[[Path], Counts]] = {
     "floor": load_floor,
+    "pynwb read only": load_pynwb_tree,
     "spikelab pynwb": load_spikelab_pynwb,
     "spikelab h5py": load_spikelab_h5py,
     "pynwb": load_pynwb,
@@ -319,6 +331,10 @@ def report(results: dict[str, Measurement]) -> bool:
 
     floor_s = results["floor"].best_s
     peer_s = results["SpikeInterface"].best_s
+    print(
+        f"\npynwb's object tree alone takes {results['pynwb read only'].best_s / floor_s:.2f}x "
+        "the floor, before a loader that goes through pynwb has read a single spike"
+    )
     print(
         f"\n{'path':<16}{'/ floor':>10}{'SI /':>10}{'SI per-unit /':>15}{'pynwb /':>10}"
         f"   goals: <= {FLOOR_MULTIPLE_GOAL:g}x floor, >= {SPEEDUP_GOAL:g}x SpikeInterface"
