@@ -19,10 +19,10 @@ def _array(data: Any) -> NDArray[Any]:
 
 
 def _float64_column(data: Any) -> NDArray[np.float64]:
-    """A whole column as flat float64 (straight from the file's bytes when it can)."""
+    """A whole column as a new flat float64 array (straight from the file's bytes if it can)."""
     if isinstance(data, h5py.Dataset):
         return read_float64(data)
-    return np.asarray(_array(data), dtype=np.float64).reshape(-1)
+    return np.array(_array(data), dtype=np.float64).reshape(-1)  # a copy: it gets scaled
 
 
 def read_units(nwbfile: Any, source: str) -> UnitsColumns | None:

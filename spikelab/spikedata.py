@@ -133,7 +133,7 @@ class SpikeData:
         units : sequence of int | None, default: None
             Keep only these units, in this order.
         scale : float, default: 1.0
-            Multiply the times by this in the pass that checks them (e.g.
+            Multiply the times by this, in place, in the pass that checks them (e.g.
             ``units.ms_per("s")`` for times in seconds), saving a pass over a large array.
         **kwargs
             Passed on as to the constructor (``length``, ``metadata`` ...).
