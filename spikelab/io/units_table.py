@@ -93,6 +93,7 @@ class _HashingWriter:
         self.close()
 
     def write(self, data: bytes) -> int:
+        data = data if isinstance(data, bytes) else bytes(data)  # the hash thread keeps it
         if self._hashing is not None:
             self._hashing.result()  # one piece at a time: the hash stays in order
         self._hashing = self._pool.submit(self._sha256.update, data)
