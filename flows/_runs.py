@@ -43,17 +43,19 @@ def manifest_path(lake: str, target: Target) -> str:
     return Lake(lake).manifest_path(target["source"], target["dataset_id"], target["asset_id"])
 
 
-def loaded_already(lake: str, target: Target, content_id: str) -> dict[str, Any] | None:
+def loaded_already(
+    lake: str, target: Target, content_id: str, *, field: str = "content_id"
+) -> dict[str, Any] | None:
     """The asset's manifest when the lake already holds this exact content, else None.
 
-    Exact means: status ok, the same ``content_id`` (which includes the loader version),
-    and every output file still there.
+    Exact means: status ok, the same ``content_id`` (which includes the loader version) in
+    the manifest's input ``field``, and every output file still there.
     """
     path = manifest_path(lake, target)
     if not storage.exists(path):
         return None
     manifest = read_manifest(path)
-    if manifest.get("status") != "ok" or manifest.get("input", {}).get("content_id") != content_id:
+    if manifest.get("status") != "ok" or manifest.get("input", {}).get(field) != content_id:
         return None
     if not all(storage.exists(output["path"]) for output in manifest.get("outputs", [])):
         return None

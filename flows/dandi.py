@@ -30,7 +30,6 @@ from spikelab.tasks.dandi import (
     describe_dandi_asset,
     download_dandi_asset,
     list_dandi_assets,
-    listed_record,
     remove_download,
 )
 from spikelab.tasks.load import Target, load_dandi_streamed, load_nwb
@@ -51,17 +50,28 @@ def asset_content_id(record: dict[str, Any]) -> str:
     return f"dandi:{record['asset_id']}:{digest}:nwb-v{LOADER_VERSIONS['nwb']}"
 
 
+def listed_id(asset: dict[str, Any]) -> str | None:
+    """An asset's identity as the listing gives it: asset id, blob id and loader version.
+
+    The archive never changes the bytes behind an asset id (a new upload is a new asset),
+    so this names the same content as the digest does, without a request per asset.
+    """
+    if not asset.get("blob_id"):
+        return None
+    return f"dandi:{asset['asset_id']}:blob={asset['blob_id']}:nwb-v{LOADER_VERSIONS['nwb']}"
+
+
 def unchanged_outcome(lake: str, dandiset_id: str, asset: dict[str, Any]) -> Outcome | None:
-    """The ``skipped`` outcome of an asset whose listed digest the lake already holds.
+    """The ``skipped`` outcome of a listed asset the lake already holds, else None.
 
     Checked in the flow itself, so an unchanged asset costs no task run and no request.
     """
-    record = listed_record(asset)
-    if record is None:
+    identity = listed_id(asset)
+    if identity is None:
         return None
     started = time.monotonic()
     target = asset_target(dandiset_id, asset)
-    manifest = loaded_already(lake, target, asset_content_id(record))
+    manifest = loaded_already(lake, target, identity, field="listed_id")
     if manifest is None:
         return None
     return outcome(target, "skipped", started, manifest_path(lake, target), manifest)
@@ -83,7 +93,7 @@ def ingest_dandi_asset(
     reference = f"{api_base}/dandisets/{dandiset_id}/versions/{version}/assets/{asset['asset_id']}/"
 
     def work() -> tuple[str, dict[str, Any]]:
-        record = listed_record(asset) or describe_dandi_asset(asset["asset_id"], api_base)
+        record = describe_dandi_asset(asset["asset_id"], api_base)
         content_id = asset_content_id(record)
         existing = None if refresh else loaded_already(lake, target, content_id)
         if existing is not None:
@@ -126,6 +136,7 @@ def ingest_dandi_asset(
                 "size": record["size"],
                 **record["digest"],
                 "content_id": content_id,
+                "listed_id": listed_id(asset),
                 "transfer": metadata.get("transfer", "downloaded"),
                 "bytes_read": metadata.get("bytes_read", record["size"]),
                 "digest_verified": metadata.get("digest_verified", True),

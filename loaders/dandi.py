@@ -41,7 +41,6 @@ def list_dandi_assets(
     api_base: str = DEFAULT_API_BASE,
     page_size: int = 100,
     request_timeout_seconds: float = 30.0,
-    with_digests: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Iterate over the assets of a dandiset version, one API page at a time.
 
@@ -61,16 +60,13 @@ def list_dandi_assets(
         Assets per request (the archive allows up to 1000).
     request_timeout_seconds : float, default: 30.0
         Timeout of each request.
-    with_digests : bool, default: False
-        Ask the listing for each asset's metadata too and yield its published digests
-        under ``digest`` (``{"dandi:sha2-256": ..., "dandi:dandi-etag": ...}``): one
-        request per page instead of one per asset when every digest is needed.
 
     Yields
     ------
     dict
         ``asset_id``, ``path``, ``size``, ``download_url``, ``dandiset_id``, ``version``,
-        ``modified`` when the archive gives it, and ``digest`` with ``with_digests``.
+        and ``modified`` and ``blob_id`` (the stored file's id: an asset id never changes
+        its bytes, a new upload gets a new one) when the archive gives them.
 
     Raises
     ------
@@ -85,8 +81,6 @@ def list_dandi_assets(
     params: dict[str, Any] = {"page_size": page_size}
     if path_glob:
         params["glob"] = path_glob
-    if with_digests:
-        params["metadata"] = "true"
     client = DandiClient(api_base, api_token, timeout_seconds=request_timeout_seconds)
 
     def assets() -> Iterator[dict[str, Any]]:
@@ -102,10 +96,9 @@ def list_dandi_assets(
                     "dandiset_id": dandiset,
                     "version": version,
                 }
-                if record.get("modified"):
-                    asset["modified"] = record["modified"]
-                if with_digests:
-                    asset["digest"] = (record.get("metadata") or {}).get("digest") or {}
+                for field, key in (("modified", "modified"), ("blob", "blob_id")):
+                    if record.get(field):
+                        asset[key] = record[field]
                 yield asset
 
     return assets()

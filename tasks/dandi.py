@@ -24,46 +24,23 @@ _NETWORK: dict[str, Any] = {**NETWORK_RETRIES, "retry_condition_fn": retry_unles
 def list_dandi_assets(
     dandiset_id: str, version: str, path_glob: str | None, api_base: str
 ) -> list[dict[str, Any]]:
-    """List a dandiset version's assets with their published digests (one request a page).
-
-    The token, if any, comes from ``DANDI_API_TOKEN``.
-    """
-    return list(
-        list_assets(
-            dandiset_id, version=version, path_glob=path_glob, api_base=api_base, with_digests=True
-        )
-    )
-
-
-def asset_record(
-    asset_id: str, path: str | None, size: int | None, digests: dict[str, str]
-) -> dict[str, Any]:
-    """An asset's content identity: published size, the digest to verify, every digest."""
-    digest = expected_digest(digests)
-    return {
-        "asset_id": asset_id,
-        "path": path or f"{asset_id}.nwb",
-        "size": size,
-        "digest": dict([digest]) if digest else {},
-        "all_digests": digests,
-    }
-
-
-def listed_record(asset: dict[str, Any]) -> dict[str, Any] | None:
-    """The content identity a listing entry already carries; None when it has no digest."""
-    if not asset.get("digest"):
-        return None
-    return asset_record(asset["asset_id"], asset["path"], asset.get("size"), asset["digest"])
+    """List a dandiset version's assets (the token, if any, comes from DANDI_API_TOKEN)."""
+    return list(list_assets(dandiset_id, version=version, path_glob=path_glob, api_base=api_base))
 
 
 @task(name="describe-dandi-asset", **_NETWORK)
 def describe_dandi_asset(asset_id: str, api_base: str) -> dict[str, Any]:
-    """Ask the archive for one asset's content identity (see ``asset_record``)."""
+    """The asset's published size, digest and path: its content identity."""
     with DandiClient(api_base) as client:
-        metadata = client.asset_metadata(asset_id)
-    return asset_record(
-        asset_id, metadata.get("path"), metadata.get("contentSize"), metadata.get("digest") or {}
-    )
+        record = client.asset_metadata(asset_id)
+    digest = expected_digest(record.get("digest") or {})
+    return {
+        "asset_id": asset_id,
+        "path": record.get("path") or f"{asset_id}.nwb",
+        "size": record.get("contentSize"),
+        "digest": dict([digest]) if digest else {},
+        "all_digests": record.get("digest") or {},
+    }
 
 
 @task(name="download-dandi-asset", **_NETWORK)

@@ -24,8 +24,6 @@ Behaviour worth knowing when writing tests against it:
   are about a response body, so only GET requests to the blob server consume them.
 - Adding an asset at a path that already exists in that dandiset version replaces it in the
   listing (as a re-upload does); the old asset id still answers on ``/assets/{id}/``.
-- The listing carries each asset's metadata record (what ``/assets/{id}/`` answers) when
-  asked with ``metadata=true``, as the archive's listing does.
 - Digests are computed when first asked for (and cached per part-size setting), so a
   500 MB file-backed asset costs nothing until its metadata is requested, and
   monkeypatching ``ETAG_PART_SIZE`` inside a test takes effect.
@@ -489,7 +487,6 @@ class _Handler(BaseHTTPRequestHandler):
                 "created": _iso(a.created),
                 "modified": _iso(a.created),
             }
-            | ({"metadata": standin._metadata(a)} if values.get("metadata") == "true" else {})
             for a in chunk
         ]
         self._send_json(

@@ -8,6 +8,7 @@ from dandi_server import DandiStandIn
 from test_dandi import raw_nwb, sorted_units
 
 from spikelab.flows import ingest_dandiset, ingest_dandisets
+from spikelab.io import export_spikedata_to_nwb
 from spikelab.io.lake import connect, open_lake
 from spikelab.io.manifest import read_manifest
 from spikelab.io.units_table import read_units_table
@@ -113,7 +114,7 @@ def test_dandiset_flow_lands_good_assets_and_records_failures(archive, tmp_path)
     assert count == (4,)
 
     # The nightly re-run: unchanged assets are skipped, nothing is downloaded or loaded, and
-    # the listing's digests are all it asks the archive for.
+    # the listing (asset and blob ids) is all it asks the archive for.
     blob_requests, api_requests = archive.count("blob"), archive.count("api")
     again = ingest_dandiset("000101", lake=lake, api_base=archive.api_base)
     assert again["counts"] == {"ok": 0, "skipped": 2, "failed": 0}
@@ -142,6 +143,23 @@ def test_dandiset_flow_lands_good_assets_and_records_failures(archive, tmp_path)
         "downloaded",
         True,
     )
+
+
+def test_a_new_upload_at_the_same_path_is_ingested(archive, tmp_path):
+    lake = str(tmp_path / "lake")
+    first = export_spikedata_to_nwb(sorted_units(40.0), tmp_path / "first.nwb")
+    old = archive.add_asset("000104", "sub-4/sub-4.nwb", first)
+    assert ingest_dandiset("000104", lake=lake, api_base=archive.api_base)["counts"]["ok"] == 1
+    new = archive.add_asset(
+        "000104", "sub-4/sub-4.nwb", export_spikedata_to_nwb(sorted_units(50.0), tmp_path / "n.nwb")
+    )
+    again = ingest_dandiset("000104", lake=lake, api_base=archive.api_base)
+    assert again["counts"] == {"ok": 1, "skipped": 0, "failed": 0}
+    assert [a["asset_id"] for a in again["assets"]] == [new] and new != old
+    units = read_units_table(
+        Path(lake, "units", "source=dandi", "dataset=000104", f"{new}.parquet")
+    )
+    assert [t.tolist() for t in units.train] == [[51.0, 52.5], [57.25]]
 
 
 def test_nightly_flow_reads_the_config(archive, tmp_path):
