@@ -22,10 +22,10 @@ ratio against a named peer:
     ``--spikes-per-unit`` spikes on average, written with ``export_spikedata_to_nwb``)
     served by the stand-in archive ``tests/dandi_server.py`` (``DandiStandIn``: an API
     server and a blob server, real HTTP servers on 127.0.0.1 in this process). The peer is
-    the flow's first run into an empty lake (list, describe, download, verify, load, stage
+    the flow's first run into an empty lake (list, describe, stream the Units, load, stage
     the units table and raster plot, publish, write manifests); then ``--repeats`` re-runs
-    on the unchanged archive, which should find every asset's digest in the lake and skip
-    it. Goal: the median re-run takes <= 5 % of the first run. The blob server's request
+    on the unchanged archive, which should find every listed asset (asset and blob ids) in
+    the lake and skip it. Goal: the median re-run takes <= 5 % of the first run. The blob server's request
     count over the re-runs must be 0 (nothing downloaded again), or the goal is missed.
     One untimed warm-up dandiset of one asset is ingested and re-ingested first (into its
     own lake), so the first run is not charged for imports and the backend's first flow
