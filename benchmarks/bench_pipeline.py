@@ -25,8 +25,9 @@ ratio against a named peer:
     the flow's first run into an empty lake (list, describe, stream the Units, load, stage
     the units table and raster plot, publish, write manifests); then ``--repeats`` re-runs
     on the unchanged archive, which should find every listed asset (asset and blob ids) in
-    the lake and skip it. Goal: the median re-run takes <= 5 % of the first run. The blob server's request
-    count over the re-runs must be 0 (nothing downloaded again), or the goal is missed.
+    the lake and skip it. Goal: the median re-run takes <= 5 % of the first run. The blob
+    server's request count over the re-runs must be 0 (nothing downloaded again), or the
+    goal is missed.
     One untimed warm-up dandiset of one asset is ingested and re-ingested first (into its
     own lake), so the first run is not charged for imports and the backend's first flow
     run; the stand-in's digests are computed before timing, as the real archive's are
