@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -315,9 +316,12 @@ def open_remote_hdf5(
     remfile = import_optional("remfile", "nwb")
     stats = TransferStats()
 
+    counting = threading.Lock()  # responses arrive on several threads at once
+
     def count(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        stats.requests += 1
-        stats.bytes_read += int(response.headers.get("Content-Length", 0))
+        with counting:
+            stats.requests += 1
+            stats.bytes_read += int(response.headers.get("Content-Length", 0))
 
     disk = remfile.DiskCache(str(cache_dir)) if cache_dir is not None else None
     with requests.Session() as session, ThreadPoolExecutor(MAX_PARALLEL_REQUESTS) as pool:
