@@ -1,5 +1,7 @@
 """Fixtures shared by several test modules: moto's S3 server on 127.0.0.1."""
 
+import urllib.request
+
 import pytest
 
 
@@ -49,6 +51,15 @@ def uploader(moto_endpoint):
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
     )
     return session.client("s3", endpoint_url=moto_endpoint)
+
+
+@pytest.fixture
+def empty_moto(moto_endpoint, uploader):
+    """The uploading client, with moto's state reset: no buckets from an earlier test."""
+    reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(reset, timeout=5) as response:
+        assert response.status == 200
+    return uploader
 
 
 @pytest.fixture(scope="session")

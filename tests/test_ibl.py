@@ -5,7 +5,6 @@ import io
 import json
 import re
 import sys
-import urllib.request
 from pathlib import Path
 
 import ibl_cache
@@ -642,16 +641,6 @@ def test_broken_brainwidemap_falls_back_to_the_bucket(
 # ---------------------------------------------------------------- the bucket, on moto
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    server_module = pytest.importorskip("moto.server")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def anonymous_env(monkeypatch, tmp_path):
     """Nothing from the machine's AWS setup; no credentials at all (requests are unsigned)."""
@@ -703,16 +692,9 @@ def parquet_bytes(table):
 
 
 @pytest.fixture
-def published(anonymous_env, s3_server, tmp_path):
+def published(anonymous_env, empty_moto, moto_endpoint, tmp_path):
     """The public bucket on moto, anonymous reads allowed, holding the aggregate table."""
-    import boto3
-
-    reset = urllib.request.Request(f"{s3_server}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(reset, timeout=5) as response:
-        assert response.status == 200
-    uploader = boto3.session.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-    ).client("s3", endpoint_url=s3_server)
+    uploader = empty_moto
     uploader.create_bucket(Bucket=bwm.BUCKET)
     policy = {
         "Version": "2012-10-17",
@@ -726,7 +708,7 @@ def published(anonymous_env, s3_server, tmp_path):
         ],
     }
     uploader.put_bucket_policy(Bucket=bwm.BUCKET, Policy=json.dumps(policy))
-    site = Published(s3_server, uploader, tmp_path / "cache")
+    site = Published(moto_endpoint, uploader, tmp_path / "cache")
     site.put(parquet_bytes(ibl_cache.aggregate_clusters_table()))
     return site
 

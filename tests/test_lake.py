@@ -1,6 +1,5 @@
 import hashlib
 import json
-import urllib.request
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -292,11 +291,8 @@ def test_empty_lake(tmp_path):
 
 
 @pytest.fixture
-def s3_lake(aws_env, uploader, moto_endpoint):
-    reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(reset, timeout=5):
-        pass
-    uploader.create_bucket(Bucket="lake-bucket")
+def s3_lake(aws_env, empty_moto):
+    empty_moto.create_bucket(Bucket="lake-bucket")
     return Lake("s3://lake-bucket/prefix")
 
 

@@ -5,7 +5,6 @@ import pickle
 import re
 import sys
 import tempfile
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -262,13 +261,10 @@ def test_missing_boto3_names_the_extra(no_boto3):
 
 
 @pytest.fixture
-def s3(aws_env, uploader, moto_endpoint):
+def s3(aws_env, empty_moto):
     """The uploading client, with an empty bucket (moto's state is reset first)."""
-    reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(reset, timeout=5) as response:
-        assert response.status == 200
-    uploader.create_bucket(Bucket=BUCKET)
-    return uploader
+    empty_moto.create_bucket(Bucket=BUCKET)
+    return empty_moto
 
 
 @pytest.fixture
