@@ -1,4 +1,4 @@
-"""Measurement helpers shared by the benchmarks: fresh processes, peak memory, page cache."""
+"""Helpers shared by the benchmarks: fresh processes, peak memory, page cache, sorted units."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from numpy.typing import NDArray
 
 T = TypeVar("T")
 
@@ -51,10 +50,23 @@ def in_fresh_process(function: Callable[..., T], *args: Any) -> T:
         return pool.submit(function, *args).result()
 
 
-def unit_spike_samples(
-    rng: np.random.Generator, n_units: int, n_spikes: int, n_samples: int
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Spike samples of units with lognormal rates: (samples, unit after unit; counts)."""
+def sorted_unit_columns(
+    nwbfile: Any,
+    rng: np.random.Generator,
+    n_units: int,
+    n_spikes: int,
+    n_samples: int,
+    fs_hz: float,
+) -> list[Any]:
+    """The Units columns of a spike sorter's NWB export, for ``pynwb.misc.Units(columns=...)``.
+
+    ``spike_times`` (s, on the ``fs_hz`` grid of ``n_samples``; lognormal rates, every unit
+    with at least one spike, each unit's times sorted) and a peak ``electrodes`` row per unit
+    (from ``nwbfile``'s electrodes table), each with its index. The columns are given whole:
+    ``add_unit`` per unit would build a Python list of every spike; the file is the same.
+    """
+    from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
+
     rates = rng.lognormal(mean=0.0, sigma=1.0, size=n_units)
     counts = np.maximum(1, np.floor(rates / rates.sum() * n_spikes)).astype(np.int64)
     counts[np.argmax(counts)] += n_spikes - counts.sum()
@@ -62,4 +74,18 @@ def unit_spike_samples(
     ends = np.cumsum(counts)
     for start, end in zip(ends - counts, ends, strict=True):
         samples[start:end].sort()
-    return samples, counts
+    spike_times = VectorData(
+        name="spike_times", description="spike times (s)", data=samples / fs_hz
+    )
+    electrodes = DynamicTableRegion(
+        name="electrodes",
+        description="peak electrode of each unit",
+        data=rng.integers(0, len(nwbfile.electrodes), size=n_units),
+        table=nwbfile.electrodes,
+    )
+    return [
+        spike_times,
+        VectorIndex(name="spike_times_index", data=ends, target=spike_times),
+        electrodes,
+        VectorIndex(name="electrodes_index", data=np.arange(1, n_units + 1), target=electrodes),
+    ]

@@ -69,10 +69,10 @@ from _harness import (
     in_fresh_process,
     proc_status_kb,
     reset_peak_rss,
-    unit_spike_samples,
+    sorted_unit_columns,
     warm_page_cache,
 )
-from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
+from hdmf.common import VectorData
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.misc import Units
 from spikeinterface.core import BaseSorting
@@ -115,10 +115,8 @@ def build_file(path: Path, n_units: int, n_spikes: int) -> None:
 
     Firing rates are lognormal across units and every unit has at least one spike. Each
     unit's times are uniform samples over ``DURATION_S`` at ``FS_HZ``, sorted, in seconds.
-    The columns are handed to pynwb whole (``add_unit`` per unit would build a Python list
-    of 10 M floats); the file is the same as with ``add_unit``: uncompressed datasets in
-    hdmf's default layout (one chunk each), ragged ``electrodes`` with its index, and the
-    ``resolution`` attribute on ``spike_times``.
+    Uncompressed datasets in hdmf's default layout, ragged ``electrodes`` with its index,
+    and the ``resolution`` attribute on ``spike_times`` (``_harness.sorted_unit_columns``).
     """
     rng = np.random.default_rng(SEED)
     nwbfile = NWBFile(
@@ -139,16 +137,7 @@ def build_file(path: Path, n_units: int, n_spikes: int) -> None:
             group=group,
         )
 
-    samples, counts = unit_spike_samples(rng, n_units, n_spikes, int(DURATION_S * FS_HZ))
-    spike_times = VectorData(
-        name="spike_times", description="spike times (s)", data=samples / FS_HZ
-    )
-    electrodes = DynamicTableRegion(
-        name="electrodes",
-        description="peak electrode of each unit",
-        data=rng.integers(0, N_ELECTRODES, size=n_units),
-        table=nwbfile.electrodes,
-    )
+    columns = sorted_unit_columns(nwbfile, rng, n_units, n_spikes, int(DURATION_S * FS_HZ), FS_HZ)
     qc = [
         VectorData(
             name="snr", description="signal-to-noise ratio", data=rng.gamma(4.0, 2.0, n_units)
@@ -168,13 +157,7 @@ def build_file(path: Path, n_units: int, n_spikes: int) -> None:
         name="units",
         description="synthetic sorted units",
         id=np.arange(n_units),
-        columns=[
-            spike_times,
-            VectorIndex(name="spike_times_index", data=np.cumsum(counts), target=spike_times),
-            electrodes,
-            VectorIndex(name="electrodes_index", data=np.arange(1, n_units + 1), target=electrodes),
-            *qc,
-        ],
+        columns=[*columns, *qc],
         resolution=1.0 / FS_HZ,
     )
     with NWBHDF5IO(path, "w") as io:

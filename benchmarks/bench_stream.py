@@ -95,8 +95,8 @@ import numpy as np
 import pynwb
 import remfile
 import requests
-from _harness import unit_spike_samples
-from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
+from _harness import sorted_unit_columns
+from hdmf.common import VectorData
 from hdmf.data_utils import GenericDataChunkIterator
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.ecephys import ElectricalSeries
@@ -212,11 +212,7 @@ def identifier(n_samples: int, n_units: int, n_spikes: int) -> str:
 
 
 def build_file(path: Path, n_samples: int, n_units: int, n_spikes: int) -> None:
-    """Write the raw series and the Units table with pynwb, in its default layout.
-
-    The Units columns are handed to pynwb whole, as ``benchmarks/bench_nwb.py`` does
-    (``add_unit`` per unit would build a Python list of every spike); the file is the same.
-    """
+    """Write the raw series and the Units table with pynwb, in its default layout."""
     rng = np.random.default_rng(SEED)
     duration_s = n_samples / FS_HZ
     nwbfile = NWBFile(
@@ -249,25 +245,13 @@ def build_file(path: Path, n_samples: int, n_units: int, n_spikes: int) -> None:
         )
     )
 
-    samples, counts = unit_spike_samples(rng, n_units, n_spikes, n_samples)
-    spike_times = VectorData(
-        name="spike_times", description="spike times (s)", data=samples / FS_HZ
-    )
-    electrodes = DynamicTableRegion(
-        name="electrodes",
-        description="peak electrode of each unit",
-        data=rng.integers(0, N_CHANNELS, size=n_units),
-        table=nwbfile.electrodes,
-    )
+    columns = sorted_unit_columns(nwbfile, rng, n_units, n_spikes, n_samples, FS_HZ)
     nwbfile.units = Units(
         name="units",
         description=f"synthetic sorted units over {duration_s:.0f} s",
         id=np.arange(n_units),
         columns=[
-            spike_times,
-            VectorIndex(name="spike_times_index", data=np.cumsum(counts), target=spike_times),
-            electrodes,
-            VectorIndex(name="electrodes_index", data=np.arange(1, n_units + 1), target=electrodes),
+            *columns,
             VectorData(
                 name="snr", description="signal-to-noise", data=rng.gamma(4.0, 2.0, n_units)
             ),
