@@ -50,10 +50,9 @@ class RangeNotSupportedError(StreamingError):
 
 @dataclass
 class TransferStats:
-    """Bytes and requests a streamed read cost."""
+    """Bytes a streamed read cost (body bytes the servers announced, in every answer)."""
 
     bytes_read: int = 0
-    requests: int = 0
 
 
 def is_url(location: object) -> bool:
@@ -320,7 +319,6 @@ def open_remote_hdf5(
 
     def count(response: requests.Response, *args: Any, **kwargs: Any) -> None:
         with counting:
-            stats.requests += 1
             stats.bytes_read += int(response.headers.get("Content-Length", 0))
 
     disk = remfile.DiskCache(str(cache_dir)) if cache_dir is not None else None
