@@ -7,6 +7,7 @@ ElectricalSeries data is ever read (only its shape and rate).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import h5py
@@ -58,32 +59,63 @@ def _is_plain_column(dataset: h5py.Dataset, n_units: int) -> bool:
 def datasets_read(handle: h5py.File) -> list[h5py.Dataset]:
     """The datasets this module's readers read whole (known from the file's metadata alone).
 
-    The Units columns they use, the electrodes table's columns, the session and subject
-    fields: what is worth fetching in one go before reading a remote file.
+    The Units columns :func:`read_units` reads, the electrodes table's columns, the session
+    and subject fields: what is worth fetching in one go before reading a remote file.
     """
-    found: list[h5py.Dataset] = []
-    units = handle.get("units")
-    if isinstance(units, h5py.Group):
-        index = units.get("spike_times_index")
-        n_units = index.shape[0] if isinstance(index, h5py.Dataset) else -1
-        for name, item in units.items():
-            if isinstance(item, h5py.Dataset) and (
-                name in _UNITS_DATASETS
-                or name.endswith(("spike_times", "spike_times_index"))
-                or _is_plain_column(item, n_units)
-            ):
-                found.append(item)
-    for group_path, names in (
+    wanted: list[tuple[str, Iterable[str]]] = [
         (ELECTRODES_PATH, _ELECTRODES_DATASETS),
         ("/", _SESSION_DATASETS),
         ("general/subject", _SUBJECT_FIELDS),
-    ):
+    ]
+    units = handle.get("units")
+    if isinstance(units, h5py.Group):
+        wanted.append(("units", _units_columns_read(units)))
+    found: list[h5py.Dataset] = []
+    for group_path, names in wanted:
         group = handle.get(group_path)
         if isinstance(group, h5py.Group):
-            found.extend(
-                item for name in names if isinstance(item := group.get(name), h5py.Dataset)
-            )
+            items = (group.get(name) for name in names)
+            found.extend(item for item in items if isinstance(item, h5py.Dataset))
     return found
+
+
+def _units_columns_read(group: h5py.Group) -> list[str]:
+    """The names of the Units columns :func:`read_units` reads ([] if it cannot read any)."""
+    try:
+        times_name, index_name = _spike_time_columns(group, "")  # read_units says what is wrong
+    except FileFormatError:
+        return []
+    ids = group.get("id")
+    n_units = (ids if isinstance(ids, h5py.Dataset) else group[index_name]).shape[0]
+    scalars = _scalar_column_names(group, times_name, index_name, n_units)
+    return [times_name, index_name, *_UNITS_DATASETS, *scalars]
+
+
+def _spike_time_columns(group: h5py.Group, source: str) -> tuple[str, str]:
+    """The names of the Units' spike-times column and its index (any ``*spike_times``)."""
+    names = set(group.keys())
+    times_name = next((n for n in sorted(names) if n.endswith("spike_times")), None)
+    if times_name is None or f"{times_name}_index" not in names:
+        raise FileFormatError(
+            f"{source}: the Units table has no spike_times column with its spike_times_index "
+            f"(columns: {sorted(names)})"
+        )
+    return times_name, f"{times_name}_index"
+
+
+def _scalar_column_names(
+    group: h5py.Group, times_name: str, index_name: str, n_units: int
+) -> list[str]:
+    """The Units columns with one plain value per unit (quality metrics, names ...)."""
+    names = set(group.keys())
+    ragged = {name[: -len("_index")] for name in names if name.endswith("_index")}
+    skip = {"id", times_name, index_name, "electrodes", "electrodes_index", *ragged}
+    skip |= {f"{name}_index" for name in ragged}
+    return [
+        name
+        for name in sorted(names - skip)
+        if isinstance(dataset := group[name], h5py.Dataset) and _is_plain_column(dataset, n_units)
+    ]
 
 
 def read_units(handle: h5py.File, source: str) -> UnitsColumns | None:
@@ -92,13 +124,7 @@ def read_units(handle: h5py.File, source: str) -> UnitsColumns | None:
     if not isinstance(group, h5py.Group):
         return None
     names = set(group.keys())
-    times_name = next((n for n in sorted(names) if n.endswith("spike_times")), None)
-    index_name = f"{times_name}_index" if times_name else None
-    if times_name is None or index_name not in names:
-        raise FileFormatError(
-            f"{source}: the Units table has no spike_times column with its spike_times_index "
-            f"(columns: {sorted(names)})"
-        )
+    times_name, index_name = _spike_time_columns(group, source)
     ids_dataset = group.get("id")
     n_units = group[index_name].shape[0]
     if isinstance(ids_dataset, h5py.Dataset):
@@ -114,18 +140,14 @@ def read_units(handle: h5py.File, source: str) -> UnitsColumns | None:
     else:
         ids = np.arange(n_units)
 
-    ragged = {name[: -len("_index")] for name in names if name.endswith("_index")}
-    skip = {"id", times_name, index_name, "electrodes", "electrodes_index", *ragged}
-    skip |= {f"{name}_index" for name in ragged}
     scalars = {}
-    for name in sorted(names - skip):
+    for name in _scalar_column_names(group, times_name, index_name, ids.size):
         dataset = group[name]
-        if isinstance(dataset, h5py.Dataset) and _is_plain_column(dataset, ids.size):
-            scalars[name] = (
-                np.array(_read_text_column(dataset), dtype=object)
-                if h5py.check_string_dtype(dataset.dtype) is not None
-                else dataset[()]
-            )
+        scalars[name] = (
+            np.array(_read_text_column(dataset), dtype=object)
+            if h5py.check_string_dtype(dataset.dtype) is not None
+            else dataset[()]
+        )
 
     units = UnitsColumns(
         ids=ids,
