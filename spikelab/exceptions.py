@@ -45,3 +45,11 @@ class RemoteError(SpikelabError, URLError):
 
 class DigestMismatchError(SpikelabError, ValueError):
     """Downloaded bytes do not match the size or digest the archive publishes."""
+
+
+class UntrustedPickleError(SpikelabError, ValueError):
+    """A file needs unpickling (which can run code) but the caller did not trust it."""
+
+
+class UnpicklingWarning(UserWarning):
+    """A file was unpickled: pickles can run code, so only trusted files should be loaded."""
