@@ -53,3 +53,14 @@ class UntrustedPickleError(SpikelabError, ValueError):
 
 class UnpicklingWarning(UserWarning):
     """A file was unpickled: pickles can run code, so only trusted files should be loaded."""
+
+
+class NoUnitsError(SpikelabError, ValueError):
+    """A file holds no spike-sorting results: no Units table, or one without spike times.
+
+    Loaders that accept ``allow_no_units=True`` return N = 0 with the file's metadata instead.
+    """
+
+
+class DandiReadinessWarning(UserWarning):
+    """A file spikelab wrote lacks something DANDI's upload validation requires."""
