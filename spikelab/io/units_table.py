@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
@@ -56,20 +59,31 @@ def write_units_table(
     ``n_spikes``, ``firing_rate_hz``, ``spike_times_ms`` (list of float64, built from one
     flat array and its offsets), ``location_x|y|z``, ``location_label``, ``group_name``,
     ``electrode``, then one column per other scalar neuron attribute (an attribute whose
-    name is taken gets an ``attr_`` prefix). Array-valued attributes are left out. Length,
-    start time and the metadata are kept in the file's key-value metadata.
+    name is taken gets an ``attr_`` prefix). Length, start time and the metadata are kept
+    in the file's key-value metadata.
+
+    An attribute that cannot be a column never stops the write: array-valued attributes,
+    bytes, other objects, values of several types across units, and coordinates that are
+    not numbers (a region name in ``location`` gives null ``location_x|y|z``) are left out
+    and listed in ``skipped_columns``.
 
     Returns
     -------
     dict
-        ``path``, ``sha256`` and ``rows`` of the written file.
+        ``path``, ``sha256`` and ``rows`` of the written file, and ``skipped_columns``:
+        ``{attribute name: reason}`` for each attribute left out (empty when none).
     """
     table = units_arrow_table(sd, source=source, dataset_id=dataset_id, asset_id=asset_id)
     # Spike times are nearly all distinct: a dictionary would only cost time.
     text_like = [name for name in table.column_names if name != "spike_times_ms"]
     with storage.open_output(dest) as handle, _HashingWriter(handle) as sink:
         pq.write_table(table, sink, use_dictionary=text_like)
-    return {"path": str(dest), "sha256": sink.hexdigest(), "rows": table.num_rows}
+    return {
+        "path": str(dest),
+        "sha256": sink.hexdigest(),
+        "rows": table.num_rows,
+        "skipped_columns": skipped_columns(table),
+    }
 
 
 class _HashingWriter:
@@ -118,7 +132,11 @@ class _HashingWriter:
 
 
 def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: str) -> pa.Table:
-    """Build the units table in memory (see :func:`write_units_table`)."""
+    """Build the units table in memory (see :func:`write_units_table`).
+
+    Attributes that cannot become a column are left out and listed, with the reason, under
+    ``skipped_columns`` in the footer (:data:`METADATA_KEY` of the schema metadata).
+    """
     attributes = sd.neuron_attributes or [{} for _ in range(sd.N)]
     counts = np.fromiter((t.size for t in sd.train), dtype=np.int64, count=sd.N)
     offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -128,31 +146,35 @@ def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: 
     spike_times = list_type.from_arrays(
         pa.array(offsets, type=pa.int64() if large else pa.int32()), pa.array(values)
     )
-    locations = [_coordinates(entry.get("location")) for entry in attributes]
+    skipped: dict[str, str] = {}
+    locations, dims = _location_columns(attributes, skipped)
     unit_ids = [entry.get("unit_id", index) for index, entry in enumerate(attributes)]
     columns: dict[str, pa.Array] = {
         "source": pa.array([source] * sd.N, pa.string()),
         "dataset_id": pa.array([dataset_id] * sd.N, pa.string()),
         "asset_id": pa.array([asset_id] * sd.N, pa.string()),
         "unit_index": pa.array(np.arange(sd.N, dtype=np.int32)),
-        "unit_id": pa.array([None if u is None else str(u) for u in unit_ids], pa.string()),
+        "unit_id": pa.array([None if u is None else _as_text(u) for u in unit_ids], pa.string()),
         "n_spikes": pa.array(counts),
         "firing_rate_hz": pa.array(sd.rates("Hz") if sd.N else np.empty(0)),
         "spike_times_ms": spike_times,
         "location_x": pa.array([xyz[0] for xyz in locations], pa.float64()),
         "location_y": pa.array([xyz[1] for xyz in locations], pa.float64()),
         "location_z": pa.array([xyz[2] for xyz in locations], pa.float64()),
-        "location_label": _text_column(attributes, "location_label"),
-        "group_name": _text_column(attributes, "group_name"),
-        "electrode": pa.array([_int_or_none(e.get("electrode")) for e in attributes], pa.int32()),
+        "location_label": _text_column(attributes, "location_label", skipped),
+        "group_name": _text_column(attributes, "group_name", skipped),
+        "electrode": _electrode_column(attributes, skipped),
     }
     attribute_columns = {}
-    for key in sorted({key for entry in attributes for key in entry} - set(_STRUCTURAL)):
-        column = _attribute_column([entry.get(key) for entry in attributes])
-        if column is not None:
-            name = f"attr_{key}" if key in _FIXED_COLUMNS else key
-            columns[name] = column
-            attribute_columns[name] = key
+    other_keys = {key for entry in attributes for key in entry} - set(_STRUCTURAL)
+    for key in sorted(other_keys, key=str):
+        column, reason = _attribute_column([entry.get(key) for entry in attributes])
+        if column is None:
+            skipped[str(key)] = reason
+            continue
+        name = f"attr_{key}" if key in _FIXED_COLUMNS else str(key)
+        columns[name] = column
+        attribute_columns[name] = key
     footer = {
         "schema_version": SCHEMA_VERSION,
         "source": source,
@@ -162,14 +184,21 @@ def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: 
         "length_ms": sd.length,
         "start_time_ms": sd.start_time,
         "sampling_rate_hz": _plain_rate(sd.metadata),
-        "unit_id_is_int": all(isinstance(u, int | np.integer) for u in unit_ids),
-        "location_dims": [len(entry.get("location") or []) for entry in attributes],
+        "unit_id_is_int": all(_is_integer(u) for u in unit_ids),
+        "location_dims": dims,
         "has_attributes": sd.neuron_attributes is not None,
         "attribute_columns": attribute_columns,
+        "skipped_columns": skipped,
         "metadata": encode(sd.metadata),
     }
     table = pa.table(columns)
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(footer).encode()})
+
+
+def skipped_columns(table: pa.Table) -> dict[str, str]:
+    """The attributes :func:`units_arrow_table` left out of ``table``, each with its reason."""
+    footer = json.loads((table.schema.metadata or {})[METADATA_KEY])
+    return dict(footer.get("skipped_columns", {}))
 
 
 def _end_to_end(trains: list[NDArray[np.float64]]) -> NDArray[np.float64]:
@@ -232,33 +261,129 @@ def read_units_table(path: str | os.PathLike[str]) -> SpikeData:
     )
 
 
+class _NotUnderstood(ValueError):
+    """A value that cannot go in its column; the message is the reason."""
+
+
+def _location_columns(
+    attributes: list[dict[str, Any]], skipped: dict[str, str]
+) -> tuple[list[list[float | None]], list[int]]:
+    """Each unit's ``[x, y, z]`` (None-padded) and how many coordinates it had.
+
+    Coordinates are only ever numbers: when any unit's ``location`` is something else
+    (a region name, bytes, nested lists ...), every unit gets null coordinates and
+    ``location`` is reported in ``skipped``.
+    """
+    try:
+        parsed = [_coordinates(entry.get("location")) for entry in attributes]
+    except _NotUnderstood as error:
+        skipped["location"] = f"{error}; location_x/y/z are null"
+        parsed = [[] for _ in attributes]
+    return [xyz + [None] * (3 - len(xyz)) for xyz in parsed], [len(xyz) for xyz in parsed]
+
+
 def _coordinates(location: Any) -> list[float | None]:
-    values = [None if v is None else float(v) for v in list(location or [])[:3]]
-    return values + [None] * (3 - len(values))
+    """Up to three numbers (None or NaN allowed inside); raise _NotUnderstood otherwise."""
+    if location is None:
+        return []
+    if _is_number(location):
+        return [float(location)]
+    if isinstance(location, str | bytes) or not isinstance(location, Sequence | np.ndarray):
+        raise _NotUnderstood(f"a location holds {_described(location)}, not coordinates")
+    items = list(np.ravel(location)) if isinstance(location, np.ndarray) else list(location)
+    if isinstance(location, np.ndarray) and location.ndim > 1:
+        raise _NotUnderstood(f"a location has shape {location.shape}, not up to 3 numbers")
+    if len(items) > 3:
+        raise _NotUnderstood(f"a location has {len(items)} values, more than x, y, z")
+    bad = [item for item in items if item is not None and not _is_number(item)]
+    if bad:
+        raise _NotUnderstood(f"a location holds {_described(bad[0])}, not a coordinate")
+    return [None if item is None else float(item) for item in items]
 
 
-def _int_or_none(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
-def _text_column(attributes: list[dict[str, Any]], key: str) -> pa.Array:
-    return pa.array(
-        [None if e.get(key) is None else str(e.get(key)) for e in attributes], pa.string()
-    )
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
-def _attribute_column(values: list[Any]) -> pa.Array | None:
-    """Build a scalar attribute's column; None when a value is an array, list or dict."""
+def _is_missing(value: Any) -> bool:
+    """None, or a float NaN (how pandas and HDF5 tables mark an empty cell)."""
+    return value is None or (isinstance(value, float | np.floating) and math.isnan(value))
+
+
+def _described(value: Any) -> str:
+    """Type and, for text and numbers, the value itself (no object addresses in reports)."""
+    kind = type(value).__name__
+    if not isinstance(value, str | bytes | numbers.Number):
+        return f"a {kind}"
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _as_text(value: Any) -> str:
+    """Text of an id or label: bytes are decoded as UTF-8 (undecodable bytes are replaced)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _electrode_column(attributes: list[dict[str, Any]], skipped: dict[str, str]) -> pa.Array:
+    """Channel numbers as int32; the column is null and reported when one is not a channel."""
+    values = [entry.get("electrode") for entry in attributes]
+    try:
+        return pa.array([_channel_number(value) for value in values], pa.int32())
+    except _NotUnderstood as error:
+        skipped["electrode"] = f"{error}; the electrode column is null"
+        return pa.nulls(len(values), pa.int32())
+
+
+def _channel_number(value: Any) -> int | None:
+    if _is_missing(value):
+        return None
+    if _is_integer(value) or (_is_number(value) and float(value).is_integer()):
+        number = int(value)
+        if -(2**31) <= number < 2**31:
+            return number
+    raise _NotUnderstood(f"an electrode holds {_described(value)}, not a channel number")
+
+
+def _text_column(attributes: list[dict[str, Any]], key: str, skipped: dict[str, str]) -> pa.Array:
+    """A text column (labels, names); null and reported when a value is not text or a number."""
+    values = [entry.get(key) for entry in attributes]
+    bad = [v for v in values if not (_is_missing(v) or isinstance(v, str | bytes | numbers.Real))]
+    if bad:
+        skipped[key] = f"it holds {_described(bad[0])}, not text"
+        return pa.nulls(len(values), pa.string())
+    return pa.array([None if _is_missing(v) else _as_text(v) for v in values], pa.string())
+
+
+def _attribute_column(values: list[Any]) -> tuple[pa.Array | None, str]:
+    """Build a scalar attribute's column, or return None and the reason it cannot be one.
+
+    One kind per column: booleans, integers, numbers (integers and floats mixed) or text.
+    Arrays, lists, mappings, bytes, other objects, and values of several kinds are left out.
+    """
     plain = [v.item() if isinstance(v, np.generic) else v for v in values]
     present = [v for v in plain if v is not None]
-    if not all(isinstance(v, _SCALARS) for v in present):
-        return None
+    odd = [v for v in present if not isinstance(v, _SCALARS)]
+    if odd:
+        container = isinstance(odd[0], Sequence | np.ndarray | Mapping | set)
+        if container and not isinstance(odd[0], bytes | bytearray):
+            return None, f"it holds {_described(odd[0])}; only scalar attributes get a column"
+        return None, f"it holds {_described(odd[0])}; only bool, int, float or str fit"
     kinds = {type(v) for v in present}
-    if kinds <= {bool} or kinds <= {int} or kinds <= {float} or kinds <= {str}:
-        return pa.array(plain)
-    if kinds <= {int, float}:
-        return pa.array([None if v is None else float(v) for v in plain], pa.float64())
-    return pa.array([None if v is None else str(v) for v in plain], pa.string())
+    if kinds == {int, float}:
+        plain = [None if v is None else float(v) for v in plain]
+    elif len(kinds) > 1:
+        names = ", ".join(sorted(kind.__name__ for kind in kinds))
+        return None, f"its values mix types across units ({names})"
+    try:
+        return pa.array(plain), ""
+    except (pa.ArrowException, OverflowError, UnicodeError) as error:
+        return None, f"it cannot be stored in Parquet ({type(error).__name__}: {error})"
 
 
 def _plain_rate(metadata: dict[str, Any]) -> float | None:
