@@ -64,3 +64,11 @@ class NoUnitsError(SpikelabError, ValueError):
 
 class DandiReadinessWarning(UserWarning):
     """A file spikelab wrote lacks something DANDI's upload validation requires."""
+
+
+class PrefectServerError(SpikelabError, RuntimeError):
+    """The local Prefect server spikelab starts did not come up, or cannot be managed."""
+
+
+class ServerPortInUseError(PrefectServerError):
+    """The port asked for the local Prefect server is taken by another program."""
