@@ -72,3 +72,12 @@ class PrefectServerError(SpikelabError, RuntimeError):
 
 class ServerPortInUseError(PrefectServerError):
     """The port asked for the local Prefect server is taken by another program."""
+
+
+class UnsafeRemoteDataError(SpikelabError, ValueError):
+    """A server sent an identifier or a path that spikelab refuses to use.
+
+    Identifiers from a remote archive (asset, blob and Zarr ids, dandiset ids, versions)
+    must have their documented shape, and every local path built from server data must
+    stay under its root folder; anything else may be an attack or a wrong API address.
+    """
