@@ -71,6 +71,18 @@ def _stored_pieces(dataset: h5py.Dataset) -> list[tuple[int, int, int]] | None:
     return [(first, min(length, n - first), offset) for first, offset in chunks]
 
 
+def stored_size(dataset: h5py.Dataset) -> tuple[int, bool] | None:
+    """The bytes a dataset's values take in its file, and whether a filter packs them.
+
+    Read from the file's metadata alone (no data is read). None when the values live in
+    external files, where the HDF5 file says nothing about their size.
+    """
+    plist = dataset.id.get_create_plist()
+    if plist.get_external_count():
+        return None
+    return dataset.id.get_storage_size(), plist.get_nfilters() > 0
+
+
 def stored_chunks(dataset: h5py.Dataset) -> list[Any]:
     """Every chunk a chunked dataset has in its file, as h5py ``StoreInfo`` records.
 

@@ -15,8 +15,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spikelab.exceptions import FileFormatError
-from spikelab.loaders._hdf5_direct import read_float64
-from spikelab.loaders._nwb_table import ElectrodesColumns, UnitsColumns, first_rows
+from spikelab.loaders._nwb_checks import (
+    check_end_fits,
+    check_unit_count,
+    declared_length,
+    end_offsets,
+    floats,
+    obs_intervals,
+    refuse_oversized,
+    whole_rows,
+)
+from spikelab.loaders._nwb_table import (
+    ElectrodesColumns,
+    NoSpikeTimes,
+    UnitsColumns,
+    first_rows,
+    spike_times_column,
+)
 
 ELECTRODES_PATH = "general/extracellular_ephys/electrodes"
 _SUBJECT_FIELDS = ("subject_id", "species", "sex", "age", "date_of_birth")
@@ -50,10 +65,28 @@ def _scalar_dataset(handle: h5py.Group, name: str) -> Any:
 
 
 def _is_plain_column(dataset: h5py.Dataset, n_units: int) -> bool:
-    kind = dataset.dtype.kind
+    """One number, text or object reference per unit (references resolve to names)."""
+    dtype = dataset.dtype
     return dataset.shape == (n_units,) and (
-        kind in "biuf" or h5py.check_string_dtype(dataset.dtype) is not None
+        dtype.kind in "biuf"
+        or h5py.check_string_dtype(dtype) is not None
+        or h5py.check_ref_dtype(dtype) is h5py.Reference
     )
+
+
+def _names_of(handle: h5py.File, references: NDArray[Any]) -> NDArray[Any]:
+    """The name (last path part) of each referenced object; None for a null reference."""
+    return np.array(
+        [handle[ref].name.rsplit("/", 1)[-1] if ref else None for ref in references], dtype=object
+    )
+
+
+def _read_scalar_column(handle: h5py.File, dataset: h5py.Dataset) -> NDArray[Any]:
+    if h5py.check_string_dtype(dataset.dtype) is not None:
+        return np.array(_read_text_column(dataset), dtype=object)
+    if h5py.check_ref_dtype(dataset.dtype) is h5py.Reference:
+        return _names_of(handle, dataset[()])
+    return dataset[()]
 
 
 def datasets_read(handle: h5py.File) -> list[h5py.Dataset]:
@@ -81,26 +114,23 @@ def datasets_read(handle: h5py.File) -> list[h5py.Dataset]:
 
 def _units_columns_read(group: h5py.Group) -> list[str]:
     """The names of the Units columns :func:`read_units` reads ([] if it cannot read any)."""
-    try:
-        times_name, index_name = _spike_time_columns(group, "")  # read_units says what is wrong
-    except FileFormatError:
+    times_name = _spike_times_name(group)
+    if times_name is None:
         return []
-    ids = group.get("id")
-    n_units = (ids if isinstance(ids, h5py.Dataset) else group[index_name]).shape[0]
+    index_name = f"{times_name}_index"
+    n_units = group[index_name].shape[0]
     scalars = _scalar_column_names(group, times_name, index_name, n_units)
     return [times_name, index_name, *_UNITS_DATASETS, *scalars]
 
 
-def _spike_time_columns(group: h5py.Group, source: str) -> tuple[str, str]:
-    """The names of the Units' spike-times column and its index (any ``*spike_times``)."""
-    names = set(group.keys())
-    times_name = next((n for n in sorted(names) if n.endswith("spike_times")), None)
-    if times_name is None or f"{times_name}_index" not in names:
-        raise FileFormatError(
-            f"{source}: the Units table has no spike_times column with its spike_times_index "
-            f"(columns: {sorted(names)})"
-        )
-    return times_name, f"{times_name}_index"
+def _spike_times_name(group: h5py.Group) -> str | None:
+    """The Units dataset that holds the spike times (see :func:`spike_times_column`)."""
+    ragged = [
+        name
+        for name, item in group.items()
+        if isinstance(item, h5py.Dataset) and isinstance(group.get(f"{name}_index"), h5py.Dataset)
+    ]
+    return spike_times_column(ragged)
 
 
 def _scalar_column_names(
@@ -118,75 +148,109 @@ def _scalar_column_names(
     ]
 
 
-def read_units(handle: h5py.File, source: str) -> UnitsColumns | None:
-    """Read the Units table as whole arrays, or return None when the file has none."""
+def _read_ids(source: str, ids_dataset: h5py.Dataset) -> NDArray[Any]:
+    refuse_oversized(source, "id", ids_dataset)
+    if h5py.check_string_dtype(ids_dataset.dtype) is not None:
+        warnings.warn(
+            f"{source}: the Units ids are strings, not integers; kept as unit_id as they are",
+            UserWarning,
+            stacklevel=4,
+        )
+        return np.array(ids_dataset.asstr()[()], dtype=object).reshape(-1)
+    if ids_dataset.dtype.kind not in "iu":
+        raise FileFormatError(
+            f"{source}: the Units ids are of type {ids_dataset.dtype}; NWB ids are integers"
+        )
+    return ids_dataset[()].reshape(-1)
+
+
+def read_units(handle: h5py.File, source: str) -> UnitsColumns | NoSpikeTimes | None:
+    """Read the Units table as whole arrays; None when the file has none.
+
+    Every column is checked against what the file declares before it is read (see
+    :mod:`spikelab.loaders._nwb_checks`).
+    """
     group = handle.get("units")
     if not isinstance(group, h5py.Group):
         return None
     names = set(group.keys())
-    times_name, index_name = _spike_time_columns(group, source)
+    times_name = _spike_times_name(group)
+    if times_name is None:
+        return NoSpikeTimes(sorted(names))
+    index_name = f"{times_name}_index"
+    index_dataset = group[index_name]
     ids_dataset = group.get("id")
-    n_units = group[index_name].shape[0]
+    n_units = index_dataset.shape[0]
     if isinstance(ids_dataset, h5py.Dataset):
-        if h5py.check_string_dtype(ids_dataset.dtype) is not None:
-            ids: NDArray[Any] = np.array(ids_dataset.asstr()[()], dtype=object)
-            warnings.warn(
-                f"{source}: the Units ids are strings, not integers; kept as unit_id as they are",
-                UserWarning,
-                stacklevel=3,
-            )
-        else:
-            ids = ids_dataset[()]
+        check_unit_count(source, "id", declared_length(ids_dataset), index_name, n_units)
+        ids = _read_ids(source, ids_dataset)
     else:
         ids = np.arange(n_units)
-
-    scalars = {}
-    for name in _scalar_column_names(group, times_name, index_name, ids.size):
-        dataset = group[name]
-        scalars[name] = (
-            np.array(_read_text_column(dataset), dtype=object)
-            if h5py.check_string_dtype(dataset.dtype) is not None
-            else dataset[()]
-        )
-
+    ends = end_offsets(source, index_name, index_dataset)
+    check_end_fits(source, index_name, ends, times_name, declared_length(group[times_name]))
     units = UnitsColumns(
         ids=ids,
-        spike_times_s=read_float64(group[times_name]),
-        spike_ends=np.asarray(group[index_name][()], dtype=np.int64).reshape(-1),
-        scalars=scalars,
+        spike_times_s=floats(source, times_name, group[times_name]),
+        spike_ends=ends,
+        scalars={
+            name: _read_scalar_column(handle, group[name])
+            for name in _scalar_column_names(group, times_name, index_name, n_units)
+        },
     )
     if "electrodes" in names:
         electrodes_table = handle.get(ELECTRODES_PATH)
         n_electrodes = electrodes_table["id"].shape[0] if electrodes_table is not None else 0
-        ends = group["electrodes_index"][()] if "electrodes_index" in names else None
         units.electrode_rows = first_rows(
-            source, group["electrodes"][()], ends, ids.size, n_electrodes
+            source,
+            whole_rows(source, "electrodes", group["electrodes"]),
+            _ragged_index(source, group, "electrodes_index", index_name, n_units),
+            n_units,
+            n_electrodes,
         )
     if "obs_intervals" in names and "obs_intervals_index" in names:
-        intervals = np.asarray(group["obs_intervals"][()], dtype=np.float64).reshape(-1, 2)
-        ends = np.asarray(group["obs_intervals_index"][()], dtype=np.int64)
-        units.obs_intervals_s = np.split(intervals, ends[:-1]) if ends.size else []
+        units.obs_intervals_s = obs_intervals(
+            source,
+            group["obs_intervals"],
+            _ragged_index(source, group, "obs_intervals_index", index_name, n_units),
+        )
     return units
 
 
-def read_electrodes(handle: h5py.File) -> ElectrodesColumns | None:
+def _ragged_index(
+    source: str, group: h5py.Group, name: str, index_name: str, n_units: int
+) -> NDArray[np.int64] | None:
+    """A Units ragged column's index (one end offset per unit); None when there is none."""
+    dataset = group.get(name)
+    if not isinstance(dataset, h5py.Dataset):
+        return None
+    check_unit_count(source, index_name, n_units, name, declared_length(dataset))
+    return end_offsets(source, name, dataset)
+
+
+def read_electrodes(handle: h5py.File, source: str) -> ElectrodesColumns | None:
     """Read the electrodes table's ids, locations, group names and x/y/z."""
     table = handle.get(ELECTRODES_PATH)
-    if not isinstance(table, h5py.Group) or "id" not in table:
+    if not isinstance(table, h5py.Group) or not isinstance(table.get("id"), h5py.Dataset):
         return None
-    ids = np.asarray(table["id"][()], dtype=np.int64)
+    ids = whole_rows(source, "electrodes id", table["id"])
+    present = [name for name in _ELECTRODES_DATASETS if isinstance(table.get(name), h5py.Dataset)]
+    for name in present:
+        n_rows = declared_length(table[name])
+        check_unit_count(source, "id", ids.size, name, n_rows, table="electrodes")
 
     def texts(name: str) -> list[str | None]:
-        if name in table:
+        if name in present:
             return list(_read_text_column(table[name]))
         return [None] * ids.size
 
     group_names = texts("group_name")
-    if "group_name" not in table and "group" in table:
-        group_names = [handle[reference].name.rsplit("/", 1)[-1] for reference in table["group"]]
+    if "group_name" not in present and "group" in present:
+        group_names = list(_names_of(handle, table["group"][()]))
     xyz = None
-    if all(axis in table for axis in "xyz"):
-        xyz = np.column_stack([np.asarray(table[a][()], dtype=np.float64) for a in "xyz"])
+    if all(axis in present for axis in "xyz"):
+        xyz = np.column_stack(
+            [floats(source, f"electrodes {a}", table[a], "coordinates") for a in "xyz"]
+        )
     return ElectrodesColumns(ids, texts("location"), group_names, xyz)
 
 

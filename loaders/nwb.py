@@ -12,14 +12,14 @@ import h5py
 import numpy as np
 
 from spikelab._optional import import_optional, is_installed
-from spikelab.exceptions import FileFormatError, RemoteError
+from spikelab.exceptions import FileFormatError, NoUnitsError, RemoteError
 from spikelab.loaders import _nwb_h5py, _nwb_pynwb
 from spikelab.loaders._common import errors_naming, existing_file, file_attribute, first_given
 from spikelab.loaders._nwb_table import (
     METADATA_KEYS,
     ElectrodesColumns,
+    NoSpikeTimes,
     UnitsColumns,
-    check_units,
     unit_attributes,
 )
 from spikelab.loaders._remote_hdf5 import StreamingError, is_url, open_remote_hdf5, shown
@@ -36,32 +36,40 @@ def load_spikedata_from_nwb(
     allow_no_units: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> SpikeData:
-    """Load the spike trains of an NWB file's Units table, from a path or an HTTP(S) URL.
+    """Load the spike trains of an NWB file's Units table, from a path, a URL or a Zarr folder.
 
     Spike times and their ragged index are read as two whole arrays and split by offset,
     never one read per unit. A URL is streamed with HTTP range requests (remfile) through
     the h5py reader: only the Units table, the electrodes rows and the file metadata are
-    fetched, never ElectricalSeries data.
+    fetched, never ElectricalSeries data. A Zarr-backed NWB folder (``*.nwb.zarr``, written
+    by hdmf-zarr) is read through ``hdmf_zarr.NWBZarrIO``.
 
-    Each unit carries its id, every scalar Units column (quality metrics, names ...), and
-    from its first electrodes row ``electrode`` (the electrode id), ``location_label``,
-    ``group_name`` and ``location`` ([x, y, z]).
+    Each unit carries its id, every scalar Units column (quality metrics, names, object
+    references as the referenced object's name ...), and from its first electrodes row
+    ``electrode`` (the electrode id), ``location_label``, ``group_name`` and ``location``
+    ([x, y, z], numbers only). A Units column named like one of those keys never overwrites
+    it: a text ``location`` (a region such as ``'CA1'``) becomes ``location_label`` when the
+    electrodes table gives none, else ``units_location``; likewise ``units_<name>`` for the
+    others. An ``electrode_group`` column gives ``group_name`` when the electrodes do not.
+    Columns stored with the pickle codec (hdmf-zarr's references) are never decoded.
 
     Parameters
     ----------
     filepath : str or PathLike
-        The NWB (HDF5) file, or an ``http(s)://`` URL of one on a server that honours Range.
+        The NWB (HDF5) file, an ``http(s)://`` URL of one on a server that honours Range, or
+        a local Zarr NWB folder.
     prefer_pynwb : bool, default: True
         Read through pynwb when it is installed; any pynwb failure falls back to h5py with
-        a warning. False reads with h5py directly.
+        a warning. False reads with h5py directly. Zarr folders are always read with
+        hdmf-zarr (it builds pynwb objects).
     length_ms : float | None, default: None
         Recording length; otherwise the file's ``length_ms`` attribute (written by
         :func:`spikelab.io.export_spikedata_to_nwb`), else the last spike.
     start_time_ms : float | None, default: None
         Recording start; otherwise the file's ``start_time`` attribute, else 0.
     allow_no_units : bool, default: False
-        Return N=0 with the file metadata filled when the file has no Units table, instead
-        of raising.
+        Return N=0 with the file metadata filled when the file has no Units table, or one
+        without spike times (that case also warns), instead of raising.
     cache_dir : str or PathLike or None, default: None
         For URLs: remfile's disk cache of fetched chunks.
 
@@ -72,17 +80,26 @@ def load_spikedata_from_nwb(
         ``identifier``, ``session_description``, ``session_start_time`` (ISO),
         ``subject_id``, ``species``, ``sex``, ``age``, ``date_of_birth`` (ISO),
         ``device_names`` (sorted), ``sampling_rate_hz`` and ``duration_seconds`` (first
-        ElectricalSeries), ``unit_count`` and ``electrodes_by_channel``; None where the file
-        does not say. URLs add ``transfer`` ("streamed"), ``bytes_read`` and
-        ``digest_verified`` (False: a streamed read cannot check the whole file).
+        ElectricalSeries, else the given or stored ``length_ms``; never guessed from the
+        spikes), ``unit_count`` and ``electrodes_by_channel``; None where the file does not
+        say. ``reader`` is "hdmf-zarr" for Zarr folders. URLs add ``transfer``
+        ("streamed"), ``bytes_read`` and ``digest_verified`` (False: a streamed read cannot
+        check the whole file).
 
     Raises
     ------
     FileNotFoundError
         The file does not exist.
-    ValueError
-        No Units table (without ``allow_no_units``), Units without spike times, a spike
-        index past the end of the times, or a file that is not readable HDF5.
+    NoUnitsError
+        (a ValueError) No Units table, or Units without spike times, without
+        ``allow_no_units``.
+    FileFormatError
+        (a ValueError) A file that is not readable HDF5 or Zarr NWB, or whose Units break a
+        rule: text where numbers belong, columns of different lengths, a spike index that
+        is fractional, decreasing or past the end of the times, a column that declares
+        more values than the file stores.
+    ImportError
+        A Zarr folder without hdmf-zarr installed (``pip install 'spikelab[nwbzarr]'``).
     """
     ladders: dict[str, Any] = {
         "length_ms": length_ms,
@@ -91,6 +108,9 @@ def load_spikedata_from_nwb(
     }
     if is_url(filepath):
         return load_remote_nwb(str(filepath), cache_dir=cache_dir, **ladders)
+    if Path(filepath).is_dir():
+        folder = Path(filepath)
+        return assemble(str(folder), *_read_zarr(folder, str(folder)), **ladders)
     path = existing_file(filepath, "NWB file")
     source = str(path)
     contents = None
@@ -156,12 +176,39 @@ def _read_with_pynwb(path: Path, source: str) -> Contents:
     pynwb = import_optional("pynwb", "nwb")
     with _open_hdf5(path, source) as handle:
         with pynwb.NWBHDF5IO(file=handle, mode="r", load_namespaces=True) as io:
-            nwbfile = io.read()
-            metadata = _nwb_pynwb.read_metadata(nwbfile)
-            metadata.update(_file_attributes(handle))
-            units = _nwb_pynwb.read_units(nwbfile, source)
-            electrodes = _nwb_pynwb.read_electrodes(nwbfile)
-    return units, electrodes, metadata, "pynwb"
+            return _pynwb_contents(io.read(), handle, source, "pynwb")
+
+
+def _pynwb_contents(nwbfile: Any, root: Any, source: str, reader: str) -> Contents:
+    """Units, electrodes and metadata of an NWBFile object; ``root`` holds the file attributes."""
+    metadata = _nwb_pynwb.read_metadata(nwbfile)
+    metadata.update(_file_attributes(root))
+    units = _nwb_pynwb.read_units(nwbfile, source)
+    electrodes = _nwb_pynwb.read_electrodes(nwbfile, source)
+    return units, electrodes, metadata, reader
+
+
+def _read_zarr(folder: Path, source: str) -> Contents:
+    """Read a Zarr-backed NWB folder (written by hdmf-zarr's NWBZarrIO)."""
+    if not any((folder / marker).is_file() for marker in (".zgroup", "zarr.json")):
+        raise FileFormatError(
+            f"{source} is a folder but not a Zarr store (no .zgroup or zarr.json in it); "
+            "pass an .nwb file or an .nwb.zarr folder written by hdmf-zarr"
+        )
+    hdmf_zarr = import_optional("hdmf_zarr", "nwbzarr")
+    zarr = import_optional("zarr", "nwbzarr")
+    try:
+        with hdmf_zarr.NWBZarrIO(str(folder), mode="r") as io:
+            return _pynwb_contents(
+                io.read(), zarr.open_group(str(folder), mode="r"), source, "hdmf-zarr"
+            )
+    except FileFormatError:
+        raise
+    except Exception as error:  # noqa: BLE001 - hdmf-zarr raises many kinds; name them all
+        raise FileFormatError(
+            f"{source}: hdmf-zarr could not read this Zarr NWB folder "
+            f"({type(error).__name__}: {error})"
+        ) from error
 
 
 def _read_with_h5py(path: Path, source: str) -> Contents:
@@ -175,7 +222,7 @@ def read_h5py_contents(handle: h5py.File, source: str) -> Contents:
         metadata = _nwb_h5py.read_metadata(handle)
         metadata.update(_file_attributes(handle))
         units = _nwb_h5py.read_units(handle, source)
-        electrodes = _nwb_h5py.read_electrodes(handle)
+        electrodes = _nwb_h5py.read_electrodes(handle, source)
     except (OSError, KeyError) as error:
         raise FileFormatError(f"{source}: cannot read the NWB structure ({error})") from error
     metadata["session_start_time"] = _normalized_iso(metadata["session_start_time"])
@@ -183,7 +230,8 @@ def read_h5py_contents(handle: h5py.File, source: str) -> Contents:
     return units, electrodes, metadata, "h5py"
 
 
-def _file_attributes(handle: h5py.File) -> dict[str, Any]:
+def _file_attributes(handle: Any) -> dict[str, Any]:
+    """The root attributes spikelab's exporter writes (h5py file or zarr group)."""
     return {
         "_length_ms": file_attribute(handle, "length_ms"),
         "_start_time": file_attribute(handle, "start_time"),
@@ -206,7 +254,7 @@ def _normalized_iso(value: Any) -> str | None:
 
 def assemble(
     source: str,
-    units: UnitsColumns | None,
+    units: UnitsColumns | NoSpikeTimes | None,
     electrodes: ElectrodesColumns | None,
     metadata: dict[str, Any],
     reader: str,
@@ -218,13 +266,14 @@ def assemble(
     """Turn what a reader found into SpikeData, applying the length and start ladders."""
     file_length, file_start = metadata.pop("_length_ms"), metadata.pop("_start_time")
     file_rate = metadata.pop("_sampling_rate_hz")
+    if isinstance(units, NoSpikeTimes):
+        units = _without_spike_times(source, units, allow_no_units)
     if units is None and not allow_no_units:
-        raise FileFormatError(
+        raise NoUnitsError(
             f"{source} has no Units table (no spike sorting results); pass "
             "allow_no_units=True to load only its metadata"
         )
     if units is not None:
-        check_units(source, units)
         ends = units.spike_ends
         times_s = units.spike_times_s[: ends[-1] if ends.size else 0]
         attributes = unit_attributes(units, electrodes)
@@ -240,16 +289,30 @@ def assemble(
         unit_count=ends.size,
         electrodes_by_channel=electrodes.by_channel() if electrodes is not None else {},
     )
+    length = first_given(length_ms, file_length)
     with errors_naming(source):
         sd = SpikeData.from_flat(
             times_s,
             ends,
             scale=ms_per("s"),
-            length=first_given(length_ms, file_length),
+            length=length,
             start_time=first_given(start_time_ms, file_start, 0.0),
             neuron_attributes=attributes,
             metadata=full_metadata,
         )
-    if sd.metadata["duration_seconds"] is None:
-        sd.metadata["duration_seconds"] = sd.length / 1000.0
+    if sd.metadata["duration_seconds"] is None and length is not None:
+        sd.metadata["duration_seconds"] = length / 1000.0
     return sd
+
+
+def _without_spike_times(source: str, units: NoSpikeTimes, allow_no_units: bool) -> None:
+    """Refuse a Units table without spike times, or warn and load none (``allow_no_units``)."""
+    message = (
+        f"{source}: the Units table has no spike_times column with its spike_times_index "
+        f"(columns: {units.columns}), so it holds no spike trains"
+    )
+    if not allow_no_units:
+        raise NoUnitsError(f"{message}; pass allow_no_units=True to load only its metadata")
+    warnings.warn(
+        f"{message}; loaded with no units (allow_no_units=True)", UserWarning, stacklevel=4
+    )

@@ -1,0 +1,178 @@
+"""Checks an NWB Units column passes before spikelab reads it, whichever library opened it.
+
+A column is looked at through what its file declares (shape, type, stored size) before a
+single value is read, so a corrupt or hostile file fails with one clear error that names
+the file and the rule instead of an allocation of hundreds of gigabytes or a bare numpy
+error.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import h5py
+import numpy as np
+from numpy.typing import NDArray
+
+from spikelab.exceptions import FileFormatError
+from spikelab.loaders._hdf5_direct import read_float64, stored_size
+
+# Columns smaller than this are read whatever the file says about their storage.
+SMALL_COLUMN_BYTES = 64 * 2**20
+# How many declared bytes a compressed column may unpack per stored byte (gzip's limit is
+# about 1032; spike times and offsets compress far less).
+MAX_COMPRESSION = 1000
+_NUMBER_KINDS = "iuf"
+
+
+def _stored(data: Any) -> Any:
+    """The array object behind a column: hdmf wraps some in a dataset-like ``dataset``."""
+    return getattr(data, "dataset", data) if not isinstance(data, h5py.Dataset) else data
+
+
+def declared_length(data: Any) -> int:
+    """Number of rows a column declares, without reading it."""
+    shape = getattr(_stored(data), "shape", None)
+    return int(shape[0]) if shape else len(data)
+
+
+def _stored_bytes(data: Any) -> tuple[int, bool] | None:
+    stored = _stored(data)
+    if isinstance(stored, h5py.Dataset):
+        return stored_size(stored)
+    if hasattr(stored, "nbytes_stored"):  # a zarr array: chunks are compressed as a rule
+        return int(stored.nbytes_stored), True
+    return None  # already in memory
+
+
+def refuse_oversized(source: str, name: str, data: Any) -> None:
+    """Raise FileFormatError when a column declares more values than its file holds.
+
+    An unwritten or truncated dataset may declare any shape (10**11 spike times in a
+    file of a few kilobytes); reading it would allocate that much memory first.
+    """
+    stored_array = _stored(data)
+    shape, dtype = getattr(stored_array, "shape", None), getattr(stored_array, "dtype", None)
+    if shape is None or dtype is None or dtype.kind not in "biufc":
+        return
+    declared = math.prod(shape) * dtype.itemsize
+    stored = _stored_bytes(data) if declared > SMALL_COLUMN_BYTES else None
+    if stored is None:
+        return
+    stored_bytes, packed = stored
+    if declared > stored_bytes * (MAX_COMPRESSION if packed else 1):
+        raise FileFormatError(
+            f"{source}: {name} declares {math.prod(shape)} values ({declared / 1e9:.1f} GB) but "
+            f"the file stores {stored_bytes} bytes of them; a column cannot hold more than its "
+            "file does, so spikelab refuses to read it. The file is corrupt or was not "
+            "written completely: re-export it from its source"
+        )
+
+
+def _check_numeric(source: str, name: str, dtype: np.dtype[Any], what: str) -> None:
+    if dtype.kind not in _NUMBER_KINDS:
+        raise FileFormatError(
+            f"{source}: {name} holds values of type {dtype} where numbers belong ({what}); "
+            "rewrite the column with numeric values"
+        )
+
+
+def read_whole(data: Any) -> NDArray[Any]:
+    """A whole column as an array (h5py or zarr dataset, hdmf wrapper, list or array)."""
+    if hasattr(data, "shape") and hasattr(data, "dtype"):
+        return np.asarray(data[()])
+    return np.asarray(data)
+
+
+def floats(
+    source: str, name: str, data: Any, what: str = "times in seconds"
+) -> NDArray[np.float64]:
+    """Read a numeric column as a new flat float64 array, after its checks.
+
+    ``what`` says what the numbers are, for the error a column of text gets.
+    """
+    refuse_oversized(source, name, data)
+    if isinstance(data, h5py.Dataset):
+        _check_numeric(source, name, data.dtype, what)
+        return read_float64(data)
+    values = read_whole(data)
+    _check_numeric(source, name, values.dtype, what)
+    return np.array(values, dtype=np.float64).reshape(-1)  # a copy: it gets scaled
+
+
+def end_offsets(source: str, name: str, data: Any) -> NDArray[np.int64]:
+    """Read a ragged column's index: whole, non-negative, non-decreasing end offsets.
+
+    Float offsets are accepted when every one is a whole number (MATLAB writers store
+    doubles); a fractional one is refused, never truncated.
+    """
+    refuse_oversized(source, name, data)
+    values = read_whole(data).reshape(-1)
+    rule = "it must hold whole, non-negative, non-decreasing end offsets, one per unit"
+    _check_numeric(source, name, values.dtype, "end offsets")
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values) | (values != np.floor(values))
+        if np.any(bad):
+            raise FileFormatError(
+                f"{source}: {name} holds the non-whole offset {values[bad][0]!r}; {rule} "
+                "(spikelab refuses to truncate it)"
+            )
+    ends = values.astype(np.int64)
+    if ends.size and ends.min() < 0:
+        raise FileFormatError(f"{source}: {name} holds the negative offset {ends.min()}; {rule}")
+    if np.any(np.diff(ends) < 0):
+        at = int(np.argmax(np.diff(ends) < 0))
+        raise FileFormatError(
+            f"{source}: {name} decreases at entry {at + 1} ({ends[at]} then {ends[at + 1]}); {rule}"
+        )
+    return ends
+
+
+def whole_rows(source: str, name: str, data: Any) -> NDArray[np.int64]:
+    """Read a column of row numbers (a table region) as int64, refusing what is not whole."""
+    refuse_oversized(source, name, data)
+    values = read_whole(data).reshape(-1)
+    _check_numeric(source, name, values.dtype, "row numbers")
+    if values.dtype.kind == "f" and np.any(values != np.floor(values)):
+        raise FileFormatError(f"{source}: {name} holds non-whole row numbers; rows are counted")
+    return values.astype(np.int64)
+
+
+def check_unit_count(
+    source: str, ids_name: str, n_ids: int, index_name: str, n_ends: int, table: str = "Units"
+) -> None:
+    """Every row has one entry in each column: refuse tables whose columns disagree."""
+    if n_ids != n_ends:
+        raise FileFormatError(
+            f"{source}: the {table} table has {n_ids} entries in {ids_name} but {n_ends} in "
+            f"{index_name}; each row needs one of each, so the file is inconsistent"
+        )
+
+
+def check_end_fits(
+    source: str, index_name: str, ends: NDArray[np.int64], times_name: str, n_times: int
+) -> None:
+    """Refuse a spike index whose last offset points past the end of the spike times."""
+    if ends.size and ends[-1] > n_times:
+        raise FileFormatError(
+            f"{source}: {index_name} points past the end of {times_name} "
+            f"({int(ends[-1])} > {n_times} spike times); the index and the times do not "
+            "belong together"
+        )
+
+
+def obs_intervals(
+    source: str, data: Any, ends: NDArray[np.int64] | None
+) -> list[NDArray[np.float64]] | None:
+    """Each unit's observation intervals in seconds (rows of start, stop), after the checks."""
+    if ends is None:
+        return None
+    values = floats(source, "obs_intervals", data, "interval bounds in seconds")
+    if values.size % 2:
+        raise FileFormatError(
+            f"{source}: obs_intervals holds {values.size} numbers; it must hold start, stop pairs"
+        )
+    intervals = values.reshape(-1, 2)
+    check_end_fits(source, "obs_intervals_index", ends, "obs_intervals", intervals.shape[0])
+    return np.split(intervals, ends[:-1]) if ends.size else []
