@@ -81,3 +81,23 @@ class UnsafeRemoteDataError(SpikelabError, ValueError):
     must have their documented shape, and every local path built from server data must
     stay under its root folder; anything else may be an attack or a wrong API address.
     """
+
+
+class LakeKeyConflictError(SpikelabError, FileExistsError):
+    """A lake key already holds another input's manifest, which spikelab will not overwrite."""
+
+
+class IngestFailedError(SpikelabError, RuntimeError):
+    """An ingest flow run finished with failed assets; ``summary`` holds its run summary.
+
+    Calling a flow raises it after the run summary and artifacts are written; call the
+    flow with ``return_state=True`` and read ``spikelab.flows.run_summary(state)`` to get
+    the summary without an exception.
+    """
+
+    def __init__(self, message: str, summary: object) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+    def __reduce__(self) -> tuple[type[IngestFailedError], tuple[str, object]]:
+        return type(self), (str(self), self.summary)
