@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 _MAX_NAME_ATTEMPTS = 100
+_TOKEN_BYTES = 6
+# A temporary name is ".<name>.<12 hex>.part"; the name part is cut to keep it within the
+# 255 bytes most filesystems allow.
+_NAME_LIMIT_BYTES = 255 - len(".") - len(".") - 2 * _TOKEN_BYTES - len(".part")
+_TEMPORARY = re.compile(rf"^\..+\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.part$", re.DOTALL)
+STALE_AFTER_SECONDS = 3600.0
 
 
 @contextmanager
@@ -56,10 +64,12 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
 
     ``tempfile.mkstemp`` would create the file with mode ``0o600``, which the rename would
     then carry to the final file; ``os.open`` with ``0o666`` applies the umask instead.
+    A name near the filesystem's limit is cut in the temporary name (only there).
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    name = os.fsdecode(os.fsencode(target.name)[:_NAME_LIMIT_BYTES])
     for _ in range(_MAX_NAME_ATTEMPTS):
-        candidate = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
+        candidate = target.parent / f".{name}.{secrets.token_hex(_TOKEN_BYTES)}.part"
         try:
             return os.open(candidate, flags, 0o666), candidate
         except FileExistsError:
@@ -67,3 +77,43 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
     raise FileExistsError(
         f"could not create a temporary file beside {target}: {_MAX_NAME_ATTEMPTS} names taken"
     )
+
+
+def is_temporary(name: str) -> bool:
+    """Tell whether a file name is one :func:`atomic_write` gives its temporary files."""
+    return _TEMPORARY.match(name) is not None
+
+
+def remove_stale_temporaries(
+    root: str | os.PathLike[str], *, older_than_seconds: float = STALE_AFTER_SECONDS
+) -> list[Path]:
+    """Remove the temporary files that writers killed mid-write left under ``root``.
+
+    A temporary file (``.<name>.<12 hex>.part``) is stale when it was last written more
+    than ``older_than_seconds`` ago; younger ones may belong to a write in progress (a run
+    going on at the same time) and are kept.
+
+    Parameters
+    ----------
+    root : str or PathLike
+        Folder searched, with its subfolders; a missing folder has nothing to remove.
+    older_than_seconds : float, default: 3600.0
+        Age, from the last modification, beyond which a temporary file is stale.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    cutoff = time.time() - older_than_seconds
+    removed = []
+    for folder, _, names in os.walk(root):
+        for name in filter(is_temporary, names):
+            path = Path(folder, name)
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:  # renamed into place or removed by its writer meanwhile
+                continue
+    return removed

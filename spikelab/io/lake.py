@@ -10,6 +10,7 @@ Layout (Hive partitions, so DuckDB, pyarrow and Polars read it as one table)::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -23,13 +24,62 @@ from pyarrow import fs
 from spikelab.io import storage
 
 DEFAULT_LAKE = "./spikelab-lake"
+LAKE_ENV = "SPIKELAB_LAKE"
 PARTITIONS = pa.schema([("source", pa.string()), ("dataset", pa.string())])
+# Longest key: room for a prefix ("dataset="), a suffix (".parquet") and a temporary name
+# (~20 more characters) within the 255 bytes most filesystems allow per name.
+MAX_KEY_LENGTH = 160
+_HASH_LENGTH = 8
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:_HASH_LENGTH]
 
 
 def safe_key(text: str) -> str:
-    """Make ``text`` usable as one file or partition name (no slashes, no spaces)."""
-    key = re.sub(r"[^A-Za-z0-9._=-]+", "_", str(text)).strip("._")
-    return key or "_"
+    """Make ``text`` usable as one file or partition name (no slashes, no spaces).
+
+    Characters other than ASCII letters, digits and ``._=-`` become ``_``. A key longer
+    than :data:`MAX_KEY_LENGTH` is cut and ends with ``-`` and a short hash of the whole
+    ``text``, so long names stay distinct and every file name built from a key (with its
+    suffix and a temporary name) fits the filesystem's limit.
+    """
+    key = re.sub(r"[^A-Za-z0-9._=-]+", "_", str(text)).strip("._") or "_"
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    return f"{key[: MAX_KEY_LENGTH - _HASH_LENGTH - 1]}-{_short_hash(str(text))}"
+
+
+def distinct_key(text: str, identity: str) -> str:
+    """``safe_key(text)`` made distinct by a short hash of ``identity``: ``<key>-<hash>``.
+
+    Used when two inputs would get the same key: ``identity`` (an absolute path, say) tells
+    them apart, and the result still fits :data:`MAX_KEY_LENGTH`.
+    """
+    key = safe_key(text)[: MAX_KEY_LENGTH - _HASH_LENGTH - 1]
+    return f"{key}-{_short_hash(identity)}"
+
+
+def default_lake() -> str:
+    """The lake the operator configured: ``$SPIKELAB_LAKE``, else ``./spikelab-lake``.
+
+    A local path comes back absolute (see :func:`resolve_lake`).
+    """
+    return resolve_lake(os.environ.get(LAKE_ENV) or DEFAULT_LAKE)
+
+
+def resolve_lake(lake: str | os.PathLike[str] | None) -> str:
+    """The lake root as it is recorded: an absolute local path, or the URL unchanged.
+
+    ``None`` (or an empty string) means :func:`default_lake`. Resolving before anything
+    is written keeps manifests and run summaries valid from any working directory.
+    """
+    text = os.fspath(lake) if lake is not None else ""
+    if not text:
+        return default_lake()
+    if storage.is_remote(text):
+        return text.rstrip("/")
+    return os.path.abspath(os.path.expanduser(text))
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,8 @@ def write_manifest(
     metadata: Mapping[str, Any] | None = None,
     error: str | None = None,
     flow_run_id: str | None = None,
+    warnings: Mapping[str, int] | None = None,
+    skipped_columns: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write one asset's manifest as JSON (atomically) and return it.
 
@@ -88,6 +90,10 @@ def write_manifest(
         The error message of a failed asset.
     flow_run_id : str | None, default: None
         The Prefect flow run that wrote it.
+    warnings : mapping | None, default: None
+        Warnings raised while loading the input: ``{message: count}``.
+    skipped_columns : mapping | None, default: None
+        Attributes the units table left out: ``{attribute name: reason}``.
     """
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -105,9 +111,77 @@ def write_manifest(
         "created_at": datetime.now(UTC).isoformat(),
         "status": status,
         "error": error,
+        "warnings": to_plain(dict(warnings or {})),
+        "skipped_columns": to_plain(dict(skipped_columns or {})),
     }
-    storage.put_bytes(dest, json.dumps(manifest, indent=2, allow_nan=False).encode())
+    _put(dest, manifest)
     return manifest
+
+
+def record_failure(
+    dest: str | os.PathLike[str],
+    *,
+    source: str,
+    dataset_id: str,
+    asset_id: str,
+    error: str,
+    version: str | None = None,
+    source_reference: str | None = None,
+    input: Mapping[str, Any] | None = None,
+    flow_run_id: str | None = None,
+    warnings: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """Record that an asset failed, without ever undoing its last good publication.
+
+    When ``dest`` holds an ``ok`` manifest, that manifest (and the units table it lists)
+    stays, and the failure goes into its ``last_failure`` field (``error``,
+    ``flow_run_id``, ``failed_at``, ``input``, ``warnings``); the next good load writes a
+    fresh manifest without it. Otherwise (no manifest, an earlier failure, an unreadable
+    file) a ``failed`` manifest is written. Parameters are those of :func:`write_manifest`.
+
+    Returns
+    -------
+    dict
+        The manifest now at ``dest``.
+    """
+    previous = _readable_manifest(dest)
+    if previous is not None and previous.get("status") == "ok":
+        previous["last_failure"] = to_plain(
+            {
+                "error": error,
+                "flow_run_id": flow_run_id,
+                "failed_at": datetime.now(UTC).isoformat(),
+                "input": dict(input or {}),
+                "warnings": dict(warnings or {}),
+            }
+        )
+        _put(dest, previous)
+        return previous
+    return write_manifest(
+        dest,
+        source=source,
+        dataset_id=dataset_id,
+        asset_id=asset_id,
+        status="failed",
+        version=version,
+        source_reference=source_reference,
+        input=input,
+        error=error,
+        flow_run_id=flow_run_id,
+        warnings=warnings,
+    )
+
+
+def _put(dest: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:
+    storage.put_bytes(dest, json.dumps(manifest, indent=2, allow_nan=False).encode())
+
+
+def _readable_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest at ``path``, or None when there is none or it is not valid JSON."""
+    try:
+        return read_manifest(path)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:

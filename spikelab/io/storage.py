@@ -16,7 +16,7 @@ from typing import IO
 
 from pyarrow import fs
 
-from spikelab.io.atomic import atomic_write
+from spikelab.io.atomic import STALE_AFTER_SECONDS, atomic_write, remove_stale_temporaries
 
 
 def is_remote(location: str | os.PathLike[str]) -> bool:
@@ -82,6 +82,35 @@ def exists(location: str | os.PathLike[str]) -> bool:
         return Path(text).is_file()
     filesystem, path = _filesystem(text)
     return bool(filesystem.get_file_info(path).type == fs.FileType.File)
+
+
+def remove(location: str | os.PathLike[str]) -> None:
+    """Delete a file if it is there (nothing happens when it is not)."""
+    text = str(location)
+    if not is_remote(text):
+        Path(text).unlink(missing_ok=True)
+        return
+    filesystem, path = _filesystem(text)
+    if filesystem.get_file_info(path).type == fs.FileType.File:
+        filesystem.delete_file(path)
+
+
+def remove_leftovers(
+    root: str | os.PathLike[str], *, older_than_seconds: float = STALE_AFTER_SECONDS
+) -> list[str]:
+    """Remove stale temporary files that killed writers left under a local ``root``.
+
+    See :func:`spikelab.io.atomic.remove_stale_temporaries`. Object stores publish whole
+    objects only, so a URL has nothing to clean.
+
+    Returns
+    -------
+    list of str
+        The files removed.
+    """
+    if is_remote(root):
+        return []
+    return [str(p) for p in remove_stale_temporaries(root, older_than_seconds=older_than_seconds)]
 
 
 def list_files(root: str | os.PathLike[str], suffix: str) -> list[str]:
