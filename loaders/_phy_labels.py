@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from spikelab.exceptions import FileFormatError
@@ -29,24 +30,54 @@ class ClusterTable:
     files_used: list[str] = field(default_factory=list)
 
 
-def read_tsv(path: Path) -> pd.DataFrame:
-    """Read one cluster TSV; an empty file or one without an id column raises a ValueError."""
+@dataclass
+class ClusterTsv:
+    """One cluster TSV: its rows and the cluster id of each row, checked."""
+
+    path: Path
+    frame: pd.DataFrame
+    ids: list[int]
+
+
+def read_tsv(path: Path) -> ClusterTsv | None:
+    """Read one cluster TSV; None (with a warning) when it has no ``cluster_id``/``id`` column.
+
+    Raises
+    ------
+    FileFormatError
+        The file is empty, is not a TSV, or its id column holds values that are not
+        whole numbers.
+    """
     if path.stat().st_size == 0:
         raise FileFormatError(f"cluster TSV {path} is empty (0 bytes); delete it or re-export it")
     try:
         table = pd.read_csv(path, sep="\t")
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise FileFormatError(f"cluster TSV {path} cannot be read as a TSV ({error})") from error
-    if not any(column in table.columns for column in _ID_COLUMNS):
-        raise FileFormatError(
-            f"cluster TSV {path} has no cluster_id (or id) column; columns: {list(table.columns)}"
+    column = next((c for c in _ID_COLUMNS if c in table.columns), None)
+    if column is None:
+        warnings.warn(
+            f"cluster TSV {path} has no cluster_id (or id) column, so its rows cannot be "
+            f"matched to clusters; ignoring it and keeping every cluster. Its columns: "
+            f"{[str(c) for c in table.columns]}",
+            UserWarning,
+            stacklevel=4,
         )
-    return table
+        return None
+    return ClusterTsv(path, table, _checked_ids(table[column], path, column))
 
 
-def _ids(table: pd.DataFrame) -> list[int]:
-    column = next(c for c in _ID_COLUMNS if c in table.columns)
-    return [int(value) for value in table[column]]
+def _checked_ids(values: pd.Series, path: Path, column: str) -> list[int]:
+    """Cluster ids as Python ints; FileFormatError naming the file, column and bad value."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers % 1 != 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise FileFormatError(
+            f"cluster TSV {path}: column {column!r} must hold whole-number cluster ids, but "
+            f"row {row + 1} holds {values.tolist()[row]!r}; fix or re-export the file"
+        )
+    return [int(value) for value in values.tolist()]
 
 
 def _scalar(value: Any) -> Any:
@@ -54,9 +85,10 @@ def _scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _add_labels(result: ClusterTable, table: pd.DataFrame, source: str, *, column: str) -> None:
+def _add_labels(result: ClusterTable, table: ClusterTsv, *, column: str) -> None:
+    source = table.path.name
     used = False
-    for cluster_id, label in zip(_ids(table), table[column], strict=True):
+    for cluster_id, label in zip(table.ids, table.frame[column], strict=True):
         if cluster_id in result.labels or not isinstance(label, str) or not label:
             continue
         result.labels[cluster_id] = label
@@ -66,26 +98,38 @@ def _add_labels(result: ClusterTable, table: pd.DataFrame, source: str, *, colum
         result.files_used.append(source)
 
 
-def _add_columns(result: ClusterTable, table: pd.DataFrame) -> None:
+def _add_columns(result: ClusterTable, table: ClusterTsv) -> None:
     skip = {*_ID_COLUMNS, "group", "ch"}
-    for row, cluster_id in zip(table.itertuples(index=False), _ids(table), strict=True):
-        values = dict(zip(table.columns, row, strict=True))
+    columns = table.frame.columns
+    for row, cluster_id in zip(table.frame.itertuples(index=False), table.ids, strict=True):
+        values = dict(zip(columns, row, strict=True))
         channel = values.get("ch")
         if channel is not None and not (isinstance(channel, float) and math.isnan(channel)):
-            result.channels.setdefault(cluster_id, int(channel))
+            result.channels.setdefault(cluster_id, _channel(channel, cluster_id, table.path))
         extra = result.extra.setdefault(cluster_id, {})
         for name, value in values.items():
             if name not in skip:
                 extra.setdefault(str(name), _scalar(value))
 
 
+def _channel(value: Any, cluster_id: int, path: Path) -> int:
+    """A ``ch`` cell as an int; FileFormatError naming the file when it is not a channel."""
+    number = pd.to_numeric(value, errors="coerce")  # a column mixing text reads as text
+    if not pd.isna(number) and float(number).is_integer():
+        return int(number)
+    raise FileFormatError(
+        f"cluster TSV {path}: column 'ch' must hold channel numbers, but cluster {cluster_id} "
+        f"has {value!r}; fix the file or pass another cluster_info_tsv"
+    )
+
+
 def read_cluster_table(folder: Path, cluster_info_tsv: str | Path | None) -> ClusterTable:
     """Collect labels, channels and other columns per cluster id.
 
-    With ``cluster_info_tsv`` given, only that file is read (a path that does not exist is
-    warned about and keeps every cluster). Otherwise the files of :data:`LABEL_FILES` that
-    exist in ``folder`` are read; each cluster takes its label from the first file that
-    labels it.
+    With ``cluster_info_tsv`` given, only that file is read (a path that does not exist, or
+    a file without an id column, is warned about and keeps every cluster). Otherwise the
+    files of :data:`LABEL_FILES` that exist in ``folder`` are read; each cluster takes its
+    label from the first file that labels it.
     """
     result = ClusterTable()
     if cluster_info_tsv is not None:
@@ -100,21 +144,26 @@ def read_cluster_table(folder: Path, cluster_info_tsv: str | Path | None) -> Clu
             )
             return result
         table = read_tsv(path)
-        label_column = next((c for c in _LABEL_COLUMNS if c in table.columns), None)
+        if table is None:
+            return result
+        label_column = next((c for c in _LABEL_COLUMNS if c in table.frame.columns), None)
         if label_column is not None:
-            _add_labels(result, table, path.name, column=label_column)
+            _add_labels(result, table, column=label_column)
         _add_columns(result, table)
         return result
 
-    tables = {name: read_tsv(folder / name) for name in LABEL_FILES if (folder / name).is_file()}
+    tables: dict[str, ClusterTsv] = {}
+    for name in LABEL_FILES:
+        if (folder / name).is_file() and (found := read_tsv(folder / name)) is not None:
+            tables[name] = found
     for name, column in (
         ("cluster_group.tsv", "group"),
         ("cluster_info.tsv", "group"),
         ("cluster_KSLabel.tsv", "KSLabel"),
     ):
         table = tables.get(name)
-        if table is not None and column in table.columns:
-            _add_labels(result, table, name, column=column)
+        if table is not None and column in table.frame.columns:
+            _add_labels(result, table, column=column)
     if "cluster_info.tsv" in tables:
         _add_columns(result, tables["cluster_info.tsv"])
     return result

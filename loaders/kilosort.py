@@ -99,18 +99,14 @@ def load_spikedata_from_kilosort(
         if times.min() < 0:
             raise FileFormatError(f"{root}: {spike_times_file} holds negative spike times")
     clusters = _integer_ids(clusters, root, clusters_path.name)
-    lowest, highest = (int(clusters.min()), int(clusters.max())) if clusters.size else (0, -1)
-    if lowest < 0:
-        raise FileFormatError(f"{root}: {clusters_path.name} holds negative cluster ids")
-
     table = read_cluster_table(root, cluster_info_tsv)
-    grouped, ends = group_by_unit(clusters, to_ms(times, time_unit, fs_Hz), highest + 1)
-    present = np.flatnonzero(np.diff(ends, prepend=0)).tolist()
+    present, grouped, ends = _spikes_by_cluster(clusters, to_ms(times, time_unit, fs_Hz))
     kept_ids = [
         cluster_id
         for cluster_id in present
         if include_noise or table.labels.get(cluster_id) != "noise"
     ]
+    row_of = {cluster_id: row for row, cluster_id in enumerate(present)}
     channels = _channels(root, kept_ids, present, clusters, table, channel_map_file)
     positions = _optional_npy(root / channel_positions_file)
 
@@ -123,7 +119,7 @@ def load_spikedata_from_kilosort(
         return SpikeData.from_flat(
             grouped,
             ends,
-            units=kept_ids,
+            units=[row_of[cluster_id] for cluster_id in kept_ids],
             length=length_ms,
             neuron_attributes=attributes,
             metadata={
@@ -147,14 +143,46 @@ def _load_npy(path: Path) -> NDArray[Any]:
 
 
 def _integer_ids(clusters: NDArray[Any], root: Path, name: str) -> NDArray[Any]:
-    """Cluster ids as integers; whole-number floats (some exporters write them) are cast."""
-    if clusters.dtype.kind in "iu":
-        return clusters
+    """Cluster ids as integers from 0 to 2**63 - 1, signed or unsigned as stored.
+
+    Whole-number floats (some exporters write them) are cast; anything else, a negative
+    id, or an unsigned id too large for int64 raises FileFormatError naming the file.
+    """
     if clusters.dtype.kind == "f" and np.all(np.mod(clusters, 1) == 0):
-        return clusters.astype(np.int64)
-    raise FileFormatError(
-        f"{root}: {name} must hold whole-number cluster ids, got dtype {clusters.dtype}"
-    )
+        clusters = clusters.astype(np.int64)
+    if clusters.dtype.kind not in "iu":
+        raise FileFormatError(
+            f"{root}: {name} must hold whole-number cluster ids, got dtype {clusters.dtype}"
+        )
+    if clusters.size and int(clusters.min()) < 0:
+        raise FileFormatError(f"{root}: {name} holds negative cluster ids")
+    if clusters.size and int(clusters.max()) > np.iinfo(np.int64).max:
+        raise FileFormatError(
+            f"{root}: {name} holds cluster id {int(clusters.max())}, beyond 2**63 - 1; "
+            "cluster ids this large are not supported"
+        )
+    return clusters
+
+
+def _spikes_by_cluster(
+    clusters: NDArray[Any], times_ms: NDArray[np.float64]
+) -> tuple[list[int], NDArray[np.float64], NDArray[np.int64]]:
+    """Group spike times by cluster: the ids with spikes (ascending), the times, the ends.
+
+    Ids up to a few times the spike count are grouped in one linear pass, one row per
+    possible id; sparser ids (a few huge uint32 or uint64 ids) are first renumbered by
+    rank, so that no row is allocated for ids that never occur.
+    """
+    if clusters.size == 0:
+        return [], np.empty(0, dtype=np.float64), np.empty(0, dtype=np.int64)
+    highest = int(clusters.max())
+    if highest < 4 * clusters.size + 1024:
+        grouped, ends = group_by_unit(clusters, times_ms, highest + 1)
+        rows = np.flatnonzero(np.diff(ends, prepend=0))
+        return rows.tolist(), grouped, ends[rows]
+    ids, rank = np.unique(clusters, return_inverse=True)
+    grouped, ends = group_by_unit(rank.reshape(-1), times_ms, ids.size)
+    return [int(cluster_id) for cluster_id in ids], grouped, ends
 
 
 def _optional_npy(path: Path, *, mmap: bool = False) -> NDArray[Any] | None:
@@ -192,8 +220,9 @@ def _channels(
     if pending and channel_map is not None:
         if all_cluster_ids != list(range(len(all_cluster_ids))):
             warnings.warn(
-                f"{root}: cluster ids are not 0..{len(all_cluster_ids) - 1}, so reading each "
-                f"cluster's channel as {channel_map_file}[cluster_id] is only a guess",
+                f"{root}: cluster ids are not sequential (not 0..{len(all_cluster_ids) - 1}), "
+                f"so reading each cluster's channel as {channel_map_file}[cluster_id] is only "
+                "a guess",
                 UserWarning,
                 stacklevel=3,
             )
@@ -219,8 +248,9 @@ def _template_peak_channels(
         return {}
     if templates.ndim != 3:
         warnings.warn(
-            f"skipping {templates_path}: expected 3-D (templates, samples, channels), "
-            f"got shape {templates.shape}",
+            f"Templates fallback skipped: {templates_path} must be 3-D (templates, samples, "
+            f"channels) but has shape {templates.shape}; channels come from "
+            "channel_map[cluster_id] instead",
             UserWarning,
             stacklevel=4,
         )
@@ -237,10 +267,19 @@ def _template_peak_channels(
         return {}
     dominant: dict[int, int]
     if spike_templates is not None:
-        spike_templates = spike_templates.reshape(-1)
+        try:
+            spike_templates = _integer_ids(
+                np.asarray(spike_templates).reshape(-1), root, spike_templates_path.name
+            )
+        except FileFormatError as error:
+            warnings.warn(f"ignoring it for the channels: {error}", UserWarning, stacklevel=4)
+            return {}
         wanted = np.isin(clusters, cluster_ids)
+        # Both as int64 (ids are checked to fit): a uint64 beside an int64 would stack as float.
         pairs, pair_counts = np.unique(
-            np.stack([clusters[wanted], spike_templates[wanted]]), axis=1, return_counts=True
+            np.stack([clusters[wanted].astype(np.int64), spike_templates[wanted].astype(np.int64)]),
+            axis=1,
+            return_counts=True,
         )
         dominant = {}
         best: dict[int, int] = {}

@@ -9,7 +9,9 @@ from spikelab.spikedata import SpikeData
 
 # 1000 / 32 kHz = 0.03125 ms is exact in binary, so sample -> ms conversions compare exactly.
 FS = 32_000.0
-GUESS = r"cluster ids are not 0\.\.\d+, so reading each cluster's channel .* only a guess"
+GUESS = (
+    r"cluster ids are not sequential \(not 0\.\.\d+\), so reading each cluster's channel .* guess"
+)
 
 
 def ms(samples):
@@ -422,10 +424,54 @@ def test_unreadable_tsv_names_the_file(phy_folder, content):
         load(phy_folder)
 
 
-def test_tsv_without_id_column(phy_folder, tmp_path):
-    tsv = write_tsv(tmp_path / "noid.tsv", ["unit", "group"], [[0, "noise"]])
-    with pytest.raises(ValueError, match=r"noid\.tsv has no cluster_id \(or id\) column"):
+def test_tsv_without_id_column_warns_and_keeps_every_cluster(phy_folder, tmp_path):
+    tsv = write_tsv(tmp_path / "noid.tsv", ["unit", "group"], [[3, "noise"]])
+    with pytest.warns(UserWarning) as seen:
+        sd = load(phy_folder, cluster_info_tsv=tsv)
+    messages = [str(w.message) for w in seen]
+    assert any(
+        "noid.tsv has no cluster_id (or id) column" in m and "['unit', 'group']" in m
+        for m in messages
+    )  # names the file and the columns it has
+    assert any("not sequential" in m for m in messages)  # no ch column: the map is a guess
+    assert sd.metadata["cluster_ids"] == [0, 2, 3, 5]  # noise cluster 3 kept: no labels
+    expected = [ms(PHY_TRAINS[c]).tolist() for c in (0, 2, 3, 5)]
+    assert [train.tolist() for train in sd.train] == expected
+    assert attrs(sd, "label") == [None] * 4
+
+
+def test_folder_tsv_without_id_column_is_ignored_with_a_warning(phy_folder):
+    write_tsv(phy_folder / "cluster_group.tsv", ["unit", "group"], [[0, "noise"]])
+    with pytest.warns(UserWarning, match=r"cluster_group\.tsv has no cluster_id"):
+        sd = load(phy_folder)
+    # the labels then come from cluster_info.tsv, which still drops noise cluster 3
+    assert sd.metadata["cluster_ids"] == [0, 2, 5]
+    assert attrs(sd, "label_source") == ["cluster_info.tsv"] * 3
+
+
+@pytest.mark.parametrize(
+    ("column", "cell", "shown"), [("cluster_id", "abc", "'abc'"), ("id", "2.5", "2.5")]
+)
+def test_tsv_ids_that_are_not_integers(phy_folder, tmp_path, column, cell, shown):
+    tsv = write_tsv(tmp_path / "bad.tsv", [column, "group"], [[0, "good"], [cell, "noise"]])
+    with pytest.raises(
+        ValueError,
+        match=rf"bad\.tsv: column '{column}' must hold whole-number cluster ids, but "
+        rf"row 2 holds {shown}",
+    ):
         load(phy_folder, cluster_info_tsv=tsv)
+
+
+def test_tsv_ids_with_an_empty_cell(phy_folder):
+    write_tsv(phy_folder / "cluster_group.tsv", ["cluster_id", "group"], [[0, "good"], ["", "mua"]])
+    with pytest.raises(ValueError, match=r"cluster_group\.tsv: column 'cluster_id' .* row 2"):
+        load(phy_folder)
+
+
+def test_tsv_channel_that_is_not_a_number(phy_folder):
+    write_tsv(phy_folder / "cluster_info.tsv", ["cluster_id", "ch"], [[0, 4], [2, "A7"]])
+    with pytest.raises(ValueError, match=r"cluster_info\.tsv: column 'ch' .* cluster 2 has 'A7'"):
+        load(phy_folder)
 
 
 def test_old_phy_id_column(tmp_path):
@@ -508,7 +554,7 @@ def test_two_d_templates_skipped_with_warning(tmp_path):
         templates=np.ones((2, 4), np.float32),
         channel_map=[5, 6, 7],
     )
-    with pytest.warns(UserWarning, match=r"templates\.npy: expected 3-D .* shape \(2, 4\)"):
+    with pytest.warns(UserWarning, match=r"Templates fallback skipped: .*shape \(2, 4\)"):
         sd = load(root)
     assert attrs(sd, "electrode") == [5, 6]  # channel_map[cluster_id]
 
@@ -559,7 +605,7 @@ def test_channel_map_by_cluster_id_when_ids_are_contiguous(tmp_path):
 
 def test_channel_map_by_cluster_id_warns_when_ids_have_gaps(tmp_path):
     root = make_folder(tmp_path / "ks", [32, 64], [0, 2], channel_map=[9, 4, 6])
-    with pytest.warns(UserWarning, match=r"cluster ids are not 0\.\.1.*only a guess"):
+    with pytest.warns(UserWarning, match=r"cluster ids are not sequential \(not 0\.\.1\).*guess"):
         sd = load(root)
     assert attrs(sd, "electrode") == [9, 6]
 
@@ -578,7 +624,7 @@ def test_cluster_past_end_of_channel_map(tmp_path):
         sd = load(root)
     messages = [str(w.message) for w in record]
     assert any("cluster 9 is past the end of channel_map.npy (2 channels)" in m for m in messages)
-    assert any("cluster ids are not 0..2" in m for m in messages)
+    assert any("cluster ids are not sequential (not 0..2)" in m for m in messages)
     assert len(messages) == 2
     assert attrs(sd, "electrode") == [3, 4, None]
     assert "electrode" not in sd.neuron_attributes[2]
@@ -743,4 +789,41 @@ def test_corrupt_spike_files(tmp_path, name, content):
     root = make_folder(tmp_path / "ks", [32], [0])
     (root / name).write_bytes(content)
     with pytest.raises(ValueError, match=rf"{name} is not a valid \.npy file"):
+        load(root)
+
+
+# ---------------------------------------------------------------- unsigned and sparse ids
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64, np.int64])
+def test_unsigned_cluster_ids_with_the_template_ladder(tmp_path, dtype):
+    """Phy writes spike_clusters as uint32; template peaks must still give the channels."""
+    root = make_folder(
+        tmp_path / "ks",
+        [32, 64, 96, 128],
+        np.array([1, 0, 2, 1], dtype=dtype),
+        spike_templates=np.array([1, 0, 2, 1], np.int32),
+        templates=template_bank(3, 4, [3, 0, 2]),
+        channel_map=np.array([10, 11, 12, 13], np.uint32),
+    )
+    sd = load(root)
+    assert sd.metadata["cluster_ids"] == [0, 1, 2]
+    assert [train.tolist() for train in sd.train] == [[2.0], [1.0, 4.0], [3.0]]
+    assert attrs(sd, "unit_id") == [0, 1, 2]
+    assert attrs(sd, "electrode") == [13, 10, 12]
+
+
+def test_huge_sparse_cluster_ids_are_not_allocated_per_id(tmp_path):
+    ids = np.array([4_000_000_000, 7, 2**63 - 1, 7], dtype=np.uint64)
+    root = make_folder(tmp_path / "ks", [32, 64, 96, 128], ids)
+    sd = load(root)  # no channel map: no channel lookups
+    assert sd.metadata["cluster_ids"] == [7, 4_000_000_000, 2**63 - 1]
+    assert [train.tolist() for train in sd.train] == [[2.0, 4.0], [1.0], [3.0]]
+
+
+def test_cluster_ids_beyond_int64(tmp_path):
+    root = make_folder(tmp_path / "ks", [32, 64], np.array([0, 2**63], dtype=np.uint64))
+    with pytest.raises(
+        ValueError, match=r"spike_clusters\.npy holds cluster id 9223372036854775808"
+    ):
         load(root)
