@@ -1,33 +1,108 @@
-"""The ``spikelab`` command: ingest into the lake, ask it questions, run the demo, serve."""
+"""The ``spikelab`` command: ingest into the lake, ask it questions, run the demo, serve.
+
+Light commands (``--help``, ``lake …``, ``server …``) import neither Prefect nor the
+format libraries; commands that run a flow start (or find) a Prefect server first and import
+their flows while it comes up.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-DEFAULT_LAKE = "./spikelab-lake"
-# A new PREFECT_HOME makes the embedded server take ~20 s to start: Prefect's default limit.
+LAKE_VARIABLE = "SPIKELAB_LAKE"
+FALLBACK_LAKE = "./spikelab-lake"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_CODES = """\
+exit status:
+  0  every input or asset landed or was skipped (server status: the server runs)
+  1  some input or asset failed, the others landed (server status: not running)
+  2  usage or configuration error: bad option, missing file or config, port taken
+"""
+# A new PREFECT_HOME makes a Prefect server take ~20 s to start: Prefect's default limit.
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",  # progress bars and a summary say what happens
 }
+# Python keyword arguments that messages from the library may name, and their CLI options.
+_OPTIONS = {
+    "format": "--format",
+    "trust_pickles": "--trust-pickles",
+    "min_rate_hz": "--min-rate",
+    "min_units": "--min-units",
+    "min_fraction_in_target": "--min-fraction",
+    "max_probes": "--max-probes",
+    "max_assets": "--max-assets",
+    "path_glob": "--glob",
+    "raw_zarr": "--raw-zarr",
+    "api_base": "--api-base",
+    "lake": "--lake",
+    "refresh": "--refresh",
+    "transfer": "--transfer",
+}
+_KEYWORD = re.compile(r"\b(" + "|".join(_OPTIONS) + r")=(?:True\b)?")
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 class UsageError(Exception):
     """A bad argument: reported as one line, exit status 2."""
 
 
+class FlowRunError(RuntimeError):
+    """A flow run ended without a run summary (it crashed): exit status 1."""
+
+
+def default_lake() -> str:
+    """The lake commands use without ``--lake``: ``$SPIKELAB_LAKE``, else ``./spikelab-lake``."""
+    return os.environ.get(LAKE_VARIABLE) or FALLBACK_LAKE
+
+
+def cli_words(message: str) -> str:
+    """Name CLI options (``--format``) where a library message names keywords (``format=``)."""
+    return _KEYWORD.sub(lambda match: _OPTIONS[match.group(1)], message)
+
+
+def _count(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _finite(low: float, high: float = math.inf) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            bounds = f"between {low:g} and {high:g}" if math.isfinite(high) else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {bounds}, got {text}")
+        return value
+
+    return parse
+
+
 def _lake_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lake",
-        default=DEFAULT_LAKE,
-        help=f"lake root folder or s3:// URL (default {DEFAULT_LAKE})",
+        help=f"lake root folder or s3:// URL (default: ${LAKE_VARIABLE}, else {FALLBACK_LAKE})",
     )
 
 
@@ -47,15 +122,9 @@ def _runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dask-address", help="scheduler address of a running Dask cluster")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(
-        prog="spikelab",
-        description="Ingest extracellular spike data into SpikeData and a Parquet lake.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    ingest = commands.add_parser("ingest", help="ingest a source into the lake")
+def _add_ingest(commands: Any) -> None:
+    ingest = commands.add_parser("ingest", help="ingest a source into the lake", epilog=EXIT_CODES)
+    ingest.formatter_class = argparse.RawDescriptionHelpFormatter
     sources = ingest.add_subparsers(dest="source", required=True, metavar="SOURCE")
     dandi = sources.add_parser("dandi", help="a DANDI dandiset (Units of every NWB asset)")
     dandi.add_argument("dandiset_id", help="six-digit dandiset id, e.g. 000006")
@@ -68,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="stream",
         help="read only the Units over HTTP ranges (default) or download and verify each file",
     )
-    dandi.add_argument("--max-assets", type=int, help="ingest at most this many assets")
+    dandi.add_argument("--max-assets", type=_count(1), help="ingest at most this many assets")
     dandi.add_argument("--api-base", help="DANDI API root (default: the public archive)")
     _lake_argument(dandi)
     _refresh_argument(dandi)
@@ -82,11 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     _refresh_argument(nightly)
     ibl = sources.add_parser("ibl", help="IBL Brain-Wide Map probes in some brain regions")
     ibl.add_argument("--regions", nargs="+", required=True, help="Beryl acronyms, e.g. MOs MOp")
-    ibl.add_argument("--min-units", type=int, default=0, help="good units a probe needs")
+    ibl.add_argument("--min-units", type=_count(0), default=0, help="good units a probe needs")
     ibl.add_argument(
-        "--min-fraction", type=float, default=0.0, help="fraction of its good units in the regions"
+        "--min-fraction",
+        type=_finite(0.0, 1.0),
+        default=0.0,
+        help="fraction of its good units in the regions",
     )
-    ibl.add_argument("--max-probes", type=int, help="ingest at most this many probes")
+    ibl.add_argument("--max-probes", type=_count(1), help="ingest at most this many probes")
     _lake_argument(ibl)
     _refresh_argument(ibl)
     _runner_arguments(ibl)
@@ -98,10 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "nwb", "kilosort", "hdf5", "spikelab_npz", "pickle"],
         help="input format (default: from each path)",
     )
+    files.add_argument(
+        "--trust-pickles",
+        action="store_true",
+        help="load pickles (.pkl, .p, .pickle; object arrays in .npz): unpickling runs code "
+        "the file carries, so give this only for files you trust",
+    )
     _lake_argument(files)
     _refresh_argument(files)
     _runner_arguments(files)
 
+
+def _add_lake(commands: Any) -> None:
     lake = commands.add_parser("lake", help="ask the lake")
     questions = lake.add_subparsers(dest="question", required=True, metavar="QUESTION")
     summary = questions.add_parser("summary", help="assets, units and spikes per dataset")
@@ -110,15 +190,60 @@ def build_parser() -> argparse.ArgumentParser:
     units.add_argument("--region", action="append", default=[], help="brain region (repeatable)")
     units.add_argument("--source", choices=["dandi", "ibl", "files"], help="one source only")
     units.add_argument("--dataset", help="one dataset id only")
-    units.add_argument("--min-rate", type=float, help="minimum firing rate in Hz")
+    units.add_argument("--min-rate", type=_finite(0.0), help="minimum firing rate in Hz")
     units.add_argument("--format", default="table", choices=["table", "csv", "parquet"])
     units.add_argument("--output", help="file to write (required with --format parquet)")
     _lake_argument(units)
 
+
+def _add_server(commands: Any) -> None:
+    server = commands.add_parser(
+        "server",
+        help="a local Prefect server that makes every flow-running command faster",
+        description="Start, stop or check one local Prefect server (127.0.0.1) that every "
+        "spikelab command then uses; its PID and URL are kept in $PREFECT_HOME.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = server.add_subparsers(dest="action", required=True, metavar="ACTION")
+    start = actions.add_parser("start", help="start the server and leave it running")
+    start.add_argument(
+        "--port",
+        type=_count(1),
+        help="port on 127.0.0.1 (default: 4200 when free, else any free port)",
+    )
+    actions.add_parser("stop", help="stop the server spikelab started")
+    actions.add_parser("status", help="say whether the server runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="spikelab",
+        description="Ingest extracellular spike data into SpikeData and a Parquet lake.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_ingest(commands)
+    _add_lake(commands)
     demo = commands.add_parser("demo", help="ingest a synthetic dataset into a local lake")
     _lake_argument(demo)
+    demo.add_argument(
+        "--keep-server",
+        action="store_true",
+        help="start a local Prefect server and leave it running (see `spikelab server`)",
+    )
+    _add_server(commands)
     commands.add_parser("serve", help="serve the nightly, manual and IBL-region deployments")
     return parser
+
+
+def absolute_lake(lake: str) -> str:
+    """A lake root with a relative folder made absolute (URLs stay as they are)."""
+    if "://" in lake:
+        return lake
+    return os.path.abspath(os.path.expanduser(lake))
 
 
 def _check_lake(lake: str) -> None:
@@ -133,79 +258,218 @@ def _on_runner(flow: Any, args: argparse.Namespace) -> Any:
     return with_task_runner(flow, args.task_runner, dask_address=args.dask_address)
 
 
-def _run_ingest(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Run the ingest flow the arguments name; return its run summaries."""
-    from spikelab.loaders._dandi_client import DEFAULT_API_BASE, normalize_dandiset_id
+def summaries_of(state: Any) -> list[dict[str, Any]]:
+    """The run summaries a finished flow run carries, Completed or Failed alike.
 
-    if args.source == "nightly":
-        from spikelab.config import DandisetsConfig, load_config
-        from spikelab.flows import ingest_dandisets
+    A flow with a failed asset may end in a Failed state that still carries its summary;
+    a flow that crashed carries its exception, which is raised here.
+    """
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise FlowRunError(f"the flow run failed: {type(result).__name__}: {result}") from result
+    if isinstance(result, dict):
+        return [result]
+    if isinstance(result, list) and all(isinstance(item, dict) for item in result):
+        return result
+    raise TypeError(f"the flow run returned {type(result).__name__}, not a run summary")
 
-        load_config(args.config, DandisetsConfig)  # a bad file is a usage error, before Prefect
-        return ingest_dandisets(
-            config=str(Path(args.config).resolve()),
-            lake=args.lake,
-            api_base=args.api_base or DEFAULT_API_BASE,
-            refresh=args.refresh,
-        )
 
-    if args.source == "dandi":
+@contextmanager
+def _run_logs_off_console() -> Iterator[None]:
+    """Keep flow- and task-run logs (tracebacks included) in Prefect, off the terminal.
+
+    The run's records still reach Prefect's API (its UI and log); the command prints one
+    line per failed input instead.
+    """
+    import logging
+
+    loggers = [logging.getLogger(name) for name in _RUN_LOGGERS]
+    before = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate in zip(loggers, before, strict=True):
+            logger.propagate = propagate
+
+
+def _call_flow(flow: Any, backend: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Run ``flow`` once the backend answers; return its run summaries."""
+    if backend is not None:
+        backend.wait_ready()
+    with _run_logs_off_console():
+        state = flow(*args, return_state=True, **kwargs)
+    return summaries_of(state)
+
+
+def _flush_prefect_logs() -> None:
+    """Send the run logs still queued to the server before it stops."""
+    if "prefect.logging.handlers" in sys.modules:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
+
+
+@contextmanager
+def _prefect(keep_server: bool = False) -> Iterator[Any]:
+    """A reachable Prefect API for the block (see :func:`spikelab.server.flow_backend`)."""
+    from spikelab.server import flow_backend
+
+    with flow_backend(keep_server=keep_server) as backend:
         try:
-            dandiset = normalize_dandiset_id(args.dandiset_id)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        from spikelab.flows import ingest_dandiset
+            yield backend
+        finally:
+            _flush_prefect_logs()
 
-        return [
-            _on_runner(ingest_dandiset, args)(
-                dandiset,
-                version=args.version,
-                path_glob=args.glob,
-                lake=args.lake,
-                raw_zarr=args.raw_zarr,
-                max_assets=args.max_assets,
-                api_base=args.api_base or DEFAULT_API_BASE,
-                refresh=args.refresh,
-                transfer=args.transfer,
-            )
-        ]
-    if args.source == "ibl":
-        from spikelab.flows import ingest_ibl_region
 
-        return [
-            _on_runner(ingest_ibl_region, args)(
-                args.regions,
-                min_units=args.min_units,
-                min_fraction_in_target=args.min_fraction,
-                max_probes=args.max_probes,
-                lake=args.lake,
-                refresh=args.refresh,
+def _unencodable(paths: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Split paths into those Prefect can take and failed outcomes for the others."""
+    usable, failed = [], []
+    for path in paths:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            failed.append(
+                {
+                    "asset_id": shown,
+                    "status": "failed",
+                    "error": f"the file name {shown} is not valid UTF-8, so it cannot be a "
+                    "flow parameter: rename the file (e.g. with convmv) and run again",
+                }
             )
-        ]
+        else:
+            usable.append(path)
+    return usable, failed
+
+
+def _with_failures(
+    summaries: list[dict[str, Any]], failed: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Add inputs that never reached the flow to its (first) run summary."""
+    if not failed:
+        return summaries
+    first = summaries[0] if summaries else {"counts": {"ok": 0, "skipped": 0, "failed": 0}}
+    counts = {**first["counts"], "failed": first["counts"]["failed"] + len(failed)}
+    merged = {**first, "counts": counts, "assets": [*first.get("assets", []), *failed]}
+    return [merged, *summaries[1:]]
+
+
+def _ingest_files(args: argparse.Namespace) -> list[dict[str, Any]]:
     missing = [path for path in args.paths if not Path(path).exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    from spikelab.flows import ingest_files
+    usable, failed = _unencodable(args.paths)
+    if not usable:
+        return _with_failures([], failed)
+    options: dict[str, Any] = {"format": args.format, "lake": args.lake, "refresh": args.refresh}
+    if args.trust_pickles:
+        options["trust_pickles"] = True
+    with _prefect() as backend:
+        from spikelab.flows import ingest_files
 
-    return [
-        _on_runner(ingest_files, args)(
-            [str(Path(p).resolve()) for p in args.paths],
-            format=args.format,
+        paths = [str(Path(path).resolve()) for path in usable]
+        summaries = _call_flow(_on_runner(ingest_files, args), backend, paths, **options)
+    return _with_failures(summaries, failed)
+
+
+def _ingest_dandi(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from spikelab.ids import normalize_dandiset_id
+
+    try:
+        dandiset = normalize_dandiset_id(args.dandiset_id)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    options = {"api_base": args.api_base} if args.api_base else {}
+    with _prefect() as backend:
+        from spikelab.flows import ingest_dandiset
+
+        return _call_flow(
+            _on_runner(ingest_dandiset, args),
+            backend,
+            dandiset,
+            version=args.version,
+            path_glob=args.glob,
+            lake=args.lake,
+            raw_zarr=args.raw_zarr,
+            max_assets=args.max_assets,
+            refresh=args.refresh,
+            transfer=args.transfer,
+            **options,
+        )
+
+
+def _ingest_nightly(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from spikelab.config import DandisetsConfig, load_config
+
+    load_config(args.config, DandisetsConfig)  # a bad file is a usage error, before Prefect
+    options = {"api_base": args.api_base} if args.api_base else {}
+    with _prefect() as backend:
+        from spikelab.flows import ingest_dandisets
+
+        return _call_flow(
+            ingest_dandisets,
+            backend,
+            config=str(Path(args.config).resolve()),
+            lake=args.lake,
+            refresh=args.refresh,
+            **options,
+        )
+
+
+def _ingest_ibl(args: argparse.Namespace) -> list[dict[str, Any]]:
+    with _prefect() as backend:
+        from spikelab.flows import ingest_ibl_region
+
+        return _call_flow(
+            _on_runner(ingest_ibl_region, args),
+            backend,
+            args.regions,
+            min_units=args.min_units,
+            min_fraction_in_target=args.min_fraction,
+            max_probes=args.max_probes,
             lake=args.lake,
             refresh=args.refresh,
         )
-    ]
 
 
-def _print_run(summary: dict[str, Any], lake: str) -> None:
+def _run_ingest(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run the ingest flow the arguments name; return its run summaries."""
+    if getattr(args, "dask_address", None) and args.task_runner != "dask":
+        raise UsageError("--dask-address needs --task-runner dask")
+    run_source = {
+        "files": _ingest_files,
+        "dandi": _ingest_dandi,
+        "nightly": _ingest_nightly,
+        "ibl": _ingest_ibl,
+    }[args.source]
+    return run_source(args)
+
+
+def _one_line(text: str | None) -> str:
+    lines = (text or "unknown error").strip().splitlines()
+    return cli_words(lines[0] if lines else "unknown error")
+
+
+def _print_run(summary: dict[str, Any], lake: str) -> bool:
+    """Print a run's counts and one line per failed asset; return whether any failed."""
     counts = summary["counts"]
     print(
         f"{counts['ok']} loaded, {counts['skipped']} skipped, {counts['failed']} failed "
-        f"-> lake {os.path.abspath(lake) if '://' not in lake else lake}"
+        f"-> lake {lake}"
     )
-    for asset in summary["assets"]:
+    for asset in summary.get("assets", []):
         if asset["status"] == "failed":
-            print(f"  failed: {asset['asset_id']}: {asset['error']}")
+            print(f"  failed: {asset['asset_id']}: {_one_line(asset.get('error'))}")
+    return bool(counts["failed"])
+
+
+def _lake_summary(lake: str) -> None:
+    from spikelab.lake_queries import lake_summary
+
+    frame = lake_summary(lake)
+    print(frame.to_string(index=False) if len(frame) else "the lake is empty")
 
 
 def _lake_units(args: argparse.Namespace) -> None:
@@ -229,18 +493,44 @@ def _lake_units(args: argparse.Namespace) -> None:
         print(f"units -> {args.output}")
 
 
-def _demo(lake: str) -> None:
-    from spikelab.demo_data import write_demo_dataset
-    from spikelab.flows import ingest_files
-    from spikelab.lake_queries import lake_summary
-
+def _demo(lake: str, keep_server: bool) -> bool:
+    """Ingest the synthetic dataset; return whether any input failed."""
     with tempfile.TemporaryDirectory(prefix="spikelab-demo-") as folder:
-        inputs = write_demo_dataset(Path(folder) / "demo")
-        print(f"wrote a synthetic dataset: {', '.join(p.name for p in inputs)}")
-        summary = ingest_files([str(p) for p in inputs], lake=lake)
-    _print_run(summary, lake)
-    print(lake_summary(lake).to_string(index=False))
+        with _prefect(keep_server=keep_server) as backend:
+            from spikelab.demo_data import write_demo_dataset
+            from spikelab.flows import ingest_files
+
+            inputs = write_demo_dataset(Path(folder) / "demo")
+            print(f"wrote a synthetic dataset: {', '.join(p.name for p in inputs)}")
+            (summary,) = _call_flow(ingest_files, backend, [str(p) for p in inputs], lake=lake)
+    failed = _print_run(summary, lake)
+    _lake_summary(lake)
     print(f"\nquery it: spikelab lake units --region CA1 --lake {lake}")
+    return failed
+
+
+def _server(action: str, port: int | None) -> int:
+    from spikelab import server
+
+    if action == "start":
+        record, started = server.start_server(port)
+        verb = "started" if started else "already running:"
+        print(f"{verb} Prefect server {record.address} (PID {record.pid}, log {record.log})")
+        print(f"Prefect UI: {record.address}; every spikelab command now uses this server")
+        return EXIT_OK
+    if action == "stop":
+        print(server.stop_server())
+        return EXIT_OK
+    status, record = server.server_status()
+    if record is None:
+        print("no spikelab Prefect server is running")
+    elif status == "stale":
+        print(
+            f"stale record {server.record_path()}: PID {record.pid} is gone or is another program"
+        )
+    else:
+        print(f"{status}: Prefect server {record.address} (PID {record.pid})")
+    return EXIT_OK if status == "running" else EXIT_FAILED
 
 
 def _serve() -> None:
@@ -249,47 +539,75 @@ def _serve() -> None:
     serve_all()
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; return the exit status."""
+    if hasattr(args, "lake"):
+        args.lake = absolute_lake(args.lake or default_lake())
+        _check_lake(args.lake)
+    if args.command == "ingest":
+        failed = [_print_run(summary, args.lake) for summary in _run_ingest(args)]
+        return EXIT_FAILED if any(failed) else EXIT_OK
+    if args.command == "lake" and args.question == "summary":
+        _lake_summary(args.lake)
+    elif args.command == "lake":
+        _lake_units(args)
+    elif args.command == "demo":
+        return EXIT_FAILED if _demo(args.lake, args.keep_server) else EXIT_OK
+    elif args.command == "server":
+        return _server(args.action, getattr(args, "port", None))
+    else:
+        _serve()
+    return EXIT_OK
+
+
+def _is_broken_pipe(error: BaseException) -> bool:
+    """Whether the reader of our output went away (``spikelab lake units … | head``)."""
+    if isinstance(error, BrokenPipeError):
+        return True
+    return "broken pipe" in str(error).lower() or getattr(error, "errno", None) == errno.EPIPE
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line; return the exit status (0 ok, 1 some input failed, 2 usage)."""
+    from spikelab.exceptions import PrefectServerError, ServerPortInUseError
+
+    args = build_parser().parse_args(argv)
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
     try:
-        if hasattr(args, "lake"):
-            _check_lake(args.lake)
-        if args.command == "ingest":
-            for summary in _run_ingest(args):
-                _print_run(summary, args.lake)
-        elif args.command == "lake" and args.question == "summary":
-            from spikelab.lake_queries import lake_summary
-
-            frame = lake_summary(args.lake)
-            print(frame.to_string(index=False) if len(frame) else "the lake is empty")
-        elif args.command == "lake":
-            _lake_units(args)
-        elif args.command == "demo":
-            _demo(args.lake)
-        else:
-            _serve()
-    except UsageError as error:
-        print(f"spikelab: error: {error}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as error:
-        print(f"spikelab: error: {error}", file=sys.stderr)
-        return 2
+        return _dispatch(args)
+    except (UsageError, ServerPortInUseError, FileNotFoundError, ValueError) as error:
+        print(f"spikelab: error: {cli_words(str(error))}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("spikelab: interrupted", file=sys.stderr)
         return 130
+    except PrefectServerError as error:
+        print(f"spikelab: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as error:  # noqa: BLE001 - one clear line instead of a traceback
-        print(f"spikelab: error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    return 0
+        if _is_broken_pipe(error):
+            _quiet_stdout()
+            return EXIT_OK
+        print(f"spikelab: error: {type(error).__name__}: {_one_line(str(error))}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(run())
+    status = run()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from spikelab.loaders._dandi_client import normalize_dandiset_id
+from spikelab.ids import normalize_dandiset_id
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 Model = TypeVar("Model", bound=BaseModel)

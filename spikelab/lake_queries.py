@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from spikelab.io.lake import connect
+from spikelab.io import storage
+from spikelab.io.lake import Lake, connect
 
 if TYPE_CHECKING:  # pandas takes ~0.25 s to import: CSV and Parquet answers skip it
     import pandas as pd
@@ -26,17 +28,53 @@ UNIT_COLUMNS = (
 )
 
 
+SUMMARY_COLUMNS = ("source", "dataset", "assets", "units", "spikes")
+
+
 def lake_summary(lake: str | os.PathLike[str]) -> pd.DataFrame:
-    """Assets, units and spikes per source and dataset."""
-    return (
-        connect(lake)
-        .execute(
-            "SELECT source, dataset, count(DISTINCT asset_id) AS assets, count(*) AS units, "
-            "CAST(sum(n_spikes) AS BIGINT) AS spikes FROM units "
-            "GROUP BY source, dataset ORDER BY source, dataset"
-        )
-        .df()
+    """Assets, units and spikes per source and dataset.
+
+    An asset that loaded with no units has no rows in the units table; it is counted from
+    its manifest (status ``ok``, ``N`` = 0). An empty or missing lake gives an empty frame
+    with the same columns.
+    """
+    import pandas as pd
+
+    connection = connect(lake)
+    available = {row[0] for row in connection.execute("DESCRIBE units").fetchall()}
+    counts: dict[tuple[str, str], list[int]] = {}
+    if "asset_id" in available:
+        for source, dataset, assets, units, spikes in connection.execute(
+            "SELECT source, dataset, count(DISTINCT asset_id), count(*), "
+            "CAST(coalesce(sum(n_spikes), 0) AS BIGINT) FROM units GROUP BY source, dataset"
+        ).fetchall():
+            counts[(source, dataset)] = [assets, units, spikes]
+    for source, dataset in _empty_assets(lake):
+        counts.setdefault((source, dataset), [0, 0, 0])[0] += 1
+    rows = [(*key, *values) for key, values in sorted(counts.items())]
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)).astype(
+        {"assets": "int64", "units": "int64", "spikes": "int64"}
     )
+
+
+def _empty_assets(lake: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """(source, dataset) of every asset whose manifest says it loaded with 0 units.
+
+    The pair is read from the manifest's partition folders, so it matches the units table's
+    ``source`` and ``dataset`` columns.
+    """
+    found = []
+    for path in Lake(lake).manifest_files():
+        try:
+            manifest = json.loads(storage.get_bytes(path))
+        except ValueError:
+            continue  # a manifest being written, or not one of ours: nothing to count
+        if manifest.get("status") != "ok" or (manifest.get("spikedata") or {}).get("N") != 0:
+            continue
+        source, dataset = path.replace("\\", "/").split("/")[-3:-1]
+        if source.startswith("source=") and dataset.startswith("dataset="):
+            found.append((source.removeprefix("source="), dataset.removeprefix("dataset=")))
+    return found
 
 
 def _literal(value: str | float) -> str:

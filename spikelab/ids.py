@@ -1,0 +1,41 @@
+"""Identifiers users type, normalised once where they enter (no heavy imports here)."""
+
+from __future__ import annotations
+
+import re
+
+_SIX_DIGITS = re.compile(r"\d{6}")
+_SHORT = re.compile(r"\d{1,5}")
+
+
+def normalize_dandiset_id(dandiset_id: str | int) -> str:
+    """Return the six-digit dandiset id; ``DANDI:000006`` is accepted too.
+
+    Parameters
+    ----------
+    dandiset_id : str or int
+        What the user wrote: ``000006``, ``DANDI:000006`` or ``dandi:000006``.
+
+    Returns
+    -------
+    str
+        Six digits.
+
+    Raises
+    ------
+    ValueError
+        The id is not six digits (``6`` gets a hint to write ``000006``).
+
+    Examples
+    --------
+    >>> normalize_dandiset_id("DANDI:000006")
+    '000006'
+    """
+    text = str(dandiset_id).strip().removeprefix("DANDI:").removeprefix("dandi:")
+    if _SIX_DIGITS.fullmatch(text):
+        return text
+    if _SHORT.fullmatch(text):
+        raise ValueError(
+            f"dandiset id {dandiset_id!r} must have six digits: did you mean {int(text):06d}?"
+        )
+    raise ValueError(f"dandiset id {dandiset_id!r} is not a six-digit DANDI id like 000006")
