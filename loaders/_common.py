@@ -44,11 +44,47 @@ def require_dataset(handle: h5py.File | h5py.Group, name: str) -> h5py.Dataset:
     return item
 
 
+def read_numbers(path: Path, dataset: h5py.Dataset, what: str = "numbers") -> np.ndarray:
+    """Read a whole dataset that must hold numbers (or booleans).
+
+    Raises
+    ------
+    FileFormatError
+        The dataset holds text, objects or compound records; the message names the file,
+        the dataset and its type.
+    """
+    if dataset.dtype.kind not in "biuf":
+        raise FileFormatError(
+            f"{path}: dataset {dataset.name!r} holds {_kind_name(dataset.dtype)} "
+            f"(dtype {dataset.dtype}) but must hold {what}; point the loader at the dataset "
+            "of numbers or rewrite it as a numeric array"
+        )
+    return np.asarray(dataset[()])
+
+
+def _kind_name(dtype: np.dtype[Any]) -> str:
+    if dtype.kind in "SUO" or h5py.check_string_dtype(dtype) is not None:
+        return "text"
+    return {"V": "compound records", "c": "complex numbers"}.get(dtype.kind, "non-numeric data")
+
+
 def file_attribute(handle: h5py.File, name: str) -> float | None:
-    """Return a numeric root attribute (``length_ms``, ``start_time``) or None if absent."""
+    """Return a numeric root attribute (``length_ms``, ``start_time``) or None if absent.
+
+    Raises
+    ------
+    FileFormatError
+        The attribute is not one number (text, several values); the message names the file.
+    """
     if name not in handle.attrs:
         return None
-    return float(np.asarray(handle.attrs[name]).reshape(-1)[0])
+    value = np.asarray(handle.attrs[name]).reshape(-1)
+    if value.size != 1 or value.dtype.kind not in "iuf":
+        raise FileFormatError(
+            f"{getattr(handle, 'filename', handle)}: root attribute {name!r} must be one "
+            f"number, got {handle.attrs[name]!r}; fix the attribute or delete it"
+        )
+    return float(value[0])
 
 
 def first_given(*values: float | None) -> float | None:

@@ -18,10 +18,13 @@ from spikelab.loaders._common import (
     first_given,
     merged_metadata,
     open_hdf5,
+    read_numbers,
     require_dataset,
 )
 from spikelab.spikedata import SpikeData, group_by_unit
 from spikelab.units import check_time_unit, to_ms
+
+_MAX_PADDING = 1_000_000  # empty units the paired style may add before the file is refused
 
 
 def load_spikedata_from_hdf5(
@@ -49,6 +52,7 @@ def load_spikedata_from_hdf5(
     Name the datasets of exactly one style:
 
     - raster: ``raster_dataset`` (units x bins of counts) and ``raster_bin_size_ms``;
+      fractional counts are truncated toward zero, with a warning naming the dataset;
     - ragged: ``spike_times_dataset`` (all units' times, concatenated) and
       ``spike_times_index_dataset`` (the cumulative END offset of each unit);
     - group-per-unit: ``group_per_unit``, a group holding one dataset of times per unit,
@@ -95,7 +99,8 @@ def load_spikedata_from_hdf5(
     ------
     ValueError
         Not exactly one style, a style missing its second dataset, an unknown time unit,
-        ``'samples'`` without ``fs_Hz``, or content that breaks the style's rules.
+        ``'samples'`` without ``fs_Hz``, a dataset of text where numbers belong, or content
+        that breaks the style's rules (the message names the file and the dataset).
     KeyError
         A named dataset is not in the file.
     FileNotFoundError
@@ -133,13 +138,13 @@ def load_spikedata_from_hdf5(
                 trains = _ragged(path, handle, spike_times_dataset, spike_times_index_dataset)
                 trains = [to_ms(t, spike_times_unit, fs_Hz) for t in trains]
             elif style == "group":
-                names, trains = _group_per_unit(handle, group_per_unit)
+                names, trains = _group_per_unit(path, handle, group_per_unit)
                 trains = [to_ms(t, group_time_unit, fs_Hz) for t in trains]
                 attributes = [{"unit_id": name} for name in names]
             else:
                 trains = _paired(path, handle, idces_dataset, times_dataset, times_unit, fs_Hz)
             length = first_given(length_ms, file_length)
-        raw_data, raw_time = _raw(handle, raw_dataset, raw_time_dataset, raw_time_unit, fs_Hz)
+        raw_data, raw_time = _raw(path, handle, raw_dataset, raw_time_dataset, raw_time_unit, fs_Hz)
 
     with errors_naming(path):
         return SpikeData(
@@ -173,16 +178,40 @@ def _check_style_arguments(style: str, arguments: dict[str, Any]) -> None:
 def _raster(
     path: Path, handle: h5py.File, name: Any, bin_size_ms: Any, start_time: float
 ) -> SpikeData:
-    counts = require_dataset(handle, name)[()]
+    counts = read_numbers(path, require_dataset(handle, name), "spike counts")
+    if counts.dtype.kind == "f":
+        counts = _truncated_counts(path, name, counts)
     try:
         return SpikeData.from_raster(counts, bin_size_ms, start_time=start_time)
     except ValueError as error:
         raise FileFormatError(f"{path}: dataset {name!r}: {error}") from error
 
 
+def _truncated_counts(path: Path, name: str, counts: np.ndarray) -> np.ndarray:
+    """Float counts as whole counts, truncated toward zero as upstream does (warned)."""
+    if not np.all(np.isfinite(counts)):
+        raise FileFormatError(f"{path}: dataset {name!r} holds NaN or infinite spike counts")
+    if counts.size and counts.min() < 0:
+        raise FileFormatError(
+            f"{path}: dataset {name!r}: a raster holds spike counts: negative values found"
+        )
+    whole = np.trunc(counts)
+    fractional = int(np.count_nonzero(whole != counts))
+    if fractional:
+        warnings.warn(
+            f"{path}: raster dataset {name!r} holds {fractional} non-integer counts; "
+            "truncated them toward zero (0.7 -> 0, 2.5 -> 2)",
+            UserWarning,
+            stacklevel=4,
+        )
+    return whole.astype(np.int64)
+
+
 def _ragged(path: Path, handle: h5py.File, times_name: Any, index_name: Any) -> list[np.ndarray]:
-    times = require_dataset(handle, times_name)[()].ravel()
-    ends = require_dataset(handle, index_name)[()].ravel().astype(np.int64)
+    times = read_numbers(path, require_dataset(handle, times_name), "spike times").ravel()
+    ends = _whole_numbers(
+        path, index_name, read_numbers(path, require_dataset(handle, index_name)).ravel()
+    )
     if ends.size == 0:
         return []
     if ends.min() < 0 or np.any(np.diff(ends) < 0):
@@ -204,18 +233,33 @@ def _ragged(path: Path, handle: h5py.File, times_name: Any, index_name: Any) -> 
     return np.split(times[: ends[-1]], ends[:-1])
 
 
+def _whole_numbers(path: Path, name: str, values: np.ndarray) -> np.ndarray:
+    """Offsets or indices as int64; fractions, or integers too large for int64, are refused."""
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)) or np.any(np.mod(values, 1) != 0):
+            raise FileFormatError(
+                f"{path}: dataset {name!r} must hold whole numbers (offsets or indices), but "
+                "holds fractions or NaN; it cannot be truncated safely"
+            )
+    elif values.dtype == np.uint64 and values.size and values.max() > np.iinfo(np.int64).max:
+        raise FileFormatError(
+            f"{path}: dataset {name!r} holds {int(values.max())}, too large for an offset or index"
+        )
+    return values.astype(np.int64)
+
+
 def _natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _group_per_unit(handle: h5py.File, name: Any) -> tuple[list[str], list[np.ndarray]]:
+def _group_per_unit(path: Path, handle: h5py.File, name: Any) -> tuple[list[str], list[np.ndarray]]:
     group = handle.get(name)
     if not isinstance(group, h5py.Group):
         raise KeyError(f"group {name!r} is not in {handle.filename}")
     names = sorted(
         (key for key, item in group.items() if isinstance(item, h5py.Dataset)), key=_natural_key
     )
-    return names, [group[key][()].ravel() for key in names]
+    return names, [read_numbers(path, group[key], "spike times").ravel() for key in names]
 
 
 def _paired(
@@ -226,8 +270,8 @@ def _paired(
     unit: str,
     fs_Hz: float | None,
 ) -> list[np.ndarray]:
-    idces = require_dataset(handle, idces_name)[()].ravel()
-    times = require_dataset(handle, times_name)[()].ravel()
+    idces = read_numbers(path, require_dataset(handle, idces_name), "unit indices").ravel()
+    times = read_numbers(path, require_dataset(handle, times_name), "spike times").ravel()
     if idces.size != times.size:
         raise FileFormatError(
             f"{path}: {idces_name!r} has {idces.size} entries but {times_name!r} has {times.size}"
@@ -240,6 +284,12 @@ def _paired(
         idces = idces.astype(np.int64)
     n_units = int(idces.max()) + 1 if idces.size else 0
     n_missing = n_units - np.unique(idces).size
+    if n_missing > max(_MAX_PADDING, 10 * (n_units - n_missing)):
+        raise FileFormatError(
+            f"{path}: {idces_name!r} reaches unit index {n_units - 1} with only "
+            f"{n_units - n_missing} indices in use, which would pad {n_missing} empty units; "
+            "is a -1 (no unit) stored as an unsigned integer? Remove those spikes first"
+        )
     if n_missing:
         warnings.warn(
             f"{path}: {n_missing} unit indices below {n_units} have no spikes; "
@@ -252,6 +302,7 @@ def _paired(
 
 
 def _raw(
+    path: Path,
     handle: h5py.File,
     raw_name: str | None,
     time_name: str | None,
@@ -260,11 +311,12 @@ def _raw(
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     if raw_name is None:
         return None, None
-    raw = require_dataset(handle, raw_name)[()]
+    raw = read_numbers(path, require_dataset(handle, raw_name), "raw samples")
     if raw.ndim == 1:
         raw = raw[np.newaxis, :]
     if time_name is not None:
-        return raw, to_ms(require_dataset(handle, time_name)[()].ravel(), unit, fs_Hz)
+        times = read_numbers(path, require_dataset(handle, time_name), "sample times")
+        return raw, to_ms(times.ravel(), unit, fs_Hz)
     if fs_Hz is None:
         raise ValueError(
             f"raw_dataset {raw_name!r} needs raw_time_dataset or fs_Hz to time its samples"

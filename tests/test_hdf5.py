@@ -246,3 +246,115 @@ def test_missing_and_non_hdf5_files(tmp_path):
     junk.write_bytes(b"this is not hdf5")
     with pytest.raises(ValueError, match=r"junk.h5 is not a readable HDF5 file"):
         load_spikedata_from_hdf5(junk, group_per_unit="g")
+
+
+# ---------------------------------------------------------------- edge inputs
+
+
+def test_raster_fractional_counts_truncated_toward_zero_with_a_warning(tmp_path):
+    counts = np.array([[0.7, 2.5, 0.0, 1.0], [3.0, 0.2, 0.0, 1.999]])
+    path = write(tmp_path / "r.h5", {"data/raster": counts})
+    with pytest.warns(UserWarning, match=r"raster dataset 'data/raster' holds 4 non-integer"):
+        sd = load_spikedata_from_hdf5(path, raster_dataset="data/raster", raster_bin_size_ms=5.0)
+    assert np.array_equal(sd.raster(5.0), [[0, 2, 0, 1], [3, 0, 0, 1]])
+    assert sd.length == 20.0
+
+
+def test_raster_whole_float_counts_do_not_warn(tmp_path):
+    path = write(tmp_path / "r.h5", {"raster": np.array([[1.0, 0.0, 2.0]])})
+    sd = load_spikedata_from_hdf5(path, raster_dataset="raster", raster_bin_size_ms=1.0)
+    assert np.array_equal(sd.raster(1.0), [[1, 0, 2]])
+
+
+@pytest.mark.parametrize(
+    ("counts", "match"),
+    [(np.array([[np.nan, 1.0]]), "NaN or infinite"), (np.array([[-0.5, 1.0]]), "negative")],
+)
+def test_raster_float_counts_that_cannot_be_truncated(tmp_path, counts, match):
+    path = write(tmp_path / "r.h5", {"raster": counts})
+    with pytest.raises(ValueError, match=rf"r\.h5: dataset 'raster'.*{match}"):
+        load_spikedata_from_hdf5(path, raster_dataset="raster", raster_bin_size_ms=1.0)
+
+
+TEXT = np.array([b"0.1", b"0.2"])
+
+
+@pytest.mark.parametrize(
+    ("datasets", "kwargs", "bad"),
+    [
+        (
+            {"raster": np.array([[b"1", b"2"]])},
+            {"raster_dataset": "raster", "raster_bin_size_ms": 1.0},
+            "raster",
+        ),
+        (
+            {"t": TEXT, "i": np.array([2])},
+            {"spike_times_dataset": "t", "spike_times_index_dataset": "i"},
+            "t",
+        ),
+        (
+            {"t": np.array([0.1, 0.2]), "i": np.array(["2"], dtype=h5py.string_dtype())},
+            {"spike_times_dataset": "t", "spike_times_index_dataset": "i"},
+            "i",
+        ),
+        ({"g/u1": TEXT}, {"group_per_unit": "g"}, "g/u1"),
+        ({"i": TEXT, "t": np.array([0.1, 0.2])}, {"idces_dataset": "i", "times_dataset": "t"}, "i"),
+        ({"i": np.array([0, 1]), "t": TEXT}, {"idces_dataset": "i", "times_dataset": "t"}, "t"),
+    ],
+)
+def test_text_where_numbers_belong_names_file_and_dataset(tmp_path, datasets, kwargs, bad):
+    path = write(tmp_path / "text.h5", datasets)
+    with pytest.raises(ValueError, match=rf"text\.h5: dataset '/{bad}' holds text \(dtype"):
+        load_spikedata_from_hdf5(path, **kwargs)
+
+
+def test_text_raw_dataset_names_it(tmp_path):
+    path = write(tmp_path / "raw.h5", {"t": np.array([0.1]), "i": [1], "raw": TEXT})
+    with pytest.raises(ValueError, match=r"raw\.h5: dataset '/raw' holds text"):
+        load_spikedata_from_hdf5(
+            path,
+            spike_times_dataset="t",
+            spike_times_index_dataset="i",
+            raw_dataset="raw",
+            fs_Hz=1e3,
+        )
+
+
+def test_text_length_attribute_names_the_file(tmp_path):
+    path = ragged(tmp_path, attrs={"length_ms": "long"})
+    with pytest.raises(
+        ValueError, match=r"ragged\.h5: root attribute 'length_ms' must be one number"
+    ):
+        load_spikedata_from_hdf5(
+            path, spike_times_dataset="units/times", spike_times_index_dataset="units/index"
+        )
+
+
+def test_fractional_ragged_index_is_refused(tmp_path):
+    path = write(tmp_path / "f.h5", {"t": np.array([0.1, 0.2, 0.3]), "i": np.array([1.5, 3.0])})
+    with pytest.raises(ValueError, match=r"f\.h5: dataset 'i' must hold whole numbers"):
+        load_spikedata_from_hdf5(path, spike_times_dataset="t", spike_times_index_dataset="i")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint32, np.uint64])
+def test_unsigned_paired_indices_and_ragged_index(tmp_path, dtype):
+    datasets = {
+        "i": np.array([2, 0, 2], dtype=dtype),
+        "t": np.array([3.0, 1.0, 2.0]),
+        "ends": np.array([1, 1, 3], dtype=dtype),
+    }
+    path = write(tmp_path / "u.h5", datasets)
+    with pytest.warns(UserWarning, match="1 unit indices below 3 have no spikes"):
+        sd = load_spikedata_from_hdf5(path, idces_dataset="i", times_dataset="t", times_unit="ms")
+    assert trains(sd) == [[1.0], [], [2.0, 3.0]]
+    sd = load_spikedata_from_hdf5(
+        path, spike_times_dataset="t", spike_times_index_dataset="ends", spike_times_unit="ms"
+    )
+    assert trains(sd) == [[3.0], [], [1.0, 2.0]]
+
+
+def test_unsigned_minus_one_in_paired_indices_is_refused_before_allocating(tmp_path):
+    idces = np.array([0, 1, 2**32 - 1], dtype=np.uint32)  # a -1 written as uint32
+    path = write(tmp_path / "u.h5", {"i": idces, "t": np.array([1.0, 2.0, 3.0])})
+    with pytest.raises(ValueError, match=r"reaches unit index 4294967295 .* stored as an unsigned"):
+        load_spikedata_from_hdf5(path, idces_dataset="i", times_dataset="t")
