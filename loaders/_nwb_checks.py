@@ -115,7 +115,7 @@ def end_offsets(source: str, name: str, data: Any) -> NDArray[np.int64]:
         bad = ~np.isfinite(values) | (values != np.floor(values))
         if np.any(bad):
             raise FileFormatError(
-                f"{source}: {name} holds the non-whole offset {values[bad][0]!r}; {rule} "
+                f"{source}: {name} holds the non-whole offset {float(values[bad][0])}; {rule} "
                 "(spikelab refuses to truncate it)"
             )
     ends = values.astype(np.int64)

@@ -121,7 +121,7 @@ def load_spikedata_from_nwb(
             raise
         except Exception as error:  # noqa: BLE001 - any pynwb failure falls back to h5py
             warnings.warn(
-                f"pynwb could not read {source} ({type(error).__name__}: {error}); "
+                f"pynwb could not read {source} ({type(error).__name__}: {_reason(error)}); "
                 "reading it with h5py instead",
                 UserWarning,
                 stacklevel=2,
@@ -129,6 +129,12 @@ def load_spikedata_from_nwb(
     if contents is None:
         contents = _read_with_h5py(path, source)
     return assemble(source, *contents, **ladders)
+
+
+def _reason(error: Exception, limit: int = 300) -> str:
+    """An exception's own words, short: hdmf's errors carry a dump of the whole table first."""
+    reason = next((arg for arg in reversed(error.args) if isinstance(arg, str)), str(error))
+    return reason if len(reason) <= limit else f"{reason[: limit - 3]}..."
 
 
 def load_remote_nwb(
