@@ -45,13 +45,18 @@ def require_dataset(handle: h5py.File | h5py.Group, name: str) -> h5py.Dataset:
 
 
 def read_numbers(path: Path, dataset: h5py.Dataset, what: str = "numbers") -> np.ndarray:
-    """Read a whole dataset that must hold numbers (or booleans).
+    """Read a whole dataset that must hold numbers (or booleans); see :func:`check_numeric`."""
+    check_numeric(path, dataset, what)
+    return np.asarray(dataset[()])
+
+
+def check_numeric(path: Path, dataset: h5py.Dataset, what: str = "numbers") -> None:
+    """Refuse a dataset of text, objects or compound records where numbers belong.
 
     Raises
     ------
     FileFormatError
-        The dataset holds text, objects or compound records; the message names the file,
-        the dataset and its type.
+        The message names the file, the dataset, its type and what it should hold.
     """
     if dataset.dtype.kind not in "biuf":
         raise FileFormatError(
@@ -59,7 +64,6 @@ def read_numbers(path: Path, dataset: h5py.Dataset, what: str = "numbers") -> np
             f"(dtype {dataset.dtype}) but must hold {what}; point the loader at the dataset "
             "of numbers or rewrite it as a numeric array"
         )
-    return np.asarray(dataset[()])
 
 
 def _kind_name(dtype: np.dtype[Any]) -> str:

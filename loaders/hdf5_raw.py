@@ -7,7 +7,13 @@ from pathlib import Path
 
 from spikelab.detect import detect_threshold_crossings, detection_to_spikedata
 from spikelab.exceptions import FileFormatError
-from spikelab.loaders._common import errors_naming, open_hdf5, require_dataset
+from spikelab.loaders._common import (
+    check_numeric,
+    errors_naming,
+    file_attribute,
+    open_hdf5,
+    require_dataset,
+)
 from spikelab.spikedata import SpikeData
 from spikelab.units import check_sampling_rate
 
@@ -53,13 +59,16 @@ def load_spikedata_from_hdf5_raw_thresholded(
     Returns
     -------
     SpikeData
-        One unit per channel (``unit_id`` and ``electrode`` = channel index, ``threshold``),
-        length = samples / ``fs_Hz``.
+        One unit per channel (``unit_id`` and ``electrode`` = channel index, ``threshold``).
+        The file's root attributes are honoured: ``start_time`` (ms) is the time of the
+        first sample (e.g. -100 for an event-centred window; default 0), and ``length_ms``
+        replaces the length samples / ``fs_Hz`` (e.g. trailing silence).
 
     Raises
     ------
     ValueError
-        A bad ``fs_Hz``, filter or direction, or a dataset that is not 2-D.
+        A bad ``fs_Hz``, filter or direction, a dataset that is not 2-D or holds text, or
+        root attributes that are not numbers.
     KeyError
         The dataset is not in the file.
     """
@@ -72,6 +81,9 @@ def load_spikedata_from_hdf5_raw_thresholded(
                 f"{path}: dataset {dataset!r} must be 2-D (channels, samples), "
                 f"got shape {traces.shape}"
             )
+        check_numeric(path, traces, "raw samples")
+        start_time = file_attribute(handle, "start_time")
+        length_ms = file_attribute(handle, "length_ms")
         n_channels, n_samples = traces.shape
         detection = detect_threshold_crossings(
             lambda start, stop: traces[:, start:stop],
@@ -88,6 +100,8 @@ def load_spikedata_from_hdf5_raw_thresholded(
         return detection_to_spikedata(
             detection,
             rate,
+            start_time=0.0 if start_time is None else start_time,
+            length_ms=length_ms,
             metadata={
                 "source_file": str(path),
                 "format": "hdf5_raw_thresholded",

@@ -223,8 +223,13 @@ def detection_to_spikedata(
     metadata: Mapping[str, Any],
     unit_ids: Sequence[Any] | None = None,
     locations: Sequence[Sequence[float]] | None = None,
+    start_time: float = 0.0,
+    length_ms: float | None = None,
 ) -> SpikeData:
-    """One unit per channel (also without spikes), times in ms, length = samples / rate.
+    """One unit per channel (also without spikes), times in ms.
+
+    Sample 0 lies at ``start_time`` (ms), so sample ``k`` is at ``start_time + k / fs``.
+    The length is ``length_ms`` when given, else samples / rate.
 
     Each unit carries ``unit_id`` (the channel's id, default its index), ``electrode`` (the
     channel index), its ``threshold`` and, when given, its ``location``.
@@ -239,9 +244,12 @@ def detection_to_spikedata(
         if locations is not None:
             entry["location"] = [float(v) for v in locations[channel]]
         attributes.append(entry)
+    if length_ms is None:
+        length_ms = to_ms(detection.n_samples, "samples", fs_Hz).item()
     return SpikeData(
-        [to_ms(samples, "samples", fs_Hz) for samples in detection.spike_samples],
-        length=to_ms(detection.n_samples, "samples", fs_Hz).item(),
+        [start_time + to_ms(samples, "samples", fs_Hz) for samples in detection.spike_samples],
+        length=length_ms,
+        start_time=start_time,
         neuron_attributes=attributes,
         metadata=metadata,
     )

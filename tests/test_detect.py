@@ -1,6 +1,7 @@
 import h5py
 import numpy as np
 import pytest
+from scipy import signal
 
 from spikelab.detect import bandpass_sos, detect_threshold_crossings, settle_samples
 from spikelab.loaders import load_spikedata_from_hdf5_raw_thresholded
@@ -22,10 +23,11 @@ def recording():
     return traces, spike_starts
 
 
-def write(tmp_path, traces, name="raw.h5"):
+def write(tmp_path, traces, name="raw.h5", attrs=None):
     path = tmp_path / name
     with h5py.File(path, "w") as handle:
         handle.create_dataset("acq/traces", data=traces)
+        handle.attrs.update(attrs or {})
     return path
 
 
@@ -109,8 +111,20 @@ def test_filter_options_change_the_band():
     assert default.shape == (3, 6)
     assert not np.array_equal(default, bandpass_sos(FS, {"highcut": 3000.0}))
     assert bandpass_sos(FS, False) is None
-    # highcut above Nyquist is clipped, not an error
-    assert bandpass_sos(8000.0, True) is not None
+
+
+def test_highcut_above_nyquist_is_clipped_to_95_percent():
+    clipped = bandpass_sos(8000.0, True)  # 6000 Hz asked, Nyquist is 4000 Hz
+    expected = signal.butter(3, [300.0, 3800.0], btype="bandpass", fs=8000.0, output="sos")
+    np.testing.assert_allclose(clipped, expected, rtol=1e-12)
+    # the same band as asking for 3800 Hz outright, and its upper edge really is at 3800 Hz
+    np.testing.assert_array_equal(clipped, bandpass_sos(8000.0, {"highcut": 3800.0}))
+    _, gain = signal.sosfreqz(clipped, worN=[3800.0], fs=8000.0)
+    assert abs(gain[0]) == pytest.approx(2**-0.5, rel=1e-6)  # -3 dB at the cut-off
+
+
+def test_settle_samples():
+    default = bandpass_sos(FS, True)
     assert settle_samples(None) == 1
     assert 10 < settle_samples(default) < FS
 
@@ -180,3 +194,43 @@ def test_traces_are_not_changed_in_place():
         lambda a, b: data[:, a:b], 1, 50, 1000.0, filter=False, threshold_sigma=1.0
     )
     np.testing.assert_array_equal(data, before)
+
+
+def spike_trace():
+    trace = np.zeros((2, 100))
+    trace[0, [10, 50]] = 9.0
+    return trace
+
+
+def test_file_start_time_and_length_are_honoured(tmp_path):
+    path = write(tmp_path, spike_trace(), attrs={"start_time": -100.0, "length_ms": 250.0})
+    sd = load_spikedata_from_hdf5_raw_thresholded(
+        path, "acq/traces", fs_Hz=1000.0, threshold_sigma=1.0, filter=False
+    )
+    assert sd.start_time == -100.0  # an event-centred window
+    assert sd.length == 250.0  # trailing silence after the 100 samples
+    assert sd.train[0].tolist() == [-90.0, -50.0]  # sample k lies at start_time + k ms
+    assert sd.train[1].size == 0 and sd.N == 2
+
+
+def test_without_file_attributes_the_samples_give_the_window(tmp_path):
+    path = write(tmp_path, spike_trace())
+    sd = load_spikedata_from_hdf5_raw_thresholded(
+        path, "acq/traces", fs_Hz=1000.0, threshold_sigma=1.0, filter=False
+    )
+    assert (sd.start_time, sd.length) == (0.0, 100.0)
+    assert sd.train[0].tolist() == [10.0, 50.0]
+
+
+def test_file_length_shorter_than_the_spikes_names_the_file(tmp_path):
+    path = write(tmp_path, spike_trace(), attrs={"length_ms": 20.0})
+    with pytest.raises(ValueError, match=r"raw\.h5: .*after"):
+        load_spikedata_from_hdf5_raw_thresholded(
+            path, "acq/traces", fs_Hz=1000.0, threshold_sigma=1.0, filter=False
+        )
+
+
+def test_text_traces_name_the_file_and_dataset(tmp_path):
+    path = write(tmp_path, np.array([[b"1", b"2"], [b"3", b"4"]]))
+    with pytest.raises(ValueError, match=r"raw\.h5: dataset '/acq/traces' holds text"):
+        load_spikedata_from_hdf5_raw_thresholded(path, "acq/traces", fs_Hz=FS)
