@@ -15,8 +15,16 @@ from spikelab.units import check_sampling_rate, to_ms
 
 _SORTING_METHODS = ("get_unit_ids", "get_sampling_frequency", "get_unit_spike_train")
 # Properties asked of duck-typed sortings, which cannot list their own.
-_COMMON_PROPERTIES = ("channel", "location", "quality", "group", "KSLabel", "firing_rate", "snr")
-_RENAMED = {"channel": "electrode"}
+_COMMON_PROPERTIES = (
+    "channel",
+    "location",
+    "location_label",
+    "quality",
+    "group",
+    "KSLabel",
+    "firing_rate",
+    "snr",
+)
 
 
 def _is_spikeinterface(obj: Any, class_name: str) -> bool:
@@ -50,7 +58,8 @@ def load_spikedata_from_spikeinterface(
     sampling_frequency : float | None, default: None
         Overrides the sorting's rate when given (and non-zero).
     unit_ids : sequence | None, default: None
-        Units to keep, in this order; by default every unit in the sorting's order.
+        Units to keep, in this order; by default every unit in the sorting's order. An
+        empty sequence gives an empty SpikeData (N = 0).
     segment_index : int, default: 0
         Segment to read.
 
@@ -58,14 +67,17 @@ def load_spikedata_from_spikeinterface(
     -------
     SpikeData
         ``neuron_attributes[i]['unit_id']`` is the sorting's own id; sorting properties are
-        attributes too (``channel`` becomes ``electrode``, ``location`` a list).
+        attributes too: ``channel`` becomes ``electrode``; ``location`` is always a list of
+        coordinates (a scalar ``x`` becomes ``[x]``), and a text ``location`` becomes
+        ``location_label``. A property array shorter than the unit list gives values to the
+        first units only.
 
     Raises
     ------
     TypeError
         The object lacks the sorting methods.
     ValueError
-        A non-positive rate, an empty ``unit_ids``, or ids the sorting does not have.
+        A non-positive rate, or ids the sorting does not have.
     """
     missing = [name for name in _SORTING_METHODS if not callable(getattr(sorting, name, None))]
     if missing:
@@ -81,8 +93,6 @@ def load_spikedata_from_spikeinterface(
     all_ids = list(sorting.get_unit_ids())
     position = {unit_id: index for index, unit_id in enumerate(all_ids)}
     chosen = all_ids if unit_ids is None else list(unit_ids)
-    if unit_ids is not None and not chosen:
-        raise ValueError("unit_ids is empty: pass None for every unit, or the ids to keep")
     unknown = [unit_id for unit_id in chosen if unit_id not in position]
     if unknown:
         raise ValueError(f"unit ids {unknown} are not in the sorting (it has {all_ids})")
@@ -103,13 +113,8 @@ def load_spikedata_from_spikeinterface(
             )
             for unit_id in chosen
         ]
-    properties = _sorting_properties(sorting, len(all_ids))
-    attributes = []
-    for unit_id in chosen:
-        entry: dict[str, Any] = {"unit_id": _plain(unit_id)}
-        for name, values in properties.items():
-            entry[_RENAMED.get(name, name)] = _plain(values[position[unit_id]])
-        attributes.append(entry)
+    properties = _sorting_properties(sorting)
+    attributes = [_unit_attributes(unit_id, position[unit_id], properties) for unit_id in chosen]
     return SpikeData(
         trains,
         length=_recorded_length_ms(sorting, segment_index, rate),
@@ -123,7 +128,13 @@ def load_spikedata_from_spikeinterface(
     )
 
 
-def _sorting_properties(sorting: Any, n_units: int) -> dict[str, Any]:
+def _sorting_properties(sorting: Any) -> dict[str, Any]:
+    """Per-unit property arrays, renamed to spikelab's attribute keys.
+
+    ``channel`` becomes ``electrode`` when it holds channel numbers; a ``location`` that
+    holds text (a region name) becomes ``location_label`` (``location_text`` if the sorting
+    also has a ``location_label``), so that ``location`` only ever holds coordinates.
+    """
     if not callable(getattr(sorting, "get_property", None)):
         return {}
     if _is_spikeinterface(sorting, "BaseSorting"):
@@ -136,9 +147,37 @@ def _sorting_properties(sorting: Any, n_units: int) -> dict[str, Any]:
             values = sorting.get_property(name)
         except KeyError:
             continue
-        if isinstance(values, np.ndarray | list | tuple) and len(values) == n_units:
+        if isinstance(values, np.ndarray | list | tuple) and len(values):
             found[name] = values
-    return found
+    renamed: dict[str, Any] = {}
+    for name, values in found.items():
+        if name == "channel" and not _holds_text(values):
+            renamed["electrode"] = values
+        elif name == "location" and _holds_text(values):
+            renamed["location_text" if "location_label" in found else "location_label"] = values
+        else:
+            renamed[name] = values
+    return renamed
+
+
+def _holds_text(values: Any) -> bool:
+    items = np.asarray(values, dtype=object).ravel() if len(values) else []
+    return any(isinstance(item, str | bytes) for item in items)
+
+
+def _unit_attributes(unit_id: Any, index: int, properties: dict[str, Any]) -> dict[str, Any]:
+    """A unit's attributes; a property array shorter than the unit list skips later units."""
+    entry: dict[str, Any] = {"unit_id": _plain(unit_id)}
+    for name, values in properties.items():
+        if index >= len(values):
+            continue
+        value = _plain(values[index])
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif name == "location" and isinstance(value, int | float):
+            value = [float(value)]  # one coordinate per unit is still a list
+        entry[name] = value
+    return entry
 
 
 def _recorded_length_ms(sorting: Any, segment_index: int, rate: float) -> float | None:

@@ -2,6 +2,7 @@ from unittest import mock
 
 import h5py
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import spikeinterface.core as si
 
@@ -10,6 +11,7 @@ from spikelab.loaders import (
     load_spikedata_from_spikeinterface,
     load_spikedata_from_spikeinterface_recording,
 )
+from spikelab.spikedata import SpikeData
 
 FS = 10000.0
 
@@ -118,13 +120,99 @@ def test_mock_that_answers_everything_uses_the_plain_path():
         (PlainSorting({0: [1]}, fs=0.0), {}, ValueError, "must be positive and finite"),
         (PlainSorting({0: [1]}, fs=-3.0), {}, ValueError, "must be positive and finite"),
         (PlainSorting({0: [1]}), {"sampling_frequency": -100.0}, ValueError, "positive"),
-        (PlainSorting({0: [1]}), {"unit_ids": []}, ValueError, "unit_ids is empty"),
         (PlainSorting({0: [1]}), {"unit_ids": [0, 5, 6]}, ValueError, r"unit ids \[5, 6\] are not"),
     ],
 )
 def test_sorting_errors(sorting, kwargs, error, match):
     with pytest.raises(error, match=match):
         load_spikedata_from_spikeinterface(sorting, **kwargs)
+
+
+@pytest.mark.parametrize("real", [True, False])
+def test_empty_unit_ids_give_an_empty_spikedata(numpy_sorting, real):
+    sorting = numpy_sorting if real else PlainSorting({0: [10], 1: [20]})
+    sd = load_spikedata_from_spikeinterface(sorting, unit_ids=[])
+    assert type(sd) is SpikeData
+    assert (sd.N, sd.train, sd.neuron_attributes, sd.length) == (0, [], [], 0.0)
+    assert sd.metadata["fs_Hz"] == FS
+
+
+@pytest.mark.parametrize("real", [True, False])
+def test_text_location_becomes_location_label(real):
+    regions = np.array(["CA1", "DG"])
+    if real:
+        sorting = si.NumpySorting.from_unit_dict(
+            [{0: np.array([10]), 1: np.array([20])}], sampling_frequency=FS
+        )
+        sorting.set_property("location", regions)
+    else:
+        sorting = PlainSorting({0: [10], 1: [20]}, properties={"location": regions})
+    sd = load_spikedata_from_spikeinterface(sorting)
+    assert sd.neuron_attributes == [
+        {"unit_id": 0, "location_label": "CA1"},
+        {"unit_id": 1, "location_label": "DG"},
+    ]
+
+
+def test_text_location_beside_a_location_label_keeps_both():
+    sorting = PlainSorting(
+        {0: [10]},
+        properties={"location": [b"adn"], "location_label": ["AD"], "channel": ["A1"]},
+    )
+    sd = load_spikedata_from_spikeinterface(sorting)
+    # text channel names are not channel numbers: they stay under their own name
+    assert sd.neuron_attributes == [
+        {"unit_id": 0, "location_text": "adn", "location_label": "AD", "channel": "A1"}
+    ]
+
+
+def test_text_location_reaches_the_units_table_as_a_label(tmp_path):
+    from spikelab.io.units_table import write_units_table
+
+    sorting = PlainSorting({0: [10], 1: [20]}, properties={"location": ["CA1", "DG"]})
+    sd = load_spikedata_from_spikeinterface(sorting)
+    out = write_units_table(sd, tmp_path / "u.parquet", source="s", dataset_id="d", asset_id="a")
+    rows = pq.read_table(tmp_path / "u.parquet").to_pylist()
+    assert [r["location_label"] for r in rows] == ["CA1", "DG"]
+    assert out["skipped_columns"] == {}
+
+
+def test_scalar_location_per_unit_is_wrapped_in_a_list():
+    sorting = PlainSorting({0: [10], 1: [20]}, properties={"location": np.array([42.0, 7])})
+    sd = load_spikedata_from_spikeinterface(sorting)
+    assert sd.get_neuron_attribute("location") == [[42.0], [7.0]]
+
+
+@pytest.mark.parametrize("real", [True, False])
+def test_property_shorter_than_the_unit_list_fills_the_first_units(real):
+    units = {0: [10], 1: [20], 2: [30]}
+    if real:
+        sorting = si.NumpySorting.from_unit_dict(
+            [{k: np.array(v) for k, v in units.items()}], sampling_frequency=FS
+        )
+        sorting._properties["quality"] = np.array(["good", "mua"])  # set_property refuses
+    else:
+        sorting = PlainSorting(units, properties={"quality": ["good", "mua"]})
+    sd = load_spikedata_from_spikeinterface(sorting)
+    assert sd.get_neuron_attribute("quality") == ["good", "mua", None]
+    assert "quality" not in sd.neuron_attributes[2]
+    picked = load_spikedata_from_spikeinterface(sorting, unit_ids=[2, 1])
+    assert picked.neuron_attributes == [{"unit_id": 2}, {"unit_id": 1, "quality": "mua"}]
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+def test_unsigned_unit_ids(dtype):
+    ids = np.array([4_000_000_000, 3], dtype=dtype)
+    real = si.NumpySorting.from_unit_dict(
+        [{ids[0]: np.array([10, 30]), ids[1]: np.array([20])}], sampling_frequency=FS
+    )
+    duck = PlainSorting({ids[0]: [10, 30], ids[1]: [20]}, properties={"channel": ids[::-1]})
+    for sorting in (real, duck):
+        sd = load_spikedata_from_spikeinterface(sorting, unit_ids=[3, 4_000_000_000])
+        assert sd.get_neuron_attribute("unit_id") == [3, 4_000_000_000]
+        assert all(type(u) is int for u in sd.get_neuron_attribute("unit_id"))
+        assert [t.tolist() for t in sd.train] == [[2.0], [1.0, 3.0]]
+    assert sd.get_neuron_attribute("electrode") == [4_000_000_000, 3]
 
 
 @pytest.fixture(scope="module")
