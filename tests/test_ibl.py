@@ -446,6 +446,51 @@ def test_table_clusters_missing_from_the_sorting(cache, table):
         load(cache, pd.concat([table, extra], ignore_index=True))
 
 
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64, np.int32])
+def test_unsigned_cluster_ids_in_the_table(cache, table, dtype):
+    """ALF stores clusters as uint32; a table built from them must load the same units."""
+    unsigned = table.assign(cluster_id=table["cluster_id"].to_numpy().astype(dtype))
+    sd = load(cache, unsigned)
+    assert sd.get_neuron_attribute("unit_id") == [0, 2, 4, 5]
+    assert all(type(u) is int for u in sd.get_neuron_attribute("unit_id"))
+    assert [train.tolist() for train in sd.train] == [
+        [250.0, 1250.0, 3000.0],
+        [125.0, 750.0, 2000.0],
+        [1500.0],
+        [],
+    ]
+    assert sd.get_neuron_attribute("electrode") == [2, 4, 6, 7]
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+def test_huge_unsigned_cluster_ids_are_not_allocated_per_id(dtype):
+    spikes = {
+        "times": np.array([0.5, 0.25, 1.0, 0.75]),
+        "clusters": np.array([4_000_000_000, 3, 4_000_000_000, 9], dtype=dtype),
+    }
+    times, ends = ibl._good_unit_trains(spikes, np.array([3, 4_000_000_000], dtype=dtype), "alf")
+    assert (times.tolist(), ends.tolist()) == ([250.0, 500.0, 1000.0], [1, 3])
+
+
+def test_no_good_clusters_with_unsigned_ids():
+    spikes = {"times": np.array([0.5]), "clusters": np.array([1], dtype=np.uint32)}
+    times, ends = ibl._good_unit_trains(spikes, np.array([], dtype=np.uint32), "alf")
+    assert (times.tolist(), ends.tolist()) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("clusters", "match"),
+    [
+        (np.array([0.5, 1.0]), "must be whole numbers"),
+        (np.array([-1, 1]), r"must lie in 0\.\.2\*\*63 - 1, found -1\.\.1"),
+    ],
+)
+def test_spike_clusters_that_are_not_cluster_ids(clusters, match):
+    spikes = {"times": np.array([0.5, 1.0]), "clusters": clusters}
+    with pytest.raises(ValueError, match=rf"alf/probe00: cluster ids {match}"):
+        ibl._good_unit_trains(spikes, np.array([1]), "alf/probe00")
+
+
 def test_table_without_needed_columns(cache, table):
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['cluster_id'\]"):
         load(cache, table.drop(columns=["cluster_id"]))
