@@ -151,20 +151,25 @@ def electrodes_by_channel(
 def _channel(
     channel: int, columns: Mapping[str, Any], acronyms: Any, probe: str | None
 ) -> dict[str, Any]:
-    xyz, local, raw = columns["xyz"], columns["local"], columns["raw_index"]
+    """One channel's fields; a column shorter than the others leaves its fields None."""
+    xyz, local = _row(columns["xyz"], channel), _row(columns["local"], channel)
+    atlas, raw = _row(columns["atlas_id"], channel), _row(columns["raw_index"], channel)
     return {
-        "location": None if acronyms is None else acronyms[channel],
+        "location": _row(acronyms, channel),
         "group_name": probe,
-        "x": None if xyz is None else number_or_none(xyz[channel][0]),
-        "y": None if xyz is None else number_or_none(xyz[channel][1]),
-        "z": None if xyz is None else number_or_none(xyz[channel][2]),
-        "atlas_id": None
-        if columns["atlas_id"] is None
-        else integer_or_none(columns["atlas_id"][channel]),
-        "local_x": None if local is None else number_or_none(local[channel][0]),
-        "local_y": None if local is None else number_or_none(local[channel][1]),
-        "raw_index": None if raw is None else integer_or_none(raw[channel]),
+        "x": None if xyz is None else number_or_none(xyz[0]),
+        "y": None if xyz is None else number_or_none(xyz[1]),
+        "z": None if xyz is None else number_or_none(xyz[2]),
+        "atlas_id": integer_or_none(atlas),
+        "local_x": None if local is None else number_or_none(local[0]),
+        "local_y": None if local is None else number_or_none(local[1]),
+        "raw_index": integer_or_none(raw),
     }
+
+
+def _row(values: Any, index: int) -> Any:
+    """``values[index]``, or None when there are no values or too few."""
+    return None if values is None or index >= len(values) else values[index]
 
 
 def _missing(value: Any) -> bool:

@@ -199,6 +199,19 @@ def test_electrodes_by_channel(cache, table):
     assert (channels[5]["z"], channels[5]["local_x"], channels[5]["local_y"]) == (-1.25, 11.0, 40.0)
 
 
+def test_electrodes_by_channel_with_a_short_column():
+    from spikelab.loaders._ibl_metadata import electrodes_by_channel
+
+    channels = {
+        "mlapdv": np.array([[1000, 2000, -3000], [0, 0, 0], [0, 0, 0]]),
+        "rawInd": np.array([7, 8], dtype=np.uint32),  # one channel short
+    }
+    described = electrodes_by_channel(channels, "probe00")
+    assert sorted(described) == [0, 1, 2]
+    assert [described[c]["raw_index"] for c in range(3)] == [7, 8, None]
+    assert (described[0]["x"], described[0]["z"], described[2]["y"]) == (1.0, -3.0, 0.0)
+
+
 def test_offline_session_and_insertion_metadata(cache, table):
     meta = load(cache, table).metadata
     assert {key: meta[key] for key in ("subject_id", "lab", "session_start_time")} == {
