@@ -273,7 +273,8 @@ def assemble(
     file_length, file_start = metadata.pop("_length_ms"), metadata.pop("_start_time")
     file_rate = metadata.pop("_sampling_rate_hz")
     if isinstance(units, NoSpikeTimes):
-        units = _without_spike_times(source, units, allow_no_units)
+        _without_spike_times(source, units, allow_no_units)
+        units = None
     if units is None and not allow_no_units:
         raise NoUnitsError(
             f"{source} has no Units table (no spike sorting results); pass "
