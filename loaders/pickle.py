@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from spikelab._optional import import_optional
+from spikelab.exceptions import UnpicklingWarning
 from spikelab.loaders._common import existing_file
 from spikelab.spikedata import SpikeData
 
@@ -25,7 +26,8 @@ def load_spikedata_from_pickle(
     """Load a pickled SpikeData from a local path or an ``s3://bucket/key`` URL.
 
     Unpickling runs whatever code the file holds, before any type check: load only files
-    you trust. Remote loads therefore need ``allow_remote=True`` and warn when used.
+    you trust. Every load warns (:class:`~spikelab.exceptions.UnpicklingWarning`, a
+    ``UserWarning``) naming the file, and remote loads also need ``allow_remote=True``.
 
     Parameters
     ----------
@@ -62,8 +64,10 @@ def load_spikedata_from_pickle(
 
     Warns
     -----
-    UserWarning
-        On every S3 load, naming the URL, so the risk shows up in batch-job logs.
+    UnpicklingWarning
+        On every load, local or S3, naming the file, so the risk shows up in batch-job
+        logs. Silence it for files you trust with
+        ``warnings.simplefilter("ignore", spikelab.exceptions.UnpicklingWarning)``.
     """
     location = os.fspath(filepath)
     if location.startswith("s3://"):
@@ -73,11 +77,7 @@ def load_spikedata_from_pickle(
                 "Pass allow_remote=True if you trust its source"
             )
         bucket, key = _split_s3_url(location)
-        warnings.warn(
-            f"unpickling {location} from S3: only load pickles from sources you trust",
-            UserWarning,
-            stacklevel=2,
-        )
+        _warn_unpickling(f"{location} from S3")
         with tempfile.TemporaryDirectory(prefix="spikelab-pickle-") as folder:
             local = Path(folder) / "download.pkl"
             _download_s3(
@@ -90,7 +90,18 @@ def load_spikedata_from_pickle(
                 region_name=region_name,
             )
             return _unpickle(local, location)
-    return _unpickle(existing_file(location, "pickle file"), location)
+    path = existing_file(location, "pickle file")
+    _warn_unpickling(location)
+    return _unpickle(path, location)
+
+
+def _warn_unpickling(shown_as: str) -> None:
+    warnings.warn(
+        f"unpickling {shown_as}: a pickle can run any code it holds, so load only pickles "
+        "from sources you trust",
+        UnpicklingWarning,
+        stacklevel=3,  # the caller of load_spikedata_from_pickle, for batch-job logs
+    )
 
 
 def _unpickle(path: Path, shown_as: str) -> SpikeData:

@@ -13,13 +13,21 @@ import pytest
 
 import spikelab.data_loaders.data_loaders as upstream
 import spikelab.loaders.pickle as pickle_loader
+from spikelab.exceptions import UnpicklingWarning
 from spikelab.io import export_to_pickle
 from spikelab.io.atomic import atomic_write
 from spikelab.loaders import LOADERS, load_spikedata_from_pickle
 from spikelab.spikedata import SpikeData
 
 BUCKET = "spikelab-test"
-REMOTE_WARNING = "from S3: only load pickles from sources you trust"
+TRUST = "a pickle can run any code it holds, so load only pickles from sources you trust"
+REMOTE_WARNING = f"from S3: {TRUST}"
+
+
+def load_local(path):
+    """Load a local pickle, checking that the load warned (the warning is tested below)."""
+    with pytest.warns(UnpicklingWarning, match=re.escape(f"unpickling {path}: {TRUST}")):
+        return load_spikedata_from_pickle(path)
 
 
 def documented_defaults(function):
@@ -84,14 +92,17 @@ def test_round_trip(tmp_path, sd, as_type):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loaded = load_spikedata_from_pickle(path)
-    assert caught == []  # local loads do not warn
+    assert [type(w.message) for w in caught] == [UnpicklingWarning]  # local loads warn too
+    assert issubclass(UnpicklingWarning, UserWarning)
+    assert str(caught[0].message) == f"unpickling {path}: {TRUST}"
+    assert caught[0].filename == __file__  # points at the caller, for batch-job logs
     assert_same_values(loaded, sd)
 
 
 def test_round_trip_empty_spikedata(tmp_path):
     empty = SpikeData([])
     export_to_pickle(empty, tmp_path / "empty.pkl")
-    loaded = load_spikedata_from_pickle(tmp_path / "empty.pkl")
+    loaded = load_local(tmp_path / "empty.pkl")
     assert loaded == empty
     assert (loaded.N, loaded.length) == (0, 0.0)
     assert loaded.neuron_attributes is None and loaded.metadata == {}
@@ -100,14 +111,14 @@ def test_round_trip_empty_spikedata(tmp_path):
 def test_reads_a_plain_pickle_dump(tmp_path, sd):
     path = tmp_path / "by_hand.pkl"
     path.write_bytes(pickle.dumps(sd, protocol=2))
-    assert load_spikedata_from_pickle(path) == sd
+    assert load_local(path) == sd
 
 
 def test_export_creates_folders_and_replaces(tmp_path, sd):
     path = tmp_path / "a" / "b" / "sd.pkl"
     export_to_pickle(SpikeData([[1.0]]), path)
     export_to_pickle(sd, path)
-    assert load_spikedata_from_pickle(path) == sd
+    assert load_local(path) == sd
     assert sorted(p.name for p in path.parent.iterdir()) == ["sd.pkl"]
 
 
@@ -144,7 +155,7 @@ def test_export_failure_keeps_existing_file(tmp_path, sd):
         export_to_pickle(broken, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["sd.pkl"]
-    assert load_spikedata_from_pickle(path) == sd
+    assert load_local(path) == sd
 
 
 def test_atomic_write_uses_a_temporary_name_beside_the_destination(tmp_path):
@@ -224,7 +235,7 @@ def test_not_a_spikedata_pickle(tmp_path, content, match):
     path = tmp_path / "bad.pkl"
     path.write_bytes(content)
     with pytest.raises(ValueError, match=re.escape(str(path)) + " " + match):
-        load_spikedata_from_pickle(path)
+        load_local(path)
 
 
 def test_remote_url_needs_opt_in(no_boto3):
@@ -301,7 +312,7 @@ def test_s3_round_trip(s3, scratch, sd, tmp_path):
     url = f"s3://{BUCKET}/{key}"
     with pytest.warns(UserWarning) as record:
         loaded = load_spikedata_from_pickle(url, allow_remote=True)
-    assert len(record) == 1
+    assert len(record) == 1 and type(record[0].message) is UnpicklingWarning
     assert str(record[0].message) == f"unpickling {url} {REMOTE_WARNING}"
     assert record[0].filename == __file__  # points at the caller, for batch-job logs
     assert_same_values(loaded, sd)
