@@ -261,11 +261,17 @@ def _on_runner(flow: Any, args: argparse.Namespace) -> Any:
 def summaries_of(state: Any) -> list[dict[str, Any]]:
     """The run summaries a finished flow run carries, Completed or Failed alike.
 
-    A flow with a failed asset may end in a Failed state that still carries its summary;
-    a flow that crashed carries its exception, which is raised here.
+    A flow with a failed asset ends in a Failed state that carries its summary (as the
+    data of the state, or inside the :class:`~spikelab.exceptions.IngestFailedError` the
+    state holds); a flow that crashed carries another exception: then
+    :class:`FlowRunError` is raised.
     """
+    from spikelab.exceptions import IngestFailedError
+
     result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):
+    if isinstance(result, IngestFailedError):
+        result = result.summary
+    elif isinstance(result, BaseException):
         raise FlowRunError(f"the flow run failed: {type(result).__name__}: {result}") from result
     if isinstance(result, dict):
         return [result]
@@ -526,7 +532,8 @@ def _server(action: str, port: int | None) -> int:
         print("no spikelab Prefect server is running")
     elif status == "stale":
         print(
-            f"stale record {server.record_path()}: PID {record.pid} is gone or is another program"
+            f"stale: {server.record_path()} names PID {record.pid}, which is gone or is "
+            "another program (`spikelab server stop` removes the record)"
         )
     else:
         print(f"{status}: Prefect server {record.address} (PID {record.pid})")

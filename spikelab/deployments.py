@@ -1,13 +1,38 @@
-"""Serve spikelab's deployments from this process, without a work pool (``spikelab serve``)."""
+"""Serve spikelab's deployments from this process, without a work pool (``spikelab serve``).
+
+Deployments carry no ``lake`` parameter: each flow run writes to the lake the operator
+names once, in the ``SPIKELAB_LAKE`` environment variable of the worker (or of
+``spikelab serve``), so where ``prefect deploy`` ran never matters.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 PREFECT_FILE = Path(__file__).resolve().parents[1] / "deployments" / "prefect.yaml"
+LAKE_VARIABLE = "SPIKELAB_LAKE"
+
+
+def check_lake_variable() -> str | None:
+    """The lake ``SPIKELAB_LAKE`` names for deployment runs (None when it is unset).
+
+    Raises
+    ------
+    ValueError
+        ``SPIKELAB_LAKE`` is a relative folder: runs start in folders nobody chose, so it
+        must be absolute (or an ``s3://`` URL).
+    """
+    lake = os.environ.get(LAKE_VARIABLE)
+    if lake and "://" not in lake and not os.path.isabs(os.path.expanduser(lake)):
+        raise ValueError(
+            f"{LAKE_VARIABLE}={lake} is a relative folder; deployment runs start in other "
+            f"folders, so set it to an absolute path or an s3:// URL"
+        )
+    return lake
 
 
 def deployment_specs(prefect_file: Path = PREFECT_FILE) -> list[dict[str, Any]]:
@@ -17,7 +42,14 @@ def deployment_specs(prefect_file: Path = PREFECT_FILE) -> list[dict[str, Any]]:
 
 
 def serve_all(prefect_file: Path = PREFECT_FILE) -> None:
-    """Serve every deployment of ``prefect_file`` (schedules included) until interrupted."""
+    """Serve every deployment of ``prefect_file`` (schedules included) until interrupted.
+
+    Raises
+    ------
+    ValueError
+        ``SPIKELAB_LAKE`` is relative (see :func:`check_lake_variable`).
+    """
+    check_lake_variable()
     from prefect import serve
     from prefect.flows import load_flow_from_entrypoint
 
