@@ -101,6 +101,11 @@ def floats(
     return np.array(values, dtype=np.float64).reshape(-1)  # a copy: it gets scaled
 
 
+def _non_whole(values: NDArray[np.floating[Any]]) -> NDArray[np.bool_]:
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(values) | (values != np.floor(values))
+
+
 def end_offsets(source: str, name: str, data: Any) -> NDArray[np.int64]:
     """Read a ragged column's index: whole, non-negative, non-decreasing end offsets.
 
@@ -112,7 +117,7 @@ def end_offsets(source: str, name: str, data: Any) -> NDArray[np.int64]:
     rule = "it must hold whole, non-negative, non-decreasing end offsets, one per unit"
     _check_numeric(source, name, values.dtype, "end offsets")
     if values.dtype.kind == "f":
-        bad = ~np.isfinite(values) | (values != np.floor(values))
+        bad = _non_whole(values)
         if np.any(bad):
             raise FileFormatError(
                 f"{source}: {name} holds the non-whole offset {float(values[bad][0])}; {rule} "
@@ -129,13 +134,16 @@ def end_offsets(source: str, name: str, data: Any) -> NDArray[np.int64]:
     return ends
 
 
-def whole_rows(source: str, name: str, data: Any) -> NDArray[np.int64]:
-    """Read a column of row numbers (a table region) as int64, refusing what is not whole."""
+def whole_rows(source: str, name: str, data: Any, what: str = "row numbers") -> NDArray[np.int64]:
+    """Read a column of whole numbers (table rows, ids) as int64, refusing anything else."""
     refuse_oversized(source, name, data)
     values = read_whole(data).reshape(-1)
-    _check_numeric(source, name, values.dtype, "row numbers")
-    if values.dtype.kind == "f" and np.any(values != np.floor(values)):
-        raise FileFormatError(f"{source}: {name} holds non-whole row numbers; rows are counted")
+    _check_numeric(source, name, values.dtype, what)
+    if values.dtype.kind == "f" and np.any(_non_whole(values)):
+        raise FileFormatError(
+            f"{source}: {name} holds non-whole values where whole {what} belong; rewrite it "
+            "with integers"
+        )
     return values.astype(np.int64)
 
 

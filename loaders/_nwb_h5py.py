@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 
-from spikelab.exceptions import FileFormatError
 from spikelab.loaders._nwb_checks import (
     check_end_fits,
     check_unit_count,
@@ -127,8 +126,10 @@ def _spike_times_name(group: h5py.Group) -> str | None:
     """The Units dataset that holds the spike times (see :func:`spike_times_column`)."""
     ragged = [
         name
-        for name, item in group.items()
-        if isinstance(item, h5py.Dataset) and isinstance(group.get(f"{name}_index"), h5py.Dataset)
+        for name in group.keys()
+        if name.endswith("spike_times")
+        and isinstance(group.get(name), h5py.Dataset)
+        and isinstance(group.get(f"{name}_index"), h5py.Dataset)
     ]
     return spike_times_column(ragged)
 
@@ -158,9 +159,7 @@ def _read_ids(source: str, ids_dataset: h5py.Dataset) -> NDArray[Any]:
         )
         return np.array(ids_dataset.asstr()[()], dtype=object).reshape(-1)
     if ids_dataset.dtype.kind not in "iu":
-        raise FileFormatError(
-            f"{source}: the Units ids are of type {ids_dataset.dtype}; NWB ids are integers"
-        )
+        return whole_rows(source, "id", ids_dataset, "unit ids")  # whole floats pass
     return ids_dataset[()].reshape(-1)
 
 

@@ -206,7 +206,8 @@ def replace_dataset(path, name, **create):
 
 
 def two_units(path):
-    return units_only_file(path)  # spike_times [0.5, 1.5, 2.0], index [2, 3], ids [0, 1]
+    """spike_times [0.5, 1.5, 2.0], index [2, 3], ids [0, 1], both units on electrode row 0."""
+    return units_only_file(path, with_electrodes=True)
 
 
 BAD_INPUTS = {
@@ -228,6 +229,14 @@ BAD_INPUTS = {
         r"fractional_index.nwb: spike_times_index holds the non-whole offset 1.5; .*refuses to "
         r"truncate",
     ),
+    "nan_index": (
+        {"name": "units/spike_times_index", "data": np.array([np.nan, 3.0])},
+        r"nan_index.nwb: spike_times_index holds the non-whole offset nan",
+    ),
+    "text_electrodes": (
+        {"name": "units/electrodes", "data": np.array([b"0", b"0"])},
+        r"text_electrodes.nwb: electrodes holds values of type .S1 where numbers belong",
+    ),
     "decreasing_index": (
         {"name": "units/spike_times_index", "data": np.array([3, 2])},
         r"decreasing_index.nwb: spike_times_index decreases at entry 1 \(3 then 2\)",
@@ -243,14 +252,17 @@ BAD_INPUTS = {
 }
 
 
+PYNWB_REFUSES = {"short_ids", "text_electrodes"}  # hdmf fails to build these tables
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_is_one_clear_error(tmp_path, case):
     create, message = BAD_INPUTS[case]
     path = replace_dataset(two_units(tmp_path / f"{case}.nwb"), **create)
     with pytest.raises(FileFormatError, match=message):
         load_spikedata_from_nwb(path, prefer_pynwb=False)
-    if case == "short_ids":  # pynwb itself refuses the table: its reason, then h5py's error
-        with pytest.warns(UserWarning, match=r"pynwb could not read .*short_ids.nwb \(Construct"):
+    if case in PYNWB_REFUSES:  # pynwb itself refuses the table: its reason, then h5py's error
+        with pytest.warns(UserWarning, match=rf"pynwb could not read .*{case}.nwb \(Construct"):
             with pytest.raises(FileFormatError, match=message):
                 load_spikedata_from_nwb(path)
     else:
@@ -271,14 +283,13 @@ def test_fractional_electrodes_index_is_refused(tmp_path):
         load_spikedata_from_nwb(path, prefer_pynwb=False)
 
 
-def test_whole_float_index_is_accepted(tmp_path):
-    path = replace_dataset(
-        two_units(tmp_path / "matlab.nwb"),
-        "units/spike_times_index",
-        data=np.array([2.0, 3.0]),
-    )
+def test_whole_floats_for_index_and_ids_are_accepted(tmp_path):
+    path = two_units(tmp_path / "matlab.nwb")
+    replace_dataset(path, "units/spike_times_index", data=np.array([2.0, 3.0]))
+    replace_dataset(path, "units/id", data=np.array([4.0, 5.0]))
     sd = load_spikedata_from_nwb(path, prefer_pynwb=False)
     assert [t.tolist() for t in sd.train] == [[500.0, 1500.0], [2000.0]]
+    assert sd.get_neuron_attribute("unit_id") == [4, 5]
 
 
 def test_a_large_column_the_file_really_stores_is_read(tmp_path, monkeypatch):
