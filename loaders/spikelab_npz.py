@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spikelab.exceptions import DatasetNotFoundError, FileFormatError
+from spikelab.exceptions import (
+    DatasetNotFoundError,
+    FileFormatError,
+    UnpicklingWarning,
+    UntrustedPickleError,
+)
 from spikelab.loaders._common import errors_naming, existing_file
 from spikelab.spikedata import SpikeData
 from spikelab.units import check_sampling_rate, to_ms
 
 _ZIP_HEADERS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members; an empty zip
 
+_READ_KEYS = ("units", "fs", "locations")
 _UNIT_FIELDS = ("electrode", "template", "amplitudes", "std_norms", "peak_sign", "max_channel_id")
 
 
 def load_spikedata_from_spikelab_sorted_npz(
-    filepath: str | os.PathLike[str], *, length_ms: float | None = None
+    filepath: str | os.PathLike[str],
+    *,
+    length_ms: float | None = None,
+    allow_pickle: bool = True,
 ) -> SpikeData:
     """Load a SpikeLab sorting result (``.npz``) into SpikeData.
 
     The file holds ``units``, an object array of one dict per unit (``unit_id``,
     ``spike_train`` in samples, and optionally ``x_max``, ``y_max``, ``electrode``,
     ``template``, ``amplitudes``, ``std_norms``, ``peak_sign``, ``max_channel_id``), ``fs``
-    (Hz) and optionally ``locations`` (channels x 2). The object array is stored with
-    pickle, so reading it can run code: load only files you trust.
+    (Hz) and optionally ``locations`` (channels x 2). Plain numeric arrays are read without
+    pickle; object arrays (``units`` always is one) can only be unpickled, which can run
+    code: load only files you trust.
 
     Parameters
     ----------
@@ -36,6 +49,10 @@ def load_spikedata_from_spikelab_sorted_npz(
         The ``.npz`` file.
     length_ms : float | None, default: None
         Recording length; by default the last spike.
+    allow_pickle : bool, default: True
+        Unpickle the object arrays the loader needs, with a warning (upstream's behaviour).
+        False refuses any that needs pickle, with an error naming it, before unpickling
+        anything.
 
     Returns
     -------
@@ -54,27 +71,20 @@ def load_spikedata_from_spikelab_sorted_npz(
         The file is not a readable ``.npz``; ``fs`` is not one positive, finite rate;
         ``units`` is not a 1-D array of dicts each with a ``spike_train``; or a spike lies
         outside ``[0, length_ms]``.
+    UntrustedPickleError
+        (a ``ValueError``) ``allow_pickle=False`` and a key the loader reads needs pickle.
+
+    Warns
+    -----
+    UnpicklingWarning
+        When object arrays are unpickled, naming the file and the keys.
     """
     path = existing_file(filepath, "SpikeLab .npz file")
-    # Read through our own handle: np.load leaks its file when the zip is corrupt. And check
-    # the zip header first, since np.load unpickles any other file when allow_pickle is set.
-    with path.open("rb") as handle:
-        if not handle.read(len(_ZIP_HEADERS[0])).startswith(_ZIP_HEADERS):
-            raise FileFormatError(
-                f"{path} is not an .npz archive (no zip header): write it with numpy.savez"
-            )
-        handle.seek(0)
-        try:
-            with np.load(handle, allow_pickle=True) as archive:
-                found = sorted(archive.files)
-                missing = [key for key in ("units", "fs") if key not in found]
-                if not missing:
-                    raw_units, raw_fs = archive["units"], archive["fs"]
-                    locations = archive["locations"] if "locations" in found else None
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-            raise FileFormatError(f"{path} is not a readable .npz file ({error})") from error
+    found, arrays = _read_arrays(path, allow_pickle)
+    missing = [key for key in ("units", "fs") if key not in found]
     if missing:
         raise DatasetNotFoundError(f"{path} lacks {', '.join(missing)}; keys found: {found}")
+    raw_units, raw_fs, locations = arrays["units"], arrays["fs"], arrays.get("locations")
     fs_Hz = _sampling_rate(raw_fs, path)
     units = np.asarray(raw_units, dtype=object)
     if units.ndim != 1:
@@ -104,6 +114,75 @@ def load_spikedata_from_spikelab_sorted_npz(
         metadata["channel_locations"] = np.asarray(locations)
     with errors_naming(path):
         return SpikeData(trains, length=length_ms, neuron_attributes=attributes, metadata=metadata)
+
+
+def _read_arrays(path: Path, allow_pickle: bool) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Every key of the archive, and the arrays the loader reads (unpickled only if allowed).
+
+    numpy reads plain arrays without pickle; only the keys it refuses that way are read
+    again with pickle, after the warning, or refused. Nothing is read when ``units`` or
+    ``fs`` is missing.
+    """
+    # Read through our own handle: np.load leaks its file when the zip is corrupt. And check
+    # the zip header first, since np.load unpickles any other file when allow_pickle is set.
+    with path.open("rb") as handle:
+        if not handle.read(len(_ZIP_HEADERS[0])).startswith(_ZIP_HEADERS):
+            raise FileFormatError(
+                f"{path} is not an .npz archive (no zip header): write it with numpy.savez"
+            )
+        with _readable(path):
+            handle.seek(0)
+            with np.load(handle, allow_pickle=False) as archive:
+                found = sorted(archive.files)
+                if not {"units", "fs"} <= set(found):
+                    return found, {}
+                arrays, pickled = _plain_arrays(archive, [k for k in _READ_KEYS if k in found])
+        if pickled:
+            _check_trusted(path, pickled, allow_pickle)
+            with _readable(path):
+                handle.seek(0)
+                with np.load(handle, allow_pickle=True) as archive:
+                    arrays.update({key: archive[key] for key in pickled})
+    return found, arrays
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn numpy's and zipfile's errors on a damaged archive into FileFormatError."""
+    try:
+        yield
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise FileFormatError(f"{path} is not a readable .npz file ({error})") from error
+
+
+def _plain_arrays(archive: Any, keys: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Read ``keys`` without pickle; return those arrays and the keys that need pickle."""
+    arrays, pickled = {}, []
+    for key in keys:
+        try:
+            arrays[key] = archive[key]
+        except ValueError as error:
+            if "allow_pickle" not in str(error):
+                raise
+            pickled.append(key)
+    return arrays, pickled
+
+
+def _check_trusted(path: Path, keys: list[str], allow_pickle: bool) -> None:
+    """Refuse, or warn about, unpickling ``keys`` of ``path``."""
+    named = ", ".join(repr(key) for key in keys)
+    if not allow_pickle:
+        raise UntrustedPickleError(
+            f"{path}: {named} holds Python objects that only pickle can read, and unpickling "
+            "can run code; refused because allow_pickle=False. If you trust this file, load "
+            "it with allow_pickle=True"
+        )
+    warnings.warn(
+        f"unpickling {named} of {path}: a pickle can run any code it holds, so load only "
+        ".npz files you trust (allow_pickle=False refuses them)",
+        UnpicklingWarning,
+        stacklevel=4,
+    )
 
 
 def _sampling_rate(fs: np.ndarray, path: Path) -> float:

@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 
 import spikelab.data_loaders.data_loaders as upstream
-from spikelab.exceptions import DatasetNotFoundError, FileFormatError
+from spikelab.exceptions import (
+    DatasetNotFoundError,
+    FileFormatError,
+    UnpicklingWarning,
+    UntrustedPickleError,
+)
 from spikelab.loaders import LOADERS, load_spikedata_from_spikelab_sorted_npz
 from spikelab.spikedata import SpikeData
+
+# Every valid file holds an object array, so every load warns; the warning itself is
+# checked by the tests under "trust" (pytest.warns sees warnings this mark ignores).
+pytestmark = pytest.mark.filterwarnings("ignore::spikelab.exceptions.UnpicklingWarning")
 
 FS = 20000.0
 TEMPLATE = np.array([[0.0, -1.5, 0.25], [0.5, -3.0, 1.0]])
@@ -179,7 +188,7 @@ def test_round_trip_known_trains(tmp_path):
 
 def test_documented_defaults_match_the_signature():
     documented = documented_defaults(load_spikedata_from_spikelab_sorted_npz)
-    assert documented == {"length_ms": None}
+    assert documented == {"length_ms": None, "allow_pickle": True}
     parameters = inspect.signature(load_spikedata_from_spikelab_sorted_npz).parameters
     assert {name: parameters[name].default for name in documented} == documented
 
@@ -319,3 +328,54 @@ def test_a_plain_pickle_is_not_unpickled(tmp_path):
     with pytest.raises(ValueError, match="is not an .npz archive"):
         load_spikedata_from_spikelab_sorted_npz(path)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- trust
+
+
+def test_unpickling_warns_naming_the_file_and_only_the_object_keys(full_file):
+    with pytest.warns(UnpicklingWarning) as record:
+        sd = load_spikedata_from_spikelab_sorted_npz(full_file)
+    assert len(record) == 1 and issubclass(UnpicklingWarning, UserWarning)
+    message = str(record[0].message)
+    assert message.startswith(f"unpickling 'units' of {full_file}: a pickle can run any code")
+    assert "'fs'" not in message and "'locations'" not in message  # plain arrays: no pickle
+    assert record[0].filename == __file__
+    assert sd.N == 3 and sd.metadata["fs_Hz"] == FS
+
+
+def test_untrusted_file_is_refused_before_anything_is_unpickled(tmp_path):
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    units = units_array({"spike_train": np.array([20]), "note": Payload()})
+    path = write_npz(tmp_path / "sorted.npz", units=units, fs=np.float64(FS))
+    with pytest.raises(
+        UntrustedPickleError,
+        match=re.escape(f"{path}: 'units' holds Python objects that only pickle can read")
+        + r".*allow_pickle=False.*If you trust this file, load it with allow_pickle=True",
+    ) as info:
+        load_spikedata_from_spikelab_sorted_npz(path, allow_pickle=False)
+    assert isinstance(info.value, ValueError)
+    assert not marker.exists()
+    with pytest.warns(UnpicklingWarning):
+        load_spikedata_from_spikelab_sorted_npz(path)  # trusted: the payload runs
+    assert marker.exists()
+
+
+def test_untrusted_file_missing_keys_is_a_key_error_not_a_pickle_question(tmp_path):
+    path = write_npz(tmp_path / "partial.npz", units=units_array({"spike_train": [1]}))
+    with pytest.raises(KeyError, match=r"lacks fs; keys found: \['units'\]"):
+        load_spikedata_from_spikelab_sorted_npz(path, allow_pickle=False)
+
+
+def test_object_fs_also_needs_trust(tmp_path, full_units):
+    fs = np.array(FS, dtype=object)
+    path = write_npz(tmp_path / "objfs.npz", units=full_units, fs=fs)
+    with pytest.raises(UntrustedPickleError, match=r"'units', 'fs' holds Python objects"):
+        load_spikedata_from_spikelab_sorted_npz(path, allow_pickle=False)
+    with pytest.warns(UnpicklingWarning, match=r"unpickling 'units', 'fs' of"):
+        assert load_spikedata_from_spikelab_sorted_npz(path).metadata["fs_Hz"] == FS
