@@ -1,10 +1,16 @@
-"""What every ingest flow does around its assets: outcomes, skip checks, the run summary."""
+"""What every ingest flow does around its assets: outcomes, skip checks, the run summary.
+
+A flow run ends ``Completed`` when no asset failed and ``Failed`` otherwise, in both cases
+after its summary (``<lake>/runs/<flow run id>.json``) and its Prefect artifacts are
+written. Calling a flow whose run failed raises :class:`~spikelab.exceptions.IngestFailedError`
+(its ``summary`` attribute holds the summary); callers that want the summary either way call
+the flow with ``return_state=True`` and pass the state to :func:`run_summary`.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
@@ -12,12 +18,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
+from prefect.states import Completed, Failed, State
 
+from spikelab.exceptions import IngestFailedError, LakeKeyConflictError
 from spikelab.io import storage
 from spikelab.io.lake import Lake
-from spikelab.io.manifest import read_manifest, write_manifest
-from spikelab.tasks.load import StagedUnits, Target
+from spikelab.io.manifest import read_manifest, record_failure
+from spikelab.tasks.load import StagedUnits, Target, remove_stale_staged
 
 
 class Outcome(TypedDict):
@@ -73,9 +80,15 @@ def staged_or_reload(
 
 
 def outcome(
-    target: Target, status: str, started: float, manifest_path: str, manifest: dict[str, Any]
+    target: Target,
+    status: str,
+    started: float,
+    manifest_path: str,
+    manifest: dict[str, Any],
+    *,
+    error: str | None = None,
 ) -> Outcome:
-    """Summarise one asset's result from its manifest."""
+    """Summarise one asset's result from its manifest (``error`` overrides the manifest's)."""
     summary = manifest.get("spikedata") or {}
     return {
         "asset_id": target["asset_id"],
@@ -85,8 +98,18 @@ def outcome(
         "spikes": summary.get("total_spikes"),
         "seconds": round(time.monotonic() - started, 3),
         "manifest": manifest_path,
-        "error": manifest.get("error"),
+        "error": error if error is not None else manifest.get("error"),
     }
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line of text Prefect can send: ``Type: message``.
+
+    Line breaks become spaces, and characters that are not valid Unicode (a file name
+    that is not UTF-8) are written as backslash escapes.
+    """
+    text = " ".join(f"{type(error).__name__}: {error}".splitlines())
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def guarded(
@@ -95,29 +118,56 @@ def guarded(
     work: Callable[[], tuple[str, dict[str, Any]]],
     **manifest_fields: Any,
 ) -> Outcome:
-    """Run one asset's ``work``; any error becomes a ``failed`` manifest, never a crash.
+    """Run one asset's ``work``; any error becomes a ``failed`` outcome, never a crash.
 
-    ``work`` returns the status (``ok`` or ``skipped``) and the asset's manifest.
+    ``work`` returns the status (``ok`` or ``skipped``) and the asset's manifest. On an
+    error, one line goes to the log (the traceback rides along for the Prefect log) and
+    :func:`~spikelab.io.manifest.record_failure` records it: beside the asset's last good
+    publication when there is one, else as a ``failed`` manifest, whose asset then has no
+    units table or raster in the lake. A :class:`~spikelab.exceptions.LakeKeyConflictError`
+    (the key holds another input) writes nothing there.
     """
     started = time.monotonic()
     path = manifest_path(lake, target)
     try:
         status, manifest = work()
     except Exception as error:  # noqa: BLE001 - one bad asset must not stop the run
-        message = f"{type(error).__name__}: {error}"
-        get_run_logger().error(
-            "%s failed: %s\n%s", target["asset_id"], message, traceback.format_exc(limit=3)
-        )
-        manifest = write_manifest(
+        message = one_line(error)
+        label = f"{target['source']}/{target['dataset_id']}/{target['asset_id']}"
+        get_run_logger().error("%s failed: %s", label, message, exc_info=True)
+        if isinstance(error, LakeKeyConflictError):
+            return outcome(target, "failed", started, path, {}, error=message)
+        manifest = record_failure(
             path,
             **target,
-            status="failed",
             error=message,
             flow_run_id=current_flow_run_id(),
+            warnings=getattr(error, "load_warnings", None),
             **manifest_fields,
         )
-        status = "failed"
+        if manifest["status"] == "failed":
+            drop_outputs(lake, target)
+        return outcome(target, "failed", started, path, manifest, error=message)
     return outcome(target, status, started, path, manifest)
+
+
+def drop_outputs(lake: str, target: Target) -> None:
+    """Remove an asset's units table and raster plot from the lake (if there)."""
+    where = Lake(lake)
+    key = (target["source"], target["dataset_id"], target["asset_id"])
+    storage.remove(where.units_path(*key))
+    storage.remove(where.raster_path(*key))
+
+
+def remove_leftovers(lake: str) -> None:
+    """Remove stale temporary files in the lake and stale staged files in the cache.
+
+    Stale means untouched for an hour: younger files may belong to a run going on at the
+    same time. Killed runs leave such files behind; every run's end removes them.
+    """
+    removed = [*storage.remove_leftovers(lake), *map(str, remove_stale_staged())]
+    if removed:
+        get_run_logger().info("removed %d stale temporary or staged file(s)", len(removed))
 
 
 def collect(futures: Sequence[Any], label: str) -> list[Outcome]:
@@ -133,7 +183,15 @@ def collect(futures: Sequence[Any], label: str) -> list[Outcome]:
 def finish_run(
     lake: str, flow_name: str, parameters: dict[str, Any], outcomes: Sequence[Outcome]
 ) -> State:
-    """Write ``runs/<flow run id>.json`` and the Prefect artifacts; say how the run went."""
+    """Write ``runs/<flow run id>.json`` and the Prefect artifacts; say how the run went.
+
+    Returns
+    -------
+    State
+        ``Completed`` with the summary, or ``Failed`` when any asset failed (see
+        :func:`run_state`). The lake's stale leftovers are removed first.
+    """
+    remove_leftovers(lake)
     counts = {
         status: sum(o["status"] == status for o in outcomes)
         for status in ("ok", "skipped", "failed")
@@ -160,4 +218,37 @@ def finish_run(
         description=message,
     )
     get_run_logger().info("%s: %s (summary in %s)", flow_name, message, Lake(lake).run_path(run_id))
+    return run_state(message, summary, failed=counts["failed"] > 0)
+
+
+def run_state(message: str, summary: Any, *, failed: bool) -> State:
+    """The final state of an ingest flow run that carries ``summary``.
+
+    ``Completed(data=summary)``, or, when ``failed``, ``Failed`` whose data is an
+    :class:`~spikelab.exceptions.IngestFailedError` holding ``summary`` (so Prefect, the
+    UI and automations see a failed run, and calling the flow raises that error).
+    """
+    if failed:
+        return Failed(message=message, data=IngestFailedError(message, summary))
     return Completed(message=message, data=summary)
+
+
+def run_summary(state: State) -> Any:
+    """The summary of a finished ingest flow run, from its final state.
+
+    Call a flow with ``return_state=True`` and pass its state here to get the summary
+    whether the run completed or failed (the dict the flow returns: ``flow``,
+    ``flow_run_id``, ``parameters``, ``counts``, ``assets``).
+
+    Raises
+    ------
+    Exception
+        The run's own error when it failed for another reason than failed assets (a bad
+        parameter, a crash): there is no summary then.
+    """
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, IngestFailedError):
+        return result.summary
+    if isinstance(result, BaseException):
+        raise result
+    return result

@@ -16,7 +16,7 @@ from spikelab.flows._runs import (
     loaded_already,
     staged_or_reload,
 )
-from spikelab.io.lake import DEFAULT_LAKE
+from spikelab.io.lake import resolve_lake
 from spikelab.loaders import LOADER_VERSIONS
 from spikelab.tasks.ibl import load_ibl_probe, query_ibl_probes
 from spikelab.tasks.load import Target
@@ -76,7 +76,7 @@ def ingest_ibl_region(
     min_units: int = 0,
     min_fraction_in_target: float = 0.0,
     max_probes: int | None = None,
-    lake: str = DEFAULT_LAKE,
+    lake: str | None = None,
     refresh: bool = False,
     one_cache_dir: str | None = None,
     units_table_path: str | None = None,
@@ -93,8 +93,9 @@ def ingest_ibl_region(
         Fraction of a probe's good units that must lie in ``regions``.
     max_probes : int | None, default: None
         Ingest at most this many probes (those with the most good units).
-    lake : str, default: "./spikelab-lake"
-        Lake root: a folder or an ``s3://`` URL.
+    lake : str | None, default: None
+        Lake root: a folder (made absolute before anything is recorded) or an ``s3://``
+        URL. None: ``$SPIKELAB_LAKE``, else ``./spikelab-lake``.
     refresh : bool, default: False
         Load everything again, even probes already in the lake.
     one_cache_dir : str | None, default: None
@@ -105,8 +106,13 @@ def ingest_ibl_region(
     Returns
     -------
     dict
-        The run summary; probes land under ``source=ibl``, ``dataset=<eid>``.
+        The run summary; probes land under ``source=ibl``, ``dataset=<eid>``. When any
+        probe failed, the run ends ``Failed`` and calling the flow raises
+        :class:`~spikelab.exceptions.IngestFailedError`; call it with
+        ``return_state=True`` and use :func:`spikelab.flows.run_summary` to get the
+        summary either way.
     """
+    lake = resolve_lake(lake)
     probes = query_ibl_probes(
         list(regions), min_units, min_fraction_in_target, one_cache_dir, units_table_path
     )
@@ -124,6 +130,7 @@ def ingest_ibl_region(
         "min_units": min_units,
         "min_fraction_in_target": min_fraction_in_target,
         "max_probes": max_probes,
+        "lake": lake,
         "refresh": refresh,
     }
     return finish_run(lake, "ingest-ibl-region", parameters, collect(futures, "probes"))  # type: ignore[return-value]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import pandas as pd
 from prefect import task
 
 from spikelab.tasks._policy import NETWORK_RETRIES, content_cache_key, retry_unless_client_error
-from spikelab.tasks.load import StagedUnits, Target, stage
+from spikelab.tasks.load import StagedUnits, Target, load_and_stage
 
 
 @lru_cache(maxsize=4)
@@ -75,4 +75,6 @@ def load_ibl_probe(
     from spikelab.loaders.ibl import load_spikedata_from_ibl
 
     one, table = ibl_session(one_cache_dir, units_table_path)
-    return stage(load_spikedata_from_ibl(eid, pid, one=one, units_table=table), target)
+    return load_and_stage(
+        target, partial(load_spikedata_from_ibl, eid, pid, one=one, units_table=table)
+    )

@@ -2,16 +2,27 @@
 
 The tasks return small references (paths and summaries), never SpikeData, so nothing large
 goes through Prefect's result storage. Their cache keys come from the content's identity
-(see :func:`spikelab.tasks._policy.content_cache_key`).
+(see :func:`spikelab.tasks._policy.content_cache_key`). Warnings raised while an input is
+loaded are counted into its staged result (and so its manifest), and logged once.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
 from typing import Any, TypedDict
 
 from prefect import task
+from prefect.logging import get_run_logger
 
+from spikelab.io.atomic import STALE_AFTER_SECONDS
 from spikelab.io.json_codec import to_plain
 from spikelab.io.manifest import spikedata_summary
 from spikelab.io.raster_plot import write_raster_png
@@ -27,6 +38,8 @@ from spikelab.loaders import (
 from spikelab.spikedata import SpikeData
 from spikelab.tasks._policy import cache_dir, content_cache_key
 
+_LOGGED_MESSAGE_LENGTH = 300
+
 
 class Target(TypedDict):
     """Where an asset goes in the lake."""
@@ -37,17 +50,93 @@ class Target(TypedDict):
 
 
 class StagedUnits(TypedDict):
-    """A loaded asset, staged locally and ready to publish into the lake."""
+    """A loaded asset, staged locally and ready to publish into the lake.
+
+    ``warnings`` counts the warnings raised while loading (``{message: count}``);
+    ``skipped_columns`` lists the attributes the units table left out (``{name: reason}``).
+    """
 
     units_path: str
     raster_path: str
     spikedata: dict[str, Any]
     metadata: dict[str, Any]
+    warnings: dict[str, int]
+    skipped_columns: dict[str, str]
+
+
+_collectors: dict[int, Counter[str]] = {}
+_collectors_lock = threading.Lock()
+_saved_state: list[warnings.catch_warnings] = []
+
+
+def _count_or_show(
+    show: Callable[..., None],
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Count a warning for the thread collecting it, or show it as before."""
+    counts = _collectors.get(threading.get_ident())
+    if counts is None:
+        show(message, category, filename, lineno, file, line)
+    else:
+        counts[str(message)] += 1
+
+
+@contextmanager
+def counted_warnings() -> Iterator[Counter[str]]:
+    """Count, by message, the warnings this thread raises in the block instead of showing them.
+
+    Python keeps one warnings state per process, while loads run in threads side by side:
+    the first collector saves that state, lets every warning through and routes each one to
+    the collector of the thread that raised it (warnings of other threads are shown as
+    usual); the last collector restores the state. Not re-entrant within one thread.
+
+    Yields
+    ------
+    collections.Counter
+        ``{message: count}``, filled as the block runs.
+    """
+    counts: Counter[str] = Counter()
+    thread = threading.get_ident()
+    with _collectors_lock:
+        if not _collectors:
+            state = warnings.catch_warnings()
+            state.__enter__()
+            warnings.simplefilter("always")
+            warnings.showwarning = partial(_count_or_show, warnings.showwarning)
+            _saved_state.append(state)
+        _collectors[thread] = counts
+    try:
+        yield counts
+    finally:
+        with _collectors_lock:
+            del _collectors[thread]
+            if not _collectors:
+                _saved_state.pop().__exit__(None, None, None)
+
+
+def log_warnings(label: str, counts: Counter[str]) -> None:
+    """Log an input's warnings once, as one line with each message and its count."""
+    if not counts:
+        return
+    listed = "; ".join(
+        f"{message[:_LOGGED_MESSAGE_LENGTH]} (x{count})" for message, count in counts.most_common()
+    )
+    get_run_logger().warning(
+        "%s: %d warning(s) while loading, counted in its manifest: %s",
+        label,
+        counts.total(),
+        listed,
+    )
 
 
 def stage(sd: SpikeData, target: Target) -> StagedUnits:
     """Write ``sd``'s units table and raster plot into the local staging area."""
-    folder = cache_dir() / "staged"
+    folder = staging_dir()
     name = uuid.uuid4().hex
     units = write_units_table(sd, folder / f"{name}.parquet", **target)
     raster = write_raster_png(
@@ -60,7 +149,58 @@ def stage(sd: SpikeData, target: Target) -> StagedUnits:
         "raster_path": raster,
         "spikedata": spikedata_summary(sd),
         "metadata": to_plain(sd.metadata),
+        "warnings": {},
+        "skipped_columns": dict(units.get("skipped_columns") or {}),
     }
+
+
+def load_and_stage(target: Target, load: Callable[[], SpikeData]) -> StagedUnits:
+    """Run ``load``, then :func:`stage` its result, counting the warnings both raise.
+
+    The counts go into the staged result and are logged once. When loading fails, they
+    are attached to the error as ``load_warnings`` so the failure record keeps them too.
+    """
+    label = f"{target['source']}/{target['dataset_id']}/{target['asset_id']}"
+    with counted_warnings() as counts:
+        try:
+            staged = stage(load(), target)
+        except Exception as error:
+            error.load_warnings = dict(counts)  # type: ignore[attr-defined]
+            raise
+    log_warnings(label, counts)
+    staged["warnings"] = dict(counts)
+    return staged
+
+
+def staging_dir() -> Path:
+    """Where loaded assets wait to be published: ``<cache>/staged``."""
+    folder = cache_dir() / "staged"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def remove_stale_staged(*, older_than_seconds: float = STALE_AFTER_SECONDS) -> list[Path]:
+    """Remove staged files (and their temporaries) untouched for ``older_than_seconds``.
+
+    A published asset's staged files are removed when it is published; those left by a
+    run that was killed or failed before publishing are removed by a later run. Younger
+    files may belong to a run going on at the same time and are kept.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    cutoff = time.time() - older_than_seconds
+    removed = []
+    for path in staging_dir().iterdir():
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # published or removed by its run meanwhile
+            continue
+    return removed
 
 
 _CACHED: dict[str, Any] = {"persist_result": True}
@@ -71,7 +211,9 @@ def load_nwb(
     path: str, target: Target, content_id: str, allow_no_units: bool = False
 ) -> StagedUnits:
     """Load an NWB file's Units."""
-    return stage(load_spikedata_from_nwb(path, allow_no_units=allow_no_units), target)
+    return load_and_stage(
+        target, partial(load_spikedata_from_nwb, path, allow_no_units=allow_no_units)
+    )
 
 
 @task(name="load-dandi-streamed", cache_key_fn=content_cache_key("dandi"), **_CACHED)
@@ -82,7 +224,8 @@ def load_dandi_streamed(
 
     The token, if any, comes from ``DANDI_API_TOKEN``.
     """
-    sd = load_spikedata_from_dandi(
+    load = partial(
+        load_spikedata_from_dandi,
         asset_id,
         dandiset_id=target["dataset_id"],
         version=version,
@@ -90,7 +233,7 @@ def load_dandi_streamed(
         allow_no_units=True,
         stream=True,
     )
-    return stage(sd, target)
+    return load_and_stage(target, load)
 
 
 @task(name="load-kilosort", cache_key_fn=content_cache_key("kilosort"), **_CACHED)
@@ -98,22 +241,27 @@ def load_kilosort(
     path: str, target: Target, content_id: str, options: dict[str, Any]
 ) -> StagedUnits:
     """Load a KiloSort/Phy folder (``options`` go to the loader, e.g. ``fs_Hz``)."""
-    return stage(load_spikedata_from_kilosort(path, **options), target)
+    return load_and_stage(target, partial(load_spikedata_from_kilosort, path, **options))
 
 
 @task(name="load-hdf5", cache_key_fn=content_cache_key("hdf5"), **_CACHED)
 def load_hdf5(path: str, target: Target, content_id: str, options: dict[str, Any]) -> StagedUnits:
     """Load a generic HDF5 spike file (``options`` name its style's datasets)."""
-    return stage(load_spikedata_from_hdf5(path, **options), target)
+    return load_and_stage(target, partial(load_spikedata_from_hdf5, path, **options))
 
 
 @task(name="load-spikelab-npz", cache_key_fn=content_cache_key("spikelab_npz"), **_CACHED)
-def load_spikelab_npz(path: str, target: Target, content_id: str) -> StagedUnits:
-    """Load a SpikeLab sorted ``.npz`` (trusted files only: it unpickles)."""
-    return stage(load_spikedata_from_spikelab_sorted_npz(path), target)
+def load_spikelab_npz(
+    path: str, target: Target, content_id: str, allow_pickle: bool = False
+) -> StagedUnits:
+    """Load a SpikeLab sorted ``.npz``; its object arrays are unpickled only if ``allow_pickle``."""
+    return load_and_stage(
+        target,
+        partial(load_spikedata_from_spikelab_sorted_npz, path, allow_pickle=allow_pickle),
+    )
 
 
 @task(name="load-pickle", cache_key_fn=content_cache_key("pickle"), **_CACHED)
 def load_pickle(path: str, target: Target, content_id: str) -> StagedUnits:
-    """Load a pickled SpikeData (trusted files only)."""
-    return stage(load_spikedata_from_pickle(path), target)
+    """Load a pickled SpikeData (trusted files only: the flows check that first)."""
+    return load_and_stage(target, partial(load_spikedata_from_pickle, path))

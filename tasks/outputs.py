@@ -20,6 +20,9 @@ from spikelab.tasks.load import StagedUnits, Target
 def write_units_table(staged: StagedUnits, lake: str, target: Target) -> list[dict[str, Any]]:
     """Publish a staged units table and its raster plot into the lake (atomically).
 
+    The staged files are removed once both are in the lake (a later cache hit on them
+    loads the asset again: see :func:`spikelab.flows._runs.staged_or_reload`).
+
     Returns
     -------
     list of dict
@@ -33,6 +36,8 @@ def write_units_table(staged: StagedUnits, lake: str, target: Target) -> list[di
     raster = Path(staged["raster_path"]).read_bytes()
     raster_path = where.raster_path(*key)
     storage.put_bytes(raster_path, raster)
+    for staged_file in (staged["units_path"], staged["raster_path"]):
+        Path(staged_file).unlink(missing_ok=True)
     return [
         {
             "path": units_path,
@@ -57,7 +62,11 @@ def write_manifest(
     error: str | None = None,
     flow_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Write the asset's manifest into the lake and return it."""
+    """Write the asset's manifest into the lake and return it.
+
+    The staged result's load warnings and skipped columns are recorded with it (results
+    staged by older versions have neither).
+    """
     return manifests.write_manifest(
         Lake(lake).manifest_path(target["source"], target["dataset_id"], target["asset_id"]),
         **target,
@@ -70,6 +79,8 @@ def write_manifest(
         metadata=staged["metadata"] if staged else None,
         error=error,
         flow_run_id=flow_run_id,
+        warnings=staged.get("warnings") if staged else None,
+        skipped_columns=staged.get("skipped_columns") if staged else None,
     )
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from spikelab.demo_data import write_demo_dataset
-from spikelab.flows import ingest_files
+from spikelab.exceptions import IngestFailedError
+from spikelab.flows import ingest_files, run_summary
 from spikelab.flows.files import detect_format, hdf5_options, kilosort_options
 from spikelab.io.lake import connect
 from spikelab.io.manifest import read_manifest
@@ -39,10 +40,15 @@ def test_files_flow_loads_every_source_into_one_lake(demo, tmp_path):
     bad = tmp_path / "inputs" / "broken.nwb"
     bad.parent.mkdir()
     bad.write_bytes(b"not hdf5 at all")
-    summary = ingest_files([*map(str, demo), str(bad)], lake=lake)
+    state = ingest_files([*map(str, demo), str(bad)], lake=lake, return_state=True)
+    assert state.is_failed() and state.message == "3 loaded, 0 skipped, 1 failed"
+    summary = run_summary(state)
     assert summary["counts"] == {"ok": 3, "skipped": 0, "failed": 1}
     failed = [a for a in summary["assets"] if a["status"] == "failed"]
     assert failed[0]["asset_id"] == "broken.nwb" and "not a readable" in failed[0]["error"]
+    with pytest.raises(IngestFailedError, match="0 loaded, 0 skipped, 1 failed") as raised:
+        ingest_files([str(bad)], lake=lake)
+    assert raised.value.summary["assets"][0]["asset_id"] == "broken.nwb"
 
     nwb, kilosort, hdf5 = demo
     expected = {
@@ -74,7 +80,7 @@ def test_files_flow_loads_every_source_into_one_lake(demo, tmp_path):
         connect(lake).execute("SELECT count(*) FROM units WHERE location_label = 'CA1'").fetchone()
     )
     assert ca1 == (12,)
-    run = json.loads(next(Path(lake, "runs").glob("*.json")).read_text())
+    run = json.loads(Path(lake, "runs", f"{summary['flow_run_id']}.json").read_text())
     assert run["counts"] == summary["counts"]
 
     again = ingest_files([*map(str, demo)], lake=lake)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -133,11 +134,14 @@ def record_failure(
 ) -> dict[str, Any]:
     """Record that an asset failed, without ever undoing its last good publication.
 
-    When ``dest`` holds an ``ok`` manifest, that manifest (and the units table it lists)
-    stays, and the failure goes into its ``last_failure`` field (``error``,
-    ``flow_run_id``, ``failed_at``, ``input``, ``warnings``); the next good load writes a
-    fresh manifest without it. Otherwise (no manifest, an earlier failure, an unreadable
-    file) a ``failed`` manifest is written. Parameters are those of :func:`write_manifest`.
+    When ``dest`` holds an ``ok`` manifest whose outputs are still the files it lists
+    (:func:`outputs_intact`), that manifest stays, and the failure goes into its
+    ``last_failure`` field (``error``, ``flow_run_id``, ``failed_at``, ``input``,
+    ``warnings``); the next good load writes a fresh manifest without it. Otherwise (no
+    manifest, an earlier failure, an unreadable file, outputs replaced by the failed
+    attempt) a ``failed`` manifest is written: the caller then removes the asset's outputs,
+    so the lake never serves a table whose manifest says ``failed``. Parameters are those
+    of :func:`write_manifest`.
 
     Returns
     -------
@@ -145,7 +149,7 @@ def record_failure(
         The manifest now at ``dest``.
     """
     previous = _readable_manifest(dest)
-    if previous is not None and previous.get("status") == "ok":
+    if previous is not None and previous.get("status") == "ok" and outputs_intact(previous):
         previous["last_failure"] = to_plain(
             {
                 "error": error,
@@ -170,6 +174,23 @@ def record_failure(
         flow_run_id=flow_run_id,
         warnings=warnings,
     )
+
+
+def outputs_intact(manifest: Mapping[str, Any]) -> bool:
+    """Tell whether every output a manifest lists with a sha256 is there, with that sha256.
+
+    Outputs recorded without one (a raw Zarr folder) are not checked.
+    """
+    for output in manifest.get("outputs") or []:
+        if not output.get("sha256"):
+            continue
+        try:
+            data = storage.get_bytes(output["path"])
+        except FileNotFoundError:
+            return False
+        if hashlib.sha256(data).hexdigest() != output["sha256"]:
+            return False
+    return True
 
 
 def _put(dest: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:
