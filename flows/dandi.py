@@ -8,9 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import flow, task, unmapped
+from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from spikelab.config import CONFIG_DIR, DandisetsConfig, load_config
+from spikelab.exceptions import DigestMismatchError, UnsafeRemoteDataError
 from spikelab.flows._runs import (
     Outcome,
     collect,
@@ -24,15 +26,24 @@ from spikelab.flows._runs import (
 )
 from spikelab.io.lake import DEFAULT_LAKE
 from spikelab.loaders import LOADER_VERSIONS
-from spikelab.loaders._dandi_client import DEFAULT_API_BASE, normalize_dandiset_id
+from spikelab.loaders._dandi_client import (
+    DEFAULT_API_BASE,
+    normalize_dandiset_id,
+    normalize_version,
+)
+from spikelab.loaders.dandi import is_zarr_asset
 from spikelab.loaders.nwb_recording import has_electrical_series
 from spikelab.tasks.dandi import (
+    clear_digest_failure,
     describe_dandi_asset,
+    digest_failure,
     download_dandi_asset,
+    expire_downloads,
     list_dandi_assets,
+    record_digest_failure,
     remove_download,
 )
-from spikelab.tasks.load import Target, load_dandi_streamed, load_nwb
+from spikelab.tasks.load import StagedUnits, Target, load_dandi_streamed, load_nwb
 from spikelab.tasks.outputs import convert_raw_to_zarr, write_manifest, write_units_table
 
 MAX_CONCURRENT_ASSETS = 4
@@ -77,6 +88,57 @@ def unchanged_outcome(lake: str, dandiset_id: str, asset: dict[str, Any]) -> Out
     return outcome(target, "skipped", started, manifest_path(lake, target), manifest)
 
 
+def asset_reference(api_base: str, dandiset_id: str, version: str, asset_id: str) -> str:
+    """The API URL of an asset in a dandiset version (its ``source_reference``)."""
+    return f"{api_base}/dandisets/{dandiset_id}/versions/{version}/assets/{asset_id}/"
+
+
+def refused_outcome(lake: str, dandiset_id: str, version: str, asset: dict[str, Any]) -> Outcome:
+    """The ``failed`` outcome of a listing entry whose identifier was refused.
+
+    Its manifest goes under the entry's safe ``refused-<hash>`` key, never a path built
+    from what the server sent.
+    """
+
+    def refuse() -> tuple[str, dict[str, Any]]:
+        raise UnsafeRemoteDataError(asset["refused"])
+
+    return guarded(lake, asset_target(dandiset_id, asset), refuse, version=version)
+
+
+def zarr_outcome(
+    lake: str, dandiset_id: str, version: str, api_base: str, asset: dict[str, Any]
+) -> Outcome:
+    """The ``skipped`` outcome of a Zarr asset: spikelab ingests NWB HDF5 assets only."""
+    started = time.monotonic()
+    target = asset_target(dandiset_id, asset)
+    reference = asset_reference(api_base, dandiset_id, version, asset["asset_id"])
+    manifest = write_manifest(
+        lake,
+        target,
+        status="skipped",
+        version=version,
+        source_reference=reference,
+        input={"url": reference, "path": asset["path"], "zarr_id": asset.get("zarr_id")},
+        error=(
+            f"zarr asset: {asset['path']} is stored as Zarr, not as an NWB HDF5 file; "
+            "the DANDI flow ingests NWB HDF5 assets only"
+        ),
+        flow_run_id=current_flow_run_id(),
+    )
+    return outcome(target, "skipped", started, manifest_path(lake, target), manifest)
+
+
+def digest_warning(failure: dict[str, Any]) -> str:
+    """What the manifest and run summary say about an asset a download found corrupt."""
+    return (
+        f"warning: a download of this asset failed digest verification at "
+        f"{failure['failed_at']} ({failure['error']}); these Units were streamed, and "
+        "streaming cannot check the whole-file digest: run with transfer='download' to "
+        "verify the file"
+    )
+
+
 @task(name="ingest-dandi-asset", task_run_name="ingest {asset[path]}")
 def ingest_dandi_asset(
     asset: dict[str, Any],
@@ -88,18 +150,19 @@ def ingest_dandi_asset(
     refresh: bool,
     transfer: str = "stream",
 ) -> Outcome:
-    """Ingest one asset: describe, skip if unchanged, stream or download, load, publish."""
-    target = asset_target(dandiset_id, asset)
-    reference = f"{api_base}/dandisets/{dandiset_id}/versions/{version}/assets/{asset['asset_id']}/"
+    """Ingest one asset: describe, skip if unchanged, stream or download, load, publish.
 
-    def work() -> tuple[str, dict[str, Any]]:
-        record = describe_dandi_asset(asset["asset_id"], api_base)
-        content_id = asset_content_id(record)
-        existing = None if refresh else loaded_already(lake, target, content_id)
-        if existing is not None:
-            return "skipped", existing
+    A download that fails its digest check is recorded in the cache; a later streamed load
+    of the same asset and digest then says so in its manifest (input field
+    ``digest_failed_before``, an entry in ``warnings``) and in the run summary's ``error``
+    column, and logs a warning.
+    """
+    target = asset_target(dandiset_id, asset)
+    reference = asset_reference(api_base, dandiset_id, version, asset["asset_id"])
+    failed_before: dict[str, Any] | None = None
+
+    def load(record: dict[str, Any], content_id: str) -> tuple[str | None, StagedUnits]:
         if transfer == "stream" and not raw_zarr:  # raw traces need the whole file
-            path = None
             staged = staged_or_reload(
                 load_dandi_streamed,
                 refresh,
@@ -109,21 +172,39 @@ def ingest_dandi_asset(
                 content_id=content_id,
                 version=version,
             )
+            return None, staged
+        path = download_dandi_asset(record, api_base)
+        staged = staged_or_reload(
+            load_nwb, refresh, path=path, target=target, content_id=content_id, allow_no_units=True
+        )
+        return path, staged
+
+    def work() -> tuple[str, dict[str, Any]]:
+        nonlocal failed_before
+        record = describe_dandi_asset(asset["asset_id"], api_base)
+        content_id = asset_content_id(record)
+        existing = None if refresh else loaded_already(lake, target, content_id)
+        if existing is not None:
+            return "skipped", existing
+        try:
+            path, staged = load(record, content_id)
+        except DigestMismatchError as error:
+            record_digest_failure(record, error)
+            raise
+        metadata = staged["metadata"]
+        verified = metadata.get("digest_verified", True)
+        if verified:
+            clear_digest_failure(record)
         else:
-            path = download_dandi_asset(record, api_base)
-            staged = staged_or_reload(
-                load_nwb,
-                refresh,
-                path=path,
-                target=target,
-                content_id=content_id,
-                allow_no_units=True,
-            )
+            failed_before = digest_failure(record)
         outputs = write_units_table(staged, lake, target)
         if path is not None and raw_zarr and has_electrical_series(path):
             raw = convert_raw_to_zarr(path, lake, target)
             outputs.append({"path": raw["zarr_path"], "sha256": None, "rows": raw["n_samples"]})
-        metadata = staged["metadata"]
+        if failed_before is not None:
+            note = digest_warning(failed_before)
+            get_run_logger().warning("%s: %s", asset["asset_id"], note)
+            staged = {**staged, "warnings": {**(staged.get("warnings") or {}), note: 1}}
         manifest = write_manifest(
             lake,
             target,
@@ -139,7 +220,8 @@ def ingest_dandi_asset(
                 "listed_id": listed_id(asset),
                 "transfer": metadata.get("transfer", "downloaded"),
                 "bytes_read": metadata.get("bytes_read", record["size"]),
-                "digest_verified": metadata.get("digest_verified", True),
+                "digest_verified": verified,
+                "digest_failed_before": failed_before is not None,
             },
             outputs=outputs,
             staged=staged,
@@ -149,7 +231,10 @@ def ingest_dandi_asset(
             remove_download(path)
         return "ok", manifest
 
-    return guarded(lake, target, work, version=version, source_reference=reference)
+    result = guarded(lake, target, work, version=version, source_reference=reference)
+    if failed_before is not None and result["status"] == "ok":
+        result["error"] = digest_warning(failed_before)
+    return result
 
 
 @flow(
@@ -205,15 +290,23 @@ def ingest_dandiset(
     if transfer not in ("stream", "download"):
         raise ValueError(f"transfer must be 'stream' or 'download', got {transfer!r}")
     dandiset = normalize_dandiset_id(dandiset_id)
+    version = normalize_version(version)
+    expire_downloads()
     assets = list_dandi_assets(dandiset, version, path_glob, api_base)
     if max_assets is not None:
         assets = assets[:max_assets]
     unchanged: dict[str, Outcome | None] = {}
+    for asset in assets:  # recorded without a task run: nothing to fetch
+        if "refused" in asset:
+            unchanged[asset["asset_id"]] = refused_outcome(lake, dandiset, version, asset)
+        elif is_zarr_asset(asset):
+            unchanged[asset["asset_id"]] = zarr_outcome(lake, dandiset, version, api_base, asset)
+    listed = [a for a in assets if a["asset_id"] not in unchanged]
     if not refresh:  # manifests on an object store are a request each: read several at once
         with ThreadPoolExecutor(max_workers=MAX_MANIFEST_READS) as pool:
-            checks = pool.map(lambda asset: unchanged_outcome(lake, dandiset, asset), assets)
-            unchanged = {a["asset_id"]: o for a, o in zip(assets, checks, strict=True)}
-    changed = [a for a in assets if unchanged.get(a["asset_id"]) is None]
+            checks = pool.map(lambda asset: unchanged_outcome(lake, dandiset, asset), listed)
+            unchanged |= {a["asset_id"]: o for a, o in zip(listed, checks, strict=True)}
+    changed = [a for a in listed if unchanged.get(a["asset_id"]) is None]
     futures = ingest_dandi_asset.map(
         changed,
         dandiset_id=unmapped(dandiset),

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from spikelab.exceptions import RemoteError
+from spikelab.exceptions import RemoteError, UnsafeRemoteDataError
 
 DEFAULT_API_BASE = "https://api.dandiarchive.org/api"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -24,6 +24,63 @@ _TRANSIENT_ERRORS = (
     requests.exceptions.ChunkedEncodingError,
 )
 _ASSET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+_VERSION = re.compile(r"draft|0\.\d{6}\.\d{1,4}")
+# The shape every identifier a DANDI server sends must have, and how to describe it.
+_SERVER_IDS: dict[str, tuple[re.Pattern[str], str]] = {
+    "asset_id": (_ASSET_ID, "a UUID"),
+    "blob_id": (_ASSET_ID, "a UUID"),
+    "zarr_id": (_ASSET_ID, "a UUID"),
+    "dandiset_id": (re.compile(r"\d{6}"), "a six-digit dandiset id"),
+    "version": (_VERSION, "'draft' or a published version like 0.231012.1234"),
+}
+
+
+def check_server_id(kind: str, value: object, api_base: str) -> str:
+    """Return an identifier a DANDI server sent, after checking its shape.
+
+    Asset, blob and Zarr ids are UUIDs (returned in lower case), dandiset ids six digits,
+    versions ``draft`` or ``0.YYMMDD.N`` (up to four digits after the date). These values
+    become URL parts and folder names, so nothing else is ever used.
+
+    Parameters
+    ----------
+    kind : {"asset_id", "blob_id", "zarr_id", "dandiset_id", "version"}
+        Which identifier it is.
+    value : object
+        What the server sent.
+    api_base : str
+        The server, named in the error.
+
+    Raises
+    ------
+    UnsafeRemoteDataError
+        The value does not have the shape of ``kind``.
+    """
+    pattern, shape = _SERVER_IDS[kind]
+    if not (isinstance(value, str) and pattern.fullmatch(value)):
+        raise UnsafeRemoteDataError(
+            f"the DANDI server {api_base} sent {kind} {value!r}, which is not {shape}; "
+            "spikelab refuses to use it (it could name a path outside the cache): check "
+            "that --api-base points at a DANDI archive you trust"
+        )
+    return value.lower() if pattern is _ASSET_ID else value
+
+
+def normalize_version(version: str) -> str:
+    """Return a dandiset version given by the user: ``draft`` or ``0.YYMMDD.N``.
+
+    Raises
+    ------
+    ValueError
+        Any other text (it would become part of a URL).
+    """
+    text = str(version).strip()
+    if not _VERSION.fullmatch(text):
+        raise ValueError(
+            f"dandiset version {version!r} is neither 'draft' nor a published version "
+            "like 0.231012.1234"
+        )
+    return text
 
 
 def normalize_dandiset_id(dandiset_id: str | int) -> str:
@@ -137,6 +194,10 @@ class DandiClient:
         """Absolute URL of an API path such as ``/assets/<id>/``."""
         return path if path.startswith(("http://", "https://")) else self.api_base + path
 
+    def is_api_url(self, url: str) -> bool:
+        """Tell whether ``url`` lies under ``api_base`` (the only place the token goes)."""
+        return url == self.api_base or url.startswith(self.api_base + "/")
+
     def request(
         self,
         method: str,
@@ -157,7 +218,7 @@ class DandiClient:
         """
         target = self.url(url)
         sent_headers = dict(headers or {})
-        if self._token and target.startswith(self.api_base):
+        if self._token and self.is_api_url(target):
             sent_headers["Authorization"] = f"token {self._token}"
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -227,7 +288,11 @@ class DandiClient:
         try:
             return response.json()
         except ValueError as error:
-            raise RemoteError(f"GET {_redacted(self.url(path))} did not return JSON") from error
+            raise RemoteError(
+                f"GET {_redacted(self.url(path))} did not return JSON: check that the API "
+                "base points at a DANDI archive",
+                status=response.status_code,
+            ) from error
 
     def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
         """Yield the ``results`` of every page, following ``next`` links lazily."""
@@ -240,8 +305,15 @@ class DandiClient:
             page = self.get_json(next_url)
 
     def asset_metadata(self, asset_id: str) -> dict[str, Any]:
-        """Fetch the asset's metadata record: ``path``, ``contentSize``, ``digest`` ..."""
-        metadata: dict[str, Any] = self.get_json(f"/assets/{asset_id}/")
+        """Fetch the asset's metadata record: ``path``, ``contentSize``, ``digest`` ...
+
+        Raises
+        ------
+        UnsafeRemoteDataError
+            ``asset_id`` is not a UUID (checked before any request).
+        """
+        identifier = check_server_id("asset_id", asset_id, self.api_base)
+        metadata: dict[str, Any] = self.get_json(f"/assets/{identifier}/")
         return metadata
 
     def listed_blob_url(self, metadata: Mapping[str, Any]) -> str | None:
@@ -252,17 +324,13 @@ class DandiClient:
         """
         urls = metadata.get("contentUrl") or []
         return next(
-            (
-                u
-                for u in urls
-                if u.startswith(("http://", "https://")) and not u.startswith(self.api_base)
-            ),
+            (u for u in urls if u.startswith(("http://", "https://")) and not self.is_api_url(u)),
             None,
         )
 
     def blob_url(self, asset_id: str) -> str:
         """Find where the asset's bytes live: the target of its download redirect."""
-        download = f"/assets/{asset_id}/download/"
+        download = f"/assets/{check_server_id('asset_id', asset_id, self.api_base)}/download/"
         response = self.request("GET", download, stream=True, allow_redirects=False)
         response.close()
         location = response.headers.get("Location")

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -15,7 +15,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from spikelab.exceptions import DigestMismatchError, RemoteError
+from spikelab.exceptions import DigestMismatchError, RemoteError, UnsafeRemoteDataError
 from spikelab.loaders._dandi_client import DandiClient
 
 ETAG_PART_SIZE = 64 * 1024 * 1024
@@ -24,6 +24,11 @@ CHUNK_BYTES = 1024 * 1024  # largest network read; each read returns what has ar
 HASH_READ_BYTES = 1024 * 1024  # local reads when hashing a file already on disk
 SHA256 = "dandi:sha2-256"
 ETAG = "dandi:dandi-etag"
+#: Environment variable: age in hours after which a partial download is thrown away.
+PARTIAL_MAX_AGE_VARIABLE = "SPIKELAB_PARTIAL_MAX_AGE_HOURS"
+DEFAULT_PARTIAL_MAX_AGE_HOURS = 72.0
+# Leftovers of an interrupted download: the partial file, its marker, a temporary file.
+_LEFTOVER_SUFFIXES = (".partial", ".partial.json", ".part")
 
 
 class EtagDigest:
@@ -82,24 +87,165 @@ def file_matches(path: Path, size: int | None, digests: Mapping[str, str]) -> bo
     return bool(hasher.hexdigest() == expected[1])
 
 
+def contained(root: Path, path: Path, what: str) -> Path:
+    """Resolve ``path`` and check that it lies under ``root``; return the resolved path.
+
+    Symbolic links are followed, so a link planted under ``root`` cannot lead outside.
+
+    Raises
+    ------
+    UnsafeRemoteDataError
+        ``path`` resolves outside ``root``.
+    """
+    base = root.resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(base):
+        raise UnsafeRemoteDataError(
+            f"refusing {what} {path}: it resolves to {resolved}, outside {base}"
+        )
+    return resolved
+
+
 def safe_destination(download_dir: Path, asset_path: str) -> Path:
     """Place an asset under ``download_dir``, refusing paths that would leave it.
 
     Raises
     ------
-    ValueError
-        For absolute paths or ``..`` components.
+    UnsafeRemoteDataError
+        For absolute paths, ``..`` components, or a path that resolves outside (a ``ValueError``).
     """
     relative = PurePosixPath(asset_path.replace("\\", "/"))
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise ValueError(
+        raise UnsafeRemoteDataError(
             f"refusing asset path {asset_path!r}: it would be written outside {download_dir}"
         )
     root = download_dir.resolve()
     destination = root.joinpath(*relative.parts).resolve()
     if not destination.is_relative_to(root):
-        raise ValueError(f"refusing asset path {asset_path!r}: it resolves outside {download_dir}")
+        raise UnsafeRemoteDataError(
+            f"refusing asset path {asset_path!r}: it resolves outside {download_dir}"
+        )
     return destination
+
+
+def partial_max_age_seconds() -> float:
+    """How old a partial download may get before it is discarded instead of resumed.
+
+    Read from ``SPIKELAB_PARTIAL_MAX_AGE_HOURS`` (hours, default 72): a failed run leaves
+    its partial download in the cache so that the next run resumes it, but a partial older
+    than this, or any stale temporary file of the download area, is deleted.
+
+    Raises
+    ------
+    ValueError
+        The variable is set to something other than a non-negative number.
+    """
+    text = os.environ.get(PARTIAL_MAX_AGE_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_PARTIAL_MAX_AGE_HOURS * 3600
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = math.nan
+    if not hours >= 0:  # also refuses nan
+        raise ValueError(
+            f"{PARTIAL_MAX_AGE_VARIABLE}={text!r} is not a number of hours >= 0; "
+            f"unset it for the default of {DEFAULT_PARTIAL_MAX_AGE_HOURS:g}"
+        )
+    return hours * 3600
+
+
+def _older_than(path: Path, max_age_seconds: float) -> bool:
+    try:
+        return time.time() - path.lstat().st_mtime > max_age_seconds
+    except FileNotFoundError:  # removed meanwhile by a concurrent run
+        return False
+
+
+def _walk(folder: Path) -> Iterator[tuple[Path, list[str]]]:
+    """Every folder under ``folder`` with its file names, never following symbolic links."""
+    for parent, _, files in os.walk(folder, followlinks=False):
+        yield Path(parent), files
+
+
+def expire_stale_downloads(folder: Path, max_age_seconds: float | None = None) -> list[Path]:
+    """Delete partial downloads, their markers and ``.part`` files older than the limit.
+
+    Empty folders that are as old go too. Files still being written are recent, so
+    concurrent downloads are left alone; symbolic links are never followed.
+
+    Parameters
+    ----------
+    folder : Path
+        The download area (a missing folder has nothing to expire).
+    max_age_seconds : float | None, default: None
+        None reads :func:`partial_max_age_seconds`.
+
+    Returns
+    -------
+    list of Path
+        What was deleted.
+    """
+    limit = partial_max_age_seconds() if max_age_seconds is None else max_age_seconds
+    if not folder.is_dir():
+        return []
+    walked = list(_walk(folder))
+    # folders are judged by their age before this sweep empties them (which touches them)
+    old_folders = [path for path, _ in walked[1:] if _older_than(path, limit)]
+    removed = []
+    for parent, files in walked:
+        for name in files:
+            path = parent / name
+            if name.endswith(_LEFTOVER_SUFFIXES) and _older_than(path, limit):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    for path in sorted(old_folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            path.rmdir()
+        except OSError:  # not empty, or just filled by a concurrent download
+            continue
+        removed.append(path)
+    return removed
+
+
+class _Partial:
+    """The partial file of one download and the marker naming the digest it was begun for."""
+
+    def __init__(self, destination: Path, size: int | None, expected: tuple[str, str] | None):
+        folder = destination.parent
+        self.path = contained(folder, folder / f"{destination.name}.partial", "partial file")
+        self.marker = contained(folder, folder / f"{destination.name}.partial.json", "marker")
+        self.identity = {"size": size, "digest": list(expected) if expected else None}
+        self.size = size
+        self.expected = expected
+
+    def _marker_matches(self) -> bool:
+        try:
+            return bool(json.loads(self.marker.read_text()) == self.identity)
+        except (OSError, ValueError):  # missing, or torn by a kill
+            return False
+
+    def open(self, max_age_seconds: float) -> tuple[Any, int]:
+        """Keep a resumable partial file; return a hasher fed with its bytes and its length."""
+        if not self._marker_matches() or _older_than(self.path, max_age_seconds):
+            self.path.unlink(missing_ok=True)
+        self.marker.write_text(json.dumps(self.identity))
+        hasher = self.new_hasher()
+        have = 0
+        if self.path.is_file():
+            with self.path.open("rb") as handle:
+                while block := handle.read(HASH_READ_BYTES):
+                    if hasher is not None:
+                        hasher.update(block)
+                    have += len(block)
+        return hasher, have
+
+    def new_hasher(self) -> Any:
+        return _hasher(self.expected[0], self.size or 0) if self.expected else None
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.marker.unlink(missing_ok=True)
 
 
 def download_verified(
@@ -114,107 +260,117 @@ def download_verified(
     """Stream ``url`` to ``destination``; verify size and digest before renaming into place.
 
     Bytes go to ``<destination>.partial``, hashed as they arrive. A broken transfer resumes
-    with an HTTP Range request; an earlier partial file is resumed only when it was started
-    for the same published digest. On a size or digest mismatch the partial file is deleted.
+    with an HTTP Range request; a partial file left by an earlier run is resumed only when
+    it was started for the same published digest and is younger than
+    :func:`partial_max_age_seconds`. Bytes that do not match the published size or digest
+    are deleted (with any older file at ``destination``) and never resumed: one fresh
+    download follows, in case the transfer itself was corrupted, and a second mismatch is
+    an error.
 
     Raises
     ------
     DigestMismatchError
-        The bytes do not match the published size or digest.
+        Two complete downloads did not match the published size or digest.
     RemoteError
         The transfer kept failing, or took longer than ``timeout_seconds``.
+    UnsafeRemoteDataError
+        The partial file or its marker would resolve outside the destination's folder.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".partial")
-    marker = destination.with_name(destination.name + ".partial.json")
     expected = expected_digest(digests)
-    identity = {"size": size, "digest": list(expected) if expected else None}
-    if not (marker.is_file() and json.loads(marker.read_text()) == identity):
-        partial.unlink(missing_ok=True)
-    marker.write_text(json.dumps(identity))
-    hasher = _hasher(expected[0], size or 0) if expected else None
-    have = 0
-    if partial.is_file():
-        with partial.open("rb") as handle:
-            while block := handle.read(HASH_READ_BYTES):
-                if hasher is not None:
-                    hasher.update(block)
-                have += len(block)
-
+    partial = _Partial(destination, size, expected)
+    max_age = partial_max_age_seconds()
     deadline = time.monotonic() + timeout_seconds
+    for attempt in (1, 2):
+        hasher, have = partial.open(max_age)
+        hasher, have = _transfer(
+            client, url, partial, destination.name, hasher, have, (deadline, timeout_seconds)
+        )
+        problem = _mismatch(have, size, expected, hasher)
+        if problem is None:
+            os.replace(partial.path, destination)
+            partial.marker.unlink(missing_ok=True)
+            return destination
+        partial.discard()
+        destination.unlink(missing_ok=True)
+        if attempt == 2:
+            raise DigestMismatchError(
+                f"download of {destination.name} is corrupt: {problem}, also on a fresh "
+                "second download; nothing was kept. The archive's copy or its published "
+                "digest may be wrong: tell the dandiset's owners"
+            )
+    raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+def _transfer(
+    client: DandiClient,
+    url: str,
+    partial: _Partial,
+    name: str,
+    hasher: Any,
+    have: int,
+    limit: tuple[float, float],
+) -> tuple[Any, int]:
+    """Append the rest of the file to the partial file, resuming after broken connections.
+
+    ``limit`` is the monotonic deadline and the timeout it came from. Returns the hasher (a
+    new one when the server ignored Range) and the bytes on disk.
+    """
+    size = partial.size
+    deadline, timeout_seconds = limit
     failures = 0
     progress = tqdm(
-        total=size,
-        initial=have,
-        unit="B",
-        unit_scale=True,
-        desc=destination.name,
-        disable=None,
-        leave=False,
+        total=size, initial=have, unit="B", unit_scale=True, desc=name, disable=None, leave=False
     )
-    while size is None or have < size:
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        try:
-            response = client.request("GET", url, headers=headers, stream=True)
-            with response, partial.open("ab" if response.status_code == 206 else "wb") as out:
-                if response.status_code != 206 and have:
-                    have = 0  # the server ignored Range: start over
-                    hasher = _hasher(expected[0], size or 0) if expected else None
-                # read1 hands over whatever has arrived (up to CHUNK_BYTES), so big reads keep
-                # throughput up and a broken connection loses nothing already received
-                while block := response.raw.read1(CHUNK_BYTES):
-                    out.write(block)
-                    if hasher is not None:
-                        hasher.update(block)
-                    have += len(block)
-                    progress.update(len(block))
-                    if time.monotonic() > deadline:
-                        raise RemoteError(
-                            f"downloading {destination.name} took longer than "
-                            f"{timeout_seconds:g} s; raise download_timeout_seconds"
-                        )
-            if size is None:
-                break
-            if have < size:
-                raise requests.exceptions.ChunkedEncodingError("body ended early")
-        except (
-            requests.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-            urllib3.exceptions.HTTPError,
-            ConnectionError,  # the builtin: a reset socket that slipped through unwrapped
-        ) as error:
-            failures += 1
-            if failures >= client.max_attempts:
-                raise RemoteError(
-                    f"downloading {destination.name} kept failing ({type(error).__name__}) "
-                    f"after {failures} attempts at byte {have} of {size}"
-                ) from None
-            client.wait_before_retry(failures)
-
-    progress.close()
-    _verify(partial, marker, destination, have, size, expected, hasher)
-    os.replace(partial, destination)
-    marker.unlink(missing_ok=True)
-    return destination
+    with progress:
+        while size is None or have < size:
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                response = client.request("GET", url, headers=headers, stream=True)
+                resumed = response.status_code == 206
+                with response, partial.path.open("ab" if resumed else "wb") as out:
+                    if not resumed and have:
+                        have = 0  # the server ignored Range: start over
+                        hasher = partial.new_hasher()
+                    # read1 hands over whatever has arrived (up to CHUNK_BYTES), so big reads
+                    # keep throughput up and a broken connection loses nothing received
+                    while block := response.raw.read1(CHUNK_BYTES):
+                        out.write(block)
+                        if hasher is not None:
+                            hasher.update(block)
+                        have += len(block)
+                        progress.update(len(block))
+                        if time.monotonic() > deadline:
+                            raise RemoteError(
+                                f"downloading {name} took longer than {timeout_seconds:g} s; "
+                                "raise download_timeout_seconds"
+                            )
+                if size is None:
+                    break
+                if have < size:
+                    raise requests.exceptions.ChunkedEncodingError("body ended early")
+            except (
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError,
+                ConnectionError,  # the builtin: a reset socket that slipped through unwrapped
+            ) as error:
+                failures += 1
+                if failures >= client.max_attempts:
+                    raise RemoteError(
+                        f"downloading {name} kept failing ({type(error).__name__}) "
+                        f"after {failures} attempts at byte {have} of {size}"
+                    ) from None
+                client.wait_before_retry(failures)
+    return hasher, have
 
 
-def _verify(
-    partial: Path,
-    marker: Path,
-    destination: Path,
-    have: int,
-    size: int | None,
-    expected: tuple[str, str] | None,
-    hasher: Any,
-) -> None:
-    problem = None
+def _mismatch(
+    have: int, size: int | None, expected: tuple[str, str] | None, hasher: Any
+) -> str | None:
+    """Say how the downloaded bytes differ from what the archive publishes, if they do."""
     if size is not None and have != size:
-        problem = f"{have} bytes arrived but the archive lists {size}"
-    elif expected is not None and hasher.hexdigest() != expected[1]:
-        problem = f"{expected[0]} is {hasher.hexdigest()} but the archive publishes {expected[1]}"
-    if problem:
-        partial.unlink(missing_ok=True)
-        marker.unlink(missing_ok=True)
-        raise DigestMismatchError(
-            f"download of {destination.name} is corrupt: {problem}; nothing was kept, try again"
-        )
+        return f"{have} bytes arrived but the archive lists {size}"
+    if expected is not None and hasher.hexdigest() != expected[1]:
+        return f"{expected[0]} is {hasher.hexdigest()} but the archive publishes {expected[1]}"
+    return None

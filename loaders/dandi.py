@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -9,12 +10,15 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from spikelab.exceptions import FileFormatError, UnsafeRemoteDataError
 from spikelab.loaders._dandi_client import (
     DEFAULT_API_BASE,
     DandiClient,
+    check_server_id,
     normalize_dandiset_id,
+    normalize_version,
     parse_asset_reference,
 )
 from spikelab.loaders._download import (
@@ -41,15 +45,19 @@ def list_dandi_assets(
     api_base: str = DEFAULT_API_BASE,
     page_size: int = 100,
     request_timeout_seconds: float = 30.0,
+    on_unsafe: Literal["raise", "report"] = "raise",
 ) -> Iterator[dict[str, Any]]:
     """Iterate over the assets of a dandiset version, one API page at a time.
+
+    Every identifier the server lists is checked before it is used (asset, blob and Zarr
+    ids must be UUIDs); the asset path is only contained later, where a file is written.
 
     Parameters
     ----------
     dandiset_id : str
         Six-digit id such as ``"000006"``.
     version : str, default: "draft"
-        ``"draft"`` or a published version such as ``"0.231012.0"``.
+        ``"draft"`` or a published version such as ``"0.231012.1234"``.
     path_glob : str | None, default: None
         Server-side filter on the whole asset path (``*`` only), e.g. ``"*.nwb"``.
     api_token : str | None, default: None
@@ -60,22 +68,31 @@ def list_dandi_assets(
         Assets per request (the archive allows up to 1000).
     request_timeout_seconds : float, default: 30.0
         Timeout of each request.
+    on_unsafe : {"raise", "report"}, default: "raise"
+        What a listed entry with a malformed identifier does: ``raise`` stops the
+        iteration; ``report`` yields it as ``{"refused": <message>, "asset_id":
+        "refused-<hash>", "path", "dandiset_id", "version"}`` (a safe key, never the value
+        the server sent) so a caller can record it and go on.
 
     Yields
     ------
     dict
         ``asset_id``, ``path``, ``size``, ``download_url``, ``dandiset_id``, ``version``,
-        and ``modified`` and ``blob_id`` (the stored file's id: an asset id never changes
-        its bytes, a new upload gets a new one) when the archive gives them.
+        and ``modified``, ``blob_id`` (the stored file's id: an asset id never changes
+        its bytes, a new upload gets a new one) and ``zarr_id`` (a Zarr asset) when the
+        archive gives them.
 
     Raises
     ------
     ValueError
-        A malformed dandiset id (raised at the call, before any request).
+        A malformed dandiset id or version (raised at the call, before any request).
     RemoteError
         The archive refused or kept failing a request.
+    UnsafeRemoteDataError
+        With ``on_unsafe="raise"``: the server listed a malformed identifier.
     """
     dandiset = normalize_dandiset_id(dandiset_id)
+    version = normalize_version(version)
     if not 1 <= page_size <= 1000:
         raise ValueError(f"page_size must be between 1 and 1000, got {page_size}")
     params: dict[str, Any] = {"page_size": page_size}
@@ -87,21 +104,61 @@ def list_dandi_assets(
         with client:
             path = f"/dandisets/{dandiset}/versions/{version}/assets/"
             for record in client.paginate(path, params):
-                asset = {
-                    "asset_id": record["asset_id"],
-                    "path": record["path"],
-                    "size": record.get("size"),
-                    "download_url": record.get("download_url")
-                    or client.url(f"/assets/{record['asset_id']}/download/"),
-                    "dandiset_id": dandiset,
-                    "version": version,
-                }
-                for field, key in (("modified", "modified"), ("blob", "blob_id")):
-                    if record.get(field):
-                        asset[key] = record[field]
-                yield asset
+                try:
+                    asset = _listed_asset(client, record)
+                except UnsafeRemoteDataError as error:
+                    if on_unsafe == "raise":
+                        raise
+                    asset = _refused_entry(record, str(error))
+                yield {**asset, "dandiset_id": dandiset, "version": version}
 
     return assets()
+
+
+def _listed_asset(client: DandiClient, record: Mapping[str, Any]) -> dict[str, Any]:
+    """One listing entry as an asset dict, its identifiers checked."""
+    asset_id = check_server_id("asset_id", record.get("asset_id"), client.api_base)
+    if not isinstance(record.get("path"), str):
+        raise UnsafeRemoteDataError(
+            f"the DANDI server {client.api_base} listed asset {asset_id} without a text path"
+        )
+    asset = {
+        "asset_id": asset_id,
+        "path": record["path"],
+        "size": record.get("size"),
+        "download_url": client.url(f"/assets/{asset_id}/download/"),
+    }
+    if record.get("modified"):
+        asset["modified"] = record["modified"]
+    for field, key in (("blob", "blob_id"), ("zarr", "zarr_id")):
+        if record.get(field) is not None:
+            asset[key] = check_server_id(key, record[field], client.api_base)
+    return asset
+
+
+def _refused_entry(record: Mapping[str, Any], problem: str) -> dict[str, Any]:
+    """A listing entry that cannot be used, under a key derived from (not equal to) its id."""
+    raw = repr(record.get("asset_id"))
+    return {
+        "refused": problem,
+        "asset_id": f"refused-{hashlib.sha256(raw.encode()).hexdigest()[:16]}",
+        "path": str(record.get("path")),
+    }
+
+
+def is_zarr_asset(asset: Mapping[str, Any]) -> bool:
+    """Tell whether a listed asset (or asset metadata record) is stored as Zarr, not a blob."""
+    path = str(asset.get("path") or "")
+    return (bool(asset.get("zarr_id")) and not asset.get("blob_id")) or path.endswith(".zarr")
+
+
+def _refuse_zarr(identifier: str, record: Mapping[str, Any]) -> None:
+    if is_zarr_asset(record):
+        raise FileFormatError(
+            f"DANDI asset {identifier} ({record.get('path')}) is a Zarr asset: spikelab reads "
+            "only NWB HDF5 assets from DANDI; open a local copy with hdmf-zarr's NWBZarrIO "
+            "(pip install 'spikelab[nwbzarr]')"
+        )
 
 
 def _provenance(
@@ -142,8 +199,10 @@ def _streamed(
     """Load an asset's Units over HTTP range requests, without downloading the file."""
     identifier, base = parse_asset_reference(asset_id, api_base)
     dandiset = normalize_dandiset_id(dandiset_id) if dandiset_id is not None else None
+    version = normalize_version(version)
     with DandiClient(base, api_token, timeout_seconds=request_timeout_seconds) as client:
         record = client.asset_metadata(identifier)
+        _refuse_zarr(identifier, record)
         provenance = _provenance(client, identifier, dandiset, version, record)
         listed = client.listed_blob_url(record)
         size = record.get("contentSize")
@@ -179,8 +238,10 @@ def _downloaded_asset(
     """
     identifier, base = parse_asset_reference(asset_id, api_base)
     dandiset = normalize_dandiset_id(dandiset_id) if dandiset_id is not None else None
+    version = normalize_version(version)
     with DandiClient(base, api_token, timeout_seconds=request_timeout_seconds) as client:
         record = client.asset_metadata(identifier)
+        _refuse_zarr(identifier, record)
         asset_path = record.get("path") or f"{identifier}.nwb"
         folder = Path(download_dir) if download_dir is not None else None
         temporary = None if folder is not None else Path(tempfile.mkdtemp(prefix="spikelab-dandi-"))

@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import urllib.error
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import requests
+import urllib3
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
-from spikelab.exceptions import DigestMismatchError, RemoteError
+from spikelab.exceptions import RemoteError
 from spikelab.loaders import LOADER_VERSIONS
 
 # Network tasks: 4 retries, 2 s, 4 s, 8 s, 16 s apart (each +/- 50 % jitter).
@@ -56,20 +59,53 @@ def content_cache_key(loader: str) -> Callable[[TaskRunContext, dict[str, Any]],
     return key
 
 
-def retry_unless_client_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry failures except those that will not change: HTTP 4xx (but 429), bad digests.
+# Failures that may pass if the same request is sent again later.
+_TRANSIENT_ERRORS = (
+    requests.ConnectionError,  # includes requests' ConnectTimeout
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,  # a body cut short, a protocol error, a read timeout
+    ConnectionError,  # the builtin: resets, refused and aborted connections
+    TimeoutError,
+)
 
-    The client already retried transient network errors inside the attempt.
+
+def _transient_status(status: int | None) -> bool:
+    return status is not None and (status == 429 or 500 <= status < 600)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Tell whether a failure may pass on a later try: network, timeouts, HTTP 5xx and 429.
+
+    A :class:`~spikelab.exceptions.RemoteError` without a status is transient (our clients
+    raise it when the network kept failing or a transfer timed out); with a status, only
+    429 and 5xx are. Everything else is permanent: unsafe identifiers or paths, malformed
+    files (``FileFormatError``, ``ValueError``, ``KeyError``), digest mismatches, other HTTP
+    answers, missing local files.
+    """
+    if isinstance(error, RemoteError):
+        return error.status is None or _transient_status(error.status)
+    if isinstance(error, requests.HTTPError):
+        response = error.response
+        return _transient_status(None if response is None else response.status_code)
+    if isinstance(error, urllib.error.HTTPError):
+        return _transient_status(error.code)
+    if isinstance(error, requests.exceptions.SSLError):
+        return False  # a certificate problem does not fix itself
+    return isinstance(error, _TRANSIENT_ERRORS)
+
+
+def retry_unless_client_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry a failed task only when its error is transient.
+
+    A permanent error (see :func:`is_transient`) fails the task at once, with its message.
+    The clients already retried transient network errors inside the attempt.
     """
     try:
         state.result()
-    except DigestMismatchError:
-        return False
-    except RemoteError as error:
-        return not (error.status is not None and 400 <= error.status < 500 and error.status != 429)
-    except Exception:  # noqa: BLE001 - any other failure may be transient
-        return True
-    return True
+    except Exception as error:  # noqa: BLE001 - the state's exception decides
+        return is_transient(error)
+    return False
 
 
 def file_identity(paths: Iterable[Path], *, hash_limit_bytes: int = 2 << 30) -> str:

@@ -1,17 +1,28 @@
-"""Prefect tasks that talk to the DANDI archive (retried with backoff, 4xx excepted)."""
+"""Prefect tasks that talk to the DANDI archive (transient failures retried with backoff).
+
+Everything these tasks write lives under ``<cache>/downloads`` (the asset files and their
+partial downloads) and ``<cache>/dandi-digest-failures`` (a record per asset whose download
+did not match its published digest). Paths are built only from identifiers checked by
+:func:`spikelab.loaders._dandi_client.check_server_id` and resolved before use.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
 from spikelab.loaders import list_dandi_assets as list_assets
-from spikelab.loaders._dandi_client import DandiClient
+from spikelab.loaders._dandi_client import DandiClient, check_server_id
 from spikelab.loaders._download import (
+    contained,
     download_verified,
     expected_digest,
+    expire_stale_downloads,
     file_matches,
     safe_destination,
 )
@@ -24,8 +35,15 @@ _NETWORK: dict[str, Any] = {**NETWORK_RETRIES, "retry_condition_fn": retry_unles
 def list_dandi_assets(
     dandiset_id: str, version: str, path_glob: str | None, api_base: str
 ) -> list[dict[str, Any]]:
-    """List a dandiset version's assets (the token, if any, comes from DANDI_API_TOKEN)."""
-    return list(list_assets(dandiset_id, version=version, path_glob=path_glob, api_base=api_base))
+    """List a dandiset version's assets (the token, if any, comes from DANDI_API_TOKEN).
+
+    An entry with a malformed identifier comes back with ``refused`` set (see
+    :func:`spikelab.loaders.list_dandi_assets`), so the flow records it and goes on.
+    """
+    listing = list_assets(
+        dandiset_id, version=version, path_glob=path_glob, api_base=api_base, on_unsafe="report"
+    )
+    return list(listing)
 
 
 @task(name="describe-dandi-asset", **_NETWORK)
@@ -35,7 +53,7 @@ def describe_dandi_asset(asset_id: str, api_base: str) -> dict[str, Any]:
         record = client.asset_metadata(asset_id)
     digest = expected_digest(record.get("digest") or {})
     return {
-        "asset_id": asset_id,
+        "asset_id": check_server_id("asset_id", asset_id, api_base),
         "path": record.get("path") or f"{asset_id}.nwb",
         "size": record.get("contentSize"),
         "digest": dict([digest]) if digest else {},
@@ -43,16 +61,37 @@ def describe_dandi_asset(asset_id: str, api_base: str) -> dict[str, Any]:
     }
 
 
+def downloads_dir() -> Path:
+    """The download area of the local cache."""
+    return cache_dir() / "downloads"
+
+
+def expire_downloads() -> list[Path]:
+    """Delete partial downloads and temporaries of the download area past their age.
+
+    The age limit is ``SPIKELAB_PARTIAL_MAX_AGE_HOURS`` (default 72 h); younger partial
+    downloads stay and are resumed by the next download of the same asset.
+    """
+    return expire_stale_downloads(downloads_dir())
+
+
 @task(name="download-dandi-asset", **_NETWORK)
 def download_dandi_asset(asset: dict[str, Any], api_base: str) -> str:
-    """Download and verify one asset into the local cache; return its path."""
-    destination = safe_destination(cache_dir() / "downloads" / asset["asset_id"], asset["path"])
+    """Download and verify one asset into the local cache; return its path.
+
+    A failed download leaves its partial file for the next run to resume (unless it is
+    older than ``SPIKELAB_PARTIAL_MAX_AGE_HOURS``); a corrupt one leaves nothing.
+    """
+    root = downloads_dir()
+    asset_id = check_server_id("asset_id", asset["asset_id"], api_base)
+    folder = contained(root, root / asset_id, "download folder")
+    destination = contained(root, safe_destination(folder, asset["path"]), "download")
     if file_matches(destination, asset["size"], asset["all_digests"]):
         return str(destination)
     with DandiClient(api_base) as client:
         download_verified(
             client,
-            client.blob_url(asset["asset_id"]),
+            client.blob_url(asset_id),
             destination,
             size=asset["size"],
             digests=asset["all_digests"],
@@ -61,5 +100,53 @@ def download_dandi_asset(asset: dict[str, Any], api_base: str) -> str:
 
 
 def remove_download(path: str) -> None:
-    """Delete a downloaded asset once its outputs are in the lake."""
-    Path(path).unlink(missing_ok=True)
+    """Delete a downloaded asset once its outputs are in the lake (only inside the cache)."""
+    root = downloads_dir()
+    contained(root, Path(path), "download").unlink(missing_ok=True)
+
+
+def _digest_failure_path(record: dict[str, Any]) -> Path:
+    """Where the failure record of an asset's published digest lives (a hashed name)."""
+    folder = cache_dir() / "dandi-digest-failures"
+    digest = ",".join(f"{kind}={value}" for kind, value in sorted(record["digest"].items()))
+    name = hashlib.sha256(f"{record['asset_id']}:{digest}".encode()).hexdigest()
+    return contained(folder, folder / f"{name}.json", "digest failure record")
+
+
+def record_digest_failure(record: dict[str, Any], error: Exception) -> None:
+    """Remember that an asset's download did not match its published digest.
+
+    Parameters
+    ----------
+    record : dict
+        The asset as :func:`describe_dandi_asset` gives it.
+    error : Exception
+        The :class:`~spikelab.exceptions.DigestMismatchError`.
+    """
+    path = _digest_failure_path(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    note = {
+        "asset_id": record["asset_id"],
+        "path": record["path"],
+        "digest": record["digest"],
+        "error": str(error),
+        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    temporary = path.with_name(f".{path.name}.part")
+    temporary.write_text(json.dumps(note, indent=2))
+    temporary.replace(path)
+
+
+def digest_failure(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The failure record of this asset and published digest, if a download failed it."""
+    path = _digest_failure_path(record)
+    try:
+        note: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return note
+
+
+def clear_digest_failure(record: dict[str, Any]) -> None:
+    """Forget a digest failure once a download of the same asset and digest verified."""
+    _digest_failure_path(record).unlink(missing_ok=True)

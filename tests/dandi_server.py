@@ -20,8 +20,14 @@ Behaviour worth knowing when writing tests against it:
   like the archive's private bucket it answers 403 for an embargoed blob unless the URL
   carries the signature the download redirect adds (its ``contentUrl`` is not enough).
 - Faults are consumed first-in first-out. ``"500"``, ``"503"``, ``"429"`` and ``"slow"``
-  apply to any request on either server; ``"reset"``, ``"truncate"`` and ``"no-range"``
-  are about a response body, so only GET requests to the blob server consume them.
+  apply to any request on either server; ``"reset"``, ``"truncate"``, ``"no-range"`` and
+  ``"corrupt"`` (the whole body arrives, with its first byte flipped) are about a response
+  body, so only GET requests to the blob server consume them.
+- ``add_asset`` accepts crafted ``asset_id`` and ``blob_id`` values (``"../../x"``, an
+  absolute path, anything): the listing serves them as given and, like a hostile server,
+  the API answers for such an asset at whatever URL a client's request for it arrives as
+  (after the client removes ``..`` segments). ``add_zarr_asset`` publishes a Zarr asset:
+  listed with ``zarr`` set and no ``blob``; its download endpoint answers 400.
 - Adding an asset at a path that already exists in that dandiset version replaces it in the
   listing (as a re-upload does); the old asset id still answers on ``/assets/{id}/``.
 - Digests are computed when first asked for (and cached per part-size setting), so a
@@ -35,6 +41,7 @@ import hashlib
 import json
 import math
 import os
+import posixpath
 import re
 import socket
 import struct
@@ -61,9 +68,9 @@ ETAG_MAX_PARTS = 10_000
 #: Size of the reads and writes used to hash and stream file-backed content.
 CHUNK_SIZE = 2**20
 
-FAULT_KINDS = ("500", "503", "429", "reset", "truncate", "slow", "no-range")
+FAULT_KINDS = ("500", "503", "429", "reset", "truncate", "slow", "no-range", "corrupt")
 _STATUS_FAULTS = {"500": 500, "503": 503, "429": 429}
-_BODY_FAULTS = {"reset", "truncate", "no-range"}
+_BODY_FAULTS = {"reset", "truncate", "no-range", "corrupt"}
 _SLOW_SECONDS = 2.0
 
 _NOT_FOUND = {"detail": "Not found."}
@@ -201,6 +208,8 @@ class _Asset:
     created: datetime
     corrupt: bool = False
     replaced: bool = False
+    zarr_id: str | None = None
+    crafted: bool = False
     _digests: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
     _digest_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -403,7 +412,14 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         route = split.path
         standin = self.standin
-        if m := _LISTING.match(route):
+        crafted = standin._crafted_route(route)
+        if crafted is not None:  # a hostile server answers wherever the request lands
+            asset, download = crafted
+            if download:
+                self._redirect(asset)
+            else:
+                self._send_json(200, standin._metadata(asset))
+        elif m := _LISTING.match(route):
             self._listing(m["dandiset"], m["version"], split.query)
         elif m := _VERSION_ASSET.match(route):
             asset = standin._asset(m["asset"])
@@ -426,12 +442,19 @@ class _Handler(BaseHTTPRequestHandler):
             if asset is None:
                 self._send_json(404, _NOT_FOUND)
             elif self._authorised(asset.dandiset_id):
-                self.send_response(302)
-                self.send_header("Location", standin._presigned(asset))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._redirect(asset)
         else:
             self._send_json(404, _NOT_FOUND)
+
+    def _redirect(self, asset: _Asset) -> None:
+        """Answer a download request: 302 to the blob (400 for a Zarr asset, as DANDI does)."""
+        if asset.zarr_id is not None:
+            self._send_json(400, {"detail": "Zarr assets cannot be downloaded this way."})
+            return
+        self.send_response(302)
+        self.send_header("Location", self.standin._presigned(asset))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _listing(self, dandiset_id: str, version: str, query: str) -> None:
         standin = self.standin
@@ -480,8 +503,8 @@ class _Handler(BaseHTTPRequestHandler):
         results = [
             {
                 "asset_id": a.asset_id,
-                "blob": a.blob_id,
-                "zarr": None,
+                "blob": None if a.zarr_id else a.blob_id,
+                "zarr": a.zarr_id,
                 "path": a.path,
                 "size": a.size,
                 "created": _iso(a.created),
@@ -542,7 +565,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         to_send = length // 2 if fault in ("reset", "truncate") else length
-        for piece in _iter_chunks(asset.content, start, to_send):
+        for index, piece in enumerate(_iter_chunks(asset.content, start, to_send)):
+            if fault == "corrupt" and index == 0:
+                piece = bytes([piece[0] ^ 0xFF]) + piece[1:]
             standin._pace(len(piece))
             self.wfile.write(piece)
             standin._count_bytes(len(piece))
@@ -677,6 +702,8 @@ class DandiStandIn:
         version: str = "draft",
         embargoed: bool = False,
         publish_sha256: bool = True,
+        asset_id: str | None = None,
+        blob_id: str | None = None,
     ) -> str:
         """Publish an asset and return its new asset id.
 
@@ -696,11 +723,14 @@ class DandiStandIn:
             Embargo the whole dandiset (its API endpoints then need the token).
         publish_sha256 : bool, default: True
             Whether the metadata lists ``dandi:sha2-256`` next to the etag.
+        asset_id, blob_id : str | None, default: None
+            Ids to publish instead of new uuid4s; any text, unchecked (a crafted
+            ``asset_id`` is answered wherever a request for it lands, see the module notes).
 
         Returns
         -------
         str
-            A new uuid4 asset id.
+            The asset id.
         """
         if isinstance(content, bytes | bytearray | memoryview):
             data = bytes(content)
@@ -714,16 +744,39 @@ class DandiStandIn:
         else:
             raise TypeError(f"content must be bytes or a Path, not {type(content).__name__}")
         asset = _Asset(
-            asset_id=str(uuid.uuid4()),
+            asset_id=asset_id or str(uuid.uuid4()),
             dandiset_id=dandiset_id,
             version=version,
             path=path,
             content=stored,
             size=size,
             publish_sha256=publish_sha256,
+            blob_id=blob_id or str(uuid.uuid4()),
+            created=datetime.now(UTC),
+            crafted=asset_id is not None,
+        )
+        self._publish(asset, embargoed)
+        return asset.asset_id
+
+    def add_zarr_asset(self, dandiset_id: str, path: str, *, version: str = "draft") -> str:
+        """Publish a Zarr asset (no blob; listed with ``zarr`` set) and return its asset id."""
+        asset = _Asset(
+            asset_id=str(uuid.uuid4()),
+            dandiset_id=dandiset_id,
+            version=version,
+            path=path,
+            content=b"",
+            size=0,
+            publish_sha256=False,
             blob_id=str(uuid.uuid4()),
             created=datetime.now(UTC),
+            zarr_id=str(uuid.uuid4()),
         )
+        self._publish(asset, embargoed=False)
+        return asset.asset_id
+
+    def _publish(self, asset: _Asset, embargoed: bool) -> None:
+        dandiset_id, version, path = asset.dandiset_id, asset.version, asset.path
         with self._lock:
             for other in self._assets.values():
                 if (other.dandiset_id, other.version, other.path) == (dandiset_id, version, path):
@@ -733,7 +786,6 @@ class DandiStandIn:
             self._versions.add((dandiset_id, version))
             if embargoed:
                 self._embargoed.add(dandiset_id)
-        return asset.asset_id
 
     def corrupt_digest(self, asset_id: str) -> None:
         """Make the published ``dandi:dandi-etag`` and ``dandi:sha2-256`` of an asset wrong.
@@ -810,6 +862,17 @@ class DandiStandIn:
     def _asset(self, asset_id: str) -> _Asset | None:
         with self._lock:
             return self._assets.get(asset_id)
+
+    def _crafted_route(self, route: str) -> tuple[_Asset, bool] | None:
+        """The crafted asset a request reaches, and whether it asks for the download."""
+        with self._lock:
+            crafted = [a for a in self._assets.values() if a.crafted]
+        target = posixpath.normpath(route)
+        for asset in crafted:
+            for suffix, download in (("/", False), ("/download/", True)):
+                if posixpath.normpath(f"/api/assets/{asset.asset_id}{suffix}") == target:
+                    return asset, download
+        return None
 
     def _presigned(self, asset: _Asset) -> str:
         """The blob URL the download redirect gives: signed when the dandiset is embargoed."""

@@ -45,7 +45,16 @@ def sorted_units(offset: float) -> SpikeData:
                 "group_name": "shank0",
             },
         ],
-        metadata={"identifier": f"units-{offset}", "session_description": "sorted"},
+        metadata={
+            "identifier": f"units-{offset}",
+            "session_description": "sorted",
+            # what DANDI requires of an uploaded file (exporting warns without it)
+            "subject_id": "mouse-1",
+            "species": "Mus musculus",
+            "sex": "M",
+            "age": "P90D",
+            "sampling_rate_hz": 30000.0,
+        },
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 from dandi_server import DandiStandIn
 from test_dandi import raw_nwb, sorted_units
 
-from spikelab.flows import ingest_dandiset, ingest_dandisets
+from spikelab.flows import ingest_dandiset, ingest_dandisets, run_summary
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.io.lake import connect, open_lake
 from spikelab.io.manifest import read_manifest
@@ -20,6 +20,11 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
     monkeypatch.setattr(_dandi_client, "DEFAULT_BACKOFF_SECONDS", 0.01)
+
+
+def ingest(dandiset_id, **options):
+    """Run the dandiset flow; return its summary whether or not an asset failed."""
+    return run_summary(ingest_dandiset(dandiset_id, return_state=True, **options))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +63,7 @@ def test_dandiset_flow_lands_good_assets_and_records_failures(archive, tmp_path)
     summaries = [
         ingest_dandiset("000101", lake=lake, api_base=archive.api_base),
         ingest_dandiset("000102", lake=lake, api_base=archive.api_base, raw_zarr=True),
-        ingest_dandiset("000103", lake=lake, api_base=archive.api_base),
+        ingest("000103", lake=lake, api_base=archive.api_base),
     ]
     assert [s["counts"] for s in summaries] == [
         {"ok": 2, "skipped": 0, "failed": 0},
@@ -125,11 +130,17 @@ def test_dandiset_flow_lands_good_assets_and_records_failures(archive, tmp_path)
         for p in ("sub-1/sub-1_ses-1.nwb", "sub-1/sub-1_ses-2.nwb")
     ]
 
-    # A lost output file is a miss: the asset is published again from the cached load.
+    # A lost output file is a miss: that asset alone is loaded and published again (its
+    # staged files went once published, so the cached load is redone: a small streamed read).
     Path(lake, "units", "source=dandi", "dataset=000101", f"{asset}.parquet").unlink()
     repaired = ingest_dandiset("000101", lake=lake, api_base=archive.api_base)
     assert repaired["counts"] == {"ok": 1, "skipped": 1, "failed": 0}
-    assert archive.count("blob") == blob_requests  # nothing read again: the load was cached
+    assert [a["status"] for a in repaired["assets"]] == ["skipped", "ok"]
+    assert archive.count("blob", method="GET") > blob_requests
+    assert read_units_table(
+        Path(lake, "units", "source=dandi", "dataset=000101", f"{asset}.parquet")
+    ).train[1].tolist() == [17.25]
+    blob_requests = archive.count("blob")
 
     forced = ingest_dandiset(
         "000101", lake=lake, api_base=archive.api_base, refresh=True, transfer="download"
@@ -180,3 +191,167 @@ def test_bad_config_names_file_and_field(tmp_path):
     config.write_text('dandisets:\n  - id: "6"\n')
     with pytest.raises(ValueError, match=r"bad.yaml: dandisets.0.id: .*did you mean 000006"):
         ingest_dandisets(config=str(config), lake=str(tmp_path / "lake"))
+
+
+def files_outside(root, *inside):
+    """Every file under ``root`` but outside the folders ``inside``, with its bytes."""
+    return {
+        path: path.read_bytes()
+        for path in root.rglob("*")
+        if path.is_file() and not any(path.is_relative_to(folder) for folder in inside)
+    }
+
+
+def test_crafted_asset_ids_never_leave_the_cache(archive, tmp_path, monkeypatch):
+    cache, lake = tmp_path / "cache", tmp_path / "lake"
+    monkeypatch.setenv("SPIKELAB_CACHE_DIR", str(cache))
+    good = archive.add_asset(
+        "000110", "sub-1/good.nwb", export_spikedata_to_nwb(sorted_units(60.0), tmp_path / "g.nwb")
+    )
+    crafted = {
+        "../../victim": "sub-1/evil.nwb",  # downloads/../../victim is tmp_path/victim
+        str(tmp_path / "absolute-victim"): "sub-1/evil2.nwb",
+        "not-a-uuid": "sub-1/evil3.nwb",
+    }
+    for asset_id, path in crafted.items():
+        archive.add_asset("000110", path, tmp_path / "g.nwb", asset_id=asset_id)
+    # what a download to the escaped destination would have deleted (a stale partial file)
+    planted = tmp_path / "victim" / "sub-1" / "evil.nwb.partial"
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"precious")
+    before = files_outside(tmp_path, cache, lake)
+
+    summary = ingest("000110", lake=str(lake), api_base=archive.api_base, transfer="download")
+
+    assert files_outside(tmp_path, cache, lake) == before
+    assert not (tmp_path / "absolute-victim").exists()
+    assert summary["counts"] == {"ok": 1, "skipped": 0, "failed": 3}
+    by_status = {}
+    for asset in summary["assets"]:
+        by_status.setdefault(asset["status"], []).append(asset)
+    assert [a["asset_id"] for a in by_status["ok"]] == [good]
+    errors = sorted(a["error"] for a in by_status["failed"])
+    for asset_id in crafted:
+        (error,) = [e for e in errors if repr(asset_id) in e]
+        assert error.startswith("UnsafeRemoteDataError: the DANDI server ")
+        assert f"{archive.api_base} sent asset_id {asset_id!r}, which is not a UUID" in error
+    for asset in by_status["failed"]:  # recorded under a safe key, inside the lake
+        assert asset["asset_id"].startswith("refused-")
+        manifest = read_manifest(asset["manifest"])
+        assert manifest["status"] == "failed" and manifest["error"] == asset["error"]
+        assert Path(asset["manifest"]).parent == lake / "manifests" / "source=dandi" / (
+            "dataset=000110"
+        )
+    # nothing was ever asked about the crafted assets: they were refused at the listing
+    assert archive.count(match="victim") == archive.count(match="not-a-uuid") == 0
+
+
+def task_runs_of(flow_run_id, name):
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+        )
+    return [run for run in runs if run.name.startswith(name)]
+
+
+def test_a_permanent_error_fails_its_task_at_once(archive, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIKELAB_CACHE_DIR", str(tmp_path / "cache"))
+    archive.add_asset("000113", "../../escape.nwb", b"\x89HDF\r\n\x1a\n")
+    summary = ingest(
+        "000113", lake=str(tmp_path / "lake"), api_base=archive.api_base, transfer="download"
+    )
+    (asset,) = summary["assets"]
+    assert asset["status"] == "failed"
+    assert asset["error"].startswith("UnsafeRemoteDataError: refusing asset path '../../escape")
+    (download,) = task_runs_of(summary["flow_run_id"], "download-dandi-asset")
+    assert (download.run_count, download.state_type.value) == (1, "FAILED")
+    assert asset["seconds"] < 5  # four retries would have waited 2 + 4 + 8 + 16 s (+/- 50 %)
+    assert archive.count("blob", match="escape") == 0
+
+
+def test_a_digest_failure_is_reported_by_a_later_streamed_run(archive, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIKELAB_CACHE_DIR", str(tmp_path / "cache"))
+    lake = str(tmp_path / "lake")
+    nwb = export_spikedata_to_nwb(sorted_units(70.0), tmp_path / "c.nwb")
+    corrupt = archive.add_asset("000114", "sub-1/corrupt.nwb", nwb)
+    archive.corrupt_digest(corrupt)  # the bytes load fine, but do not match what is published
+    fine = archive.add_asset("000114", "sub-1/fine.nwb", nwb)
+
+    first = ingest("000114", lake=lake, api_base=archive.api_base, transfer="download")
+    assert [(a["asset_id"], a["status"]) for a in first["assets"]] == [
+        (corrupt, "failed"),
+        (fine, "ok"),
+    ]
+    assert first["assets"][0]["error"].startswith("DigestMismatchError: download of corrupt.nwb")
+    assert archive.count("blob", match=corrupt_blob(archive, corrupt)) == 2  # one fresh retry
+    assert list((tmp_path / "cache" / "downloads").rglob("*.nwb*")) == []
+
+    second = ingest("000114", lake=lake, api_base=archive.api_base, transfer="stream")
+    assert second["counts"] == {"ok": 1, "skipped": 1, "failed": 0}
+    (streamed,) = [a for a in second["assets"] if a["asset_id"] == corrupt]
+    assert streamed["status"] == "ok"
+    assert streamed["error"].startswith(
+        "warning: a download of this asset failed digest verification at "
+    )
+    manifest = read_manifest(streamed["manifest"])
+    assert manifest["input"]["digest_failed_before"] is True
+    assert manifest["input"]["digest_verified"] is False
+    assert manifest["warnings"] == {streamed["error"]: 1}
+    assert "DigestMismatchError" not in streamed["error"]
+    assert "download of corrupt.nwb is corrupt" in streamed["error"]
+
+
+def corrupt_blob(archive, asset_id):
+    """The blob key of an asset in the stand-in (what its blob URLs contain)."""
+    return archive._asset(asset_id).blob_key
+
+
+def test_zarr_assets_are_skipped(archive, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SPIKELAB_CACHE_DIR", str(cache))
+    lake = str(tmp_path / "lake")
+    good = archive.add_asset(
+        "000115", "sub-1/good.nwb", export_spikedata_to_nwb(sorted_units(80.0), tmp_path / "g.nwb")
+    )
+    zarr = archive.add_zarr_asset("000115", "sub-1/sub-1_ecephys.nwb.zarr")
+    summary = ingest("000115", lake=lake, api_base=archive.api_base, path_glob=None)
+    assert summary["counts"] == {"ok": 1, "skipped": 1, "failed": 0}
+    outcomes = {a["asset_id"]: a for a in summary["assets"]}
+    assert outcomes[good]["status"] == "ok"
+    skipped = outcomes[zarr]
+    assert skipped["status"] == "skipped"
+    assert skipped["error"].startswith("zarr asset: sub-1/sub-1_ecephys.nwb.zarr is stored as Zarr")
+    manifest = read_manifest(skipped["manifest"])
+    assert (manifest["status"], manifest["error"]) == ("skipped", skipped["error"])
+    assert manifest["input"]["zarr_id"] == archive._asset(zarr).zarr_id
+    assert archive.count("api", match=f"/assets/{zarr}/") == 0  # decided from the listing
+
+
+def test_old_partial_downloads_are_expired_when_a_run_starts(archive, tmp_path, monkeypatch):
+    import os
+    import time
+
+    downloads = tmp_path / "cache" / "downloads"
+    monkeypatch.setenv("SPIKELAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPIKELAB_PARTIAL_MAX_AGE_HOURS", "1")
+    old_folder = downloads / "9f0c3c1e-0000-4000-8000-000000000001" / "sub-1"
+    new_folder = downloads / "9f0c3c1e-0000-4000-8000-000000000002" / "sub-1"
+    for folder in (old_folder, new_folder):
+        folder.mkdir(parents=True)
+        for name in ("a.nwb.partial", "a.nwb.partial.json", ".a.nwb.0f3e.part"):
+            (folder / name).write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    for path in [*old_folder.iterdir(), old_folder, old_folder.parent]:
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    ingest("000101", lake=str(tmp_path / "lake"), api_base=archive.api_base, max_assets=1)
+    assert not old_folder.parent.exists()
+    assert sorted(p.name for p in new_folder.iterdir()) == [
+        ".a.nwb.0f3e.part",
+        "a.nwb.partial",
+        "a.nwb.partial.json",
+    ]
