@@ -50,7 +50,8 @@ _OPTIONS = {
     "refresh": "--refresh",
     "transfer": "--transfer",
 }
-_KEYWORD = re.compile(r"\b(" + "|".join(_OPTIONS) + r")=(?:True\b)?")
+_KEYWORD = re.compile(r"\b(" + "|".join(_OPTIONS) + r")=(?:(True)\b| ?)")
+_TWICE = re.compile(r"(--[a-z-]+) (?:/|or) \1\b")
 _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
@@ -69,7 +70,10 @@ def default_lake() -> str:
 
 def cli_words(message: str) -> str:
     """Name CLI options (``--format``) where a library message names keywords (``format=``)."""
-    return _KEYWORD.sub(lambda match: _OPTIONS[match.group(1)], message)
+    named = _KEYWORD.sub(
+        lambda match: _OPTIONS[match.group(1)] + ("" if match.group(2) else " "), message
+    )
+    return _TWICE.sub(r"\1", named)  # "--trust-pickles / trust_pickles=True" says it once
 
 
 def _count(minimum: int) -> Any:
@@ -310,11 +314,11 @@ def _call_flow(flow: Any, backend: Any, *args: Any, **kwargs: Any) -> list[dict[
 
 
 def _flush_prefect_logs() -> None:
-    """Send the run logs still queued to the server before it stops."""
+    """Send the run logs still queued to the temporary server before it stops."""
     if "prefect.logging.handlers" in sys.modules:
         from prefect.logging.handlers import APILogWorker
 
-        APILogWorker.drain_all(timeout=5)
+        APILogWorker.drain_all(timeout=5, at_exit=False)
 
 
 @contextmanager
@@ -322,11 +326,12 @@ def _prefect(keep_server: bool = False) -> Iterator[Any]:
     """A reachable Prefect API for the block (see :func:`spikelab.server.flow_backend`)."""
     from spikelab.server import flow_backend
 
-    with flow_backend(keep_server=keep_server) as backend:
+    with flow_backend(keep_server=keep_server) as temporary:
         try:
-            yield backend
+            yield temporary
         finally:
-            _flush_prefect_logs()
+            if temporary is not None:
+                _flush_prefect_logs()
 
 
 def _unencodable(paths: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:

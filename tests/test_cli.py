@@ -1,6 +1,9 @@
 """The ``spikelab`` command: help, the demo end to end, lake queries, bad arguments."""
 
 import io
+import os
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +13,17 @@ import pandas as pd
 import pytest
 from dandi_server import DandiStandIn
 
-from spikelab.cli import build_parser, run
+from spikelab.cli import FlowRunError, build_parser, cli_words, run, summaries_of
+from spikelab.demo_data import write_hdf5
+from spikelab.exceptions import IngestFailedError
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.io.lake import Lake, connect
-from spikelab.io.manifest import read_manifest
+from spikelab.io.manifest import read_manifest, write_manifest
 from spikelab.io.units_table import write_units_table
-from spikelab.lake_queries import find_units
+from spikelab.lake_queries import SUMMARY_COLUMNS, find_units, lake_summary
 from spikelab.spikedata import SpikeData
+
+ROOT = Path(__file__).parents[1]
 
 COMMANDS = [
     [],
@@ -29,6 +36,8 @@ COMMANDS = [
     ["lake", "summary"],
     ["lake", "units"],
     ["demo"],
+    ["server"],
+    ["server", "start"],
     ["serve"],
 ]
 
@@ -78,11 +87,14 @@ def test_lake_that_is_a_file(tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_demo_end_to_end(tmp_path, capfd):
+def test_demo_end_to_end(tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     lake = tmp_path / "spikelab-lake"
-    assert run(["demo", "--lake", str(lake)]) == 0
+    assert run(["demo", "--lake", "spikelab-lake"]) == 0  # relative: made absolute first
     out = capfd.readouterr().out
-    assert "3 loaded, 0 skipped, 0 failed" in out and str(lake) in out
+    assert "3 loaded, 0 skipped, 0 failed" in out and f"-> lake {lake}\n" in out
+    for manifest in Lake(lake).manifest_files():
+        assert all(o["path"].startswith(f"{lake}/") for o in read_manifest(manifest)["outputs"])
     assert connect(lake).execute("SELECT count(*) FROM units").fetchone() == (50,)
     assert run(["lake", "units", "--region", "CA1", "--lake", str(lake), "--format", "csv"]) == 0
     frame = pd.read_csv(io.StringIO(capfd.readouterr().out))
@@ -185,3 +197,274 @@ def test_parser_lists_every_command():
     help_text = build_parser().format_help()
     for command in ("ingest", "lake", "demo", "serve"):
         assert command in help_text
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "fast"])
+def test_min_rate_must_be_a_finite_non_negative_number(value, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        run(["lake", "units", "--lake", str(tmp_path), f"--min-rate={value}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --min-rate" in err and value in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ingest", "ibl", "--regions", "CA1", "--min-fraction", "1.5"],
+        ["ingest", "ibl", "--regions", "CA1", "--min-units", "-2"],
+        ["ingest", "ibl", "--regions", "CA1", "--max-probes", "0"],
+        ["ingest", "dandi", "000006", "--max-assets", "0"],
+        ["server", "start", "--port", "0"],
+    ],
+)
+def test_numeric_options_are_checked_before_anything_runs(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {argv[-2]}" in capsys.readouterr().err
+
+
+def test_dask_address_needs_the_dask_runner(tmp_path, capsys):
+    argv = ["ingest", "ibl", "--regions", "CA1", "--dask-address", "tcp://127.0.0.1:1"]
+    assert run([*argv, "--lake", str(tmp_path / "lake")]) == 2
+    assert "--dask-address needs --task-runner dask" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "no units folder"])
+def test_lake_summary_of_an_empty_or_missing_lake(tmp_path, capsys, state):
+    lake = tmp_path / "lake"
+    if state != "missing":
+        lake.mkdir()
+    if state == "no units folder":
+        (lake / "runs").mkdir()
+    assert run(["lake", "summary", "--lake", str(lake)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "the lake is empty\n" and captured.err == ""
+    frame = lake_summary(lake)
+    assert len(frame) == 0 and tuple(frame.columns) == SUMMARY_COLUMNS
+
+
+def test_lake_summary_counts_assets_that_loaded_no_units(tmp_path, capsys):
+    lake = Lake(tmp_path / "lake")
+    inputs = {
+        "full": SpikeData([[1.0, 2.0], [3.0]], length=10.0),
+        "empty": SpikeData([], length=10.0),
+        "elsewhere": SpikeData([], length=5.0),
+    }
+    for asset, sd in inputs.items():
+        dataset = "other" if asset == "elsewhere" else "ds1"
+        write_units_table(
+            sd,
+            lake.units_path("files", dataset, asset),
+            source="files",
+            dataset_id=dataset,
+            asset_id=asset,
+        )
+        write_manifest(
+            lake.manifest_path("files", dataset, asset),
+            source="files",
+            dataset_id=dataset,
+            asset_id=asset,
+            status="ok",
+            spikedata={"N": sd.N, "total_spikes": len(sd.train)},
+        )
+    write_manifest(  # a failed asset is not counted
+        lake.manifest_path("files", "ds1", "broken"),
+        source="files",
+        dataset_id="ds1",
+        asset_id="broken",
+        status="failed",
+        error="ValueError: bad",
+    )
+    frame = lake_summary(lake.root)
+    assert frame.to_dict("records") == [
+        {"source": "files", "dataset": "ds1", "assets": 2, "units": 2, "spikes": 3},
+        {"source": "files", "dataset": "other", "assets": 1, "units": 0, "spikes": 0},
+    ]
+    assert run(["lake", "summary", "--lake", lake.root]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["files", "other", "1", "0", "0"] in rows and ["files", "ds1", "2", "2", "3"] in rows
+
+
+def test_default_lake_comes_from_spikelab_lake(tmp_path, monkeypatch, capsys):
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("x")
+    monkeypatch.setenv("SPIKELAB_LAKE", str(afile))
+    assert run(["lake", "summary"]) == 2
+    assert f"--lake {afile} is a file" in capsys.readouterr().err
+
+
+def test_cli_messages_name_options_not_keywords():
+    assert (
+        cli_words("cannot tell the format of a.xyz from its suffix; pass format= one of nwb")
+        == "cannot tell the format of a.xyz from its suffix; pass --format one of nwb"
+    )
+    assert cli_words("pass --trust-pickles / trust_pickles=True if you trust it") == (
+        "pass --trust-pickles if you trust it"
+    )
+    assert cli_words("min_rate_hz=3 is too high; reformat= stays") == (
+        "--min-rate 3 is too high; reformat= stays"
+    )
+
+
+def test_summaries_come_from_completed_and_failed_states():
+    from prefect.states import Completed, Failed
+
+    summary = {"counts": {"ok": 1, "skipped": 0, "failed": 1}, "assets": []}
+    assert summaries_of(Completed(data=summary)) == [summary]
+    assert summaries_of(Failed(message="1 failed", data=summary)) == [summary]
+    failed = Failed(message="1 failed", data=IngestFailedError("1 loaded, 1 failed", summary))
+    assert summaries_of(failed) == [summary]
+    assert summaries_of(Completed(data=[summary, summary])) == [summary, summary]
+    with pytest.raises(FlowRunError, match="the flow run failed: ValueError: boom"):
+        summaries_of(Failed(data=ValueError("boom")))
+
+
+def test_help_and_readme_document_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        run(["--help"])
+    out = capsys.readouterr().out
+    readme = (ROOT / "README.md").read_text()
+    for code in (
+        "0  every input or asset landed or was skipped",
+        "1  some input or asset failed",
+        "2  usage or configuration error",
+    ):
+        assert code in out
+    for needle in (
+        "| 0 |",
+        "| 1 |",
+        "| 2 |",
+        "--trust-pickles",
+        "spikelab server start",
+        "SPIKELAB_LAKE",
+        "--keep-server",
+    ):
+        assert needle in readme, needle
+    start = readme.index("```bash\n", readme.index("## Start"))
+    assert (
+        readme[start:].split("```")[1]
+        == "bash\npip install -e '.[all,dev]'\nspikelab demo\npytest\n"
+    )
+
+
+def _subprocess_env(api_url):
+    return {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_LOGGING_LEVEL": "WARNING"}
+
+
+@pytest.fixture
+def harness_api_url(prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def test_a_failed_input_prints_one_line_and_exits_1(tmp_path, harness_api_url):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "broken.nwb").write_bytes(b"not an HDF5 file")
+    good = write_hdf5(inputs / "good.h5", np.random.default_rng(5))
+    latin1 = os.fsdecode(bytes(inputs) + b"/caf\xe9.h5")
+    shutil.copy(good, latin1)
+    lake = tmp_path / "lake"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spikelab.cli",
+            "ingest",
+            "files",
+            str(inputs / "broken.nwb"),
+            str(good),
+            latin1,
+            "--lake",
+            str(lake),
+        ],
+        env=_subprocess_env(harness_api_url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"1 loaded, 0 skipped, 2 failed -> lake {lake}"
+    failed = [line for line in lines if line.startswith("  failed: ")]
+    assert len(failed) == 2 and len(lines) == 3
+    assert "broken.nwb" in failed[0] and "not a readable NWB/HDF5 file" in failed[0]
+    assert "caf\\xe9.h5" in failed[1] and "not valid UTF-8" in failed[1]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr == ""
+    assert connect(lake).execute("SELECT count(*) FROM units").fetchone() == (12,)
+
+
+def test_pickles_load_only_with_trust_pickles(tmp_path, harness_api_url):
+    sd = SpikeData([[1.0, 4.0], [2.5]], length=10.0, metadata={"identifier": "p"})
+    path = tmp_path / "trusted.pkl"
+    path.write_bytes(pickle.dumps(sd))
+    argv = [
+        sys.executable,
+        "-m",
+        "spikelab.cli",
+        "ingest",
+        "files",
+        str(path),
+        "--lake",
+        str(tmp_path / "lake"),
+    ]
+    refused = subprocess.run(
+        argv, env=_subprocess_env(harness_api_url), capture_output=True, text=True, timeout=300
+    )
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "--trust-pickles" in refused.stdout and "trust_pickles" not in refused.stdout
+    trusted = subprocess.run(
+        [*argv, "--trust-pickles"],
+        env=_subprocess_env(harness_api_url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    assert "1 loaded, 0 skipped, 0 failed" in trusted.stdout
+    units = find_units(tmp_path / "lake")
+    assert units["n_spikes"].tolist() == [2, 1]
+
+
+@pytest.fixture(scope="module")
+def big_lake(tmp_path_factory):
+    """A lake whose answers are far larger than a pipe's buffer."""
+    lake = Lake(tmp_path_factory.mktemp("big") / "lake")
+    trains = [[float(i), float(i) + 0.5] for i in range(20_000)]
+    attributes = [{"unit_id": i, "location_label": "CA1"} for i in range(20_000)]
+    sd = SpikeData(trains, length=30_000.0, neuron_attributes=attributes)
+    write_units_table(
+        sd, lake.units_path("files", "big", "a"), source="files", dataset_id="big", asset_id="a"
+    )
+    return lake
+
+
+@pytest.mark.parametrize("output", ["table", "csv"])
+def test_lake_units_into_a_closed_pipe_ends_quietly(big_lake, output):
+    command = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spikelab.cli",
+            "lake",
+            "units",
+            "--region",
+            "CA1",
+            "--format",
+            output,
+            "--lake",
+            big_lake.root,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first = command.stdout.read(200)  # what `| head` reads before it exits
+    command.stdout.close()
+    assert command.wait(timeout=120) == 0
+    assert b"unit_id" in first
+    assert command.stderr.read() == b""
+    command.stderr.close()
