@@ -268,3 +268,17 @@ def test_from_flat_runs_the_same_checks_as_the_constructor():
     with pytest.raises(InvalidSpikeDataError, match="lies after the end"):
         SpikeData.from_flat([1.0, 20.0], [2], length=10.0)
     assert SpikeData.from_flat([], []) == SpikeData([])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint32, np.uint64])
+def test_unsigned_unit_indices(dtype):
+    idces = np.array([2, 0, 2, 1], dtype=dtype)
+    sd = SpikeData.from_idces_times(idces, [4.0, 1.0, 3.0, 2.0], N=4)
+    assert [t.tolist() for t in sd.train] == [[1.0], [2.0], [3.0, 4.0], []]
+    grouped, ends = spikedata.group_by_unit(idces, np.array([4.0, 1.0, 3.0, 2.0]), 3)
+    assert (grouped.tolist(), ends.tolist(), ends.dtype) == (
+        [1.0, 2.0, 4.0, 3.0],
+        [1, 2, 4],
+        np.dtype(np.int64),
+    )
+    assert sd.subset([np.uint32(2), np.uint64(0)]).train[0].tolist() == [3.0, 4.0]
