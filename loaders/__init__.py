@@ -43,13 +43,13 @@ LOADERS: dict[str, Callable[..., SpikeData]] = {
 
 LOADER_VERSIONS: dict[str, str] = {
     "dandi": "1",
-    "hdf5": "1",
-    "hdf5_raw_thresholded": "1",
-    "ibl": "1",
+    "hdf5": "2",  # fractional ragged indices refused (were truncated)
+    "hdf5_raw_thresholded": "2",  # the file's start_time / length_ms attributes honoured
+    "ibl": "2",  # electrodes_by_channel kept when one channel column is short
     "kilosort": "1",
     "nwb": "1",
     "pickle": "1",
-    "spikeinterface": "1",
+    "spikeinterface": "2",  # text location -> location_label, scalar location -> [x]
     "spikeinterface_recording": "1",
     "spikelab_npz": "1",
 }
