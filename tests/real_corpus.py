@@ -80,6 +80,13 @@ ARCHIVES: dict[str, Archive] = {
         19501293,
         "8a8253fe5902fe326cd791bc7733b1ca74b5cf57042c4dcefa454a511fa49b6a",
     ),
+    "probeinterface": Archive(
+        "probeinterface",
+        "0.4.2",
+        "probeinterface-0.4.2.tar.gz",
+        6756127,
+        "d859f2f7298cc255c8a94370d06b1b7f1328f883d37d7032f8b3eb05705a34bc",
+    ),
     "ibllib": Archive(
         "ibllib",
         "4.1.0",
@@ -147,6 +154,13 @@ CORPUS: dict[str, Member] = {
         f"{_OPEN_EPHYS}/v0.6.7_Binary/Record Node 101",
         "Open Ephys GUI 0.6.7 binary format: 16 channels, 40 kHz, 131,362 int16 samples",
         "SpikeInterface read_openephys (neo) and numpy over continuous.dat",
+    ),
+    "maxwell_raw": Member(
+        "probeinterface",
+        "probeinterface-0.4.2/tests/data/maxwell/data.raw.h5",
+        "MaxWell MaxTwo raw HDF5: 6 wells x 2 recordings of 16 channels at 10 kHz, uint16 "
+        "traces compressed with MaxWell's own HDF5 filter (id 401, 'mxw-data') after deflate",
+        "h5py (with the filter plugin, when installed)",
     ),
     "ibl_spikes": Member(
         "ibllib",

@@ -25,6 +25,7 @@ import pytest
 from real_corpus import corpus_path
 
 from spikelab.loaders import (
+    load_spikedata_from_hdf5_raw_thresholded,
     load_spikedata_from_ibl,
     load_spikedata_from_kilosort,
     load_spikedata_from_nwb,
@@ -43,6 +44,7 @@ NWB_WITHOUT_UNITS = ["nwb_no_units", "nwb_2_0b", "nwb_lfp_only", "nwb_open_ephys
 KILOSORT_RATE_HZ = 30000.0
 ATOL_MS = 1e-9  # a picosecond: s -> ms by another multiplication order
 OPEN_EPHYS_SERIES = "acquisition/File Reader-100.example_data"
+MAXWELL_TRACES = "data_store/data0000/groups/routed/raw"
 
 
 # ------------------------------------------------------------------ reference readers
@@ -306,6 +308,35 @@ def test_open_ephys_binary_clip_through_spikeinterface_equals_a_numpy_read():
     assert through_si.length == pytest.approx(traces.shape[1] / rate * 1000.0)
     assert sum(t.size for t in through_si.train) > 0
     for got, want in zip(through_si.train, direct.train, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_maxwell_raw_file_detects_like_memory_or_names_the_missing_filter():
+    """A real MaxWell file: its traces need MaxWell's HDF5 filter plugin.
+
+    With the plugin installed, detection over the file equals detection over the traces in
+    memory. Without it (as here) the error names the file and the dataset, not only h5py's
+    "can't open directory (/usr/local/lib/plugin)".
+    """
+    path = corpus_path("maxwell_raw")
+    with h5py.File(path, "r") as handle:
+        rate = float(handle["data_store/data0000/settings/sampling"][0])
+        try:
+            traces = handle[MAXWELL_TRACES][:]
+        except OSError:
+            traces = None
+    if traces is None:
+        with pytest.raises((OSError, ValueError)) as caught:
+            load_spikedata_from_hdf5_raw_thresholded(path, MAXWELL_TRACES, fs_Hz=rate)
+        message = str(caught.value)
+        assert path.name in message and MAXWELL_TRACES in message, message
+        return
+    sd = load_spikedata_from_hdf5_raw_thresholded(path, MAXWELL_TRACES, fs_Hz=rate)
+    direct = load_spikedata_from_spikeinterface_recording(
+        _TracesInMemory(traces, rate), filter=True
+    )
+    assert sd.N == traces.shape[0] == 16
+    for got, want in zip(sd.train, direct.train, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
