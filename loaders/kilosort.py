@@ -95,6 +95,11 @@ def load_spikedata_from_kilosort(
             f"{root}: {spike_times_file} has {times.size} spikes but {clusters_path.name} "
             f"has {clusters.size}; they must match one to one"
         )
+    if times.dtype.kind not in "iuf":
+        raise FileFormatError(
+            f"{root}: {spike_times_file} must hold spike times as numbers, got dtype "
+            f"{times.dtype}; re-export it from the sorter"
+        )
     if times.size and times.dtype.kind in "if":
         if times.min() < 0:
             raise FileFormatError(f"{root}: {spike_times_file} holds negative spike times")

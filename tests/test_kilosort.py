@@ -827,3 +827,10 @@ def test_cluster_ids_beyond_int64(tmp_path):
         ValueError, match=r"spike_clusters\.npy holds cluster id 9223372036854775808"
     ):
         load(root)
+
+
+@pytest.mark.parametrize("times", [np.array(["32", "64"]), np.array([b"32", b"64"])])
+def test_text_spike_times_name_the_file(tmp_path, times):
+    root = make_folder(tmp_path / "ks", times, [0, 1])
+    with pytest.raises(ValueError, match=r"spike_times\.npy must hold spike times as numbers"):
+        load(root)
