@@ -101,3 +101,18 @@ class IngestFailedError(SpikelabError, RuntimeError):
 
     def __reduce__(self) -> tuple[type[IngestFailedError], tuple[str, object]]:
         return type(self), (str(self), self.summary)
+
+
+class LakeCommitError(SpikelabError, RuntimeError):
+    """A commit to a lake table kept conflicting with other writers and was given up.
+
+    The table is as it was before the attempt; publishing the same assets again is safe.
+    """
+
+
+class LakeSchemaError(SpikelabError, ValueError):
+    """An asset's units do not fit the lake table's columns (a column's type disagrees)."""
+
+
+class LakeVersionError(SpikelabError, ValueError):
+    """A requested lake version or time does not exist in the table's history."""
