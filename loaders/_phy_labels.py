@@ -17,6 +17,8 @@ from spikelab.exceptions import FileFormatError
 LABEL_FILES = ("cluster_group.tsv", "cluster_info.tsv", "cluster_KSLabel.tsv")
 _ID_COLUMNS = ("cluster_id", "id")
 _LABEL_COLUMNS = ("group", "KSLabel")
+# Attribute keys the KiloSort loader sets itself; a TSV column of that name is renamed.
+_LOADER_KEYS = frozenset({"unit_id", "electrode", "location", "label", "label_source"})
 
 
 @dataclass
@@ -98,9 +100,28 @@ def _add_labels(result: ClusterTable, table: ClusterTsv, *, column: str) -> None
         result.files_used.append(source)
 
 
+def _attribute_names(frame: pd.DataFrame) -> dict[Any, str]:
+    """Attribute key of each TSV column; a column named like a key the loader sets is renamed.
+
+    A text ``location`` column (a region) becomes ``location_label`` unless the file has one;
+    ``location`` itself only ever holds coordinates. Other clashes get a ``tsv_`` prefix.
+    """
+    names = {}
+    for column in frame.columns:
+        name = str(column)
+        text = not pd.api.types.is_numeric_dtype(frame[column])
+        if name == "location" and text and "location_label" not in frame:
+            name = "location_label"
+        elif name in _LOADER_KEYS:
+            name = f"tsv_{name}"
+        names[column] = name
+    return names
+
+
 def _add_columns(result: ClusterTable, table: ClusterTsv) -> None:
     skip = {*_ID_COLUMNS, "group", "ch"}
     columns = table.frame.columns
+    renamed = _attribute_names(table.frame)
     for row, cluster_id in zip(table.frame.itertuples(index=False), table.ids, strict=True):
         values = dict(zip(columns, row, strict=True))
         channel = values.get("ch")
@@ -109,7 +130,7 @@ def _add_columns(result: ClusterTable, table: ClusterTsv) -> None:
         extra = result.extra.setdefault(cluster_id, {})
         for name, value in values.items():
             if name not in skip:
-                extra.setdefault(str(name), _scalar(value))
+                extra.setdefault(renamed[name], _scalar(value))
 
 
 def _channel(value: Any, cluster_id: int, path: Path) -> int:

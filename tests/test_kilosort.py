@@ -834,3 +834,37 @@ def test_text_spike_times_name_the_file(tmp_path, times):
     root = make_folder(tmp_path / "ks", times, [0, 1])
     with pytest.raises(ValueError, match=r"spike_times\.npy must hold spike times as numbers"):
         load(root)
+
+
+def test_tsv_columns_named_like_loader_keys_do_not_overwrite_them(tmp_path):
+    root = make_folder(
+        tmp_path / "ks",
+        [32, 64],
+        [0, 1],
+        channel_positions=np.array([[0.0, 0.0], [0.0, 20.0]]),
+    )
+    write_tsv(
+        root / "cluster_info.tsv",
+        ["cluster_id", "ch", "location", "unit_id", "electrode"],
+        [[0, 1, "CA1", "u-a", 5], [1, 0, "DG", "u-b", 6]],
+    )
+    sd = load(root)
+    assert attrs(sd, "unit_id") == [0, 1]
+    assert attrs(sd, "electrode") == [1, 0]  # from ch
+    assert attrs(sd, "location") == [[0.0, 20.0], [0.0, 0.0]]  # coordinates only
+    assert attrs(sd, "location_label") == ["CA1", "DG"]  # the region text
+    assert attrs(sd, "tsv_unit_id") == ["u-a", "u-b"]
+    assert attrs(sd, "tsv_electrode") == [5, 6]
+
+
+def test_tsv_text_location_beside_a_location_label_column(tmp_path):
+    root = make_folder(tmp_path / "ks", [32], [0])
+    write_tsv(
+        root / "cluster_info.tsv",
+        ["cluster_id", "location", "location_label"],
+        [[0, "adn", "AD"]],
+    )
+    sd = load(root)
+    assert sd.neuron_attributes[0]["location_label"] == "AD"
+    assert sd.neuron_attributes[0]["tsv_location"] == "adn"
+    assert "location" not in sd.neuron_attributes[0]
