@@ -9,6 +9,7 @@ from pynwb.ecephys import ElectricalSeries
 from pynwb.file import Subject
 
 from spikelab.io import export_spikedata_to_nwb
+from spikelab.io.nwb import dandi_problems
 from spikelab.loaders import load_spikedata_from_nwb
 from spikelab.spikedata import SpikeData
 
@@ -259,7 +260,7 @@ def test_string_unit_ids_warn_and_are_kept(tmp_path):
 
 def test_electrodes_index_past_the_end_warns_with_both_numbers(tmp_path):
     path = plain_hdf5_units(tmp_path / "eidx.nwb", [0, 1], electrodes_index=[1, 5])
-    with pytest.warns(UserWarning, match=r"electrodes_index points to position 5 .* holds 2"):
+    with pytest.warns(UserWarning, match=r"position 5 .* holds 2 entries; the index is truncated"):
         sd = load_spikedata_from_nwb(path, prefer_pynwb=False)
     assert sd.get_neuron_attribute("electrode") == [6, 5]  # its first electrode is in range
 
@@ -350,7 +351,8 @@ def test_reexport_of_a_loaded_file_round_trips(rich_file, tmp_path):
 
 def test_export_with_string_ids_and_no_electrodes(tmp_path):
     sd = SpikeData([[1.0], [2.0]], neuron_attributes=[{"unit_id": "a"}, {"unit_id": "b"}])
-    back = load_spikedata_from_nwb(export_spikedata_to_nwb(sd, tmp_path / "s.nwb"))
+    path = export_spikedata_to_nwb(sd, tmp_path / "s.nwb")
+    back = load_spikedata_from_nwb(path)
     assert back.neuron_attributes == [
         {"unit_id": 0, "unit_name": "a"},
         {"unit_id": 1, "unit_name": "b"},
@@ -374,3 +376,60 @@ def test_export_without_pynwb_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pynwb", None)
     with pytest.raises(ImportError, match=r"pip install 'spikelab\[nwb\]'"):
         export_spikedata_to_nwb(round_trip_source(), tmp_path / "x.nwb")
+
+
+GOOD_SUBJECT = {"subject_id": "m1", "species": "Mus musculus", "sex": "F", "age": "P90D"}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({}, None),
+        ({"age": "P1D/"}, None),
+        ({"age": None, "date_of_birth": "2024-01-01"}, None),
+        ({"subject_id": "a/b"}, "no subject_id (or one with '/')"),
+        ({"species": "mouse"}, "no species in Latin binomial form"),
+        ({"sex": "female"}, "sex must be one of M, F, O, U"),
+        ({"age": "90 days"}, "age is not an ISO 8601 duration"),
+        ({"age": None}, "no age or date_of_birth"),
+    ],
+)
+def test_dandi_problems_follow_dandis_subject_rules(change, problem):
+    subject = {k: v for k, v in {**GOOD_SUBJECT, **change}.items() if v is not None}
+    problems = dandi_problems(subject, 30000.0)
+    assert len(problems) == (0 if problem is None else 1)
+    assert problem is None or problems[0].startswith(problem)
+
+
+DANDI_READY = {
+    "subject_id": "m1",
+    "species": "Mus musculus",
+    "sex": "M",
+    "age": "P60D",
+    "sampling_rate_hz": 20000.0,
+}
+
+
+@BOTH_PATHS
+def test_units_placed_by_their_own_columns_round_trip(tmp_path, prefer_pynwb):
+    """Units with a region and a group but no electrode row (as pynapple's NeuroSuite files)."""
+    attributes = [
+        {"unit_id": 0, "group": 0, "location_label": "adn", "group_name": "group0_"},
+        {"unit_id": 5, "group": 1, "location_label": "", "group_name": "group1_"},
+    ]
+    sd = SpikeData(
+        [[1.0, 2.0], [3.0]],
+        length=10.0,
+        neuron_attributes=attributes,
+        metadata={
+            **DANDI_READY,
+            "electrodes_by_channel": {
+                0: {"location": "adn", "group_name": "group0_", "x": 0.0, "y": 0.0, "z": 0.0}
+            },
+        },
+    )
+    path = export_spikedata_to_nwb(sd, tmp_path / "places.nwb")
+    back = load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb)
+    assert back.neuron_attributes == attributes
+    assert back.metadata["electrodes_by_channel"] == sd.metadata["electrodes_by_channel"]
+    assert [t.tolist() for t in back.train] == [[1.0, 2.0], [3.0]]

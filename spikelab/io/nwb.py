@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,17 @@ _STRUCTURAL = {
     "location_label",
     "group_name",
     "obs_intervals_ms",
+    "electrode_group",  # the group of the unit's electrodes row says it
 }
 _SUBJECT_FIELDS = ("subject_id", "species", "sex", "age", "date_of_birth")
 _DEFAULT_DESCRIPTION = "Spike trains exported by spikelab"
+# Forms nwbinspector's DANDI checks accept (nwbinspector/checks/_nwbfile_metadata.py).
+_SEXES = ("M", "F", "O", "U")
+_SPECIES_FORM = re.compile(r"([A-Z][a-z]* [a-z]+)|(http://purl.obolibrary.org/obo/NCBITaxon_\d+)")
+_DURATION = re.compile(
+    r"P(?!$)(\d+(\.\d+)?Y)?(\d+(\.\d+)?M)?(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?"
+    r"(T(?=\d)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?"
+)
 
 
 def export_spikedata_to_nwb(
@@ -41,13 +51,21 @@ def export_spikedata_to_nwb(
 
     Units whose attributes carry ``electrode`` get electrodes rows (with ``location`` as
     x/y/z, ``location_label`` as the location text and ``group_name`` as the electrode
-    group), so the loader restores them. Every other attribute whose value is a bool, int,
-    float or str for every unit becomes a Units column. Integer ``unit_id`` values become
-    the table ids; other ids go to a ``unit_name`` column. The recording's ``length_ms``,
-    ``start_time`` (and ``sampling_rate_hz`` when known) are stored as file attributes;
-    a known rate (``sampling_rate_hz`` or ``fs_Hz`` in the metadata) also sets the Units
-    table's ``resolution``.
-    The file is written under a temporary name and renamed into place.
+    group), so the loader restores them. When no unit has an electrode, a text
+    ``location_label`` and a ``group_name`` on every unit are written as the Units'
+    ``location`` and ``electrode_group`` columns, which the loader reads back the same way.
+    Every other attribute whose value is a bool, int, float or str for every unit becomes a
+    Units column. Integer ``unit_id`` values become the table ids; other ids go to a
+    ``unit_name`` column. The recording's ``length_ms``, ``start_time`` (and
+    ``sampling_rate_hz`` when known) are stored as file attributes; a known rate
+    (``sampling_rate_hz`` or ``fs_Hz`` in the metadata) also sets the Units table's
+    ``resolution``. The file is written under a temporary name and renamed into place.
+
+    When the file would not pass DANDI's upload validation (no subject, or a subject
+    without ``subject_id``, ``species``, ``sex`` or ``age``/``date_of_birth`` in the forms
+    DANDI accepts) or has no sampling rate for the Units ``resolution``, a
+    :class:`~spikelab.exceptions.DandiReadinessWarning` says what is missing; the file is
+    written all the same.
 
     Parameters
     ----------
@@ -69,6 +87,11 @@ def export_spikedata_to_nwb(
     ------
     ImportError
         pynwb is not installed.
+
+    Warns
+    -----
+    DandiReadinessWarning
+        The written file lacks what DANDI requires (see above).
     """
     pynwb = import_optional("pynwb", "nwb")
     metadata = sd.metadata
@@ -119,6 +142,51 @@ def export_spikedata_to_nwb(
     return destination
 
 
+def dandi_problems(subject: Mapping[str, Any], rate: Any) -> list[str]:
+    """What an exported file lacks for DANDI: its subject's required fields and a Units rate.
+
+    Parameters
+    ----------
+    subject : Mapping
+        The subject fields written (``subject_id``, ``species``, ``sex``, ``age``,
+        ``date_of_birth``); empty when the file has no subject.
+    rate : Any
+        The sampling rate in Hz that sets the Units ``resolution``; falsy when unknown.
+
+    Returns
+    -------
+    list of str
+        One phrase per problem; empty when DANDI's checks would pass.
+    """
+    problems = []
+    if not subject:
+        problems.append("no subject (subject_id, species, sex and age in the metadata)")
+    else:
+        subject_id, species, sex = (subject.get(k) for k in ("subject_id", "species", "sex"))
+        age = subject.get("age")
+        if not subject_id or "/" in str(subject_id):
+            problems.append("no subject_id (or one with '/')")
+        if not species or not _SPECIES_FORM.fullmatch(str(species)):
+            problems.append("no species in Latin binomial form (e.g. 'Mus musculus')")
+        if sex not in _SEXES:
+            problems.append(f"sex must be one of {', '.join(_SEXES)}")
+        if age is None and not subject.get("date_of_birth"):
+            problems.append("no age or date_of_birth")
+        elif age is not None and not _is_age(str(age)):
+            problems.append("age is not an ISO 8601 duration (e.g. 'P90D')")
+    if not rate:
+        problems.append("no sampling rate (sampling_rate_hz or fs_Hz), so no Units resolution")
+    return problems
+
+
+def _is_age(age: str) -> bool:
+    """An ISO 8601 duration, or a range of two with one open end at most ('P90Y/')."""
+    parts = age.split("/", 1)
+    return any(parts) and all(
+        _DURATION.fullmatch(p) or (p == "" and len(parts) == 2) for p in parts
+    )
+
+
 def _parse_datetime(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
@@ -155,11 +223,7 @@ def _add_electrodes(nwbfile: Any, sd: SpikeData) -> dict[int, int]:
         )
     if not described:
         return {}
-    device = (
-        next(iter(nwbfile.devices.values()))
-        if nwbfile.devices
-        else nwbfile.create_device(name="probe", description="recording device")
-    )
+    device = _device(nwbfile)
     groups: dict[str, Any] = {}
     rows = {}
     for row, channel in enumerate(sorted(described)):
@@ -180,6 +244,40 @@ def _add_electrodes(nwbfile: Any, sd: SpikeData) -> dict[int, int]:
         )
         rows[channel] = row
     return rows
+
+
+def _device(nwbfile: Any) -> Any:
+    """The file's first device, or a new generic one."""
+    if nwbfile.devices:
+        return next(iter(nwbfile.devices.values()))
+    return nwbfile.create_device(name="probe", description="recording device")
+
+
+def _units_own_places(nwbfile: Any, attributes: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Region and group of units that have no electrodes row, as Units columns.
+
+    A text ``location_label`` on every unit becomes a ``location`` column, a ``group_name``
+    on every unit an ``electrode_group`` reference: the loader turns both back into the same
+    attributes.
+    """
+    columns: dict[str, list[Any]] = {}
+    labels = [entry.get("location_label") for entry in attributes]
+    if attributes and all(isinstance(label, str) for label in labels):
+        nwbfile.add_unit_column(name="location", description="brain region of each unit")
+        columns["location"] = labels
+    names = [entry.get("group_name") for entry in attributes]
+    if attributes and all(isinstance(name, str) and name and "/" not in name for name in names):
+        groups = dict(nwbfile.electrode_groups)
+        for name, label in zip(names, labels, strict=True):
+            if name not in groups:
+                groups[name] = nwbfile.create_electrode_group(
+                    name=name,
+                    description="electrode group",
+                    location=label if isinstance(label, str) and label else "unknown",
+                    device=_device(nwbfile),
+                )
+        columns["electrode_group"] = [groups[name] for name in names]
+    return columns
 
 
 def _nan_if_none(value: Any) -> float:
@@ -212,16 +310,23 @@ def _add_units(nwbfile: Any, sd: SpikeData, electrode_rows: dict[int, int]) -> N
     for name in columns:
         nwbfile.add_unit_column(name=name, description=f"{name} of each unit (from spikelab)")
     with_intervals = bool(attributes) and all("obs_intervals_ms" in entry for entry in attributes)
+    # Electrodes rows may exist only from metadata (electrodes_by_channel) with no unit on them.
+    with_electrodes = bool(electrode_rows) and any(
+        entry.get("electrode") is not None for entry in attributes
+    )
+    own_places = {} if with_electrodes else _units_own_places(nwbfile, attributes)
     for index, (train, entry) in enumerate(zip(sd.train, attributes, strict=True)):
         row: dict[str, Any] = {
             "spike_times": train / 1000.0,
             "id": int(unit_ids[index]) if integer_ids else index,
         }
+        row.update({name: values[index] for name, values in own_places.items()})
         for name in columns:
             row[name] = str(unit_ids[index]) if name == "unit_name" else entry[name]
-        if electrode_rows:
+        if with_electrodes:
             channel = entry.get("electrode")
-            row["electrodes"] = [] if channel is None else [electrode_rows[int(channel)]]
+            rows = [] if channel is None else [electrode_rows[int(channel)]]
+            row["electrodes"] = np.asarray(rows, dtype=np.int64)  # typed even when empty
         if with_intervals:
             row["obs_intervals"] = np.asarray(entry["obs_intervals_ms"]) / 1000.0
         nwbfile.add_unit(**row)
