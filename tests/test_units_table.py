@@ -181,3 +181,11 @@ def test_the_arrow_table_carries_the_skipped_columns():
     sd = SpikeData([[1.0]], neuron_attributes=[{"location": "CA1", "template": np.zeros(4)}])
     table = units_arrow_table(sd, **TARGET)
     assert sorted(skipped_columns(table)) == ["location", "template"]
+
+
+def test_attribute_keys_that_are_not_text(tmp_path):
+    out, rows = write(tmp_path, [{("a", 1): 2.0, 7: "x"}])
+    assert out["skipped_columns"] == {}
+    assert (rows[0]["('a', 1)"], rows[0]["7"]) == (2.0, "x")
+    back = read_units_table(tmp_path / "u.parquet").neuron_attributes[0]
+    assert back == {"unit_id": 0, "('a', 1)": 2.0, "7": "x"}

@@ -174,7 +174,7 @@ def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: 
             continue
         name = f"attr_{key}" if key in _FIXED_COLUMNS else str(key)
         columns[name] = column
-        attribute_columns[name] = key
+        attribute_columns[name] = str(key)  # JSON keeps text keys as they are
     footer = {
         "schema_version": SCHEMA_VERSION,
         "source": source,
