@@ -81,3 +81,18 @@ def test_pickled_references_are_never_decoded(tmp_path):
     sd = load_spikedata_from_nwb(write_zarr(nwbfile, tmp_path / "refs.nwb.zarr"))
     assert sd.neuron_attributes == [{"unit_id": 0}]
     assert sd.train[0].tolist() == [500.0]
+
+
+def test_zarr_column_declaring_more_than_it_stores_is_refused(tmp_path):
+    import json
+
+    path = write_zarr(rich_nwbfile(), tmp_path / "huge.nwb.zarr")
+    array_file = path / "units" / "spike_times" / ".zarray"
+    declared = json.loads(array_file.read_text())
+    declared["shape"] = [10**11]
+    array_file.write_text(json.dumps(declared))
+    consolidated = json.loads((path / ".zmetadata").read_text())  # what hdmf-zarr reads
+    consolidated["metadata"]["units/spike_times/.zarray"] = declared
+    (path / ".zmetadata").write_text(json.dumps(consolidated))
+    with pytest.raises(FileFormatError, match=r"huge.nwb.zarr: spike_times declares 100000000000"):
+        load_spikedata_from_nwb(path)
