@@ -1,0 +1,474 @@
+"""The lake as two Delta Lake tables: one row per unit, and one row per asset.
+
+Layout under a lake root (a local folder or an ``s3://bucket/prefix`` URL)::
+
+    <root>/tables/units/            Delta table, one row per unit (columns as written by
+        _delta_log/                 spikelab.io.units_table: source, dataset_id, asset_id,
+        part-*.parquet              unit_index, ..., spike_times_ms, attribute columns)
+    <root>/tables/assets/           Delta table, one row per asset (skip checks, provenance)
+        _delta_log/
+        part-*.parquet
+    <root>/manifests/...            per-asset JSON manifests (written by the flows, unchanged)
+    <root>/raw/..., <root>/runs/... unchanged
+
+Only the files a table's ``_delta_log`` names belong to the table: a file left behind by a
+killed writer, or anything else dropped into the folder, is never read (``compact`` deletes
+such files once they are older than its retention, so keep nothing of your own there).
+
+Publishing (:func:`publish`) is one commit to ``units`` that replaces the published assets'
+rows, then one commit to ``assets`` recording them with the units version they landed in.
+A reader of ``units`` therefore sees an asset whole or not at all. If a writer dies between
+the two commits, ``assets`` still shows the previous state, so the asset is published again
+by the next run, which replaces its rows rather than adding to them.
+
+Unit metadata and spike trains share the ``units`` table: Parquet stores each column apart,
+so a query that does not name ``spike_times_ms`` never reads it (``benchmarks/bench_lake.py``
+measures this). The table is not partitioned: per-file statistics prune well enough, and
+partitions would split every commit into many small files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spikelab.exceptions import LakeCommitError, LakeSchemaError
+from spikelab.io import storage
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+UNITS_TABLE = "tables/units"
+ASSETS_TABLE = "tables/assets"
+DEFAULT_RETENTION_HOURS = 168  # Delta's own default: a week of time travel after compaction
+KEY_COLUMNS = ("source", "dataset_id", "asset_id")
+UNITS_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("dataset_id", pa.string()),
+        ("asset_id", pa.string()),
+        ("unit_index", pa.int32()),
+        ("unit_id", pa.string()),
+        ("n_spikes", pa.int64()),
+        ("firing_rate_hz", pa.float64()),
+        ("spike_times_ms", pa.list_(pa.float64())),
+        ("location_x", pa.float64()),
+        ("location_y", pa.float64()),
+        ("location_z", pa.float64()),
+        ("location_label", pa.string()),
+        ("group_name", pa.string()),
+        ("electrode", pa.int32()),
+    ]
+)
+ASSETS_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("dataset_id", pa.string()),
+        ("asset_id", pa.string()),
+        ("content_id", pa.string()),
+        ("listed_id", pa.string()),
+        ("status", pa.string()),
+        ("rows", pa.int64()),
+        ("manifest", pa.string()),
+        ("units_metadata", pa.string()),
+        ("version", pa.int64()),
+        ("flow_run_id", pa.string()),
+        ("published_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+_FOOTER_KEY = b"spikelab"
+COMMIT_TAG = "spikelab"
+_MAX_ATTEMPTS = 8
+_T = TypeVar("_T")
+
+AssetKey = tuple[str, str, str]
+
+
+class Publication(NamedTuple):
+    """One finished asset to publish: its key, its units, its manifest.
+
+    ``units`` is an Arrow table as built by ``spikelab.io.units_table.units_arrow_table``
+    (its ``spikelab`` schema metadata is kept in the assets table), or None for an asset
+    with no units to publish (a failed load): then only its assets row changes and any
+    units published before stay.
+    """
+
+    key: AssetKey
+    units: pa.Table | None
+    manifest: Mapping[str, Any]
+
+
+class AssetState(NamedTuple):
+    """What the lake holds for one asset (see :func:`assets_index`)."""
+
+    content_id: str | None
+    listed_id: str | None
+    status: str
+    version: int | None
+
+
+def units_uri(lake_root: str | os.PathLike[str]) -> str:
+    """Where the units table lives under a lake root."""
+    return storage.join(_root(lake_root), UNITS_TABLE)
+
+
+def assets_uri(lake_root: str | os.PathLike[str]) -> str:
+    """Where the assets table lives under a lake root."""
+    return storage.join(_root(lake_root), ASSETS_TABLE)
+
+
+def _root(lake_root: str | os.PathLike[str]) -> str:
+    text = str(lake_root).rstrip("/")
+    return text if storage.is_remote(text) else os.path.abspath(text)
+
+
+def storage_options(location: str) -> dict[str, str] | None:
+    """delta-rs storage options for ``location``: None locally, safe commits on S3.
+
+    On S3, concurrent writers are only safe with conditional puts (``conditional_put=etag``);
+    the endpoint and region come from ``AWS_ENDPOINT_URL(_S3)`` and ``AWS_REGION`` /
+    ``AWS_DEFAULT_REGION``; credentials are read from the environment by delta-rs itself.
+    """
+    if not location.startswith("s3://"):
+        return None
+    options = {"conditional_put": "etag"}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = endpoint
+        if endpoint.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options["AWS_REGION"] = region
+    return options
+
+
+def open_table(uri: str) -> DeltaTable | None:
+    """The Delta table at ``uri`` (latest version), or None when there is no table yet."""
+    from deltalake import DeltaTable
+
+    options = storage_options(uri)
+    if not DeltaTable.is_deltatable(uri, storage_options=options):
+        return None
+    return DeltaTable(uri, storage_options=options)
+
+
+def publish(
+    lake_root: str | os.PathLike[str],
+    assets: Sequence[Publication | tuple[AssetKey, pa.Table | None, Mapping[str, Any]]],
+    *,
+    flow_run_id: str | None = None,
+    max_attempts: int = _MAX_ATTEMPTS,
+) -> int | None:
+    """Publish finished assets: their units replace any earlier rows, in one commit.
+
+    Parameters
+    ----------
+    lake_root : str or PathLike
+        Lake root folder or ``s3://`` URL; the tables are created on first use.
+    assets : sequence of Publication or (key, units, manifest)
+        The assets of this commit; ``key`` is ``(source, dataset_id, asset_id)`` and every
+        row of ``units`` must carry it. A manifest's ``input.content_id``,
+        ``input.listed_id``, ``status`` and ``flow_run_id`` fill the assets row; the manifest
+        itself is stored as JSON with ``table_version`` set to the returned version.
+    flow_run_id : str | None, default: None
+        Recorded in the commits; each asset's own ``flow_run_id`` wins in its row.
+    max_attempts : int, default: 8
+        Commits that conflict with other writers are retried this many times in all, with
+        exponential backoff and jitter.
+
+    Returns
+    -------
+    int | None
+        The units table version the assets landed in; None when no asset carried units.
+
+    Raises
+    ------
+    ValueError
+        If a key appears twice or a units row does not carry its asset's key.
+    LakeSchemaError
+        If a column's values cannot take the type the table already has for it.
+    LakeCommitError
+        If the commits still conflicted after ``max_attempts`` tries; the tables are as
+        they were (or, if only the assets commit failed, publishing again repairs it).
+    """
+    batch = [Publication(*entry) for entry in assets]
+    if not batch:
+        return None
+    _check_keys(batch)
+    root = _root(lake_root)
+    tag = {"flow_run_id": flow_run_id, "assets": len(batch), "commit": uuid.uuid4().hex}
+    with_units = [entry for entry in batch if entry.units is not None]
+    version = None
+    if with_units:
+        data = _combined_units(with_units)
+        version = _commit(units_uri(root), data, _predicate(with_units), tag, max_attempts)
+    rows = _assets_rows(batch, version, flow_run_id)
+    _commit(assets_uri(root), rows, _predicate(batch), tag, max_attempts)
+    return version
+
+
+def _check_keys(batch: Sequence[Publication]) -> None:
+    keys = [tuple(entry.key) for entry in batch]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"publish got the same asset twice in one batch: {keys}")
+    for entry in batch:
+        if entry.units is None or entry.units.num_rows == 0:
+            continue
+        for column, expected in zip(KEY_COLUMNS, entry.key, strict=True):
+            values = entry.units.column(column)
+            if not pc.all(pc.equal(values, pa.scalar(expected, values.type))).as_py():
+                raise ValueError(
+                    f"asset {entry.key}: some units rows have another {column} than the key "
+                    f"({expected!r}); build the table with the asset's own key"
+                )
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _predicate(batch: Sequence[Publication]) -> str:
+    """The rows these assets own: one ``(source AND dataset_id AND asset_id)`` per asset."""
+    return " OR ".join(
+        "("
+        + " AND ".join(f"{c} = {_quote(v)}" for c, v in zip(KEY_COLUMNS, e.key, strict=True))
+        + ")"
+        for e in batch
+    )
+
+
+def _combined_units(batch: Sequence[Publication]) -> pa.Table:
+    """The assets' units as one table, on the union of their columns."""
+    tables = [_lake_types(entry.units) for entry in batch if entry.units is not None]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        keys = [entry.key for entry in batch]
+        raise LakeSchemaError(
+            f"the units of assets {keys} cannot share one table: {error}. Give the clashing "
+            "attribute the same type in every asset (or publish them apart to see which)"
+        ) from error
+
+
+def _lake_types(table: pa.Table) -> pa.Table:
+    """Give attribute columns their lake types: no null-typed column, integers as float64.
+
+    Delta has no null type (a column whose every value is missing carries no type), and an
+    attribute whose values are whole numbers in one asset and fractions in another must
+    land in one column: attribute integers are stored as float64 (exact up to 2**53). The
+    fixed columns keep their own types.
+    """
+    table = table.replace_schema_metadata(None)
+    for index in reversed(range(table.num_columns)):
+        field = table.schema.field(index)
+        if field.name in UNITS_SCHEMA.names:
+            continue
+        if pa.types.is_null(field.type):
+            table = table.remove_column(index)
+        elif pa.types.is_integer(field.type):
+            column = pc.cast(table.column(index), pa.float64())
+            table = table.set_column(index, pa.field(field.name, pa.float64()), column)
+    return table
+
+
+def _conform(data: pa.Table, uri: str) -> pa.Table:
+    """Cast columns the table already has to its types, refusing any lossy cast.
+
+    delta-rs would cast on its own, truncating 1.5 into an int64 column: do it here, safely.
+    """
+    table = open_table(uri)
+    if table is None:
+        return data
+    existing = pa.schema(table.schema().to_arrow())
+    for index, field in enumerate(data.schema):
+        if field.name not in existing.names:
+            continue
+        target = existing.field(field.name).type
+        if field.type.equals(target):
+            continue
+        try:
+            column = pc.cast(data.column(index), target, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise LakeSchemaError(
+                f"column {field.name!r} of {uri} holds {target}, but the assets being "
+                f"published have {field.type} values that do not fit ({error}). Rename the "
+                "attribute or convert it when loading so every source agrees on its type"
+            ) from error
+        data = data.set_column(index, pa.field(field.name, target), column)
+    return data
+
+
+def _commit(uri: str, data: pa.Table, predicate: str, tag: dict[str, Any], attempts: int) -> int:
+    """Replace the rows matching ``predicate`` with ``data`` in one commit; its version."""
+    from deltalake import CommitProperties, write_deltalake
+
+    def write() -> None:
+        write_deltalake(
+            uri,
+            _conform(data, uri),
+            mode="overwrite",
+            predicate=predicate,
+            schema_mode="merge",
+            storage_options=storage_options(uri),
+            commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),
+        )
+
+    _retrying(write, f"publishing {tag['assets']} asset(s) to {uri}", attempts)
+    return _version_of(uri, tag["commit"])
+
+
+def _retrying(action: Callable[[], _T], what: str, attempts: int) -> _T:
+    """Run ``action``, retrying commit conflicts with exponential backoff and jitter."""
+    from deltalake.exceptions import DeltaError
+
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except DeltaError as error:
+            if not _is_conflict(error):
+                raise
+            if attempt >= attempts:
+                raise LakeCommitError(
+                    f"{what}: the commit still conflicted with other writers after "
+                    f"{attempts} attempts ({error}); the table is unchanged, try again"
+                ) from error
+        time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
+        attempt += 1
+
+
+def _is_conflict(error: Exception) -> bool:
+    from deltalake.exceptions import CommitFailedError
+
+    text = str(error).lower()
+    return isinstance(error, CommitFailedError) or any(
+        word in text for word in ("conflict", "already exists", "changed since")
+    )
+
+
+def _version_of(uri: str, commit: str) -> int:
+    """The version of the commit tagged ``commit`` (found among the latest commits)."""
+    table = open_table(uri)
+    limit = 8
+    while table is not None:
+        for entry in table.history(limit):
+            if (entry.get(COMMIT_TAG) or {}).get("commit") == commit:
+                return int(entry["version"])
+        if limit > table.version():
+            break
+        limit *= 8
+    raise LakeCommitError(f"{uri}: commit {commit} landed but is not in the table's history")
+
+
+def _assets_rows(batch: Sequence[Publication], version: int | None, run: str | None) -> pa.Table:
+    now = datetime.now(UTC)
+    rows = []
+    for entry in batch:
+        manifest = dict(entry.manifest)
+        landed = version if entry.units is not None else None
+        if landed is not None:
+            manifest["table_version"] = landed
+        given = manifest.get("input") or {}
+        footer = (entry.units.schema.metadata or {}) if entry.units is not None else {}
+        rows.append(
+            {
+                **dict(zip(KEY_COLUMNS, entry.key, strict=True)),
+                "content_id": given.get("content_id"),
+                "listed_id": given.get("listed_id"),
+                "status": str(manifest.get("status", "ok")),
+                "rows": entry.units.num_rows if entry.units is not None else None,
+                "manifest": json.dumps(manifest, allow_nan=False, default=str),
+                "units_metadata": footer[_FOOTER_KEY].decode() if _FOOTER_KEY in footer else None,
+                "version": landed,
+                "flow_run_id": manifest.get("flow_run_id") or run,
+                "published_at": now,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=ASSETS_SCHEMA)
+
+
+def assets_index(lake_root: str | os.PathLike[str]) -> dict[AssetKey, AssetState]:
+    """Every asset the lake records, read in one scan of the assets table.
+
+    Returns
+    -------
+    dict
+        ``(source, dataset_id, asset_id)`` -> :class:`AssetState` (``content_id``,
+        ``listed_id``, ``status``, ``version``); empty for a lake with no assets table.
+    """
+    table = open_table(assets_uri(lake_root))
+    if table is None:
+        return {}
+    columns = [*KEY_COLUMNS, "content_id", "listed_id", "status", "version"]
+    data = table.to_pyarrow_table(columns=columns).to_pydict()
+    return {
+        (s, d, a): AssetState(c, li, st, v)
+        for s, d, a, c, li, st, v in zip(*(data[name] for name in columns), strict=True)
+    }
+
+
+def compact(
+    lake_root: str | os.PathLike[str],
+    *,
+    retention_hours: int = DEFAULT_RETENTION_HOURS,
+    max_attempts: int = _MAX_ATTEMPTS,
+) -> dict[str, dict[str, int]]:
+    """Bin-pack both tables' small files, delete unreferenced old files, write checkpoints.
+
+    Readers keep a consistent snapshot throughout: compaction is one commit that swaps
+    files with the same rows, and vacuum only deletes files that no version younger than
+    ``retention_hours`` uses (nor any version at all, e.g. files of killed writers).
+
+    Parameters
+    ----------
+    lake_root : str or PathLike
+        Lake root.
+    retention_hours : int, default: 168
+        Time travel keeps working for versions at most this old; older versions whose files
+        were compacted away can no longer be read.
+    max_attempts : int, default: 8
+        Compaction conflicts with concurrent publishing are retried this many times.
+
+    Returns
+    -------
+    dict
+        Per table (``units``, ``assets``): ``files_removed``, ``files_added``,
+        ``files_vacuumed`` and the ``version`` after compaction.
+    """
+    report = {}
+    for name, uri in (("units", units_uri(lake_root)), ("assets", assets_uri(lake_root))):
+        if open_table(uri) is None:
+            continue
+        metrics = _retrying(
+            lambda uri=uri: open_table(uri).optimize.compact(),  # type: ignore[union-attr]
+            f"compacting {uri}",
+            max_attempts,
+        )
+        vacuumed = _retrying(
+            lambda uri=uri: open_table(uri).vacuum(  # type: ignore[union-attr]
+                retention_hours=retention_hours,
+                dry_run=False,
+                enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS,
+            ),
+            f"vacuuming {uri}",
+            max_attempts,
+        )
+        table = open_table(uri)
+        table.create_checkpoint()  # type: ignore[union-attr]
+        report[name] = {
+            "files_removed": int(metrics["numFilesRemoved"]),
+            "files_added": int(metrics["numFilesAdded"]),
+            "files_vacuumed": len(vacuumed),
+            "version": table.version(),  # type: ignore[union-attr]
+        }
+    return report

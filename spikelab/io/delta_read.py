@@ -1,0 +1,140 @@
+"""Reading the lake's Delta tables: DuckDB views, time travel, history.
+
+See :mod:`spikelab.io.delta_lake` for the layout and for publishing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from spikelab.exceptions import LakeVersionError
+from spikelab.io import storage
+from spikelab.io.delta_lake import COMMIT_TAG, UNITS_SCHEMA, open_table, units_uri
+
+if TYPE_CHECKING:
+    import duckdb
+    from deltalake import DeltaTable
+
+
+def open_units(
+    lake_root: str | os.PathLike[str], as_of: int | str | datetime | None = None
+) -> DeltaTable | None:
+    """The units table at its latest version, or as of a version or time; None if absent.
+
+    Parameters
+    ----------
+    lake_root : str or PathLike
+        Lake root.
+    as_of : int, str or datetime, optional
+        A version number (an int, or digits as text), or a time (a datetime, naive read as
+        UTC, or ISO 8601 text): the last version committed at or before it.
+
+    Raises
+    ------
+    LakeVersionError
+        If the version does not exist, or the time is before the table's first commit.
+    """
+    uri = units_uri(lake_root)
+    table = open_table(uri)
+    if table is None or as_of is None:
+        if table is None and as_of is not None:
+            raise LakeVersionError(f"{uri} has no table yet, so no version {as_of!r} to read")
+        return table
+    version = parse_as_of(as_of)
+    if isinstance(version, int):
+        if not 0 <= version <= table.version():
+            raise LakeVersionError(
+                f"{uri} has versions 0 to {table.version()}, not {version}; "
+                "see `spikelab lake history`"
+            )
+        table.load_as_version(version)
+        return table
+    first = _first_commit_time(uri)
+    if first is not None and version < first:
+        raise LakeVersionError(
+            f"{uri} did not exist yet at {version.isoformat()} (first commit "
+            f"{first.isoformat()}); ask for a later time or see `spikelab lake history`"
+        )
+    table.load_as_version(version)
+    return table
+
+
+def parse_as_of(value: int | str | datetime) -> int | datetime:
+    """A version number or an aware UTC datetime from an ``--as-of`` value."""
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError as error:
+            raise LakeVersionError(
+                f"--as-of {value!r} is neither a version number nor an ISO 8601 time "
+                "(e.g. 2026-12-01T22:00:00Z)"
+            ) from error
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _first_commit_time(uri: str) -> datetime | None:
+    """When version 0 was committed, from its log file; None once the log is cleaned."""
+    path = storage.join(uri, "_delta_log", f"{0:020d}.json")
+    try:
+        lines = storage.get_bytes(path).splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        info = json.loads(line).get("commitInfo")
+        if info and "timestamp" in info:
+            return datetime.fromtimestamp(info["timestamp"] / 1000, UTC)
+    return None
+
+
+def connect(
+    lake_root: str | os.PathLike[str], as_of: int | str | datetime | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a ``units`` view over the units table's snapshot.
+
+    The view reads the latest version, or the one :func:`open_units` picks for ``as_of``;
+    it holds the table's columns plus ``dataset`` (the same as ``dataset_id``, as the
+    Hive layout named it) unless a column of that name exists. An empty lake gives an
+    empty view with the fixed columns. Only the columns a query names are read.
+    """
+    import duckdb
+
+    connection = duckdb.connect()
+    table = open_units(lake_root, as_of)
+    snapshot = table.to_pyarrow_dataset() if table is not None else UNITS_SCHEMA.empty_table()
+    connection.register("units_snapshot", snapshot)
+    alias = "" if "dataset" in snapshot.schema.names else ", dataset_id AS dataset"
+    connection.execute(f"CREATE VIEW units AS SELECT *{alias} FROM units_snapshot")
+    return connection
+
+
+def history(lake_root: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
+    """The units table's versions, newest first.
+
+    Returns
+    -------
+    list of dict
+        ``version``, ``timestamp`` (aware UTC datetime), ``operation`` (``WRITE``,
+        ``OPTIMIZE`` ...), ``flow_run_id`` and ``assets`` (the number of assets published;
+        both None for commits spikelab's publishing did not make).
+    """
+    table = open_table(units_uri(lake_root))
+    if table is None:
+        return []
+    entries = []
+    for entry in table.history(limit):
+        tag = entry.get(COMMIT_TAG) or {}
+        entries.append(
+            {
+                "version": int(entry["version"]),
+                "timestamp": datetime.fromtimestamp(entry["timestamp"] / 1000, UTC),
+                "operation": entry.get("operation"),
+                "flow_run_id": tag.get("flow_run_id"),
+                "assets": tag.get("assets"),
+            }
+        )
+    return entries
