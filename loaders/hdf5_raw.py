@@ -11,6 +11,7 @@ from spikelab.loaders._common import (
     check_numeric,
     errors_naming,
     file_attribute,
+    first_given,
     open_hdf5,
     require_dataset,
 )
@@ -28,6 +29,8 @@ def load_spikedata_from_hdf5_raw_thresholded(
     hysteresis: bool = True,
     direction: str = "both",
     chunk_samples: int | None = None,
+    length_ms: float | None = None,
+    start_time_ms: float | None = None,
 ) -> SpikeData:
     """Detect spikes in raw traces stored in an HDF5 dataset shaped (channels, samples).
 
@@ -55,14 +58,18 @@ def load_spikedata_from_hdf5_raw_thresholded(
         ``'both'``, ``'up'`` or ``'down'``.
     chunk_samples : int | None, default: None
         Samples read per chunk (default: about 8 M values across channels).
+    length_ms : float | None, default: None
+        Recording length; else the file's root attribute ``length_ms``, else samples /
+        ``fs_Hz``.
+    start_time_ms : float | None, default: None
+        Time of the first sample; else the file's root attribute ``start_time``, else 0.
 
     Returns
     -------
     SpikeData
         One unit per channel (``unit_id`` and ``electrode`` = channel index, ``threshold``).
-        The file's root attributes are honoured: ``start_time`` (ms) is the time of the
-        first sample (e.g. -100 for an event-centred window; default 0), and ``length_ms``
-        replaces the length samples / ``fs_Hz`` (e.g. trailing silence).
+        Sample ``k`` lies at ``start_time + k / fs_Hz``: a start of -100 ms gives an
+        event-centred window, a length beyond the samples a trailing silence.
 
     Raises
     ------
@@ -82,8 +89,8 @@ def load_spikedata_from_hdf5_raw_thresholded(
                 f"got shape {traces.shape}"
             )
         check_numeric(path, traces, "raw samples")
-        start_time = file_attribute(handle, "start_time")
-        length_ms = file_attribute(handle, "length_ms")
+        start_time = first_given(start_time_ms, file_attribute(handle, "start_time"), 0.0)
+        length = first_given(length_ms, file_attribute(handle, "length_ms"))
         n_channels, n_samples = traces.shape
         detection = detect_threshold_crossings(
             lambda start, stop: traces[:, start:stop],
@@ -100,8 +107,8 @@ def load_spikedata_from_hdf5_raw_thresholded(
         return detection_to_spikedata(
             detection,
             rate,
-            start_time=0.0 if start_time is None else start_time,
-            length_ms=length_ms,
+            start_time=start_time,
+            length_ms=length,
             metadata={
                 "source_file": str(path),
                 "format": "hdf5_raw_thresholded",

@@ -161,8 +161,10 @@ def _sorting_properties(sorting: Any) -> dict[str, Any]:
 
 
 def _holds_text(values: Any) -> bool:
-    items = np.asarray(values, dtype=object).ravel() if len(values) else []
-    return any(isinstance(item, str | bytes) for item in items)
+    """Whether a property array holds any text (strings or bytes)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "SU":
+        return True
+    return any(isinstance(item, str | bytes) for item in np.ravel(np.asarray(values, dtype=object)))
 
 
 def _unit_attributes(unit_id: Any, index: int, properties: dict[str, Any]) -> dict[str, Any]:

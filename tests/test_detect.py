@@ -234,3 +234,31 @@ def test_text_traces_name_the_file_and_dataset(tmp_path):
     path = write(tmp_path, np.array([[b"1", b"2"], [b"3", b"4"]]))
     with pytest.raises(ValueError, match=r"raw\.h5: dataset '/acq/traces' holds text"):
         load_spikedata_from_hdf5_raw_thresholded(path, "acq/traces", fs_Hz=FS)
+
+
+def test_explicit_start_and_length_win_over_the_file(tmp_path):
+    path = write(tmp_path, spike_trace(), attrs={"start_time": -100.0, "length_ms": 250.0})
+    sd = load_spikedata_from_hdf5_raw_thresholded(
+        path,
+        "acq/traces",
+        fs_Hz=1000.0,
+        threshold_sigma=1.0,
+        filter=False,
+        start_time_ms=5.0,
+        length_ms=120.0,
+    )
+    assert (sd.start_time, sd.length) == (5.0, 120.0)
+    assert sd.train[0].tolist() == [15.0, 55.0]
+
+
+def test_documented_defaults_match_the_signature():
+    import ast
+    import inspect
+    import re
+
+    doc = inspect.getdoc(load_spikedata_from_hdf5_raw_thresholded)
+    pattern = re.compile(r"^(\w+) : [^\n]*?, default: (.+)$", re.MULTILINE)
+    documented = {name: ast.literal_eval(text) for name, text in pattern.findall(doc)}
+    parameters = inspect.signature(load_spikedata_from_hdf5_raw_thresholded).parameters
+    assert {"length_ms", "start_time_ms", "threshold_sigma"} <= set(documented)
+    assert {name: parameters[name].default for name in documented} == documented
