@@ -8,8 +8,11 @@ in the same file: unit ids, spike counts, spike times (ms = s x 1000) and metada
 
 from __future__ import annotations
 
+import http.server
 import json
 import pickle
+import socket
+import threading
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import real_corpus
 from real_corpus import corpus_path
 
 from spikelab.loaders import (
@@ -150,6 +154,70 @@ def assert_coordinates_are_numbers(attributes: dict[str, Any]) -> None:
     if location is not None:
         assert isinstance(location, list), f"location {location!r} is not a coordinate list"
         assert all(isinstance(v, (int, float)) for v in location), location
+
+
+# ------------------------------------------------------------------ the corpus helper
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("SPIKELAB_TEST_CORPUS", str(tmp_path / "cache"))
+    monkeypatch.delenv("SPIKELAB_TEST_CORPUS_OFFLINE", raising=False)
+    return tmp_path / "cache"
+
+
+def test_corpus_skips_with_the_reason_when_the_registry_is_unreachable(empty_cache, monkeypatch):
+    with socket.socket() as probe:  # a port on loopback that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{port}/simple")
+    with pytest.raises(pytest.skip.Exception) as caught:
+        corpus_path("nwb_2_0b")
+    reason = str(caught.value)
+    assert "nwb_2_0b" in reason and "pynwb==2.6.0" in reason and f"127.0.0.1:{port}" in reason
+    assert not list(empty_cache.rglob("*.nwb"))
+
+
+def test_corpus_offline_mode_never_asks_the_registry(empty_cache, monkeypatch):
+    monkeypatch.setenv("SPIKELAB_TEST_CORPUS_OFFLINE", "1")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/never-asked")
+    with pytest.raises(real_corpus.CorpusUnavailableError, match="OFFLINE=1"):
+        real_corpus.member_path("nwb_2_0b")
+
+
+class _Index(http.server.BaseHTTPRequestHandler):
+    """A simple index that lists pynwb-2.6.0.tar.gz, whose bytes are not the pinned ones."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if self.path == "/simple/pynwb/":
+            body = json.dumps(
+                {"files": [{"filename": "pynwb-2.6.0.tar.gz", "url": f"{host}/f.tar.gz"}]}
+            ).encode()
+        else:
+            body = b"not the pinned archive"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def test_corpus_refuses_an_archive_that_does_not_match_its_pin(empty_cache, monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Index)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple")
+        with pytest.raises(real_corpus.CorpusUnavailableError) as caught:
+            real_corpus.member_path("nwb_2_0b")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert real_corpus.ARCHIVES["pynwb"].sha256 in str(caught.value)
+    assert not list(empty_cache.rglob("*.tar.gz")) and not list(empty_cache.rglob("*.partial"))
 
 
 # ------------------------------------------------------------------ NWB
@@ -432,7 +500,7 @@ def _input_path(manifest: dict[str, Any]) -> str:
 def test_ingest_files_lands_every_corpus_input_as_its_own_asset(tmp_path, capfd):
     """Issue 12 items 4-6: exit 0, one asset per input, lake counts equal to the readers'."""
     from spikelab.cli import run
-    from spikelab.lake_queries import find_units
+    from spikelab.lake_queries import find_units, lake_summary
 
     expected: dict[str, int] = {}
     for key in [*NWB_WITH_UNITS, *NWB_WITHOUT_UNITS]:
@@ -464,3 +532,12 @@ def test_ingest_files_lands_every_corpus_input_as_its_own_asset(tmp_path, capfd)
     for path, n_units in expected.items():
         manifest = by_input[path]
         assert counted.get((manifest["dataset_id"], manifest["asset_id"]), 0) == n_units, path
+
+    summary = lake_summary(lake)  # issue 12 item 8: assets with 0 units count too
+    assert int(summary["assets"].sum()) == len(expected)
+    assert int(summary["units"].sum()) == sum(expected.values())
+
+    # Issue 12 item 7: pynwb's warnings about a file are counted in its manifest.
+    neurosuite = by_input[str(corpus_path("nwb_neurosuite").resolve())]
+    counted_warnings = neurosuite.get("warnings") or {}
+    assert any("manufacturer" in message for message in counted_warnings), counted_warnings
