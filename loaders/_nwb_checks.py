@@ -34,7 +34,9 @@ def _stored(data: Any) -> Any:
 def declared_length(data: Any) -> int:
     """Number of rows a column declares, without reading it."""
     shape = getattr(_stored(data), "shape", None)
-    return int(shape[0]) if shape else len(data)
+    if shape is None:
+        return len(data)
+    return int(shape[0]) if shape else 1  # a scalar dataset reads as one value
 
 
 def _stored_bytes(data: Any) -> tuple[int, bool] | None:

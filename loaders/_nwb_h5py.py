@@ -117,7 +117,7 @@ def _units_columns_read(group: h5py.Group) -> list[str]:
     if times_name is None:
         return []
     index_name = f"{times_name}_index"
-    n_units = group[index_name].shape[0]
+    n_units = declared_length(group[index_name])
     scalars = _scalar_column_names(group, times_name, index_name, n_units)
     return [times_name, index_name, *_UNITS_DATASETS, *scalars]
 
@@ -179,7 +179,7 @@ def read_units(handle: h5py.File, source: str) -> UnitsColumns | NoSpikeTimes | 
     index_name = f"{times_name}_index"
     index_dataset = group[index_name]
     ids_dataset = group.get("id")
-    n_units = index_dataset.shape[0]
+    n_units = declared_length(index_dataset)
     if isinstance(ids_dataset, h5py.Dataset):
         check_unit_count(source, "id", declared_length(ids_dataset), index_name, n_units)
         ids = _read_ids(source, ids_dataset)

@@ -59,7 +59,8 @@ def _scalar_columns(source: str, by_name: dict[str, Any], n_units: int) -> dict[
     for name, column in by_name.items():
         if isinstance(column, VectorIndex | DynamicTableRegion) or name in indexed:
             continue
-        if _pickled(column.data) or len(getattr(column.data, "shape", (n_units, 0))) != 1:
+        shape = getattr(column.data, "shape", None)
+        if _pickled(column.data) or (shape is not None and len(shape) != 1):
             continue
         if declared_length(column.data) != n_units:
             continue
