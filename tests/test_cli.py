@@ -104,7 +104,9 @@ def test_demo_end_to_end(tmp_path, capfd, monkeypatch):
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize(("transfer", "expected"), [(None, "streamed"), ("download", "downloaded")])
 def test_ingest_dandi_transfer_option(tmp_path, capfd, transfer, expected):
-    sd = SpikeData([[1.0, 2.5], [7.25]], length=10.0, metadata={"identifier": "cli"})
+    subject = {"subject_id": "m1", "species": "Mus musculus", "sex": "F", "age": "P90D"}
+    metadata = {"identifier": "cli", "sampling_rate_hz": 30_000.0, **subject}
+    sd = SpikeData([[1.0, 2.5], [7.25]], length=10.0, metadata=metadata)
     with DandiStandIn(tmp_path / "archive") as archive:
         asset = archive.add_asset(
             "000321", "sub-1/units.nwb", export_spikedata_to_nwb(sd, tmp_path / "u.nwb")
