@@ -532,16 +532,22 @@ def _server(action: str, port: int | None) -> int:
     if action == "stop":
         print(server.stop_server())
         return EXIT_OK
-    status, record = server.server_status()
-    if record is None:
+    return _server_status()
+
+
+def _server_status() -> int:
+    from spikelab import server
+
+    status, found = server.server_status()
+    if found is None:
         print("no spikelab Prefect server is running")
     elif status == "stale":
         print(
-            f"stale: {server.record_path()} names PID {record.pid}, which is gone or is "
+            f"stale: {server.record_path()} names PID {found.pid}, which is gone or is "
             "another program (`spikelab server stop` removes the record)"
         )
     else:
-        print(f"{status}: Prefect server {record.address} (PID {record.pid})")
+        print(f"{status}: Prefect server {found.address} (PID {found.pid})")
     return EXIT_OK if status == "running" else EXIT_FAILED
 
 
