@@ -161,13 +161,13 @@ def check_unit_count(
 
 
 def check_end_fits(
-    source: str, index_name: str, ends: NDArray[np.int64], times_name: str, n_times: int
+    source: str, index_name: str, ends: NDArray[np.int64], column_name: str, n_values: int
 ) -> None:
-    """Refuse a spike index whose last offset points past the end of the spike times."""
-    if ends.size and ends[-1] > n_times:
+    """Refuse a ragged index whose last offset points past the end of the column it splits."""
+    if ends.size and ends[-1] > n_values:
         raise FileFormatError(
-            f"{source}: {index_name} points past the end of {times_name} "
-            f"({int(ends[-1])} > {n_times} spike times); the index and the times do not "
+            f"{source}: {index_name} points past the end of {column_name} "
+            f"({int(ends[-1])} > {n_values} values); the index and the column it splits do not "
             "belong together"
         )
 

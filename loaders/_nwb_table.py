@@ -22,11 +22,12 @@ SESSION_KEYS = (
     "age",
     "date_of_birth",
 )
-# Attribute keys whose meaning spikelab fixes (see compat.md, "Unit attributes"), plus the
-# reference column whose group name may fill ``group_name``.
+# Attribute keys whose meaning spikelab fixes (compat.md, "Unit attributes"), and the
+# reference column whose group name may fill ``group_name``: a Units column with one of
+# these names is placed by :func:`_place`, never copied over them.
 STRUCTURAL_KEYS = frozenset(
-    {"unit_id", "electrode", "location", "location_label", "group_name", "obs_intervals_ms"}
-    | {"electrode_group"}
+    ("unit_id", "electrode", "location", "location_label", "group_name", "obs_intervals_ms")
+    + ("electrode_group",)
 )
 # Metadata keys every NWB load fills (None when the file does not say).
 METADATA_KEYS = (*SESSION_KEYS, "device_names", "sampling_rate_hz", "duration_seconds")
