@@ -33,6 +33,7 @@ from spikelab.loaders import (
     load_spikedata_from_ibl,
     load_spikedata_from_kilosort,
     load_spikedata_from_nwb,
+    load_spikedata_from_spikeinterface,
     load_spikedata_from_spikeinterface_recording,
 )
 
@@ -483,6 +484,25 @@ def test_kilosort_layout_of_ibl_spikes_matches_spikeinterface(tmp_path):
     assert_trains_equal(sd, ids, trains)
     assert sd.metadata["cluster_ids"] == ids
     assert len(ids) == 289 and max(ids) == 499
+
+
+def test_spikeinterface_sorting_with_uint32_unit_ids_matches_its_trains():
+    """Issue 12 item 3 through SpikeInterface: the IBL clusters as uint32 unit ids."""
+    from spikeinterface.core import NumpySorting
+
+    spikes = ibl_spikes()
+    samples = np.round(spikes["times"] * KILOSORT_RATE_HZ).astype(np.int64)
+    sorting = NumpySorting.from_samples_and_labels(
+        [samples], [spikes["clusters"]], KILOSORT_RATE_HZ
+    )
+    assert sorting.get_unit_ids().dtype == np.uint32
+    ids = [int(i) for i in sorting.get_unit_ids()]
+    trains = [sorting.get_unit_spike_train(i) / KILOSORT_RATE_HZ for i in sorting.get_unit_ids()]
+    sd = load_spikedata_from_spikeinterface(sorting)
+    assert_trains_equal(sd, ids, trains)
+    chosen = sorting.get_unit_ids()[[-1, 0]]  # the caller's order, largest id first
+    subset = load_spikedata_from_spikeinterface(sorting, unit_ids=list(chosen))
+    assert_trains_equal(subset, [int(i) for i in chosen], [trains[-1], trains[0]])
 
 
 # ------------------------------------------------------------------ the CLI on everything
