@@ -64,12 +64,19 @@ def _scalar_dataset(handle: h5py.Group, name: str) -> Any:
 
 
 def _is_plain_column(dataset: h5py.Dataset, n_units: int) -> bool:
-    """One number, text or object reference per unit (references resolve to names)."""
+    """One number, text or object reference per unit (references resolve to names).
+
+    Rows of another table (a DynamicTableRegion) are left out, as pynwb's reader does.
+    """
     dtype = dataset.dtype
-    return dataset.shape == (n_units,) and (
-        dtype.kind in "biuf"
-        or h5py.check_string_dtype(dtype) is not None
-        or h5py.check_ref_dtype(dtype) is h5py.Reference
+    return (
+        dataset.shape == (n_units,)
+        and (
+            dtype.kind in "biuf"
+            or h5py.check_string_dtype(dtype) is not None
+            or h5py.check_ref_dtype(dtype) is h5py.Reference
+        )
+        and _text(dataset.attrs.get("neurodata_type")) != "DynamicTableRegion"
     )
 
 

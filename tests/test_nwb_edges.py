@@ -299,3 +299,17 @@ def test_a_large_column_the_file_really_stores_is_read(tmp_path, monkeypatch):
     sd = load_spikedata_from_nwb(two_units(tmp_path / "ok.nwb"), prefer_pynwb=False)
     assert [t.tolist() for t in sd.train] == [[500.0, 1500.0], [2000.0]]
     assert not math.isnan(sd.length)
+
+
+@BOTH_PATHS
+def test_a_second_table_region_column_is_left_out_by_both_readers(tmp_path, prefer_pynwb):
+    nwbfile = NWBFile(session_description="s", identifier="i", session_start_time=START)
+    device = nwbfile.create_device(name="probe", description="probe")
+    group = nwbfile.create_electrode_group(name="g", description="g", location="CA1", device=device)
+    nwbfile.add_electrode(id=0, location="CA1", group=group, x=0.0, y=0.0, z=0.0)
+    nwbfile.add_unit_column(
+        name="peak_electrode", description="row", table=nwbfile.electrodes, index=False
+    )
+    nwbfile.add_unit(spike_times=[1.0], peak_electrode=0)
+    sd = load_spikedata_from_nwb(write(nwbfile, tmp_path / "region.nwb"), prefer_pynwb=prefer_pynwb)
+    assert sd.neuron_attributes == [{"unit_id": 0}]
