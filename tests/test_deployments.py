@@ -138,3 +138,32 @@ def test_serve_builds_the_same_deployments(monkeypatch):
     assert [s.schedule.cron for s in nightly.schedules] == ["0 3 * * *"]
     assert by_name["ibl-visual"].parameters["regions"] == ["VISp", "VISl", "VISam"]
     assert by_name["manual-files"].schedules == []
+
+
+def test_deployments_take_the_lake_from_spikelab_lake():
+    assert all("lake" not in (spec.get("parameters") or {}) for spec in deployment_specs())
+    assert "SPIKELAB_LAKE" in PREFECT_FILE.read_text()
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [("/data/lake", True), ("s3://bucket/lake", True), ("relative/lake", False), (None, True)],
+)
+def test_serve_refuses_a_relative_spikelab_lake(monkeypatch, value, accepted, capsys):
+    import prefect
+
+    from spikelab.cli import run
+    from spikelab.deployments import check_lake_variable
+
+    if value is None:
+        monkeypatch.delenv("SPIKELAB_LAKE", raising=False)
+    else:
+        monkeypatch.setenv("SPIKELAB_LAKE", value)
+    served = []
+    monkeypatch.setattr(prefect, "serve", lambda *deployments: served.extend(deployments))
+    if accepted:
+        assert check_lake_variable() == value
+        return
+    assert run(["serve"]) == 2
+    assert "SPIKELAB_LAKE=relative/lake is a relative folder" in capsys.readouterr().err
+    assert served == []
