@@ -67,10 +67,10 @@ def load_spikedata_from_spikeinterface(
     -------
     SpikeData
         ``neuron_attributes[i]['unit_id']`` is the sorting's own id; sorting properties are
-        attributes too: ``channel`` becomes ``electrode``; ``location`` is always a list of
-        coordinates (a scalar ``x`` becomes ``[x]``), and a text ``location`` becomes
-        ``location_label``. A property array shorter than the unit list gives values to the
-        first units only.
+        attributes too: ``channel`` (or Phy's ``ch``) becomes ``electrode``; ``location`` is
+        always a list of coordinates (a scalar ``x`` becomes ``[x]``), and a text
+        ``location`` becomes ``location_label``. A property array shorter than the unit list
+        gives values to the first units only.
 
     Raises
     ------
@@ -131,9 +131,10 @@ def load_spikedata_from_spikeinterface(
 def _sorting_properties(sorting: Any) -> dict[str, Any]:
     """Per-unit property arrays, renamed to spikelab's attribute keys.
 
-    ``channel`` becomes ``electrode`` when it holds channel numbers; a ``location`` that
-    holds text (a region name) becomes ``location_label`` (``location_text`` if the sorting
-    also has a ``location_label``), so that ``location`` only ever holds coordinates.
+    ``channel`` (else Phy's ``ch``) becomes ``electrode`` when it holds channel numbers; a
+    ``location`` that holds text (a region name) becomes ``location_label``
+    (``location_text`` if the sorting also has a ``location_label``), so that ``location``
+    only ever holds coordinates.
     """
     if not callable(getattr(sorting, "get_property", None)):
         return {}
@@ -150,8 +151,9 @@ def _sorting_properties(sorting: Any) -> dict[str, Any]:
         if isinstance(values, np.ndarray | list | tuple) and len(values):
             found[name] = values
     renamed: dict[str, Any] = {}
+    channel = "channel" if "channel" in found else "ch"  # read_phy names Phy's column "ch"
     for name, values in found.items():
-        if name == "channel" and not _holds_text(values):
+        if name == channel and not _holds_text(values):
             renamed["electrode"] = values
         elif name == "location" and _holds_text(values):
             renamed["location_text" if "location_label" in found else "location_label"] = values

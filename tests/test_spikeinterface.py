@@ -295,3 +295,36 @@ def test_recording_errors():
         load_spikedata_from_spikeinterface_recording(PlainRecording(np.zeros(5)))
     with pytest.raises(TypeError, match="has no sampling frequency"):
         load_spikedata_from_spikeinterface_recording(PlainRecording(np.zeros((2, 5)), fs=None))
+
+
+def test_read_phy_agrees_with_the_kilosort_loader(tmp_path):
+    """SpikeInterface's own Phy reader, through this loader, gives the KiloSort loader's units."""
+    import spikeinterface.extractors as se
+
+    from spikelab.loaders import load_spikedata_from_kilosort
+
+    np.save(tmp_path / "spike_times.npy", np.array([[96], [320], [32], [960], [640], [64]], "u8"))
+    np.save(tmp_path / "spike_clusters.npy", np.array([0, 0, 2, 0, 5, 3], dtype=np.uint32))
+    np.save(tmp_path / "channel_positions.npy", np.array([[0.0, 0.0], [0.0, 20.0], [16.0, 40.0]]))
+    (tmp_path / "params.py").write_text(
+        "dat_path = 'x.bin'\nn_channels_dat = 3\ndtype = 'int16'\noffset = 0\n"
+        "sample_rate = 32000.0\nhp_filtered = False\n"
+    )
+    (tmp_path / "cluster_group.tsv").write_text(
+        "cluster_id\tgroup\n0\tgood\n2\tmua\n3\tnoise\n5\tgood\n"
+    )
+    (tmp_path / "cluster_info.tsv").write_text(
+        "cluster_id\tch\tdepth\tgroup\tlocation\n"
+        "0\t1\t20\tgood\tCA1\n2\t2\t40\tmua\tCA1\n3\t0\t0\tnoise\tDG\n5\t0\t0\tgood\tDG\n"
+    )
+    via_si = load_spikedata_from_spikeinterface(
+        se.read_phy(tmp_path, exclude_cluster_groups=["noise"])
+    )
+    direct = load_spikedata_from_kilosort(tmp_path, fs_Hz=32000.0)
+    assert via_si.get_neuron_attribute("unit_id") == direct.metadata["cluster_ids"] == [0, 2, 5]
+    assert [t.tolist() for t in via_si.train] == [t.tolist() for t in direct.train]
+    assert [t.tolist() for t in direct.train] == [[3.0, 10.0, 30.0], [1.0], [20.0]]
+    for key in ("electrode", "location_label", "depth"):
+        assert via_si.get_neuron_attribute(key) == direct.get_neuron_attribute(key), key
+    assert via_si.get_neuron_attribute("location_label") == ["CA1", "CA1", "DG"]
+    assert "location" not in via_si.neuron_attributes[0]  # text never lands in location
