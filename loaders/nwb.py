@@ -154,7 +154,7 @@ def load_remote_nwb(
             contents = read_h5py_contents(remote.handle, shown(url))
         except RemoteError:
             raise
-        except FileFormatError as error:  # broken bytes, not a missing Units table
+        except FileFormatError as error:  # broken bytes or columns: a download may tell
             raise StreamingError(str(error)) from error
         except (OSError, KeyError) as error:  # h5py on broken metadata, while prefetching
             raise StreamingError(
@@ -166,7 +166,7 @@ def load_remote_nwb(
     return sd
 
 
-Contents = tuple[UnitsColumns | None, ElectrodesColumns | None, dict[str, Any], str]
+Contents = tuple[UnitsColumns | NoSpikeTimes | None, ElectrodesColumns | None, dict[str, Any], str]
 
 
 def _open_hdf5(path: Path, source: str) -> h5py.File:
@@ -213,7 +213,7 @@ def _read_zarr(folder: Path, source: str) -> Contents:
     except Exception as error:  # noqa: BLE001 - hdmf-zarr raises many kinds; name them all
         raise FileFormatError(
             f"{source}: hdmf-zarr could not read this Zarr NWB folder "
-            f"({type(error).__name__}: {error})"
+            f"({type(error).__name__}: {_reason(error)})"
         ) from error
 
 
