@@ -25,7 +25,7 @@ import numpy as np
 from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from spikelab.exceptions import LakeKeyConflictError, UntrustedPickleError
+from spikelab.exceptions import FileFormatError, LakeKeyConflictError, UntrustedPickleError
 from spikelab.flows._runs import (
     Outcome,
     collect,
@@ -214,10 +214,27 @@ def detect_format(path: Path) -> str:
             f"{', '.join(FORMATS[1:])}"
         )
     if fmt == "hdf5":
-        with h5py.File(path, "r") as handle:
+        with open_hdf5(path) as handle:
             if "units" in handle and "spike_times" in handle["units"]:
                 return "nwb"
     return fmt
+
+
+def open_hdf5(path: Path) -> h5py.File:
+    """Open an HDF5 file for reading.
+
+    Raises
+    ------
+    FileFormatError
+        When the file is not readable HDF5, naming it (h5py's own error does not).
+    """
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise FileFormatError(
+            f"{shown(path)} is not a readable HDF5 file ({error}): check that it is "
+            "whole and really HDF5"
+        ) from error
 
 
 def kilosort_options(folder: Path) -> dict[str, Any]:
@@ -250,7 +267,7 @@ def hdf5_options(path: Path) -> dict[str, Any]:
     ValueError
         When none of these layouts is found.
     """
-    with h5py.File(path, "r") as handle:
+    with open_hdf5(path) as handle:
         unit = str(handle.attrs.get("time_unit", "s"))
         fs = handle.attrs.get("fs_Hz")
         extra: dict[str, Any] = {"fs_Hz": float(fs)} if fs is not None else {}
