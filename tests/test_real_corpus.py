@@ -561,3 +561,21 @@ def test_ingest_files_lands_every_corpus_input_as_its_own_asset(tmp_path, capfd)
     neurosuite = by_input[str(corpus_path("nwb_neurosuite").resolve())]
     counted_warnings = neurosuite.get("warnings") or {}
     assert any("manufacturer" in message for message in counted_warnings), counted_warnings
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_ingest_files_exits_1_with_one_line_for_a_real_file_it_cannot_read(tmp_path, capfd):
+    """Issue 12 items 5 and 7: a MaxWell file has no Units layout spikelab knows."""
+    from spikelab.cli import run
+
+    path = corpus_path("maxwell_raw")
+    lake = tmp_path / "lake"
+    status = run(["ingest", "files", str(path), "--lake", str(lake)])
+    printed = capfd.readouterr()
+    console = printed.out + printed.err
+    assert status == 1, console
+    assert "Traceback" not in console
+    assert len([line for line in console.splitlines() if path.name in line]) == 1, console
+    (manifest,) = _manifests(lake)
+    assert manifest["status"] == "failed"
+    assert path.name in manifest["error"]
