@@ -184,7 +184,10 @@ def test_exact_spike_times_wins_over_other_spike_times_columns(tmp_path, prefer_
     nwbfile.add_unit_column(name="first_spike_times", description="one per unit")
     nwbfile.add_unit(spike_times=[1.0, 2.0], curated_spike_times=[9.0], first_spike_times=1.0)
     nwbfile.add_unit(spike_times=[3.0], curated_spike_times=[8.0, 9.5], first_spike_times=3.0)
-    sd = load_spikedata_from_nwb(write(nwbfile, tmp_path / "multi.nwb"), prefer_pynwb=prefer_pynwb)
+    path = write(nwbfile, tmp_path / "multi.nwb")
+    with h5py.File(path, "r+") as handle:  # a flat one whose length fits no unit count
+        handle["units/raw_spike_times"] = [0.1, 0.2, 0.3, 0.4, 0.5]
+    sd = load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb)
     assert [t.tolist() for t in sd.train] == [[1000.0, 2000.0], [3000.0]]
     assert sd.neuron_attributes == [
         {"unit_id": 0, "first_spike_times": 1.0},
@@ -313,3 +316,13 @@ def test_a_second_table_region_column_is_left_out_by_both_readers(tmp_path, pref
     nwbfile.add_unit(spike_times=[1.0], peak_electrode=0)
     sd = load_spikedata_from_nwb(write(nwbfile, tmp_path / "region.nwb"), prefer_pynwb=prefer_pynwb)
     assert sd.neuron_attributes == [{"unit_id": 0}]
+
+
+def test_a_lone_suffixed_spike_times_column_is_used(tmp_path):
+    with h5py.File(tmp_path / "suffix.nwb", "w") as handle:
+        handle["units/sorted_spike_times"] = [0.1, 0.2, 0.3]
+        handle["units/sorted_spike_times_index"] = [1, 3]
+        handle["units/id"] = [8, 9]
+    sd = load_spikedata_from_nwb(tmp_path / "suffix.nwb", prefer_pynwb=False)
+    assert [t.tolist() for t in sd.train] == [[100.0], [200.0, 300.0]]
+    assert sd.get_neuron_attribute("unit_id") == [8, 9]
