@@ -13,6 +13,9 @@ import numpy as np
 
 from spikelab.exceptions import DatasetNotFoundError, FileFormatError, InvalidSpikeDataError
 
+_DECLARED_BYTES_WITHOUT_CHECK = 1 << 28  # 256 MiB: read whatever the file says
+_MAX_FILL_RATIO = 1000  # declared bytes per stored byte beyond which a dataset is refused
+
 
 def existing_file(filepath: str | os.PathLike[str], what: str = "input file") -> Path:
     """Return ``filepath`` as a Path, or raise FileNotFoundError naming it."""
@@ -45,9 +48,36 @@ def require_dataset(handle: h5py.File | h5py.Group, name: str) -> h5py.Dataset:
 
 
 def read_numbers(path: Path, dataset: h5py.Dataset, what: str = "numbers") -> np.ndarray:
-    """Read a whole dataset that must hold numbers (or booleans); see :func:`check_numeric`."""
+    """Read a whole dataset that must hold numbers (or booleans).
+
+    Raises
+    ------
+    FileFormatError
+        Text where numbers belong (see :func:`check_numeric`), or a dataset that declares
+        far more values than the file stores (see :func:`check_declared_size`).
+    """
     check_numeric(path, dataset, what)
+    check_declared_size(path, dataset)
     return np.asarray(dataset[()])
+
+
+def check_declared_size(path: Path, dataset: h5py.Dataset) -> None:
+    """Refuse, before allocating, a large dataset that stores almost none of what it declares.
+
+    A chunked dataset can declare 10**11 values while the file holds a few bytes (the rest
+    is fill value); reading it would try to allocate hundreds of GiB. Real data compresses
+    far less than the ratio allowed here.
+    """
+    declared = dataset.size * dataset.dtype.itemsize
+    if declared <= _DECLARED_BYTES_WITHOUT_CHECK:
+        return
+    stored = dataset.id.get_storage_size()
+    if declared > _MAX_FILL_RATIO * max(stored, 1):
+        raise FileFormatError(
+            f"{path}: dataset {dataset.name!r} declares {dataset.size} values "
+            f"({declared / 2**30:.1f} GiB) but the file stores only {stored} bytes of them; "
+            "refusing to allocate it. The file is damaged or was not written completely"
+        )
 
 
 def check_numeric(path: Path, dataset: h5py.Dataset, what: str = "numbers") -> None:

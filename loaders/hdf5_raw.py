@@ -8,6 +8,7 @@ from pathlib import Path
 from spikelab.detect import detect_threshold_crossings, detection_to_spikedata
 from spikelab.exceptions import FileFormatError
 from spikelab.loaders._common import (
+    check_declared_size,
     check_numeric,
     errors_naming,
     file_attribute,
@@ -89,6 +90,7 @@ def load_spikedata_from_hdf5_raw_thresholded(
                 f"got shape {traces.shape}"
             )
         check_numeric(path, traces, "raw samples")
+        check_declared_size(path, traces)
         start_time = first_given(start_time_ms, file_attribute(handle, "start_time"), 0.0)
         length = first_given(length_ms, file_attribute(handle, "length_ms"))
         n_channels, n_samples = traces.shape

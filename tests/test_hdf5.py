@@ -358,3 +358,28 @@ def test_unsigned_minus_one_in_paired_indices_is_refused_before_allocating(tmp_p
     path = write(tmp_path / "u.h5", {"i": idces, "t": np.array([1.0, 2.0, 3.0])})
     with pytest.raises(ValueError, match=r"reaches unit index 4294967295 .* stored as an unsigned"):
         load_spikedata_from_hdf5(path, idces_dataset="i", times_dataset="t")
+
+
+def test_dataset_declaring_far_more_than_it_stores_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("t", shape=(10**11,), dtype="f8", chunks=(1024,))  # 745 GiB
+        handle["i"] = np.array([10**11])
+    assert path.stat().st_size < 100_000
+    with pytest.raises(
+        ValueError, match=r"huge\.h5: dataset '/t' declares 100000000000 values \(745\.1 GiB\)"
+    ):
+        load_spikedata_from_hdf5(path, spike_times_dataset="t", spike_times_index_dataset="i")
+
+
+def test_checked_dataset_that_is_really_stored_is_read(tmp_path, monkeypatch):
+    from spikelab.loaders import _common
+
+    monkeypatch.setattr(_common, "_DECLARED_BYTES_WITHOUT_CHECK", 1024)  # check this file
+    times = np.linspace(0.0, 100.0, 10_000)
+    path = tmp_path / "gz.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("t", data=times, compression="gzip", chunks=(1000,))
+        handle["i"] = np.array([times.size])
+    sd = load_spikedata_from_hdf5(path, spike_times_dataset="t", spike_times_index_dataset="i")
+    assert sd.train[0].size == times.size and sd.train[0][-1] == 100_000.0
