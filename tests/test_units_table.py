@@ -1,6 +1,7 @@
 """The units-table writer on attributes it cannot store: it skips them, says why, and goes on."""
 
 import hashlib
+import json
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -189,3 +190,18 @@ def test_attribute_keys_that_are_not_text(tmp_path):
     assert (rows[0]["('a', 1)"], rows[0]["7"]) == (2.0, "x")
     back = read_units_table(tmp_path / "u.parquet").neuron_attributes[0]
     assert back == {"unit_id": 0, "('a', 1)": 2.0, "7": "x"}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "rate"),
+    [
+        ({"fs_Hz": 30000}, 30000.0),
+        ({"sampling_rate_hz": np.array([20000.0])}, 20000.0),
+        ({"fs_Hz": "fast"}, None),
+        ({"fs_Hz": [1.0, 2.0]}, None),
+    ],
+)
+def test_footer_rate_is_a_number_or_none(metadata, rate):
+    table = units_arrow_table(SpikeData([[1.0]], metadata=metadata), **TARGET)
+    footer = json.loads(table.schema.metadata[b"spikelab"])
+    assert footer["sampling_rate_hz"] == rate

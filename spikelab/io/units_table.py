@@ -387,5 +387,8 @@ def _attribute_column(values: list[Any]) -> tuple[pa.Array | None, str]:
 
 
 def _plain_rate(metadata: dict[str, Any]) -> float | None:
+    """The sampling rate for the footer; None when absent or not one number."""
     rate = metadata.get("sampling_rate_hz") or metadata.get("fs_Hz")
-    return None if rate is None else float(rate)
+    if isinstance(rate, np.ndarray) and rate.size == 1:
+        rate = rate.item()
+    return float(rate) if _is_number(rate) else None
