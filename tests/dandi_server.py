@@ -744,14 +744,14 @@ class DandiStandIn:
         else:
             raise TypeError(f"content must be bytes or a Path, not {type(content).__name__}")
         asset = _Asset(
-            asset_id=asset_id or str(uuid.uuid4()),
+            asset_id=str(uuid.uuid4()) if asset_id is None else asset_id,
             dandiset_id=dandiset_id,
             version=version,
             path=path,
             content=stored,
             size=size,
             publish_sha256=publish_sha256,
-            blob_id=blob_id or str(uuid.uuid4()),
+            blob_id=str(uuid.uuid4()) if blob_id is None else blob_id,
             created=datetime.now(UTC),
             crafted=asset_id is not None,
         )

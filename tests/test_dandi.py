@@ -1,7 +1,10 @@
 """DANDI loaders against the stand-in archive on 127.0.0.1 (real sockets, no mocks)."""
 
 import json
+import os
+import re
 import tempfile
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -10,7 +13,12 @@ from dandi_server import DandiStandIn
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.ecephys import ElectricalSeries
 
-from spikelab.exceptions import DigestMismatchError, RemoteError
+from spikelab.exceptions import (
+    DigestMismatchError,
+    FileFormatError,
+    RemoteError,
+    UnsafeRemoteDataError,
+)
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.loaders import (
     _dandi_client,
@@ -18,6 +26,7 @@ from spikelab.loaders import (
     load_recording_from_dandi,
     load_spikedata_from_dandi,
 )
+from spikelab.loaders._download import expire_stale_downloads, partial_max_age_seconds
 from spikelab.spikedata import SpikeData
 
 DANDISET = "000888"
@@ -329,9 +338,129 @@ def test_digest_mismatch_keeps_nothing(archive, tmp_path):
     )
     archive.corrupt_digest(asset_id)
     downloads = tmp_path / "downloads"
-    with pytest.raises(DigestMismatchError, match=r"corrupt.nwb is corrupt: dandi:sha2-256"):
+    stale = downloads / "sub-09" / "corrupt.nwb"  # an older file at the destination goes too
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old bytes")
+    start = len(archive.requests)
+    with pytest.raises(
+        DigestMismatchError,
+        match=r"corrupt.nwb is corrupt: dandi:sha2-256 .*also on a fresh second download",
+    ):
         load_spikedata_from_dandi(asset_id, api_base=archive.api_base, download_dir=downloads)
     assert [p for p in downloads.rglob("*") if p.is_file()] == []
+    blob = [r for r in archive.requests[start:] if r.server == "blob"]
+    assert len(blob) == 2 and not any("Range" in r.headers for r in blob)
+
+
+def blob_requests(archive, asset_id, start):
+    key = archive._asset(asset_id).blob_key
+    return [r for r in archive.requests[start:] if r.server == "blob" and key in r.path]
+
+
+def test_a_corrupted_transfer_is_caught_by_one_fresh_download(archive, tmp_path):
+    asset_id = archive.ids["sub-01/sub-01_ses-2_ecephys.nwb"]
+    archive.inject("corrupt", times=1, match=archive._asset(asset_id).blob_key)
+    start = len(archive.requests)
+    sd = load_spikedata_from_dandi(asset_id, api_base=archive.api_base, download_dir=tmp_path)
+    assert trains(sd) == [[11.0, 12.5], [17.25]]
+    blob = blob_requests(archive, asset_id, start)
+    assert len(blob) == 2 and "Range" not in blob[1].headers  # started over, not resumed
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
+        "sub-01_ses-2_ecephys.nwb"
+    ]
+
+
+def test_an_always_corrupted_transfer_fails_after_two_downloads(archive, tmp_path):
+    asset_id = archive.ids["sub-01/sub-01_ses-2_ecephys.nwb"]
+    archive.inject("corrupt", times=10, match=archive._asset(asset_id).blob_key)
+    start = len(archive.requests)
+    try:
+        with pytest.raises(DigestMismatchError, match="sub-01_ses-2_ecephys.nwb is corrupt"):
+            load_spikedata_from_dandi(asset_id, api_base=archive.api_base, download_dir=tmp_path)
+    finally:
+        archive.clear_faults()
+    assert len(blob_requests(archive, asset_id, start)) == 2
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_partial_download_survives_a_failed_call_and_is_resumed(archive, tmp_path):
+    asset_id = archive.ids["sub-01/sub-01_ses-1_ecephys.nwb"]
+    archive.inject("reset", times=5, match="/blobs/")  # every attempt of the first call
+    with pytest.raises(RemoteError, match="kept failing"):
+        load_spikedata_from_dandi(asset_id, api_base=archive.api_base, download_dir=tmp_path)
+    (partial,) = tmp_path.rglob("*.partial")
+    kept = partial.stat().st_size
+    assert 0 < kept < archive._asset(asset_id).size
+    start = len(archive.requests)
+    sd = load_spikedata_from_dandi(asset_id, api_base=archive.api_base, download_dir=tmp_path)
+    assert trains(sd) == [[1.0, 2.5], [7.25]]
+    (blob,) = blob_requests(archive, asset_id, start)
+    assert blob.headers["Range"] == f"bytes={kept}-"
+    assert list(tmp_path.rglob("*.partial*")) == []
+
+
+def test_an_old_partial_download_is_started_afresh(archive, tmp_path, monkeypatch):
+    asset_id = archive.ids["sub-01/sub-01_ses-1_ecephys.nwb"]
+    archive.inject("reset", times=5, match="/blobs/")
+    with pytest.raises(RemoteError, match="kept failing"):
+        load_spikedata_from_dandi(asset_id, api_base=archive.api_base, download_dir=tmp_path)
+    (partial,) = tmp_path.rglob("*.partial")
+    monkeypatch.setenv("SPIKELAB_PARTIAL_MAX_AGE_HOURS", "2")
+    three_hours_ago = time.time() - 3 * 3600
+    os.utime(partial, (three_hours_ago, three_hours_ago))
+    start = len(archive.requests)
+    sd = load_spikedata_from_dandi(asset_id, api_base=archive.api_base, download_dir=tmp_path)
+    assert trains(sd) == [[1.0, 2.5], [7.25]]
+    (blob,) = blob_requests(archive, asset_id, start)
+    assert "Range" not in blob.headers
+
+
+def age(path, hours):
+    moment = time.time() - hours * 3600
+    os.utime(path, (moment, moment))
+
+
+def test_expire_stale_downloads_removes_only_old_leftovers(tmp_path):
+    old, new = tmp_path / "old" / "sub", tmp_path / "new"
+    old.mkdir(parents=True)
+    new.mkdir()
+    names = ["a.nwb.partial", "a.nwb.partial.json", ".b.json.1a2b.part", "kept.nwb"]
+    for folder in (old, new):
+        for name in names:
+            (folder / name).write_bytes(b"x")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "c.partial").write_bytes(b"not ours")
+    age(outside / "c.partial", 100)
+    (tmp_path / "link").symlink_to(outside)  # never followed
+    for path in [*old.iterdir(), old, old.parent]:
+        age(path, 100)
+    removed = expire_stale_downloads(tmp_path, max_age_seconds=3600)
+    assert sorted(p.name for p in removed) == sorted(names[:3])
+    assert sorted(p.name for p in old.iterdir()) == ["kept.nwb"]  # so its folder stays
+    assert sorted(p.name for p in new.iterdir()) == sorted(names)
+    assert (outside / "c.partial").read_bytes() == b"not ours"
+    (old / "kept.nwb").unlink()
+    age(old, 100)
+    age(old.parent, 100)
+    assert expire_stale_downloads(tmp_path, max_age_seconds=3600) == [old, old.parent]
+    assert expire_stale_downloads(tmp_path / "missing", max_age_seconds=0) == []
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 72 * 3600.0), ("0.5", 1800.0), ("0", 0.0)])
+def test_partial_max_age_comes_from_the_environment(monkeypatch, value, seconds):
+    if value is None:
+        monkeypatch.delenv("SPIKELAB_PARTIAL_MAX_AGE_HOURS", raising=False)
+    else:
+        monkeypatch.setenv("SPIKELAB_PARTIAL_MAX_AGE_HOURS", value)
+    assert partial_max_age_seconds() == seconds
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan"])
+def test_a_bad_partial_max_age_is_refused(monkeypatch, value):
+    monkeypatch.setenv("SPIKELAB_PARTIAL_MAX_AGE_HOURS", value)
+    with pytest.raises(ValueError, match=rf"SPIKELAB_PARTIAL_MAX_AGE_HOURS='{value}' is not a"):
+        partial_max_age_seconds()
 
 
 def test_path_traversal_is_refused(archive, tmp_path):
@@ -341,6 +470,126 @@ def test_path_traversal_is_refused(archive, tmp_path):
             archive.ids["evil"], api_base=archive.api_base, download_dir=downloads
         )
     assert [p for p in tmp_path.rglob("*.nwb")] == []
+
+
+CRAFTED = "000777"
+UUID = "0a1b2c3d-0000-4000-8000-00000000000f"
+BAD_IDS = ["../../victim", "/etc/cron.d/spikelab", "not-a-uuid", "", "..", "0" * 36]
+
+
+@pytest.fixture(scope="module")
+def crafted_listing(archive):
+    """A dandiset whose listing mixes one good asset with crafted asset ids."""
+    good = archive.add_asset(CRAFTED, "sub-1/good.nwb", b"good")
+    for number, bad in enumerate(BAD_IDS):
+        archive.add_asset(CRAFTED, f"sub-1/bad{number}.nwb", b"bad", asset_id=bad)
+    return good
+
+
+def test_listing_refuses_a_crafted_asset_id(archive, crafted_listing):
+    with pytest.raises(UnsafeRemoteDataError) as raised:
+        list(list_dandi_assets(CRAFTED, api_base=archive.api_base))
+    assert str(raised.value) == (
+        f"the DANDI server {archive.api_base} sent asset_id '../../victim', which is not a "
+        "UUID; spikelab refuses to use it (it could name a path outside the cache): check "
+        "that --api-base points at a DANDI archive you trust"
+    )
+
+
+def test_listing_can_report_crafted_entries_and_go_on(archive, crafted_listing):
+    entries = list(list_dandi_assets(CRAFTED, api_base=archive.api_base, on_unsafe="report"))
+    good = [e for e in entries if "refused" not in e]
+    refused = [e for e in entries if "refused" in e]
+    assert [e["asset_id"] for e in good] == [crafted_listing]
+    assert sorted(e["path"] for e in refused) == sorted(
+        f"sub-1/bad{number}.nwb" for number in range(len(BAD_IDS))
+    )
+    for entry in refused:
+        number = int(entry["path"][len("sub-1/bad") : -len(".nwb")])
+        assert f"sent asset_id {BAD_IDS[number]!r}, which is not a UUID" in entry["refused"]
+        assert re.fullmatch(r"refused-[0-9a-f]{16}", entry["asset_id"])
+        assert (entry["dandiset_id"], entry["version"]) == (CRAFTED, "draft")
+    assert len({e["asset_id"] for e in refused}) == len(BAD_IDS)
+
+
+def test_listing_refuses_crafted_blob_ids(archive):
+    archive.add_asset("000778", "sub-1/a.nwb", b"a", blob_id="../../../etc")
+    with pytest.raises(UnsafeRemoteDataError, match=r"sent blob_id '../../../etc', which is not"):
+        list(list_dandi_assets("000778", api_base=archive.api_base))
+
+
+def test_listing_names_zarr_assets(archive):
+    asset_id = archive.add_zarr_asset("000779", "sub-1/sub-1.nwb.zarr")
+    (asset,) = list(list_dandi_assets("000779", api_base=archive.api_base))
+    assert asset["zarr_id"] == archive._asset(asset_id).zarr_id and "blob_id" not in asset
+
+
+def test_loading_a_zarr_asset_is_a_clear_error(archive):
+    asset_id = archive.add_zarr_asset("000779", "sub-2/sub-2.nwb.zarr")
+    for stream in (False, True):
+        with pytest.raises(FileFormatError, match=r"sub-2/sub-2.nwb.zarr\) is a Zarr asset"):
+            load_spikedata_from_dandi(asset_id, api_base=archive.api_base, stream=stream)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "expected"),
+    [
+        (
+            "asset_id",
+            "0A1B2C3D-0000-4000-8000-00000000000F",
+            "0a1b2c3d-0000-4000-8000-00000000000f",
+        ),
+        ("blob_id", "0a1b2c3d-0000-4000-8000-00000000000f", "0a1b2c3d-0000-4000-8000-00000000000f"),
+        ("zarr_id", "0a1b2c3d-0000-4000-8000-00000000000f", "0a1b2c3d-0000-4000-8000-00000000000f"),
+        ("dandiset_id", "000123", "000123"),
+        ("version", "draft", "draft"),
+        ("version", "0.231012.1234", "0.231012.1234"),
+    ],
+)
+def test_server_ids_of_the_right_shape_are_accepted(kind, value, expected):
+    assert _dandi_client.check_server_id(kind, value, "http://h/api") == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "shape"),
+    [
+        ("asset_id", "../x", "a UUID"),
+        ("asset_id", None, "a UUID"),
+        ("asset_id", f"{UUID}/..", "a UUID"),
+        ("blob_id", "/tmp/x", "a UUID"),
+        ("zarr_id", f"{UUID}\n", "a UUID"),
+        ("dandiset_id", "../000123", "a six-digit dandiset id"),
+        ("version", "../../draft", "'draft' or a published version like 0.231012.1234"),
+        ("version", "0.231012.1234/x", "'draft' or a published version like 0.231012.1234"),
+    ],
+)
+def test_server_ids_of_another_shape_are_refused(kind, value, shape):
+    with pytest.raises(
+        UnsafeRemoteDataError,
+        match=re.escape(
+            f"the DANDI server http://h/api sent {kind} {value!r}, which is not {shape}"
+        ),
+    ):
+        _dandi_client.check_server_id(kind, value, "http://h/api")
+
+
+@pytest.mark.parametrize("version", ["0.231012.0", "0.231012.1234", "draft"])
+def test_versions_of_the_right_shape_are_accepted(version):
+    assert _dandi_client.normalize_version(version) == version
+
+
+def test_a_malformed_version_is_refused_before_any_request(archive):
+    before = archive.count()
+    with pytest.raises(ValueError, match=r"dandiset version '../..' is neither 'draft' nor"):
+        list_dandi_assets(DANDISET, version="../..", api_base=archive.api_base)
+    assert archive.count() == before
+
+
+def test_the_token_goes_only_under_the_api_base():
+    client = _dandi_client.DandiClient("http://127.0.0.1:8000/api", "t")
+    assert client.is_api_url("http://127.0.0.1:8000/api/assets/")
+    assert not client.is_api_url("http://127.0.0.1:8000/api-other/assets/")
+    assert not client.is_api_url("http://127.0.0.1:80001/api/")
 
 
 def test_raw_asset_metadata_triage(archive):

@@ -394,6 +394,52 @@ def test_hostile_paths_are_served_as_given(dandi, session):
     assert session.get(f"{dandi.api_base}/assets/{asset_id}/").json()["path"] == "../../escape.nwb"
 
 
+def test_corrupt_fault_flips_the_first_byte_of_one_body(dandi, session, asset_id):
+    url = blob_url(dandi, session, asset_id)
+    dandi.inject("corrupt")
+    assert session.head(url).status_code == 200  # no body: the fault stays queued
+    corrupted = session.get(url).content
+    assert len(corrupted) == len(PAYLOAD)
+    assert corrupted[0] == PAYLOAD[0] ^ 0xFF and corrupted[1:] == PAYLOAD[1:]
+    dandi.inject("corrupt")
+    resumed = session.get(url, headers={"Range": "bytes=100-"})  # a range answer too
+    assert resumed.status_code == 206
+    assert resumed.content == bytes([PAYLOAD[100] ^ 0xFF]) + PAYLOAD[101:]
+    assert session.get(url).content == PAYLOAD
+
+
+@pytest.mark.parametrize(
+    ("crafted", "request_path"),
+    [
+        ("../../victim", "/victim/"),  # where a client lands after removing dot segments
+        ("/etc/spikelab", "/api/assets//etc/spikelab/"),
+        ("not-a-uuid", "/api/assets/not-a-uuid/"),
+    ],
+)
+def test_crafted_asset_ids_are_listed_and_answered(dandi, session, crafted, request_path):
+    dandi.add_asset(DANDISET, "sub-01/evil.nwb", PAYLOAD, asset_id=crafted)
+    dandi.add_asset(DANDISET, "sub-01/evil-blob.nwb", PAYLOAD, blob_id="../blob")
+    evil_blob, evil = session.get(listing_url(dandi)).json()["results"]  # in path order
+    assert (evil["asset_id"], evil_blob["blob"]) == (crafted, "../blob")
+    origin = dandi.api_base.removesuffix("/api")
+    metadata = session.get(f"{origin}{request_path}")
+    assert metadata.status_code == 200 and metadata.json()["identifier"] == crafted
+    download = session.get(f"{origin}{request_path}download/", allow_redirects=False)
+    assert download.status_code == 302
+    assert session.get(download.headers["Location"]).content == PAYLOAD
+
+
+def test_zarr_assets_are_listed_without_a_blob(dandi, session):
+    asset_id = dandi.add_zarr_asset(DANDISET, "sub-01/sub-01.nwb.zarr")
+    (entry,) = session.get(listing_url(dandi)).json()["results"]
+    assert entry["asset_id"] == asset_id and entry["blob"] is None
+    assert len(entry["zarr"]) == 36 and entry["zarr"] != asset_id
+    metadata = session.get(f"{dandi.api_base}/assets/{asset_id}/").json()
+    assert metadata["path"] == "sub-01/sub-01.nwb.zarr"
+    download = session.get(f"{dandi.api_base}/assets/{asset_id}/download/", allow_redirects=False)
+    assert download.status_code == 400
+
+
 def test_add_asset_validates(dandi, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.nwb"):
         dandi.add_asset(DANDISET, "a.nwb", tmp_path / "missing.nwb")

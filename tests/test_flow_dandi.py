@@ -7,6 +7,7 @@ import pytest
 from dandi_server import DandiStandIn
 from test_dandi import raw_nwb, sorted_units
 
+from spikelab.exceptions import DigestMismatchError
 from spikelab.flows import ingest_dandiset, ingest_dandisets, run_summary
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.io.lake import connect, open_lake
@@ -355,3 +356,110 @@ def test_old_partial_downloads_are_expired_when_a_run_starts(archive, tmp_path, 
         "a.nwb.partial",
         "a.nwb.partial.json",
     ]
+
+
+def real_errors(archive, tmp_path):
+    """Errors raised by the real code paths, keyed by what they are."""
+    import socket
+
+    import requests
+
+    from spikelab.loaders._dandi_client import DandiClient, check_server_id
+    from spikelab.loaders._download import safe_destination
+
+    def caught(call):
+        try:
+            call()
+        except Exception as error:  # noqa: BLE001 - collected for the predicate
+            return error
+        raise AssertionError("expected an error")
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    client = DandiClient(archive.api_base, max_attempts=2, backoff_seconds=0.0)
+    archive.inject("503", times=2, match="/dandisets/000101/versions/draft/assets/")
+    archive.inject("429", times=2, match="/dandisets/000102/versions/draft/assets/")
+    archive.inject("slow", match="/dandisets/000103/")
+    garbage = tmp_path / "garbage.nwb"
+    garbage.write_bytes(b"not hdf5")
+    from spikelab.loaders import load_spikedata_from_nwb
+
+    return {
+        "transient": {
+            "connection refused": caught(lambda: requests.get(closed, timeout=2)),
+            "read timeout": caught(
+                lambda: requests.get(f"{archive.api_base}/dandisets/000103/", timeout=0.2)
+            ),
+            "HTTP 503 after retries": caught(
+                lambda: client.get_json("/dandisets/000101/versions/draft/assets/")
+            ),
+            "HTTP 429 after retries": caught(
+                lambda: client.get_json("/dandisets/000102/versions/draft/assets/")
+            ),
+            "socket reset": ConnectionResetError(104, "Connection reset by peer"),
+            "builtin timeout": TimeoutError("timed out"),
+        },
+        "permanent": {
+            "HTTP 404": caught(lambda: client.get_json("/dandisets/000404/")),
+            "crafted id": caught(lambda: check_server_id("asset_id", "../x", archive.api_base)),
+            "unsafe path": caught(lambda: safe_destination(tmp_path, "../../x.nwb")),
+            "malformed file": caught(lambda: load_spikedata_from_nwb(garbage)),
+            "missing file": caught(lambda: load_spikedata_from_nwb(tmp_path / "none.nwb")),
+            "bad value": caught(lambda: int("x")),
+            "missing key": caught(lambda: {}["units"]),
+            "digest mismatch": DigestMismatchError("download of x.nwb is corrupt"),
+        },
+    }
+
+
+def test_only_transient_errors_are_retried(archive, tmp_path):
+    from prefect.states import Failed
+
+    from spikelab.tasks._policy import retry_unless_client_error
+
+    errors = real_errors(archive, tmp_path)
+    decided = {
+        kind: {
+            name: retry_unless_client_error(None, None, Failed(data=error))
+            for name, error in named.items()
+        }
+        for kind, named in errors.items()
+    }
+    assert decided["transient"] == dict.fromkeys(errors["transient"], True)
+    assert decided["permanent"] == dict.fromkeys(errors["permanent"], False)
+    assert type(errors["permanent"]["malformed file"]).__name__ == "FileFormatError"
+
+
+def test_a_task_retries_a_transient_error_and_not_a_permanent_one():
+    from prefect import flow, task
+
+    from spikelab.exceptions import RemoteError
+    from spikelab.tasks._policy import NETWORK_RETRIES, retry_unless_client_error
+
+    script = {
+        "transient": [ConnectionResetError(104, "reset"), RemoteError("busy", status=503)],
+        "permanent": [FileNotFoundError("x.nwb")],
+    }
+    calls = []
+
+    @task(
+        **{**NETWORK_RETRIES, "retry_delay_seconds": 0, "retry_jitter_factor": None},
+        retry_condition_fn=retry_unless_client_error,
+    )
+    def attempt(kind: str) -> str:
+        calls.append(kind)
+        failures = script[kind]
+        if len([c for c in calls if c == kind]) <= len(failures):
+            raise failures[len([c for c in calls if c == kind]) - 1]
+        return "done"
+
+    @flow
+    def run(kind: str) -> str:
+        return attempt(kind)
+
+    assert run("transient") == "done"
+    assert calls.count("transient") == 3
+    with pytest.raises(FileNotFoundError, match="x.nwb"):
+        run("permanent")
+    assert calls.count("permanent") == 1
