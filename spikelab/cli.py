@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-LAKE_VARIABLE = "SPIKELAB_LAKE"
-FALLBACK_LAKE = "./spikelab-lake"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = """\
 exit status:
@@ -63,11 +61,6 @@ class FlowRunError(RuntimeError):
     """A flow run ended without a run summary (it crashed): exit status 1."""
 
 
-def default_lake() -> str:
-    """The lake commands use without ``--lake``: ``$SPIKELAB_LAKE``, else ``./spikelab-lake``."""
-    return os.environ.get(LAKE_VARIABLE) or FALLBACK_LAKE
-
-
 def cli_words(message: str) -> str:
     """Name CLI options (``--format``) where a library message names keywords (``format=``)."""
     named = _KEYWORD.sub(
@@ -106,7 +99,7 @@ def _finite(low: float, high: float = math.inf) -> Any:
 def _lake_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lake",
-        help=f"lake root folder or s3:// URL (default: ${LAKE_VARIABLE}, else {FALLBACK_LAKE})",
+        help="lake root folder or s3:// URL (default: $SPIKELAB_LAKE, else ./spikelab-lake)",
     )
 
 
@@ -241,13 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server(commands)
     commands.add_parser("serve", help="serve the nightly, manual and IBL-region deployments")
     return parser
-
-
-def absolute_lake(lake: str) -> str:
-    """A lake root with a relative folder made absolute (URLs stay as they are)."""
-    if "://" in lake:
-        return lake
-    return os.path.abspath(os.path.expanduser(lake))
 
 
 def _check_lake(lake: str) -> None:
@@ -560,7 +546,9 @@ def _serve() -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command; return the exit status."""
     if hasattr(args, "lake"):
-        args.lake = absolute_lake(args.lake or default_lake())
+        from spikelab.io.lake import resolve_lake
+
+        args.lake = resolve_lake(args.lake)  # absolute before anything is recorded
         _check_lake(args.lake)
     if args.command == "ingest":
         failed = [_print_run(summary, args.lake) for summary in _run_ingest(args)]

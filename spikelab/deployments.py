@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
+from spikelab.io.lake import LAKE_ENV
+
 PREFECT_FILE = Path(__file__).resolve().parents[1] / "deployments" / "prefect.yaml"
-LAKE_VARIABLE = "SPIKELAB_LAKE"
 
 
 def check_lake_variable() -> str | None:
@@ -26,10 +27,10 @@ def check_lake_variable() -> str | None:
         ``SPIKELAB_LAKE`` is a relative folder: runs start in folders nobody chose, so it
         must be absolute (or an ``s3://`` URL).
     """
-    lake = os.environ.get(LAKE_VARIABLE)
+    lake = os.environ.get(LAKE_ENV)
     if lake and "://" not in lake and not os.path.isabs(os.path.expanduser(lake)):
         raise ValueError(
-            f"{LAKE_VARIABLE}={lake} is a relative folder; deployment runs start in other "
+            f"{LAKE_ENV}={lake} is a relative folder; deployment runs start in other "
             f"folders, so set it to an absolute path or an s3:// URL"
         )
     return lake
