@@ -29,6 +29,7 @@ from spikelab.loaders._nwb_table import (
     NoSpikeTimes,
     UnitsColumns,
     first_rows,
+    series_timing,
     spike_times_column,
 )
 
@@ -284,14 +285,13 @@ def _first_series_timing(handle: h5py.File) -> tuple[float | None, float | None]
         series = acquisition[name]
         if _text(series.attrs.get("neurodata_type")) != "ElectricalSeries":
             continue
+        n_samples = series["data"].shape[0]
         start = series.get("starting_time")
         if start is not None and "rate" in start.attrs:
-            rate = float(start.attrs["rate"])
-            return rate, series["data"].shape[0] / rate
+            return series_timing(n_samples, start.attrs["rate"], None)
         timestamps = series.get("timestamps")
         if timestamps is not None and timestamps.shape[0] > 1:
-            edges = timestamps[[0, 1]]
-            rate = 1.0 / float(edges[1] - edges[0])
-            return rate, float(timestamps[-1] - timestamps[0]) + 1.0 / rate
+            first, second = timestamps[[0, 1]]
+            return series_timing(n_samples, None, (first, second, timestamps[-1]))
         break
     return None, None

@@ -23,6 +23,7 @@ from spikelab.loaders._nwb_table import (
     NoSpikeTimes,
     UnitsColumns,
     first_rows,
+    series_timing,
     spike_times_column,
 )
 
@@ -192,15 +193,13 @@ def read_metadata(nwbfile: Any) -> dict[str, Any]:
         series = nwbfile.acquisition[name]
         if not isinstance(series, ElectricalSeries):
             continue
-        n_samples = series.data.shape[0]
-        if series.rate is not None:
-            metadata["sampling_rate_hz"] = float(series.rate)
-            metadata["duration_seconds"] = n_samples / float(series.rate)
-        elif series.timestamps is not None and len(series.timestamps) > 1:
-            first, second = series.timestamps[0], series.timestamps[1]
-            rate = 1.0 / float(second - first)
-            metadata["sampling_rate_hz"] = rate
-            metadata["duration_seconds"] = float(series.timestamps[-1] - first) + 1.0 / rate
+        stamps = series.timestamps
+        timing = series_timing(
+            series.data.shape[0],
+            series.rate,
+            (stamps[0], stamps[1], stamps[-1]) if stamps is not None and len(stamps) > 1 else None,
+        )
+        metadata["sampling_rate_hz"], metadata["duration_seconds"] = timing
         break
     return metadata
 

@@ -85,6 +85,30 @@ def _float_or_none(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
+def series_timing(
+    n_samples: int, rate: Any, stamps: tuple[Any, Any, Any] | None
+) -> tuple[float | None, float | None]:
+    """Sampling rate (Hz) and duration (s) of an ElectricalSeries.
+
+    From its ``rate``, else from its first two and last timestamps; ``(None, None)`` when
+    neither gives a positive, finite rate (a rate of 0 says nothing about the duration).
+    """
+    if rate is not None:
+        value = float(rate)
+        return (value, n_samples / value) if _positive(value) else (None, None)
+    if stamps is None:
+        return None, None
+    first, second, last = (float(v) for v in stamps)
+    step = second - first
+    if not _positive(step) or not math.isfinite(last):
+        return None, None
+    return 1.0 / step, last - first + step
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
 def spike_times_column(names: Iterable[str]) -> str | None:
     """Which ragged column holds the spike times, given the names of a Units table's columns.
 

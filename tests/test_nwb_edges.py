@@ -5,6 +5,7 @@ then replaced with h5py. Every case runs through both readers where pynwb can op
 file, and must give the same result.
 """
 
+import contextlib
 import math
 
 import h5py
@@ -326,3 +327,39 @@ def test_a_lone_suffixed_spike_times_column_is_used(tmp_path):
     sd = load_spikedata_from_nwb(tmp_path / "suffix.nwb", prefer_pynwb=False)
     assert [t.tolist() for t in sd.train] == [[100.0], [200.0, 300.0]]
     assert sd.get_neuron_attribute("unit_id") == [8, 9]
+
+
+def series_file(path, **timing):
+    from pynwb.ecephys import ElectricalSeries
+
+    nwbfile = NWBFile(session_description="s", identifier="i", session_start_time=START)
+    device = nwbfile.create_device(name="probe", description="probe")
+    group = nwbfile.create_electrode_group(name="g", description="g", location="CA1", device=device)
+    nwbfile.add_electrode(id=0, location="CA1", group=group, x=0.0, y=0.0, z=0.0)
+    region = nwbfile.create_electrode_table_region([0], "the electrode")
+    nwbfile.add_acquisition(
+        ElectricalSeries(name="raw", data=np.zeros((4, 1)), electrodes=region, **timing)
+    )
+    nwbfile.add_unit(spike_times=[0.001])
+    return write(nwbfile, path)
+
+
+@BOTH_PATHS
+def test_a_zero_rate_says_nothing_about_timing(tmp_path, prefer_pynwb):
+    path = series_file(tmp_path / "rate0.nwb", rate=1000.0)
+    with h5py.File(path, "r+") as handle:
+        handle["acquisition/raw/starting_time"].attrs["rate"] = 0.0
+    pynwb_says = pytest.warns(UserWarning, match="rate of 0.0 Hz")  # pynwb's own warning
+    with pynwb_says if prefer_pynwb else contextlib.nullcontext():
+        metadata = load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb).metadata
+    assert (metadata["sampling_rate_hz"], metadata["duration_seconds"]) == (None, None)
+
+
+@BOTH_PATHS
+def test_repeated_first_timestamps_say_nothing_about_timing(tmp_path, prefer_pynwb):
+    path = series_file(tmp_path / "stamps.nwb", timestamps=[0.5, 0.5, 0.6, 0.7])
+    metadata = load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb).metadata
+    assert (metadata["sampling_rate_hz"], metadata["duration_seconds"]) == (None, None)
+    path = series_file(tmp_path / "good.nwb", timestamps=[0.5, 0.75, 1.0, 1.25])
+    metadata = load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb).metadata
+    assert (metadata["sampling_rate_hz"], metadata["duration_seconds"]) == (4.0, 1.0)
