@@ -50,6 +50,7 @@ KILOSORT_RATE_HZ = 30000.0
 ATOL_MS = 1e-9  # a picosecond: s -> ms by another multiplication order
 OPEN_EPHYS_SERIES = "acquisition/File Reader-100.example_data"
 MAXWELL_TRACES = "data_store/data0000/groups/routed/raw"
+SUBJECT_FIELDS = ("subject_id", "species", "sex", "age")
 
 
 # ------------------------------------------------------------------ reference readers
@@ -85,7 +86,10 @@ def _nwbfile_reference(nwb: Any) -> dict[str, Any]:
         "identifier": nwb.identifier,
         "session_description": nwb.session_description,
         "session_start_time": nwb.session_start_time,
-        "subject_id": nwb.subject.subject_id if nwb.subject is not None else None,
+        **{
+            field: getattr(nwb.subject, field, None) if nwb.subject is not None else None
+            for field in SUBJECT_FIELDS
+        },
         "device_names": sorted(nwb.devices),
         "has_units": units is not None,
         "series": _electrical_series(nwb),
@@ -139,6 +143,18 @@ def assert_trains_equal(sd: Any, ids: list[int], trains_s: list[np.ndarray]) -> 
     assert [t.size for t in sd.train] == [t.size for t in trains_s]
     for got, want in zip(sd.train, trains_s, strict=True):
         np.testing.assert_allclose(got, np.asarray(want, dtype=np.float64) * 1000.0, atol=ATOL_MS)
+
+
+def assert_file_metadata(sd: Any, reference: dict[str, Any]) -> None:
+    """The file-level fields that have a pynwb counterpart (empty text counts as None)."""
+    assert sd.metadata["identifier"] == reference["identifier"]
+    assert sd.metadata["session_description"] == reference["session_description"]
+    started = datetime.fromisoformat(sd.metadata["session_start_time"])
+    assert started == reference["session_start_time"]
+    for field in SUBJECT_FIELDS:
+        assert (sd.metadata.get(field) or None) == (reference[field] or None), field
+    if sd.metadata["reader"] == "pynwb":
+        assert sd.metadata["device_names"] == reference["device_names"]
 
 
 def plain(value: Any) -> bool:
@@ -232,14 +248,8 @@ def test_nwb_units_match_pynwb(key, prefer_pynwb):
     sd = load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb)
     assert sd.metadata["reader"] == ("pynwb" if prefer_pynwb else "h5py")
     assert_trains_equal(sd, reference["ids"], reference["trains_s"])
-    assert sd.metadata["identifier"] == reference["identifier"]
-    assert sd.metadata["session_description"] == reference["session_description"]
-    started = datetime.fromisoformat(sd.metadata["session_start_time"])
-    assert started == reference["session_start_time"]
-    assert (sd.metadata.get("subject_id") or None) == (reference["subject_id"] or None)
+    assert_file_metadata(sd, reference)
     assert sd.metadata["unit_count"] == len(reference["ids"])
-    if prefer_pynwb:
-        assert sd.metadata["device_names"] == reference["device_names"]
 
 
 @pytest.mark.parametrize("prefer_pynwb", [True, False], ids=["pynwb", "h5py"])
@@ -294,8 +304,7 @@ def test_nwb_without_units_gives_n0_and_metadata(key):
     sd = load_spikedata_from_nwb(path, allow_no_units=True)
     assert sd.N == 0 and sd.length == 0.0
     assert sd.metadata["reader"] == "pynwb"
-    assert sd.metadata["identifier"] == reference["identifier"]
-    assert (sd.metadata.get("subject_id") or None) == (reference["subject_id"] or None)
+    assert_file_metadata(sd, reference)
     duration = sd.metadata.get("duration_seconds")
     if not reference["series"]:  # issue 12 item 8: nothing says how long -> None, not 0.0
         assert duration is None
@@ -330,8 +339,7 @@ def test_nwb_zarr_units_match_hdmf_zarr():
     sd = load_spikedata_from_nwb(path)
     assert_trains_equal(sd, reference["ids"], reference["trains_s"])
     assert [a.get("quality") for a in sd.neuron_attributes] == reference["columns"]["quality"]
-    assert sd.metadata["identifier"] == reference["identifier"]
-    assert sd.metadata.get("subject_id") == reference["subject_id"]
+    assert_file_metadata(sd, reference)
 
 
 # ------------------------------------------------------------------ raw clips
