@@ -561,12 +561,25 @@ def test_ingest_files_lands_every_corpus_input_as_its_own_asset(tmp_path, capfd)
         manifest = by_input[path]
         assert counted.get((manifest["dataset_id"], manifest["asset_id"]), 0) == n_units, path
 
+    def asset_units(path: Path) -> pd.DataFrame:
+        manifest = by_input[str(path.resolve())]
+        mine = (units["dataset"] == manifest["dataset_id"]) & (
+            units["asset_id"] == manifest["asset_id"]
+        )
+        return units[mine]
+
+    neurosuite_path = corpus_path("nwb_neurosuite")  # text locations land as labels
+    labels = pynwb_reference(neurosuite_path)["columns"]["location"]
+    assert list(asset_units(neurosuite_path)["location_label"]) == labels
+    clusters = np.unique(np.load(kilosort / "spike_clusters.npy"))  # uint32 ids land as ids
+    assert [int(u) for u in asset_units(kilosort)["unit_id"]] == clusters.tolist()
+
     summary = lake_summary(lake)  # issue 12 item 8: assets with 0 units count too
     assert int(summary["assets"].sum()) == len(expected)
     assert int(summary["units"].sum()) == sum(expected.values())
 
     # Issue 12 item 7: pynwb's warnings about a file are counted in its manifest.
-    neurosuite = by_input[str(corpus_path("nwb_neurosuite").resolve())]
+    neurosuite = by_input[str(neurosuite_path.resolve())]
     counted_warnings = neurosuite.get("warnings") or {}
     assert any("manufacturer" in message for message in counted_warnings), counted_warnings
 
