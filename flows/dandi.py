@@ -255,8 +255,13 @@ def ingest_dandiset(
     """Ingest a dandiset version's NWB assets into the lake, a few assets at a time.
 
     Assets whose published digest is already in the lake are ``skipped``; an asset that
-    fails is recorded ``failed`` with its error and the run goes on. Embargoed dandisets
-    read their token from ``DANDI_API_TOKEN`` (never a parameter).
+    fails is recorded ``failed`` with its error and the run goes on. A listing entry whose
+    identifier is malformed (an asset id that is not a UUID, say) is recorded ``failed``
+    under a ``refused-<hash>`` key without any request about it; a Zarr asset is
+    ``skipped`` with the reason ``zarr asset``. Embargoed dandisets read their token from
+    ``DANDI_API_TOKEN`` (never a parameter). Each run starts by deleting partial downloads
+    of the cache older than ``SPIKELAB_PARTIAL_MAX_AGE_HOURS`` (default 72); younger ones
+    are resumed.
 
     Parameters
     ----------
