@@ -61,6 +61,35 @@ def read_numbers(path: Path, dataset: h5py.Dataset, what: str = "numbers") -> np
     return np.asarray(dataset[()])
 
 
+def read_slab(path: Path, dataset: h5py.Dataset, selection: Any) -> np.ndarray:
+    """Read ``dataset[selection]``; a value HDF5 cannot decode names the file and its filters.
+
+    Raises
+    ------
+    FileFormatError
+        HDF5 failed to read the stored bytes, typically because the dataset was compressed
+        with a filter plugin (e.g. a vendor's) that this machine does not have.
+    """
+    try:
+        return np.asarray(dataset[selection])
+    except OSError as error:
+        raise FileFormatError(
+            f"{path}: cannot read dataset {dataset.name!r} ({error}); it is stored with "
+            f"filters {_filter_names(dataset)}: install the HDF5 plugin for any that is not "
+            "built in (e.g. the vendor's) and point HDF5_PLUGIN_PATH at it"
+        ) from error
+
+
+def _filter_names(dataset: h5py.Dataset) -> str:
+    plist = dataset.id.get_create_plist()
+    names = []
+    for index in range(plist.get_nfilters()):
+        code, _flags, _values, name = plist.get_filter(index)
+        label = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        names.append(f"{code} ({label})" if label else str(code))
+    return ", ".join(names) or "none"
+
+
 def check_declared_size(path: Path, dataset: h5py.Dataset) -> None:
     """Refuse, before allocating, a large dataset that stores almost none of what it declares.
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from spikelab.detect import detect_threshold_crossings, detection_to_spikedata
 from spikelab.exceptions import FileFormatError
 from spikelab.loaders._common import (
@@ -14,6 +16,7 @@ from spikelab.loaders._common import (
     file_attribute,
     first_given,
     open_hdf5,
+    read_slab,
     require_dataset,
 )
 from spikelab.spikedata import SpikeData
@@ -95,7 +98,7 @@ def load_spikedata_from_hdf5_raw_thresholded(
         length = first_given(length_ms, file_attribute(handle, "length_ms"))
         n_channels, n_samples = traces.shape
         detection = detect_threshold_crossings(
-            lambda start, stop: traces[:, start:stop],
+            lambda start, stop: read_slab(path, traces, np.s_[:, start:stop]),
             n_channels,
             n_samples,
             rate,
