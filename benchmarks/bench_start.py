@@ -77,6 +77,8 @@ def environment(home: Path, api_url: str | None = None) -> dict[str, str]:
         "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # as spikelab's CLI sets it: a new home's first start outlasts Prefect's 20 s default
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     }
     env.pop("PREFECT_API_URL", None)
     if api_url:
@@ -91,6 +93,7 @@ def timed(argv: Sequence[str], env: dict[str, str]) -> float:
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}")
+    print(f"  {elapsed:7.2f} s  {' '.join(argv[1:])}", file=sys.stderr, flush=True)
     return elapsed
 
 
