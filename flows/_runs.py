@@ -16,7 +16,8 @@ from typing import Any, TypedDict
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
-from prefect.logging import get_run_logger
+from prefect.logging import get_logger, get_run_logger
+from prefect.logging.loggers import PrefectLogAdapter
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
@@ -24,7 +25,7 @@ from spikelab.exceptions import IngestFailedError, LakeKeyConflictError
 from spikelab.io import storage
 from spikelab.io.lake import Lake
 from spikelab.io.manifest import read_manifest, record_failure
-from spikelab.tasks.load import StagedUnits, Target, remove_stale_staged
+from spikelab.tasks.load import StagedUnits, Target, one_line, remove_stale_staged
 
 
 class Outcome(TypedDict):
@@ -102,16 +103,6 @@ def outcome(
     }
 
 
-def one_line(error: BaseException) -> str:
-    """An error as one line of text Prefect can send: ``Type: message``.
-
-    Line breaks become spaces, and characters that are not valid Unicode (a file name
-    that is not UTF-8) are written as backslash escapes.
-    """
-    text = " ".join(f"{type(error).__name__}: {error}".splitlines())
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def guarded(
     lake: str,
     target: Target,
@@ -133,8 +124,7 @@ def guarded(
         status, manifest = work()
     except Exception as error:  # noqa: BLE001 - one bad asset must not stop the run
         message = one_line(error)
-        label = f"{target['source']}/{target['dataset_id']}/{target['asset_id']}"
-        get_run_logger().error("%s failed: %s", label, message, exc_info=True)
+        log_failure(f"{target['source']}/{target['dataset_id']}/{target['asset_id']}", message)
         if isinstance(error, LakeKeyConflictError):
             return outcome(target, "failed", started, path, {}, error=message)
         manifest = record_failure(
@@ -149,6 +139,19 @@ def guarded(
             drop_outputs(lake, target)
         return outcome(target, "failed", started, path, manifest, error=message)
     return outcome(target, status, started, path, manifest)
+
+
+def log_failure(label: str, message: str) -> None:
+    """Log a failed asset: one line for the console, its traceback for the Prefect log only.
+
+    Call it while handling the error. The traceback goes through Prefect's
+    ``prefect.extra`` logger, which sends to the Prefect API (the UI's run log) and not
+    to the console.
+    """
+    run_logger = get_run_logger()
+    run_logger.error("%s failed: %s", label, message)
+    api_only = PrefectLogAdapter(get_logger("prefect.extra"), extra=dict(run_logger.extra or {}))
+    api_only.error("%s failed: %s", label, message, exc_info=True)
 
 
 def drop_outputs(lake: str, target: Target) -> None:

@@ -172,6 +172,16 @@ def load_and_stage(target: Target, load: Callable[[], SpikeData]) -> StagedUnits
     return staged
 
 
+def one_line(error: BaseException) -> str:
+    """An error as one line of text Prefect can send: ``Type: message``.
+
+    Line breaks become spaces, and characters that are not valid Unicode (a file name
+    that is not UTF-8) are written as backslash escapes.
+    """
+    text = " ".join(f"{type(error).__name__}: {error}".splitlines())
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def staging_dir() -> Path:
     """Where loaded assets wait to be published: ``<cache>/staged``."""
     folder = cache_dir() / "staged"
