@@ -72,16 +72,37 @@ def refuse_oversized(source: str, name: str, data: Any) -> None:
         )
 
 
-def _check_numeric(source: str, name: str, dtype: np.dtype[Any], what: str) -> None:
+def _check_numeric(source: str, name: str, data: Any, what: str) -> None:
+    """Refuse a column whose declared type (or, in memory, its values' type) is not numeric."""
+    dtype = getattr(_stored(data), "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(data).dtype
     if dtype.kind not in _NUMBER_KINDS:
+        kind = "text" if dtype.kind in "OSU" else f"values of type {dtype}"
         raise FileFormatError(
-            f"{source}: {name} holds values of type {dtype} where numbers belong ({what}); "
-            "rewrite the column with numeric values"
+            f"{source}: {name} holds {kind} where numbers belong ({what}); rewrite the column "
+            "with numeric values"
         )
 
 
+def decode_text(value: bytes) -> str:
+    """Text bytes as str: UTF-8 (NWB's encoding), else Latin-1, which older files hold."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def read_whole(data: Any) -> NDArray[Any]:
-    """A whole column as an array (h5py or zarr dataset, hdmf wrapper, list or array)."""
+    """A whole column as an array (h5py or zarr dataset, hdmf wrapper, list or array).
+
+    HDF5 text is read as bytes and decoded by :func:`decode_text`, so a file that is not
+    UTF-8 throughout still loads.
+    """
+    stored = _stored(data)
+    if isinstance(stored, h5py.Dataset) and h5py.check_string_dtype(stored.dtype) is not None:
+        raw = np.asarray(stored[()]).reshape(-1)
+        return np.array([decode_text(v) if isinstance(v, bytes) else v for v in raw], dtype=object)
     if hasattr(data, "shape") and hasattr(data, "dtype"):
         return np.asarray(data[()])
     return np.asarray(data)
@@ -95,11 +116,10 @@ def floats(
     ``what`` says what the numbers are, for the error a column of text gets.
     """
     refuse_oversized(source, name, data)
+    _check_numeric(source, name, data, what)
     if isinstance(data, h5py.Dataset):
-        _check_numeric(source, name, data.dtype, what)
         return read_float64(data)
     values = read_whole(data)
-    _check_numeric(source, name, values.dtype, what)
     return np.array(values, dtype=np.float64).reshape(-1)  # a copy: it gets scaled
 
 
@@ -115,9 +135,9 @@ def end_offsets(source: str, name: str, data: Any) -> NDArray[np.int64]:
     doubles); a fractional one is refused, never truncated.
     """
     refuse_oversized(source, name, data)
+    _check_numeric(source, name, data, "end offsets")
     values = read_whole(data).reshape(-1)
     rule = "it must hold whole, non-negative, non-decreasing end offsets, one per unit"
-    _check_numeric(source, name, values.dtype, "end offsets")
     if values.dtype.kind == "f":
         bad = _non_whole(values)
         if np.any(bad):
@@ -139,8 +159,8 @@ def end_offsets(source: str, name: str, data: Any) -> NDArray[np.int64]:
 def whole_rows(source: str, name: str, data: Any, what: str = "row numbers") -> NDArray[np.int64]:
     """Read a column of whole numbers (table rows, ids) as int64, refusing anything else."""
     refuse_oversized(source, name, data)
+    _check_numeric(source, name, data, what)
     values = read_whole(data).reshape(-1)
-    _check_numeric(source, name, values.dtype, what)
     if values.dtype.kind == "f" and np.any(_non_whole(values)):
         raise FileFormatError(
             f"{source}: {name} holds non-whole values where whole {what} belong; rewrite it "

@@ -18,9 +18,11 @@ from spikelab.loaders._nwb_checks import (
     check_end_fits,
     check_unit_count,
     declared_length,
+    decode_text,
     end_offsets,
     floats,
     obs_intervals,
+    read_whole,
     refuse_oversized,
     whole_rows,
 )
@@ -42,25 +44,24 @@ _ELECTRODES_DATASETS = ("id", "location", "group_name", "group", "x", "y", "z")
 
 def _text(value: Any) -> Any:
     if isinstance(value, bytes):
-        return value.decode("utf-8")
+        return decode_text(value)
     if isinstance(value, np.ndarray) and value.shape == ():
         return _text(value[()])
     return value
 
 
 def _read_text_column(dataset: h5py.Dataset) -> list[str]:
-    if h5py.check_string_dtype(dataset.dtype) is not None:
-        return list(dataset.asstr()[()])
-    return [str(_text(value)) for value in dataset[()]]
+    return [str(_text(value)) for value in read_whole(dataset).tolist()]
 
 
 def _scalar_dataset(handle: h5py.Group, name: str) -> Any:
     item = handle.get(name)
     if not isinstance(item, h5py.Dataset):
         return None
-    value = item.asstr()[()] if h5py.check_string_dtype(item.dtype) else item[()]
+    value = item[()]
     if isinstance(value, np.ndarray):
         value = value.reshape(-1)[0] if value.size else None
+    value = _text(value)
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -165,7 +166,7 @@ def _read_ids(source: str, ids_dataset: h5py.Dataset) -> NDArray[Any]:
             UserWarning,
             stacklevel=4,
         )
-        return np.array(ids_dataset.asstr()[()], dtype=object).reshape(-1)
+        return read_whole(ids_dataset)
     if ids_dataset.dtype.kind not in "iu":
         return whole_rows(source, "id", ids_dataset, "unit ids")  # whole floats pass
     return ids_dataset[()].reshape(-1)

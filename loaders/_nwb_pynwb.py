@@ -11,6 +11,7 @@ from spikelab.loaders._nwb_checks import (
     check_end_fits,
     check_unit_count,
     declared_length,
+    decode_text,
     end_offsets,
     floats,
     obs_intervals,
@@ -45,7 +46,9 @@ def _names(values: NDArray[Any]) -> NDArray[Any] | None:
         return values
     if values.dtype.kind not in "OSU":
         return None
-    named = [v.decode() if isinstance(v, bytes) else getattr(v, "name", v) for v in values.tolist()]
+    named = [
+        decode_text(v) if isinstance(v, bytes) else getattr(v, "name", v) for v in values.tolist()
+    ]
     if not all(isinstance(v, str) for v in named):
         return None
     return np.array(named, dtype=object)
@@ -157,7 +160,7 @@ def read_electrodes(nwbfile: Any, source: str) -> ElectrodesColumns | None:
         if name not in names:
             return [None] * ids.size
         return [
-            v.decode() if isinstance(v, bytes) else str(v) for v in read_whole(table[name].data)
+            decode_text(v) if isinstance(v, bytes) else str(v) for v in read_whole(table[name].data)
         ]
 
     group_names = texts("group_name")

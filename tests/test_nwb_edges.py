@@ -217,7 +217,7 @@ def two_units(path):
 BAD_INPUTS = {
     "text_times": (
         {"name": "units/spike_times", "data": np.array([b"0.5", b"1.5", b"2.0"])},
-        r"text_times.nwb: spike_times holds values of type .S3 where numbers belong",
+        r"text_times.nwb: spike_times holds text where numbers belong \(times in seconds\)",
     ),
     "short_ids": (
         {"name": "units/id", "data": np.array([0])},
@@ -239,7 +239,7 @@ BAD_INPUTS = {
     ),
     "text_electrodes": (
         {"name": "units/electrodes", "data": np.array([b"0", b"0"])},
-        r"text_electrodes.nwb: electrodes holds values of type .S1 where numbers belong",
+        r"text_electrodes.nwb: electrodes holds text where numbers belong \(row numbers\)",
     ),
     "decreasing_index": (
         {"name": "units/spike_times_index", "data": np.array([3, 2])},
@@ -363,3 +363,11 @@ def test_repeated_first_timestamps_say_nothing_about_timing(tmp_path, prefer_pyn
     path = series_file(tmp_path / "good.nwb", timestamps=[0.5, 0.75, 1.0, 1.25])
     metadata = load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb).metadata
     assert (metadata["sampling_rate_hz"], metadata["duration_seconds"]) == (4.0, 1.0)
+
+
+@BOTH_PATHS
+def test_text_that_is_not_utf8_is_read_as_latin1(tmp_path, prefer_pynwb):
+    path = units_only_file(tmp_path / "latin1.nwb", location=["CA1", "CA3"])
+    replace_dataset(path, "units/location", data=np.array([b"r\xe9gion", b"CA3"], dtype="S7"))
+    sd = load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb)
+    assert sd.get_neuron_attribute("location_label") == ["région", "CA3"]
