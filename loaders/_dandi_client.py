@@ -196,7 +196,7 @@ class DandiClient:
 
     def is_api_url(self, url: str) -> bool:
         """Tell whether ``url`` lies under ``api_base`` (the only place the token goes)."""
-        return url == self.api_base or url.startswith(self.api_base + "/")
+        return url == self.api_base or url.startswith((self.api_base + "/", self.api_base + "?"))
 
     def request(
         self,

@@ -588,6 +588,7 @@ def test_a_malformed_version_is_refused_before_any_request(archive):
 def test_the_token_goes_only_under_the_api_base():
     client = _dandi_client.DandiClient("http://127.0.0.1:8000/api", "t")
     assert client.is_api_url("http://127.0.0.1:8000/api/assets/")
+    assert client.is_api_url("http://127.0.0.1:8000/api?page=2")
     assert not client.is_api_url("http://127.0.0.1:8000/api-other/assets/")
     assert not client.is_api_url("http://127.0.0.1:80001/api/")
 
