@@ -108,15 +108,27 @@ def read_whole(data: Any) -> NDArray[Any]:
     return np.asarray(data)
 
 
+def _check_flat(source: str, name: str, data: Any) -> None:
+    shape = getattr(_stored(data), "shape", None)
+    if shape is not None and len(shape) > 1:
+        raise FileFormatError(
+            f"{source}: {name} has shape {tuple(shape)}; it must be one-dimensional (one value "
+            "per spike or per unit)"
+        )
+
+
 def floats(
-    source: str, name: str, data: Any, what: str = "times in seconds"
+    source: str, name: str, data: Any, what: str = "times in seconds", flat: bool = True
 ) -> NDArray[np.float64]:
     """Read a numeric column as a new flat float64 array, after its checks.
 
-    ``what`` says what the numbers are, for the error a column of text gets.
+    ``what`` says what the numbers are, for the error a column of text gets; ``flat``
+    refuses a column of more than one dimension.
     """
     refuse_oversized(source, name, data)
     _check_numeric(source, name, data, what)
+    if flat:
+        _check_flat(source, name, data)
     if isinstance(data, h5py.Dataset):
         return read_float64(data)
     values = read_whole(data)
@@ -136,6 +148,7 @@ def end_offsets(source: str, name: str, data: Any) -> NDArray[np.int64]:
     """
     refuse_oversized(source, name, data)
     _check_numeric(source, name, data, "end offsets")
+    _check_flat(source, name, data)
     values = read_whole(data).reshape(-1)
     rule = "it must hold whole, non-negative, non-decreasing end offsets, one per unit"
     if values.dtype.kind == "f":
@@ -198,7 +211,7 @@ def obs_intervals(
     """Each unit's observation intervals in seconds (rows of start, stop), after the checks."""
     if ends is None:
         return None
-    values = floats(source, "obs_intervals", data, "interval bounds in seconds")
+    values = floats(source, "obs_intervals", data, "interval bounds in seconds", flat=False)
     if values.size % 2:
         raise FileFormatError(
             f"{source}: obs_intervals holds {values.size} numbers; it must hold start, stop pairs"

@@ -241,6 +241,10 @@ BAD_INPUTS = {
         {"name": "units/electrodes", "data": np.array([b"0", b"0"])},
         r"text_electrodes.nwb: electrodes holds text where numbers belong \(row numbers\)",
     ),
+    "two_d_times": (
+        {"name": "units/spike_times", "data": np.array([[0.5, 1.5, 2.0]] * 2).T},
+        r"two_d_times.nwb: spike_times has shape \(3, 2\); it must be one-dimensional",
+    ),
     "decreasing_index": (
         {"name": "units/spike_times_index", "data": np.array([3, 2])},
         r"decreasing_index.nwb: spike_times_index decreases at entry 1 \(3 then 2\)",
