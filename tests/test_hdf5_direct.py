@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from spikelab.loaders._hdf5_direct import _stored_pieces, read_float64
+from spikelab.loaders._hdf5_direct import _stored_pieces, read_float64, stored_size
 
 VALUES = np.cumsum(np.random.default_rng(5).uniform(0.0, 0.01, 1003))
 
@@ -74,3 +74,19 @@ def test_a_file_cut_short_is_an_error(tmp_path):
             raw.truncate(end - 100)
         with pytest.raises(OSError, match=r"f\.h5: /times ends early"):
             read_float64(dataset)
+
+
+def test_stored_size_counts_what_the_file_holds(tmp_path):
+    with h5py.File(tmp_path / "f.h5", "w") as handle:
+        handle.create_dataset("plain", data=VALUES)
+        handle.create_dataset("unwritten", shape=(10**11,), dtype="<f8", chunks=(4096,))
+        handle.create_dataset(
+            "packed", data=np.zeros(100_000), chunks=(10_000,), compression="gzip"
+        )
+        handle.create_dataset("outside", shape=(100,), dtype="<f8", external=[("raw.bin", 0, 800)])
+    with h5py.File(tmp_path / "f.h5", "r") as handle:
+        assert stored_size(handle["plain"]) == (VALUES.nbytes, False)
+        assert stored_size(handle["unwritten"]) == (0, False)
+        stored, packed = stored_size(handle["packed"])
+        assert packed and 0 < stored < 100_000 * 8 / 50  # zeros pack tightly
+        assert stored_size(handle["outside"]) is None  # the HDF5 file cannot tell
