@@ -206,8 +206,8 @@ def read_units(handle: h5py.File, source: str) -> UnitsColumns | NoSpikeTimes | 
         },
     )
     if "electrodes" in names:
-        electrodes_table = handle.get(ELECTRODES_PATH)
-        n_electrodes = electrodes_table["id"].shape[0] if electrodes_table is not None else 0
+        table_ids = handle.get(f"{ELECTRODES_PATH}/id")
+        n_electrodes = declared_length(table_ids) if isinstance(table_ids, h5py.Dataset) else 0
         units.electrode_rows = first_rows(
             source,
             whole_rows(source, "electrodes", group["electrodes"]),
