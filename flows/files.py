@@ -72,13 +72,13 @@ MAX_MANIFEST_READS = 16
 
 
 def input_path(text: str) -> str:
-    """The local path an input names: a plain path, or a ``file:`` URI.
+    """The local path an input names: a plain path, or a ``file://`` URI.
 
-    A ``file:`` URI (``Path(p).absolute().as_uri()``) is how a caller passes a name that
+    A ``file://`` URI (``Path(p).absolute().as_uri()``) is how a caller passes a name that
     is not valid UTF-8: Prefect sends parameters as UTF-8 text and cannot carry such a name
     as a plain string. Its percent-escapes are decoded to the exact bytes of the name.
     """
-    if not text.startswith("file:"):
+    if not text.startswith("file://"):
         return text
     return os.fsdecode(unquote_to_bytes(urlsplit(text).path))
 
@@ -299,7 +299,7 @@ def ingest_file(
 ) -> Outcome:
     """Ingest one local file or folder into ``target``; any error becomes a failed outcome.
 
-    ``path`` is as the flow received it (a path or a ``file:`` URI, see :func:`input_path`).
+    ``path`` is as the flow received it (a path or a ``file://`` URI, see :func:`input_path`).
     """
     location = Path(input_path(path)).resolve()
     recorded = shown(location)
@@ -374,7 +374,7 @@ def ingest_files(
     ----------
     paths : list of str
         Files (``.nwb``, ``.h5``/``.hdf5``, ``.npz``, ``.p``/``.pkl``/``.pickle``) or
-        KiloSort folders. A name that is not valid UTF-8 must come as a ``file:`` URI
+        KiloSort folders. A name that is not valid UTF-8 must come as a ``file://`` URI
         (``Path(p).absolute().as_uri()``): Prefect cannot send it as text. Such an input
         then fails alone, named, and the others land. An input given twice (or through
         two links to one file) is ingested once.

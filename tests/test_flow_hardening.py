@@ -3,10 +3,14 @@ pickles, failed runs, relative lakes, leftovers of killed runs, inputs that stop
 
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import pickle
+import threading
 import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -20,7 +24,7 @@ from spikelab.io.lake import MAX_KEY_LENGTH, connect, default_lake, resolve_lake
 from spikelab.io.manifest import read_manifest, record_failure, write_manifest
 from spikelab.io.units_table import read_units_table
 from spikelab.spikedata import SpikeData
-from spikelab.tasks.load import staging_dir
+from spikelab.tasks.load import counted_warnings, staging_dir
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -171,6 +175,34 @@ def test_a_run_whose_inputs_are_all_missing_ends_failed_with_its_summary(tmp_pat
     assert raised.value.summary["counts"] == {"ok": 0, "skipped": 0, "failed": 2}
 
 
+def test_a_failure_logs_one_line_and_keeps_its_traceback_in_the_prefect_log(tmp_path, caplog):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler, PrefectConsoleHandler
+
+    missing = tmp_path / "gone.h5"
+    state, _ = run([missing], tmp_path / "lake")
+    line = f"files/{tmp_path.name}/gone.h5 failed: FileNotFoundError: {missing}: no such file"
+    records = [(r.name, r.exc_info is not None) for r in caplog.records if line in r.getMessage()]
+    # the run logger's line (console and API) has no traceback; the API-only one has it
+    assert records == [("prefect.task_runs", False), ("prefect.extra", True)]
+    api_only = logging.getLogger("prefect.extra")
+    assert not api_only.propagate
+    kinds = {type(h) for h in api_only.handlers}
+    assert APILogHandler in kinds and PrefectConsoleHandler not in kinds
+    APILogHandler().flush()  # logs reach the API in batches: send them now
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    failures = [log.message for log in logs if line in log.message]
+    assert (
+        len(failures) == 2 and sum("Traceback (most recent call last)" in f for f in failures) == 1
+    )
+
+
 # --- 12.7: warnings counted per input, 12.1: skipped columns, 12.8: zero units -------------
 
 
@@ -206,6 +238,24 @@ def test_load_warnings_and_skipped_columns_are_recorded_per_input(tmp_path, capl
     assert nothing["status"] == "ok" and nothing["spikedata"]["N"] == 0
     assert nothing["outputs"][0]["rows"] == 0
     assert read_units_table(nothing["outputs"][0]["path"]).N == 0
+
+
+def test_warnings_are_counted_for_the_thread_that_raised_them():
+    started = threading.Barrier(2)
+
+    def load(tag: str, times: int) -> dict[str, int]:
+        with counted_warnings() as counts:
+            started.wait()
+            for _ in range(times):
+                warnings.warn(f"odd column in {tag}", UserWarning, stacklevel=1)
+            started.wait()
+        return dict(counts)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first, second = pool.map(load, ["a", "b"], [3, 1])
+    assert first == {"odd column in a": 3} and second == {"odd column in b": 1}
+    with pytest.raises(UserWarning, match="shown again"):  # pytest's error filter is back
+        warnings.warn("shown again", UserWarning, stacklevel=1)
 
 
 # --- 14: pickles run code, so they need trust ----------------------------------------------
