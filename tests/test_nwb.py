@@ -1,4 +1,5 @@
 import sys
+import warnings
 from datetime import UTC, datetime
 
 import h5py
@@ -8,6 +9,7 @@ from pynwb import NWBHDF5IO, NWBFile
 from pynwb.ecephys import ElectricalSeries
 from pynwb.file import Subject
 
+from spikelab.exceptions import DandiReadinessWarning
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.io.nwb import dandi_problems
 from spikelab.loaders import load_spikedata_from_nwb
@@ -351,7 +353,8 @@ def test_reexport_of_a_loaded_file_round_trips(rich_file, tmp_path):
 
 def test_export_with_string_ids_and_no_electrodes(tmp_path):
     sd = SpikeData([[1.0], [2.0]], neuron_attributes=[{"unit_id": "a"}, {"unit_id": "b"}])
-    path = export_spikedata_to_nwb(sd, tmp_path / "s.nwb")
+    with pytest.warns(DandiReadinessWarning):
+        path = export_spikedata_to_nwb(sd, tmp_path / "s.nwb")
     back = load_spikedata_from_nwb(path)
     assert back.neuron_attributes == [
         {"unit_id": 0, "unit_name": "a"},
@@ -376,6 +379,21 @@ def test_export_without_pynwb_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pynwb", None)
     with pytest.raises(ImportError, match=r"pip install 'spikelab\[nwb\]'"):
         export_spikedata_to_nwb(round_trip_source(), tmp_path / "x.nwb")
+
+
+def test_export_warns_when_dandi_would_reject_the_file(tmp_path):
+    from nwbinspector import Importance, inspect_nwbfile, load_config
+
+    sd = SpikeData([[1.0, 2.0]], length=10.0)
+    with pytest.warns(DandiReadinessWarning) as caught:
+        path = export_spikedata_to_nwb(sd, tmp_path / "bare.nwb")
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(f"{path} will not pass DANDI's validation: no subject")
+    assert "no sampling rate (sampling_rate_hz or fs_Hz), so no Units resolution" in message
+    found = list(inspect_nwbfile(nwbfile_path=str(path), config=load_config("dandi")))
+    checks = {m.check_function_name for m in found if m.importance == Importance.CRITICAL}
+    assert "check_subject_exists" in checks  # nwbinspector, as DANDI runs it, agrees
+    assert "check_units_resolution_is_set" in {m.check_function_name for m in found}
 
 
 GOOD_SUBJECT = {"subject_id": "m1", "species": "Mus musculus", "sex": "F", "age": "P90D"}
@@ -433,3 +451,10 @@ def test_units_placed_by_their_own_columns_round_trip(tmp_path, prefer_pynwb):
     assert back.neuron_attributes == attributes
     assert back.metadata["electrodes_by_channel"] == sd.metadata["electrodes_by_channel"]
     assert [t.tolist() for t in back.train] == [[1.0, 2.0], [3.0]]
+
+
+def test_export_of_a_dandi_ready_recording_does_not_warn(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # seen even where a filter ignores the category
+        export_spikedata_to_nwb(round_trip_source(), tmp_path / "ready.nwb")
+    assert [w for w in caught if issubclass(w.category, DandiReadinessWarning)] == []

@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 import uuid
+import warnings
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ import h5py
 import numpy as np
 
 from spikelab._optional import import_optional
+from spikelab.exceptions import DandiReadinessWarning
 from spikelab.spikedata import SpikeData
 
 # Attributes the Units table stores elsewhere (ids, electrodes rows, obs_intervals).
@@ -139,6 +141,14 @@ def export_spikedata_to_nwb(
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+    problems = dandi_problems(subject, rate)
+    if problems:
+        warnings.warn(
+            f"{destination} will not pass DANDI's validation: {'; '.join(problems)}. Add them "
+            "to the SpikeData's metadata before exporting if the file is meant for DANDI",
+            DandiReadinessWarning,
+            stacklevel=2,
+        )
     return destination
 
 
