@@ -112,11 +112,12 @@ def guarded(
     """Run one asset's ``work``; any error becomes a ``failed`` outcome, never a crash.
 
     ``work`` returns the status (``ok`` or ``skipped``) and the asset's manifest. On an
-    error, one line goes to the log (the traceback rides along for the Prefect log) and
-    :func:`~spikelab.io.manifest.record_failure` records it: beside the asset's last good
-    publication when there is one, else as a ``failed`` manifest, whose asset then has no
-    units table or raster in the lake. A :class:`~spikelab.exceptions.LakeKeyConflictError`
-    (the key holds another input) writes nothing there.
+    error, :func:`log_failure` logs it (one line on the console) and
+    :func:`~spikelab.io.manifest.record_failure` records its one-line reason: beside the
+    asset's last good publication when there is one, else as a ``failed`` manifest, whose
+    asset then has no units table or raster in the lake. A
+    :class:`~spikelab.exceptions.LakeKeyConflictError` (the key holds another input) writes
+    nothing there. A failed outcome counts no units or spikes.
     """
     started = time.monotonic()
     path = manifest_path(lake, target)
@@ -137,7 +138,7 @@ def guarded(
         )
         if manifest["status"] == "failed":
             drop_outputs(lake, target)
-        return outcome(target, "failed", started, path, manifest, error=message)
+        return outcome(target, "failed", started, path, {}, error=message)
     return outcome(target, status, started, path, manifest)
 
 
@@ -150,7 +151,8 @@ def log_failure(label: str, message: str) -> None:
     """
     run_logger = get_run_logger()
     run_logger.error("%s failed: %s", label, message)
-    api_only = PrefectLogAdapter(get_logger("prefect.extra"), extra=dict(run_logger.extra or {}))
+    run_ids = dict(getattr(run_logger, "extra", None) or {})
+    api_only = PrefectLogAdapter(get_logger("prefect.extra"), extra=run_ids)
     api_only.error("%s failed: %s", label, message, exc_info=True)
 
 
