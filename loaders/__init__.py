@@ -42,12 +42,12 @@ LOADERS: dict[str, Callable[..., SpikeData]] = {
 }
 
 LOADER_VERSIONS: dict[str, str] = {
-    "dandi": "1",
+    "dandi": "2",
     "hdf5": "2",  # fractional ragged indices refused (were truncated)
     "hdf5_raw_thresholded": "2",  # the file's start_time / length_ms attributes honoured
     "ibl": "2",  # electrodes_by_channel kept when one channel column is short
     "kilosort": "2",  # TSV columns named like loader keys renamed (text location -> label)
-    "nwb": "1",
+    "nwb": "2",
     "pickle": "1",
     "spikeinterface": "2",  # text location -> location_label, scalar location -> [x]
     "spikeinterface_recording": "1",
