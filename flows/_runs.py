@@ -27,6 +27,8 @@ from spikelab.io.lake import Lake
 from spikelab.io.manifest import read_manifest, record_failure
 from spikelab.tasks.load import StagedUnits, Target, one_line, remove_stale_staged
 
+_TEMPORARY_FOLDERS = ("units", "manifests", "runs")  # lake folders written by atomic_write
+
 
 class Outcome(TypedDict):
     """How one asset went, as the run summary and the Prefect table artifact show it."""
@@ -168,9 +170,18 @@ def remove_leftovers(lake: str) -> None:
     """Remove stale temporary files in the lake and stale staged files in the cache.
 
     Stale means untouched for an hour: younger files may belong to a run going on at the
-    same time. Killed runs leave such files behind; every run's end removes them.
+    same time. Killed runs leave such files behind; every run's end removes them. Only the
+    lake folders written through temporary files are searched (not ``raw/``, whose Zarr
+    stores hold many small files).
     """
-    removed = [*storage.remove_leftovers(lake), *map(str, remove_stale_staged())]
+    removed = [
+        *(
+            leftover
+            for folder in _TEMPORARY_FOLDERS
+            for leftover in storage.remove_leftovers(storage.join(lake, folder))
+        ),
+        *map(str, remove_stale_staged()),
+    ]
     if removed:
         get_run_logger().info("removed %d stale temporary or staged file(s)", len(removed))
 
