@@ -36,7 +36,6 @@ from spikelab.flows._runs import (
     manifest_path,
     staged_or_reload,
 )
-from spikelab.io import storage
 from spikelab.io.lake import distinct_key, resolve_lake, safe_key
 from spikelab.io.manifest import read_manifest
 from spikelab.loaders import LOADER_VERSIONS
@@ -104,9 +103,15 @@ def recorded_input(manifest: dict[str, Any]) -> str | None:
 
 
 def key_owner(lake: str, target: Target) -> str | None:
-    """The input whose manifest holds ``target`` in the lake, or None when it is free."""
+    """The input whose manifest holds ``target`` in the lake, or None when it is free.
+
+    A manifest that is not valid JSON names no input: its key counts as free.
+    """
     path = manifest_path(lake, target)
-    return recorded_input(read_manifest(path)) if storage.exists(path) else None
+    try:
+        return recorded_input(read_manifest(path))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def assign_targets(lake: str, locations: Sequence[Path]) -> list[Target]:

@@ -19,7 +19,7 @@ import pytest
 
 from spikelab.exceptions import IngestFailedError, LakeKeyConflictError
 from spikelab.flows import ingest_files, run_summary
-from spikelab.flows.files import check_key_is_mine, npz_holds_objects
+from spikelab.flows.files import assign_targets, check_key_is_mine, npz_holds_objects
 from spikelab.io.lake import MAX_KEY_LENGTH, connect, default_lake, resolve_lake, safe_key
 from spikelab.io.manifest import read_manifest, record_failure, write_manifest
 from spikelab.io.units_table import read_units_table
@@ -116,6 +116,9 @@ def test_a_key_held_by_another_input_is_refused_with_a_clear_error(tmp_path):
         LakeKeyConflictError, match=r"x/s\.h5 already holds /data/a/x/s\.h5; /data/b"
     ):
         check_key_is_mine(lake, target, "/data/b/x/s.h5")
+    path.write_text("{not json")  # names no input: the key is free
+    check_key_is_mine(lake, target, "/data/b/x/s.h5")
+    assert assign_targets(lake, [Path("/data/b/x/s.h5")]) == [target]
 
 
 # --- 14: long names ------------------------------------------------------------------------
