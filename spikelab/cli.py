@@ -463,10 +463,10 @@ def _print_run(summary: dict[str, Any], lake: str) -> bool:
 
 
 def _lake_summary(lake: str) -> None:
-    from spikelab.lake_queries import lake_summary
+    from spikelab.lake_queries import SUMMARY_COLUMNS, format_rows, summary_rows
 
-    frame = lake_summary(lake)
-    print(frame.to_string(index=False) if len(frame) else "the lake is empty")
+    rows = summary_rows(lake)
+    print(format_rows(SUMMARY_COLUMNS, rows) if rows else "the lake is empty")
 
 
 def _lake_units(args: argparse.Namespace) -> None:

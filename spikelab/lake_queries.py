@@ -31,15 +31,24 @@ UNIT_COLUMNS = (
 SUMMARY_COLUMNS = ("source", "dataset", "assets", "units", "spikes")
 
 
-def lake_summary(lake: str | os.PathLike[str]) -> pd.DataFrame:
-    """Assets, units and spikes per source and dataset.
+SummaryRow = tuple[str, str, int, int, int]
 
-    An asset that loaded with no units has no rows in the units table; it is counted from
-    its manifest (status ``ok``, ``N`` = 0). An empty or missing lake gives an empty frame
-    with the same columns.
-    """
+
+def lake_summary(lake: str | os.PathLike[str]) -> pd.DataFrame:
+    """Assets, units and spikes per source and dataset (see :func:`summary_rows`)."""
     import pandas as pd
 
+    return pd.DataFrame(summary_rows(lake), columns=list(SUMMARY_COLUMNS)).astype(
+        {"assets": "int64", "units": "int64", "spikes": "int64"}
+    )
+
+
+def summary_rows(lake: str | os.PathLike[str]) -> list[SummaryRow]:
+    """(source, dataset, assets, units, spikes) per source and dataset, sorted.
+
+    An asset that loaded with no units has no rows in the units table; it is counted from
+    its manifest (status ``ok``, ``N`` = 0). An empty or missing lake gives no rows.
+    """
     connection = connect(lake)
     available = {row[0] for row in connection.execute("DESCRIBE units").fetchall()}
     counts: dict[tuple[str, str], list[int]] = {}
@@ -51,9 +60,15 @@ def lake_summary(lake: str | os.PathLike[str]) -> pd.DataFrame:
             counts[(source, dataset)] = [assets, units, spikes]
     for source, dataset in _empty_assets(lake):
         counts.setdefault((source, dataset), [0, 0, 0])[0] += 1
-    rows = [(*key, *values) for key, values in sorted(counts.items())]
-    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)).astype(
-        {"assets": "int64", "units": "int64", "spikes": "int64"}
+    return [(source, dataset, a, u, n) for (source, dataset), (a, u, n) in sorted(counts.items())]
+
+
+def format_rows(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Rows as a plain text table, columns right-aligned under their names."""
+    cells = [[str(c) for c in columns], *[[str(value) for value in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join(
+        " ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells
     )
 
 
