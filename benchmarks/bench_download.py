@@ -4,7 +4,7 @@ Run ``python benchmarks/bench_download.py [--size-mb 500] [--small-mb 100] [--re
 
 Two files of random bytes (``--size-mb`` and ``--small-mb``, MB = 2**20 bytes, generated
 from a fixed seed, incompressible) are written once to the temp directory and reused by later
-runs. They are published as assets of the stand-in DANDI archive ``tests/dandi_server.py``
+runs. They are published as assets of the stand-in DANDI archive ``spikelab.testing``
 (``DandiStandIn``: an API server and a blob server, both real HTTP servers on 127.0.0.1 that
 stream file-backed assets in 1 MiB chunks). The stand-in runs in this process, on its own
 threads; its digests are computed, and the files read into the page cache, before anything
@@ -66,13 +66,11 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from _harness import in_fresh_process, proc_status_kb, reset_peak_rss
 
 from spikelab.loaders._dandi_client import DandiClient
 from spikelab.loaders._download import download_verified
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _harness import in_fresh_process, proc_status_kb, reset_peak_rss
-from dandi_server import DandiStandIn  # noqa: E402
+from spikelab.testing import DandiStandIn
 
 MB = 2**20
 WRITE_CHUNK = 16 * MB

@@ -20,7 +20,7 @@ ratio against a named peer:
 ``DANDI re-run``
     ``ingest_dandiset`` over ``--assets`` NWB files (each ``--units`` units of
     ``--spikes-per-unit`` spikes on average, written with ``export_spikedata_to_nwb``)
-    served by the stand-in archive ``tests/dandi_server.py`` (``DandiStandIn``: an API
+    served by the stand-in archive ``spikelab.testing`` (``DandiStandIn``: an API
     server and a blob server, real HTTP servers on 127.0.0.1 in this process). The peer is
     the flow's first run into an empty lake (list, describe, stream the Units, load, stage
     the units table and raster plot, publish, write manifests); then ``--repeats`` re-runs
@@ -102,9 +102,7 @@ from spikelab.io import export_spikedata_to_nwb, export_to_pickle, storage  # no
 from spikelab.io.units_table import units_arrow_table, write_units_table  # noqa: E402
 from spikelab.loaders import load_spikedata_from_pickle  # noqa: E402
 from spikelab.spikedata import SpikeData  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from dandi_server import DandiStandIn  # noqa: E402
+from spikelab.testing import DandiStandIn  # noqa: E402
 
 SEED = 20240501
 DANDISET = "000001"

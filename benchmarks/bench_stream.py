@@ -12,7 +12,7 @@ unit's times sorted, in seconds on the 30 kHz grid, with ``electrodes``, ``quali
 ``snr`` columns). Everything else is pynwb's default layout: uncompressed, as
 ``NWBHDF5IO.write`` leaves it. The file is built under a temporary name and renamed, so an
 interrupted build is never reused. A tiny file of the same layout is written too, for the
-warm-up calls. Both are published as assets of the stand-in archive ``tests/dandi_server.py``
+warm-up calls. Both are published as assets of the stand-in archive ``spikelab.testing``
 (``DandiStandIn``: an API server and a blob server, real HTTP servers on 127.0.0.1, on
 threads of this process, that stream file-backed assets from disk). Every answer of either
 server waits ``--latency-ms`` first (``latency_seconds``): by default the link model is that
@@ -104,9 +104,7 @@ from pynwb.misc import Units
 
 from spikelab.loaders import load_spikedata_from_dandi
 from spikelab.loaders._dandi_client import DandiClient
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from dandi_server import DandiStandIn  # noqa: E402
+from spikelab.testing import DandiStandIn
 
 FS_HZ = 30_000.0
 N_CHANNELS = 64

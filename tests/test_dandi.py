@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from dandi_server import DandiStandIn
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.ecephys import ElectricalSeries
 
@@ -28,6 +27,7 @@ from spikelab.loaders import (
 )
 from spikelab.loaders._download import expire_stale_downloads, partial_max_age_seconds
 from spikelab.spikedata import SpikeData
+from spikelab.testing import DandiStandIn
 
 DANDISET = "000888"
 EMBARGOED = "000999"

@@ -5,10 +5,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
-import dandi_server
 import pytest
 import requests
-from dandi_server import DandiStandIn, dandi_etag
+
+from spikelab.testing import DandiStandIn, dandi_etag
+from spikelab.testing import dandi_archive as dandi_server
 
 DANDISET = "000123"
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
-from dandi_server import DandiStandIn
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.ecephys import ElectricalSeries
 from test_dandi import sorted_units
@@ -22,6 +21,7 @@ from spikelab.loaders import (
 )
 from spikelab.loaders._dandi_client import DandiClient
 from spikelab.loaders._remote_hdf5 import RangeNotSupportedError, StreamingError, stored_ranges
+from spikelab.testing import DandiStandIn
 
 # How the bytes came, not what they hold: these may differ between the two paths.
 TRANSFER_KEYS = {

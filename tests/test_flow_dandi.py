@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-from dandi_server import DandiStandIn
 from test_dandi import raw_nwb, sorted_units
 
 from spikelab.exceptions import DigestMismatchError
@@ -14,6 +13,7 @@ from spikelab.io.lake import connect, open_lake
 from spikelab.io.manifest import read_manifest
 from spikelab.io.units_table import read_units_table
 from spikelab.loaders import _dandi_client
+from spikelab.testing import DandiStandIn
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
