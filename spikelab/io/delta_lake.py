@@ -155,11 +155,13 @@ def storage_options(location: str) -> dict[str, str] | None:
 def open_table(uri: str) -> DeltaTable | None:
     """The Delta table at ``uri`` (latest version), or None when there is no table yet."""
     from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
 
-    options = storage_options(uri)
-    if not DeltaTable.is_deltatable(uri, storage_options=options):
+    # Not DeltaTable.is_deltatable: it holds the GIL while it waits on the network.
+    try:
+        return DeltaTable(uri, storage_options=storage_options(uri))
+    except TableNotFoundError:
         return None
-    return DeltaTable(uri, storage_options=options)
 
 
 def publish(
@@ -357,17 +359,32 @@ def _is_conflict(error: Exception) -> bool:
 
 
 def _version_of(uri: str, commit: str) -> int:
-    """The version of the commit tagged ``commit`` (found among the latest commits)."""
+    """The version of the commit tagged ``commit`` (searched from the newest down)."""
     table = open_table(uri)
-    limit = 8
-    while table is not None:
-        for entry in table.history(limit):
-            if (entry.get(COMMIT_TAG) or {}).get("commit") == commit:
-                return int(entry["version"])
-        if limit > table.version():
-            break
-        limit *= 8
-    raise LakeCommitError(f"{uri}: commit {commit} landed but is not in the table's history")
+    newest = table.version() if table is not None else -1
+    for version in range(newest, -1, -1):
+        info = commit_info(uri, version) or {}
+        if (info.get(COMMIT_TAG) or {}).get("commit") == commit:
+            return version
+    raise LakeCommitError(f"{uri}: commit {commit} landed but is not in the table's log")
+
+
+def commit_info(uri: str, version: int) -> dict[str, Any] | None:
+    """The ``commitInfo`` of one version, read from its log file; None once it is cleaned.
+
+    Read with pyarrow rather than ``DeltaTable.history``, which holds the GIL while it
+    waits on the network (every other thread of the process stops meanwhile).
+    """
+    path = storage.join(uri, "_delta_log", f"{version:020d}.json")
+    try:
+        lines = storage.get_bytes(path).splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        info = json.loads(line).get("commitInfo")
+        if info is not None:
+            return dict(info)
+    return None
 
 
 def _assets_rows(batch: Sequence[Publication], version: int | None, run: str | None) -> pa.Table:

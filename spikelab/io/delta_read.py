@@ -5,14 +5,13 @@ See :mod:`spikelab.io.delta_lake` for the layout and for publishing.
 
 from __future__ import annotations
 
-import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from spikelab.exceptions import LakeVersionError
-from spikelab.io import storage
-from spikelab.io.delta_lake import COMMIT_TAG, UNITS_SCHEMA, open_table, units_uri
+from spikelab.io.delta_lake import COMMIT_TAG, UNITS_SCHEMA, commit_info, open_table, units_uri
 
 if TYPE_CHECKING:
     import duckdb
@@ -78,17 +77,9 @@ def parse_as_of(value: int | str | datetime) -> int | datetime:
 
 
 def _first_commit_time(uri: str) -> datetime | None:
-    """When version 0 was committed, from its log file; None once the log is cleaned."""
-    path = storage.join(uri, "_delta_log", f"{0:020d}.json")
-    try:
-        lines = storage.get_bytes(path).splitlines()
-    except FileNotFoundError:
-        return None
-    for line in lines:
-        info = json.loads(line).get("commitInfo")
-        if info and "timestamp" in info:
-            return datetime.fromtimestamp(info["timestamp"] / 1000, UTC)
-    return None
+    """When version 0 was committed; None once its log file is cleaned up."""
+    info = commit_info(uri, 0)
+    return None if info is None else datetime.fromtimestamp(info["timestamp"] / 1000, UTC)
 
 
 def connect(
@@ -113,26 +104,34 @@ def connect(
 
 
 def history(lake_root: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
-    """The units table's versions, newest first.
+    """The units table's versions, newest first (``limit`` of them when given).
 
     Returns
     -------
     list of dict
         ``version``, ``timestamp`` (aware UTC datetime), ``operation`` (``WRITE``,
         ``OPTIMIZE`` ...), ``flow_run_id`` and ``assets`` (the number of assets published;
-        both None for commits spikelab's publishing did not make).
+        both None for commits spikelab's publishing did not make). Versions whose log
+        files were cleaned up (after ``delta.logRetentionDuration``, 30 days) are left out.
     """
-    table = open_table(units_uri(lake_root))
+    uri = units_uri(lake_root)
+    table = open_table(uri)
     if table is None:
         return []
+    newest = table.version()
+    versions = range(newest, max(-1, newest - limit) if limit is not None else -1, -1)
+    with ThreadPoolExecutor(max_workers=8) as pool:  # one request each on an object store
+        infos = list(pool.map(lambda version: commit_info(uri, version), versions))
     entries = []
-    for entry in table.history(limit):
-        tag = entry.get(COMMIT_TAG) or {}
+    for version, info in zip(versions, infos, strict=True):
+        if info is None:
+            continue
+        tag = info.get(COMMIT_TAG) or {}
         entries.append(
             {
-                "version": int(entry["version"]),
-                "timestamp": datetime.fromtimestamp(entry["timestamp"] / 1000, UTC),
-                "operation": entry.get("operation"),
+                "version": version,
+                "timestamp": datetime.fromtimestamp(info["timestamp"] / 1000, UTC),
+                "operation": info.get("operation"),
                 "flow_run_id": tag.get("flow_run_id"),
                 "assets": tag.get("assets"),
             }
