@@ -22,6 +22,7 @@ from spikelab.flows import ingest_files, run_summary
 from spikelab.flows.files import assign_targets, check_key_is_mine, npz_holds_objects
 from spikelab.io.lake import MAX_KEY_LENGTH, connect, default_lake, resolve_lake, safe_key
 from spikelab.io.manifest import read_manifest, record_failure, write_manifest
+from spikelab.io.storage import put_bytes
 from spikelab.io.units_table import read_units_table
 from spikelab.spikedata import SpikeData
 from spikelab.tasks.load import counted_warnings, staging_dir
@@ -130,6 +131,14 @@ def test_safe_keys_are_cut_with_a_hash_near_the_name_limit():
     assert len(key) == MAX_KEY_LENGTH and key.startswith("n" * 100)
     assert key != safe_key("n" * 245 + "m.nwb")  # cut names stay distinct
     assert safe_key("short.nwb") == "short.nwb" and safe_key(key) == key
+
+
+def test_files_named_at_the_filesystem_limit_are_written_atomically(tmp_path):
+    for name in ("a" * 255, "é" * 127 + "b"):  # 255 bytes, in one- and two-byte characters
+        destination = tmp_path / name
+        put_bytes(destination, b"whole")
+        assert destination.read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a" * 255, "é" * 127 + "b"])
 
 
 def test_an_input_named_near_the_filesystem_limit_lands(tmp_path):

@@ -67,7 +67,9 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
     A name near the filesystem's limit is cut in the temporary name (only there).
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    name = os.fsdecode(os.fsencode(target.name)[:_NAME_LIMIT_BYTES])
+    name = target.name
+    while len(os.fsencode(name)) > _NAME_LIMIT_BYTES:  # cut whole characters only
+        name = name[:-1]
     for _ in range(_MAX_NAME_ATTEMPTS):
         candidate = target.parent / f".{name}.{secrets.token_hex(_TOKEN_BYTES)}.part"
         try:
