@@ -96,6 +96,7 @@ def test_units_table_columns_and_values(tmp_path):
         "path": str(tmp_path / "u.parquet"),
         "sha256": hashlib.sha256(data).hexdigest(),
         "rows": 3,
+        "skipped_columns": {"template": "it holds a ndarray; only scalar attributes get a column"},
     }
     table = pq.read_table(tmp_path / "u.parquet")
     assert table.column_names[:14] == [
