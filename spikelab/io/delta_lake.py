@@ -283,12 +283,11 @@ def _lake_types(table: pa.Table) -> pa.Table:
     return table
 
 
-def _conform(data: pa.Table, uri: str) -> pa.Table:
+def _conform(data: pa.Table, table: DeltaTable | None, uri: str) -> pa.Table:
     """Cast columns the table already has to its types, refusing any lossy cast.
 
     delta-rs would cast on its own, truncating 1.5 into an int64 column: do it here, safely.
     """
-    table = open_table(uri)
     if table is None:
         return data
     existing = pa.schema(table.schema().to_arrow())
@@ -314,19 +313,21 @@ def _commit(uri: str, data: pa.Table, predicate: str, tag: dict[str, Any], attem
     """Replace the rows matching ``predicate`` with ``data`` in one commit; its version."""
     from deltalake import CommitProperties, write_deltalake
 
-    def write() -> None:
+    def write() -> int:
+        table = open_table(uri)  # afresh at each attempt: the latest schema and files
         write_deltalake(
-            uri,
-            _conform(data, uri),
+            uri if table is None else table,
+            _conform(data, table, uri),
             mode="overwrite",
             predicate=predicate,
             schema_mode="merge",
-            storage_options=storage_options(uri),
+            storage_options=storage_options(uri) if table is None else None,
             commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),
         )
+        # A table object moves to the version its own write committed, whatever others do.
+        return table.version() if table is not None else _version_of(uri, tag["commit"])
 
-    _retrying(write, f"publishing {tag['assets']} asset(s) to {uri}", attempts)
-    return _version_of(uri, tag["commit"])
+    return _retrying(write, f"publishing {tag['assets']} asset(s) to {uri}", attempts)
 
 
 def _retrying(action: Callable[[], _T], what: str, attempts: int) -> _T:

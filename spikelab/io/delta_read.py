@@ -10,7 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from spikelab.exceptions import LakeVersionError
+from spikelab.io import storage
 from spikelab.io.delta_lake import COMMIT_TAG, UNITS_SCHEMA, commit_info, open_table, units_uri
 
 if TYPE_CHECKING:
@@ -91,16 +94,40 @@ def connect(
     it holds the table's columns plus ``dataset`` (the same as ``dataset_id``, as the
     Hive layout named it) unless a column of that name exists. An empty lake gives an
     empty view with the fixed columns. Only the columns a query names are read.
+
+    A local table is read by DuckDB's own Parquet reader over the snapshot's files (the
+    Delta log names them; a file another column set was written with reads as nulls in
+    the missing columns). Remote tables, and tables using Delta features that a plain
+    file read would get wrong (deletion vectors, column mapping, partitions), are read
+    through ``DeltaTable.to_pyarrow_dataset``.
     """
     import duckdb
 
     connection = duckdb.connect()
     table = open_units(lake_root, as_of)
-    snapshot = table.to_pyarrow_dataset() if table is not None else UNITS_SCHEMA.empty_table()
-    connection.register("units_snapshot", snapshot)
-    alias = "" if "dataset" in snapshot.schema.names else ", dataset_id AS dataset"
-    connection.execute(f"CREATE VIEW units AS SELECT *{alias} FROM units_snapshot")
+    paths = table.file_uris() if table is not None and _plain_files(table) else []
+    if paths:
+        files = ", ".join("'" + path.replace("'", "''") + "'" for path in paths)
+        source = f"read_parquet([{files}], union_by_name=true)"
+        names = pa.schema(table.schema().to_arrow()).names
+    else:
+        snapshot = table.to_pyarrow_dataset() if table is not None else UNITS_SCHEMA.empty_table()
+        connection.register("units_snapshot", snapshot)
+        source, names = "units_snapshot", snapshot.schema.names
+    alias = "" if "dataset" in names else ", dataset_id AS dataset"
+    connection.execute(f"CREATE VIEW units AS SELECT *{alias} FROM {source}")
     return connection
+
+
+def _plain_files(table: DeltaTable) -> bool:
+    """Tell whether reading the snapshot's local files as they are gives the table."""
+    protocol = table.protocol()
+    return (
+        not storage.is_remote(table.table_uri)
+        and not protocol.reader_features
+        and protocol.min_reader_version < 2
+        and not table.metadata().partition_columns
+    )
 
 
 def history(lake_root: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
