@@ -289,3 +289,36 @@ def test_migrate_a_hive_lake(tmp_path):
     assert (new / moved["outputs"][1]["path"][len(str(new)) + 1 :]).read_bytes() == b"png"
     with pytest.raises(ValueError, match="different root"):
         migrate(old, old)
+
+
+def test_history_lists_the_newest_versions_first(tmp_path):
+    for index in range(3):
+        publish(tmp_path, [entry(("files", "d", f"a{index}"), spikes(1))], flow_run_id=f"r{index}")
+    assert [h["version"] for h in history(tmp_path)] == [2, 1, 0]
+    assert [(h["version"], h["flow_run_id"]) for h in history(tmp_path, limit=2)] == [
+        (2, "r2"),
+        (1, "r1"),
+    ]
+
+
+def test_a_partitioned_table_written_by_another_engine_is_read_through_delta(tmp_path):
+    from deltalake import write_deltalake
+
+    units = entry(A, spikes(2)).units.replace_schema_metadata(None)
+    write_deltalake(units_uri(tmp_path), units, partition_by=["source"])
+    found = connect(tmp_path).execute("SELECT source, dataset, unit_id FROM units").fetchall()
+    assert sorted(found) == [("dandi", "000001", "10"), ("dandi", "000001", "11")]
+
+
+def test_s3_storage_options_ask_for_safe_commits(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert delta_lake.storage_options("s3://bucket/lake/tables/units") == {
+        "conditional_put": "etag",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_REGION": "eu-west-1",
+    }
+    assert delta_lake.storage_options("/data/lake/tables/units") is None
