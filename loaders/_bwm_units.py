@@ -15,6 +15,7 @@ checksum from elsewhere passes it as ``expected_md5`` and then it must match as 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -23,7 +24,8 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from spikelab import http
 from spikelab._optional import import_optional, is_installed
-from spikelab.exceptions import DigestMismatchError, RemoteError
+from spikelab.exceptions import RemoteError
 from spikelab.io.atomic import atomic_write
-from spikelab.loaders._download import EtagDigest
 
 OPENALYX_URL = "https://openalyx.internationalbrainlab.org"
 PUBLIC_PASSWORD = "international"
@@ -43,8 +45,7 @@ DEFAULT_TAG = "2024_Q2_IBL_et_al_BWM"
 TABLE_NAME = "clusters.pqt"
 EXCLUDED_REGIONS = ("void", "root")
 CHUNK_BYTES = 1024 * 1024
-STREAM_ATTEMPTS = 3  # a transfer cut mid-body resumes with a Range request this many times
-HASH_READ_BYTES = 4 * 1024 * 1024
+STREAM_ATTEMPTS = 3  # tries of a transfer cut mid-body (resumed with a Range request)
 
 _logger = logging.getLogger(__name__)
 _memo: dict[tuple[Any, ...], pd.DataFrame] = {}
@@ -212,11 +213,8 @@ def _verified_copy(path: Path, record: Path, md5: str | None) -> bool:
     if not (path.is_file() and record.is_file()):
         return False
     recorded = json.loads(record.read_text()).get("md5")
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        while block := handle.read(HASH_READ_BYTES):
-            digest.update(block)
-    if digest.hexdigest() != recorded or (md5 is not None and md5.lower() != recorded):
+    digest = http.file_digests(path, [http.Check("md5", None, hashlib.md5)])["md5"]
+    if digest != recorded or (md5 is not None and md5.lower() != recorded):
         _logger.info("cached %s does not match its recorded MD5; downloading it again", path)
         return False
     return True
@@ -240,9 +238,10 @@ def download_verified(
 ) -> tuple[str, str]:
     """Stream ``s3://ibl-brain-wide-map-public/<key>`` to ``destination`` after checking its MD5.
 
-    The bytes go to a temporary file beside ``destination`` and are hashed as they arrive;
-    only a file whose digest equals the ETag (and ``md5``, when given) is renamed into place.
-    A body cut short resumes with a Range request pinned to the same ETag.
+    The transfer is :func:`spikelab.http.download_verified`: the bytes go to a partial file
+    beside ``destination``, hashed as they arrive, and only a file whose digest equals the
+    ETag (and ``md5``, when given) is renamed into place. A body cut short resumes with a
+    Range request pinned to the same ETag.
 
     Returns
     -------
@@ -259,16 +258,17 @@ def download_verified(
     botocore_exceptions = import_optional("botocore.exceptions", "s3")
     url = f"s3://{BUCKET}/{key}"
     try:
-        response = client.get_object(Bucket=BUCKET, Key=key)
-        etag = response["ETag"].strip('"').lower()
-        size = int(response["ContentLength"])
-        hashers = _hashers(client, key, etag, size)
-        with atomic_write(destination) as handle:
-            _copy_stream(client, key, response, etag, size, handle, hashers)
-            digest = hashers["md5"].hexdigest()
-            _check_digest(url, hashers.get("etag", hashers["md5"]).hexdigest(), etag, "its ETag")
-            if md5 is not None:
-                _check_digest(url, digest, md5.lower(), "expected_md5")
+        source = _S3Source(client, key)
+        with contextlib.closing(source):
+            digests = http.download_verified(
+                source,
+                destination,
+                size=source.size,
+                checks=_checks(client, key, source.etag, source.size, md5),
+                policy=http.RetryPolicy(STREAM_ATTEMPTS),
+                fresh_attempts=1,
+                mismatch_hint=", try again",
+            )
     except botocore_exceptions.ClientError as error:
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = error.response.get("Error", {}).get("Code")
@@ -279,65 +279,69 @@ def download_verified(
         ) from error
     except botocore_exceptions.BotoCoreError as error:
         raise RemoteError(f"could not download {url}: {error}") from error
-    return str(digest), etag
+    return digests["md5"], source.etag
 
 
-def _hashers(client: Any, key: str, etag: str, size: int) -> dict[str, Any]:
-    """The file's MD5 and, for a multipart ETag ``<md5>-<parts>``, the digest of that layout."""
-    hashers: dict[str, Any] = {"md5": hashlib.md5()}
-    if "-" in etag:
-        part = client.head_object(Bucket=BUCKET, Key=key, PartNumber=1)
-        hashers["etag"] = EtagDigest(size)
-        hashers["etag"].part_size = int(part["ContentLength"])
-    return hashers
+class _S3Source:
+    """The object's bytes: the body of a first GetObject, then Range requests on its ETag."""
 
+    def __init__(self, client: Any, key: str) -> None:
+        botocore_exceptions = import_optional("botocore.exceptions", "s3")
+        self.name = f"s3://{BUCKET}/{key}"
+        self.transient = (
+            *http.TRANSIENT_ERRORS,
+            botocore_exceptions.ResponseStreamingError,
+            botocore_exceptions.ReadTimeoutError,
+        )
+        self._client, self._key = client, key
+        self._first: Any = client.get_object(Bucket=BUCKET, Key=key)
+        self.etag = str(self._first["ETag"]).strip('"').lower()
+        self.size = int(self._first["ContentLength"])
 
-def _copy_stream(
-    client: Any, key: str, response: Any, etag: str, size: int, out: Any, hashers: dict[str, Any]
-) -> None:
-    """Write the body to ``out``; resume a body cut short with a Range request on the same ETag."""
-    botocore_exceptions = import_optional("botocore.exceptions", "s3")
-    urllib3_exceptions = import_optional("urllib3.exceptions", "s3")
-    cut_short = (
-        botocore_exceptions.ResponseStreamingError,
-        botocore_exceptions.ReadTimeoutError,
-        urllib3_exceptions.HTTPError,
-    )
-    have, problem = 0, ""
-    for attempt in range(STREAM_ATTEMPTS):
-        if attempt:
-            response = client.get_object(
-                Bucket=BUCKET, Key=key, Range=f"bytes={have}-", IfMatch=f'"{etag}"'
+    def close(self) -> None:
+        """Close the first answer's body if no transfer took it."""
+        if self._first is not None:
+            self._first["Body"].close()
+            self._first = None
+
+    @contextmanager
+    def open(self, offset: int) -> Iterator[tuple[int, Iterable[bytes]]]:
+        response, self._first = self._first, None
+        if response is not None and offset:
+            response["Body"].close()
+            response = None
+        if response is None:
+            ranged = {"Range": f"bytes={offset}-"} if offset else {}
+            response = self._client.get_object(
+                Bucket=BUCKET, Key=self._key, IfMatch=f'"{self.etag}"', **ranged
             )
+        served = response["ResponseMetadata"].get("HTTPStatusCode") == 206
         try:
-            for block in read_blocks(response["Body"]):
-                out.write(block)
-                for hasher in hashers.values():
-                    hasher.update(block)
-                have += len(block)
-        except cut_short as error:
-            problem = f"{type(error).__name__}: {error}"
-            continue
-        if have >= size:
-            return
-        problem = "the body ended early"
-    raise RemoteError(
-        f"downloading s3://{BUCKET}/{key} failed {STREAM_ATTEMPTS} times, last at byte {have} "
-        f"of {size} ({problem})"
-    )
+            yield (offset if served else 0), read_blocks(response["Body"])
+        finally:
+            response["Body"].close()
+
+
+def _checks(client: Any, key: str, etag: str, size: int, md5: str | None) -> list[http.Check]:
+    """MD5 (recorded), the ETag (the MD5 itself, or for ``<md5>-<parts>`` the parts' digest)."""
+    said = "MD5 {actual} but its ETag is {expected}"
+    if "-" in etag:  # multipart: the part size is the size of the object's first part
+        part_size = int(client.head_object(Bucket=BUCKET, Key=key, PartNumber=1)["ContentLength"])
+        checks = [
+            http.Check("md5", None, hashlib.md5),
+            http.Check("etag", etag, functools.partial(http.EtagDigest, size, part_size), said),
+        ]
+    else:
+        checks = [http.Check("md5", etag, hashlib.md5, said)]
+    if md5 is not None:
+        expected = "MD5 {actual} but expected_md5 is {expected}"
+        checks.append(http.Check("expected_md5", md5.lower(), hashlib.md5, expected))
+    return checks
 
 
 def read_blocks(body: Any) -> Iterable[bytes]:
     """Yield the blocks of an S3 response body as they arrive."""
     return body.iter_chunks(CHUNK_BYTES)  # type: ignore[no-any-return]
-
-
-def _check_digest(url: str, actual: str, published: str, where: str) -> None:
-    if actual != published:
-        raise DigestMismatchError(
-            f"download of {url} is corrupt: MD5 {actual} but {where} is {published}; "
-            "nothing was kept, try again"
-        )
 
 
 # ------------------------------------------------------------------------ filters

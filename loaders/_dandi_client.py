@@ -1,28 +1,23 @@
-"""A small client for the DANDI archive's REST API: one session, retries, paging."""
+"""A small client for the DANDI archive's REST API: the token rule, error details, paging.
+
+Sessions, retries and URL redaction come from :mod:`spikelab.http`.
+"""
 
 from __future__ import annotations
 
 import os
-import random
 import re
-import time
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
 from spikelab.exceptions import RemoteError, UnsafeRemoteDataError
+from spikelab.http import TRANSIENT_ERRORS, RetryPolicy, attempts_of, new_session, redact
 
 DEFAULT_API_BASE = "https://api.dandiarchive.org/api"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_BACKOFF_SECONDS = 0.5
-_TRANSIENT_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
 _ASSET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _VERSION = re.compile(r"draft|0\.\d{6}\.\d{1,4}")
 # The shape every identifier a DANDI server sends must have, and how to describe it.
@@ -125,18 +120,13 @@ def parse_asset_reference(reference: str, api_base: str) -> tuple[str, str]:
     )
 
 
-def _redacted(url: str) -> str:
-    """Drop the query string (presigned URLs carry credentials there)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
 class DandiClient:
     """Talk to one DANDI API: every request goes through :meth:`request`.
 
     Creating a client does no network I/O. The token (argument, else ``DANDI_API_TOKEN``)
     is sent as ``Authorization: token ...`` only to URLs under ``api_base``, never to the
-    blob store the downloads redirect to, and never appears in messages.
+    blob store the downloads redirect to, and never appears in messages. Retries follow
+    :class:`spikelab.http.RetryPolicy`.
 
     Parameters
     ----------
@@ -147,7 +137,8 @@ class DandiClient:
     timeout_seconds : float, default: 30.0
         Connect and read timeout of each request.
     max_attempts : int, default: 5
-        Tries per request for connection errors and statuses 429/500/502/503/504.
+        Tries per request for connection errors and statuses 429/500/502/503/504, and
+        per broken download body.
     backoff_seconds : float | None, default: None
         First retry delay (None: ``DEFAULT_BACKOFF_SECONDS``); doubles each attempt, with
         jitter, unless the server sends ``Retry-After``.
@@ -166,11 +157,10 @@ class DandiClient:
         self._token = token or os.environ.get("DANDI_API_TOKEN") or None
         self.timeout_seconds = timeout_seconds
         self.max_attempts = max_attempts
-        self.backoff_seconds = (
-            DEFAULT_BACKOFF_SECONDS if backoff_seconds is None else backoff_seconds
+        self.policy = RetryPolicy(
+            max_attempts, DEFAULT_BACKOFF_SECONDS if backoff_seconds is None else backoff_seconds
         )
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "spikelab (https://github.com/spikelab)"
+        self.session = new_session(self.policy)
 
     def __enter__(self) -> DandiClient:
         return self
@@ -208,7 +198,7 @@ class DandiClient:
         stream: bool = False,
         allow_redirects: bool = True,
     ) -> requests.Response:
-        """Send one request, retrying transient failures; return a 2xx/3xx response.
+        """Send one request (the session retries transient failures); return a 2xx/3xx answer.
 
         Raises
         ------
@@ -220,47 +210,28 @@ class DandiClient:
         sent_headers = dict(headers or {})
         if self._token and self.is_api_url(target):
             sent_headers["Authorization"] = f"token {self._token}"
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                response = self.session.request(
-                    method,
-                    target,
-                    headers=sent_headers,
-                    params=params,
-                    stream=stream,
-                    allow_redirects=allow_redirects,
-                    timeout=self.timeout_seconds,
-                )
-            except _TRANSIENT_ERRORS as error:
-                if attempt == self.max_attempts:
-                    raise RemoteError(
-                        f"{method} {_redacted(target)} failed after {attempt} attempts: "
-                        f"{type(error).__name__}"
-                    ) from None
-                self.wait_before_retry(attempt)
-                continue
-            if response.status_code in RETRY_STATUSES and attempt < self.max_attempts:
-                retry_after = response.headers.get("Retry-After")
-                response.close()
-                self.wait_before_retry(attempt, retry_after)
-                continue
-            if response.status_code >= 400:
-                raise self._error(method, target, response, attempt)
-            return response
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        try:
+            response = self.session.request(
+                method,
+                target,
+                headers=sent_headers,
+                params=params,
+                stream=stream,
+                allow_redirects=allow_redirects,
+                timeout=self.timeout_seconds,
+            )
+        except TRANSIENT_ERRORS as error:
+            raise RemoteError(
+                f"{method} {redact(target)} failed after {self.max_attempts} attempts: "
+                f"{type(error).__name__}"
+            ) from None
+        if response.status_code >= 400:
+            raise self._error(method, target, response)
+        return response
 
-    def wait_before_retry(self, attempt: int, retry_after: str | None = None) -> None:
-        """Sleep before retry ``attempt``: ``Retry-After`` seconds, else a jittered backoff."""
-        if retry_after is not None and retry_after.strip().isdigit():
-            delay = float(retry_after)
-        else:
-            delay = self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-        time.sleep(min(delay, 60.0))
-
-    def _error(
-        self, method: str, url: str, response: requests.Response, attempts: int
-    ) -> RemoteError:
+    def _error(self, method: str, url: str, response: requests.Response) -> RemoteError:
         status = response.status_code
+        attempts = attempts_of(response)
         try:
             detail = response.json().get("detail", "")
         except ValueError:
@@ -278,7 +249,7 @@ class DandiClient:
             hint = " (not found: check the dandiset id, version and asset id)"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         return RemoteError(
-            f"{method} {_redacted(url)} answered HTTP {status}{tries}: {detail}{hint}",
+            f"{method} {redact(url)} answered HTTP {status}{tries}: {detail}{hint}",
             status=status,
         )
 
@@ -289,7 +260,7 @@ class DandiClient:
             return response.json()
         except ValueError as error:
             raise RemoteError(
-                f"GET {_redacted(self.url(path))} did not return JSON: check that the API "
+                f"GET {redact(self.url(path))} did not return JSON: check that the API "
                 "base points at a DANDI archive",
                 status=response.status_code,
             ) from error

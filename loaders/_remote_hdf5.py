@@ -12,20 +12,28 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
 import h5py
 import requests
-import urllib3
 
 from spikelab._optional import import_optional
 from spikelab.exceptions import RemoteError
+from spikelab.http import (
+    RETRY_STATUSES,
+    TRANSIENT_ERRORS,
+    IncompleteBodyError,
+    RetryPolicy,
+    attempts_of,
+    call_with_retries,
+    new_session,
+)
+from spikelab.http import redact as shown  # the name loaders/nwb.py imports
 from spikelab.loaders._hdf5_direct import stored_chunks
 
 # remfile's unit of reading and caching: bigger than its default (100 KiB), so the metadata
@@ -60,19 +68,18 @@ def is_url(location: object) -> bool:
     return isinstance(location, str) and location.startswith(("http://", "https://"))
 
 
-def shown(url: str) -> str:
-    """The URL without its query (presigned URLs carry credentials there)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
 def _get_range(
-    session: requests.Session, url: str, byte_range: str, timeout_seconds: float
+    session: requests.Session,
+    url: str,
+    byte_range: str,
+    *,
+    timeout_seconds: float,
+    policy: RetryPolicy,
 ) -> tuple[int, int, bytes]:
     """GET ``Range: bytes=<byte_range>``; return the first offset, the file size, the bytes.
 
-    Transient failures (429, 5xx, a dropped connection, a body cut short) are retried with
-    a doubling delay, as remfile retries its own reads.
+    The session retries 429, 5xx and failed connections; a connection dropped while the
+    body is read, or a body cut short, is asked for again here, with the same policy.
 
     Raises
     ------
@@ -81,30 +88,16 @@ def _get_range(
         (maybe the whole file) is never read: remfile would treat it as an error and
         download the file again and again, so a server must pass this check first.
     StreamingError
-        Still failing after ``RANGE_ATTEMPTS`` attempts.
+        Still failing after ``policy.attempts`` attempts.
     """
-    for attempt in range(1, RANGE_ATTEMPTS + 1):
-        try:
-            return _get_range_once(session, url, byte_range, timeout_seconds)
-        except _TRANSIENT_ERRORS as error:
-            if attempt == RANGE_ATTEMPTS:
-                raise StreamingError(
-                    f"{shown(url)}: bytes {byte_range} failed {attempt} times ({error})"
-                ) from error
-            time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
-    raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-class _TransientAnswer(Exception):
-    """An answer worth asking again for: 429, 5xx, or a body shorter than announced."""
-
-
-_TRANSIENT_ERRORS = (
-    _TransientAnswer,
-    requests.ConnectionError,
-    requests.Timeout,
-    urllib3.exceptions.HTTPError,  # a connection dropped while the body is read
-)
+    try:
+        return call_with_retries(
+            partial(_get_range_once, session, url, byte_range, timeout_seconds), policy
+        )
+    except TRANSIENT_ERRORS as error:
+        raise StreamingError(
+            f"{shown(url)}: bytes {byte_range} failed {policy.attempts} times ({error})"
+        ) from error
 
 
 def _get_range_once(
@@ -113,8 +106,12 @@ def _get_range_once(
     with session.get(
         url, headers={"Range": f"bytes={byte_range}"}, stream=True, timeout=timeout_seconds
     ) as response:
-        if response.status_code == 429 or response.status_code >= 500:
-            raise _TransientAnswer(f"HTTP {response.status_code}")
+        if response.status_code in RETRY_STATUSES:  # the session's retries are spent
+            raise StreamingError(
+                f"{shown(url)}: bytes {byte_range} failed {attempts_of(response)} times "
+                f"(HTTP {response.status_code})",
+                status=response.status_code,
+            )
         match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
         if response.status_code != 206 or match is None:
             raise RangeNotSupportedError(
@@ -125,7 +122,7 @@ def _get_range_once(
         data = response.raw.read(decode_content=True)
     first, last, size = (int(group) for group in match.groups())
     if len(data) != last - first + 1:
-        raise _TransientAnswer(f"{len(data)} of {last - first + 1} bytes arrived")
+        raise IncompleteBodyError(f"{len(data)} of {last - first + 1} bytes arrived")
     return first, size, data
 
 
@@ -224,9 +221,8 @@ class RemoteHDF5:
     handle: h5py.File
     stats: TransferStats
     url: str
-    _session: requests.Session
+    _fetch: Callable[[str], tuple[int, int, bytes]]
     _cache: _ChunkCache
-    _timeout_seconds: float
     _pool: ThreadPoolExecutor
 
     def prefetch(self, datasets: Iterable[h5py.Dataset]) -> None:
@@ -241,9 +237,7 @@ class RemoteHDF5:
         def fetch(span: tuple[int, int]) -> None:
             first = span[0] * CHUNK_BYTES
             last = min((span[1] + 1) * CHUNK_BYTES, self._cache.size) - 1
-            start, _, data = _get_range(
-                self._session, self.url, f"{first}-{last}", self._timeout_seconds
-            )
+            start, _, data = self._fetch(f"{first}-{last}")
             self._cache.add(start, data)
 
         list(self._pool.map(fetch, spans))
@@ -322,13 +316,14 @@ def open_remote_hdf5(
             stats.bytes_read += int(response.headers.get("Content-Length", 0))
 
     disk = remfile.DiskCache(str(cache_dir)) if cache_dir is not None else None
-    with requests.Session() as session, ThreadPoolExecutor(MAX_PARALLEL_REQUESTS) as pool:
+    policy = RetryPolicy(RANGE_ATTEMPTS, RETRY_BACKOFF_SECONDS)
+    with (
+        new_session(policy, pool_size=MAX_PARALLEL_REQUESTS) as session,
+        ThreadPoolExecutor(MAX_PARALLEL_REQUESTS) as pool,
+    ):
         session.hooks["response"].append(count)
-        size, edges = _fetch_edges(
-            lambda byte_range: _get_range(session, url, byte_range, timeout_seconds),
-            size_bytes,
-            pool,
-        )
+        fetch = partial(_get_range, session, url, timeout_seconds=timeout_seconds, policy=policy)
+        size, edges = _fetch_edges(fetch, size_bytes, pool)
         cache = _ChunkCache(url, size, disk)
         for start, data in edges:
             cache.add(start, data)
@@ -342,6 +337,6 @@ def open_remote_hdf5(
                     f"{shown(url)} is not a readable NWB/HDF5 file (truncated or corrupt?): {error}"
                 ) from error
             with handle:
-                yield RemoteHDF5(handle, stats, url, session, cache, timeout_seconds, pool)
+                yield RemoteHDF5(handle, stats, url, fetch, cache, pool)
         finally:
             remote.close()

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import urllib3
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from spikelab.exceptions import RemoteError
+from spikelab.http import TRANSIENT_ERRORS
 from spikelab.loaders import LOADER_VERSIONS
 
 # Network tasks: 4 retries, 2 s, 4 s, 8 s, 16 s apart (each +/- 50 % jitter).
@@ -59,15 +59,9 @@ def content_cache_key(loader: str) -> Callable[[TaskRunContext, dict[str, Any]],
     return key
 
 
-# Failures that may pass if the same request is sent again later.
-_TRANSIENT_ERRORS = (
-    requests.ConnectionError,  # includes requests' ConnectTimeout
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    urllib3.exceptions.HTTPError,  # a body cut short, a protocol error, a read timeout
-    ConnectionError,  # the builtin: resets, refused and aborted connections
-    TimeoutError,
-)
+# Failures that may pass if the same request is sent again later: the HTTP layer's, and
+# a timeout of a socket outside it.
+_TRANSIENT_ERRORS = (*TRANSIENT_ERRORS, TimeoutError)
 
 
 def _transient_status(status: int | None) -> bool:
