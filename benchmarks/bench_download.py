@@ -14,8 +14,8 @@ run:
 
 ``spikelab``
     The download part of ``load_spikedata_from_dandi``, through the same internals:
-    ``DandiClient(api_base)``, ``client.asset_metadata(asset_id)``,
-    ``client.blob_url(asset_id)`` (the API's download redirect) and ``download_verified``,
+    ``DandiClient(api_base)``, ``client.describe(asset_id)`` (the asset record),
+    ``client.blob_url(asset_id)`` (the API's download redirect) and ``download_asset``,
     which streams the blob to ``<file>.partial`` while computing its sha256 (the stand-in
     publishes ``dandi:sha2-256``, so the whole file is verified before it is renamed into
     place). The two small API requests are timed too: they are part of what a user waits for.
@@ -68,8 +68,8 @@ import numpy as np
 import requests
 from _harness import in_fresh_process, proc_status_kb, reset_peak_rss
 
-from spikelab.loaders._dandi_client import DandiClient
-from spikelab.loaders._download import download_verified
+from spikelab.loaders._dandi_client import SHA256, DandiClient
+from spikelab.loaders._download import download_asset
 from spikelab.testing import DandiStandIn
 
 MB = 2**20
@@ -128,9 +128,9 @@ def publish(dandi: DandiStandIn, path: Path, size_mb: int) -> Asset:
     """Add ``path`` as an asset, have its digests computed, and find its blob URL."""
     asset_id = dandi.add_asset(DANDISET, f"sub-bench/sub-bench_{size_mb}MB_ecephys.nwb", path)
     with DandiClient(dandi.api_base) as client:
-        record = client.asset_metadata(asset_id)  # the stand-in hashes the file here
+        record = client.describe(asset_id)  # the stand-in hashes the file here
         blob_url = client.blob_url(asset_id)
-    return Asset(size_mb, dandi.api_base, asset_id, blob_url, record["digest"]["dandi:sha2-256"])
+    return Asset(size_mb, dandi.api_base, asset_id, blob_url, dict(record.digests)[SHA256])
 
 
 # ---------------------------------------------------------------------------- the methods
@@ -139,14 +139,8 @@ def publish(dandi: DandiStandIn, path: Path, size_mb: int) -> Asset:
 def download_spikelab(asset: Asset, destination: Path) -> None:
     """What ``load_spikedata_from_dandi`` does to fetch an asset: sha256-verified streaming."""
     with DandiClient(asset.api_base) as client:
-        record = client.asset_metadata(asset.asset_id)
-        download_verified(
-            client,
-            client.blob_url(asset.asset_id),
-            destination,
-            size=record.get("contentSize"),
-            digests=record.get("digest") or {},
-        )
+        record = client.describe(asset.asset_id)
+        download_asset(client, client.blob_url(asset.asset_id), record, destination)
 
 
 def download_curl(asset: Asset, destination: Path) -> None:

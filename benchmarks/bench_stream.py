@@ -493,7 +493,7 @@ def publish(dandi: DandiStandIn, files: dict[str, Path]) -> dict[str, Target]:
     }
     with DandiClient(dandi.api_base) as client:
         for target in targets.values():
-            client.asset_metadata(target.asset_id)
+            client.describe(target.asset_id)
     return targets
 
 

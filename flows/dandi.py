@@ -24,13 +24,10 @@ from spikelab.flows._runs import (
     outcome,
     staged_or_reload,
 )
+from spikelab.ids import normalize_dandiset_id
 from spikelab.io.lake import DEFAULT_LAKE
 from spikelab.loaders import LOADER_VERSIONS
-from spikelab.loaders._dandi_client import (
-    DEFAULT_API_BASE,
-    normalize_dandiset_id,
-    normalize_version,
-)
+from spikelab.loaders._dandi_client import DEFAULT_API_BASE, DandiAsset, normalize_version
 from spikelab.loaders.dandi import is_zarr_asset
 from spikelab.loaders.nwb_recording import has_electrical_series
 from spikelab.tasks.dandi import (
@@ -55,10 +52,10 @@ def asset_target(dandiset_id: str, asset: dict[str, Any]) -> Target:
     return {"source": "dandi", "dataset_id": dandiset_id, "asset_id": asset["asset_id"]}
 
 
-def asset_content_id(record: dict[str, Any]) -> str:
+def asset_content_id(record: DandiAsset) -> str:
     """What the lake must hold to skip an asset: its id, published digest and loader version."""
-    digest = ",".join(f"{kind}={value}" for kind, value in record["digest"].items())
-    return f"dandi:{record['asset_id']}:{digest}:nwb-v{LOADER_VERSIONS['nwb']}"
+    digest = ",".join(f"{kind}={value}" for kind, value in record.published_digest.items())
+    return f"dandi:{record.asset_id}:{digest}:nwb-v{LOADER_VERSIONS['nwb']}"
 
 
 def listed_id(asset: dict[str, Any]) -> str | None:
@@ -161,19 +158,19 @@ def ingest_dandi_asset(
     reference = asset_reference(api_base, dandiset_id, version, asset["asset_id"])
     failed_before: dict[str, Any] | None = None
 
-    def load(record: dict[str, Any], content_id: str) -> tuple[str | None, StagedUnits]:
+    def load(record: DandiAsset, content_id: str) -> tuple[str | None, StagedUnits]:
         if transfer == "stream" and not raw_zarr:  # raw traces need the whole file
             staged = staged_or_reload(
                 load_dandi_streamed,
                 refresh,
-                asset_id=asset["asset_id"],
+                asset_id=record,  # the loader takes the record: no second metadata request
                 api_base=api_base,
                 target=target,
                 content_id=content_id,
                 version=version,
             )
             return None, staged
-        path = download_dandi_asset(record, api_base)
+        path = download_dandi_asset(record)
         staged = staged_or_reload(
             load_nwb, refresh, path=path, target=target, content_id=content_id, allow_no_units=True
         )
@@ -181,7 +178,7 @@ def ingest_dandi_asset(
 
     def work() -> tuple[str, dict[str, Any]]:
         nonlocal failed_before
-        record = describe_dandi_asset(asset["asset_id"], api_base)
+        record = describe_dandi_asset(asset["asset_id"], api_base, dandiset_id, version)
         content_id = asset_content_id(record)
         existing = None if refresh else loaded_already(lake, target, content_id)
         if existing is not None:
@@ -213,13 +210,13 @@ def ingest_dandi_asset(
             source_reference=reference,
             input={
                 "url": reference,
-                "path": record["path"],
-                "size": record["size"],
-                **record["digest"],
+                "path": record.path,
+                "size": record.size,
+                **record.published_digest,
                 "content_id": content_id,
                 "listed_id": listed_id(asset),
                 "transfer": metadata.get("transfer", "downloaded"),
-                "bytes_read": metadata.get("bytes_read", record["size"]),
+                "bytes_read": metadata.get("bytes_read", record.size),
                 "digest_verified": verified,
                 "digest_failed_before": failed_before is not None,
             },

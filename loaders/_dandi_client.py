@@ -1,6 +1,8 @@
-"""A small client for the DANDI archive's REST API: the token rule, error details, paging.
+"""A small client for the DANDI archive's REST API, and the asset record it describes.
 
-Sessions, retries and URL redaction come from :mod:`spikelab.http`.
+Sessions, retries and URL redaction come from :mod:`spikelab.http`; this module adds what
+is DANDI's: the token rule, the API's error details, paging, identifier shapes, and
+:class:`DandiAsset`, the typed record of one asset's metadata, fetched once and passed down.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +21,8 @@ from spikelab.http import TRANSIENT_ERRORS, RetryPolicy, attempts_of, new_sessio
 
 DEFAULT_API_BASE = "https://api.dandiarchive.org/api"
 DEFAULT_BACKOFF_SECONDS = 0.5
+SHA256 = "dandi:sha2-256"
+ETAG = "dandi:dandi-etag"
 _ASSET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _VERSION = re.compile(r"draft|0\.\d{6}\.\d{1,4}")
 # The shape every identifier a DANDI server sends must have, and how to describe it.
@@ -78,25 +83,6 @@ def normalize_version(version: str) -> str:
     return text
 
 
-def normalize_dandiset_id(dandiset_id: str | int) -> str:
-    """Return the six-digit dandiset id; ``DANDI:000006`` is accepted too.
-
-    Raises
-    ------
-    ValueError
-        If the id is not six digits (``6`` gets a hint to write ``000006``).
-    """
-    text = str(dandiset_id).strip()
-    text = text.removeprefix("DANDI:").removeprefix("dandi:")
-    if re.fullmatch(r"\d{6}", text):
-        return text
-    if re.fullmatch(r"\d{1,5}", text):
-        raise ValueError(
-            f"dandiset id {dandiset_id!r} must have six digits: did you mean {int(text):06d}?"
-        )
-    raise ValueError(f"dandiset id {dandiset_id!r} is not a six-digit DANDI id like 000006")
-
-
 def parse_asset_reference(reference: str, api_base: str) -> tuple[str, str]:
     """Split an asset UUID, or a URL that names one, into (asset id, API base).
 
@@ -118,6 +104,84 @@ def parse_asset_reference(reference: str, api_base: str) -> tuple[str, str]:
         f"{reference!r} is neither a DANDI asset UUID nor an asset URL like "
         f"{DEFAULT_API_BASE}/assets/<uuid>/download/"
     )
+
+
+def pick_digest(digests: Mapping[str, str]) -> tuple[str, str] | None:
+    """The published digest to verify: sha2-256 when present, else the dandi-etag."""
+    for kind in (SHA256, ETAG):
+        if digests.get(kind):
+            return kind, digests[kind]
+    return None
+
+
+@dataclass(frozen=True)
+class DandiAsset:
+    """One DANDI asset, as its metadata record describes it: fetched once, passed down.
+
+    Field names are spikelab's; the API's names are given beside each.
+
+    Parameters
+    ----------
+    asset_id : str
+        The asset's UUID (``identifier``), lower case.
+    api_base : str
+        The archive that described it.
+    path : str
+        Path inside the dandiset (``path``).
+    size : int | None
+        Bytes (``contentSize``).
+    digests : tuple of (str, str)
+        Every published digest as ``(kind, value)`` pairs (``digest``).
+    content_urls : tuple of str
+        Where the bytes can be read (``contentUrl``).
+    blob_url : str | None
+        The first content URL outside the API: an object-store URL that a public asset's
+        bytes are read from without the download redirect.
+    dandiset_id : str | None, default: None
+        The dandiset it was found in, when known.
+    version : str, default: "draft"
+        The dandiset version it was found in.
+    """
+
+    asset_id: str
+    api_base: str
+    path: str
+    size: int | None
+    digests: tuple[tuple[str, str], ...]
+    content_urls: tuple[str, ...]
+    blob_url: str | None
+    dandiset_id: str | None = None
+    version: str = "draft"
+
+    @property
+    def digest(self) -> tuple[str, str] | None:
+        """The digest a download is verified against (see :func:`pick_digest`)."""
+        return pick_digest(dict(self.digests))
+
+    @property
+    def published_digest(self) -> dict[str, str]:
+        """:attr:`digest` as ``{kind: value}`` (empty when the archive publishes none)."""
+        return dict([self.digest]) if self.digest else {}
+
+    @property
+    def is_zarr(self) -> bool:
+        """Whether the asset is stored as Zarr rather than as one file."""
+        return self.path.endswith(".zarr")
+
+    @property
+    def download_url(self) -> str:
+        """The API endpoint that redirects to the asset's bytes."""
+        return f"{self.api_base}/assets/{self.asset_id}/download/"
+
+    @property
+    def source_reference(self) -> str:
+        """The asset's API URL, inside its dandiset version when that is known."""
+        if self.dandiset_id is None:
+            return f"{self.api_base}/assets/{self.asset_id}/"
+        return (
+            f"{self.api_base}/dandisets/{self.dandiset_id}/versions/{self.version}"
+            f"/assets/{self.asset_id}/"
+        )
 
 
 class DandiClient:
@@ -275,28 +339,54 @@ class DandiClient:
                 return
             page = self.get_json(next_url)
 
-    def asset_metadata(self, asset_id: str) -> dict[str, Any]:
-        """Fetch the asset's metadata record: ``path``, ``contentSize``, ``digest`` ...
+    def describe(
+        self, asset_id: str, *, dandiset_id: str | None = None, version: str = "draft"
+    ) -> DandiAsset:
+        """Fetch an asset's metadata record (one request) as a :class:`DandiAsset`.
+
+        Parameters
+        ----------
+        asset_id : str
+            The asset's UUID.
+        dandiset_id : str | None, default: None
+            The normalised dandiset it belongs to, recorded in the result.
+        version : str, default: "draft"
+            The normalised version, recorded in the result.
 
         Raises
         ------
         UnsafeRemoteDataError
-            ``asset_id`` is not a UUID (checked before any request).
+            ``asset_id`` is not a UUID (checked before any request), or the record has no
+            text path.
+        RemoteError
+            The archive refused or kept failing.
         """
         identifier = check_server_id("asset_id", asset_id, self.api_base)
-        metadata: dict[str, Any] = self.get_json(f"/assets/{identifier}/")
-        return metadata
-
-    def listed_blob_url(self, metadata: Mapping[str, Any]) -> str | None:
-        """The object-store URL an asset's metadata lists in ``contentUrl``, if any.
-
-        For a public asset it reads without credentials and saves the round trip of the
-        download redirect; an embargoed asset's answers 403 (use :meth:`blob_url`).
-        """
-        urls = metadata.get("contentUrl") or []
-        return next(
-            (u for u in urls if u.startswith(("http://", "https://")) and not self.is_api_url(u)),
-            None,
+        record: dict[str, Any] = self.get_json(f"/assets/{identifier}/")
+        path = record.get("path") or f"{identifier}.nwb"
+        if not isinstance(path, str):
+            raise UnsafeRemoteDataError(
+                f"the DANDI server {self.api_base} described asset {identifier} without a text path"
+            )
+        digests = record.get("digest") or {}
+        urls = tuple(u for u in record.get("contentUrl") or [] if isinstance(u, str))
+        return DandiAsset(
+            asset_id=identifier,
+            api_base=self.api_base,
+            path=path,
+            size=record.get("contentSize"),
+            digests=tuple(sorted((str(k), str(v)) for k, v in digests.items() if v)),
+            content_urls=urls,
+            blob_url=next(
+                (
+                    u
+                    for u in urls
+                    if u.startswith(("http://", "https://")) and not self.is_api_url(u)
+                ),
+                None,
+            ),
+            dandiset_id=dandiset_id,
+            version=version,
         )
 
     def blob_url(self, asset_id: str) -> str:

@@ -10,19 +10,17 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path, PurePosixPath
 
 from spikelab import http
 from spikelab.exceptions import UnsafeRemoteDataError
-from spikelab.http import contained, older_than
-from spikelab.loaders._dandi_client import DandiClient
+from spikelab.http import older_than
+from spikelab.loaders._dandi_client import SHA256, DandiAsset, DandiClient
 
 __all__ = [
-    "contained",
-    "download_verified",
-    "expected_digest",
+    "download_asset",
     "expire_stale_downloads",
     "file_matches",
     "partial_max_age_seconds",
@@ -34,36 +32,25 @@ PARTIAL_MAX_AGE_VARIABLE = "SPIKELAB_PARTIAL_MAX_AGE_HOURS"
 DEFAULT_PARTIAL_MAX_AGE_HOURS = 72.0
 # Leftovers of an interrupted download: the partial file, its marker, a temporary file.
 _LEFTOVER_SUFFIXES = (".partial", ".partial.json", ".part")
-SHA256 = "dandi:sha2-256"
-ETAG = "dandi:dandi-etag"
 _MISMATCH_HINT = (
     ". The archive's copy or its published digest may be wrong: tell the dandiset's owners"
 )
 
 
-def expected_digest(digests: Mapping[str, str]) -> tuple[str, str] | None:
-    """Pick the published digest to verify: sha2-256 when present, else the dandi-etag."""
-    for kind in (SHA256, ETAG):
-        if digests.get(kind):
-            return kind, digests[kind]
-    return None
-
-
-def _checks(size: int | None, digests: Mapping[str, str]) -> list[http.Check]:
-    """The check of the published digest (none when the archive publishes none)."""
-    expected = expected_digest(digests)
-    if expected is None:
+def _checks(asset: DandiAsset) -> list[http.Check]:
+    """The check of the asset's published digest (none when the archive publishes none)."""
+    if asset.digest is None:
         return []
-    kind, value = expected
-    new_hasher = hashlib.sha256 if kind == SHA256 else partial(http.EtagDigest, size or 0)
+    kind, value = asset.digest
+    new_hasher = hashlib.sha256 if kind == SHA256 else partial(http.EtagDigest, asset.size or 0)
     return [http.Check(kind, value, new_hasher)]
 
 
-def file_matches(path: Path, size: int | None, digests: Mapping[str, str]) -> bool:
-    """Tell whether a local file has the published size and digest (hashing it once)."""
-    if not path.is_file() or size is None or path.stat().st_size != size:
+def file_matches(path: Path, asset: DandiAsset) -> bool:
+    """Tell whether a local file has the asset's published size and digest (hashing it once)."""
+    if not path.is_file() or asset.size is None or path.stat().st_size != asset.size:
         return False
-    checks = _checks(size, digests)
+    checks = _checks(asset)
     found = http.file_digests(path, checks)
     return all(found[check.name] == check.expected for check in checks)
 
@@ -163,13 +150,12 @@ def expire_stale_downloads(folder: Path, max_age_seconds: float | None = None) -
     return removed
 
 
-def download_verified(
+def download_asset(
     client: DandiClient,
     url: str,
+    asset: DandiAsset,
     destination: Path,
     *,
-    size: int | None,
-    digests: Mapping[str, str],
     timeout_seconds: float = 600.0,
 ) -> Path:
     """Stream ``url`` (the asset's bytes) to ``destination``, verified before it is renamed.
@@ -197,8 +183,8 @@ def download_verified(
     http.download_verified(
         source,
         destination,
-        size=size,
-        checks=_checks(size, digests),
+        size=asset.size,
+        checks=_checks(asset),
         policy=client.policy,
         timeout_seconds=timeout_seconds,
         partial_max_age_seconds=partial_max_age_seconds(),

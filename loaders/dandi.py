@@ -9,24 +9,21 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 from spikelab.exceptions import FileFormatError, UnsafeRemoteDataError
+from spikelab.ids import normalize_dandiset_id
 from spikelab.loaders._dandi_client import (
     DEFAULT_API_BASE,
+    DandiAsset,
     DandiClient,
     check_server_id,
-    normalize_dandiset_id,
     normalize_version,
     parse_asset_reference,
 )
-from spikelab.loaders._download import (
-    download_verified,
-    expected_digest,
-    file_matches,
-    safe_destination,
-)
+from spikelab.loaders._download import download_asset, file_matches, safe_destination
 from spikelab.loaders._remote_hdf5 import RangeNotSupportedError, StreamingError
 from spikelab.loaders.nwb import load_remote_nwb, load_spikedata_from_nwb
 from spikelab.loaders.nwb_recording import save_nwb_recording_as_zarr, write_sidecar
@@ -152,120 +149,115 @@ def is_zarr_asset(asset: Mapping[str, Any]) -> bool:
     return (bool(asset.get("zarr_id")) and not asset.get("blob_id")) or path.endswith(".zarr")
 
 
-def _refuse_zarr(identifier: str, record: Mapping[str, Any]) -> None:
-    if is_zarr_asset(record):
+def _refuse_zarr(asset: DandiAsset) -> None:
+    if asset.is_zarr:
         raise FileFormatError(
-            f"DANDI asset {identifier} ({record.get('path')}) is a Zarr asset: spikelab reads "
+            f"DANDI asset {asset.asset_id} ({asset.path}) is a Zarr asset: spikelab reads "
             "only NWB HDF5 assets from DANDI; open a local copy with hdmf-zarr's NWBZarrIO "
             "(pip install 'spikelab[nwbzarr]')"
         )
 
 
-def _provenance(
-    client: DandiClient,
-    identifier: str,
-    dandiset: str | None,
-    version: str,
-    record: Mapping[str, Any],
-) -> dict[str, Any]:
+def _provenance(asset: DandiAsset) -> dict[str, Any]:
     """The DANDI fields every loaded asset's metadata carries."""
-    digest = expected_digest(record.get("digest") or {})
     provenance: dict[str, Any] = {
-        "dandi_asset_id": identifier,
-        "dandi_version": version,
-        "dandi_path": record.get("path") or f"{identifier}.nwb",
-        "dandi_digest": dict([digest]) if digest else {},
-        "source_reference": client.url(
-            f"/dandisets/{dandiset}/versions/{version}/assets/{identifier}/"
-            if dandiset
-            else f"/assets/{identifier}/"
-        ),
+        "dandi_asset_id": asset.asset_id,
+        "dandi_version": asset.version,
+        "dandi_path": asset.path,
+        "dandi_digest": asset.published_digest,
+        "source_reference": asset.source_reference,
     }
-    if dandiset is not None:
-        provenance["dandi_dandiset_id"] = dandiset
+    if asset.dandiset_id is not None:
+        provenance["dandi_dandiset_id"] = asset.dandiset_id
     return provenance
 
 
-def _streamed(
-    asset_id: str,
+@contextmanager
+def _described(
+    asset: str | DandiAsset,
     *,
     dandiset_id: str | None,
     version: str,
     api_token: str | None,
     api_base: str,
     request_timeout_seconds: float,
-    **nwb_options: Any,
-) -> SpikeData:
-    """Load an asset's Units over HTTP range requests, without downloading the file."""
-    identifier, base = parse_asset_reference(asset_id, api_base)
+) -> Iterator[tuple[DandiClient, DandiAsset]]:
+    """A client of the asset's archive and the asset's record (fetched unless given).
+
+    A given record keeps its own dandiset and version unless ``dandiset_id`` is given.
+
+    Raises
+    ------
+    FileFormatError
+        The asset is stored as Zarr.
+    """
     dandiset = normalize_dandiset_id(dandiset_id) if dandiset_id is not None else None
     version = normalize_version(version)
+    if isinstance(asset, DandiAsset):
+        base = asset.api_base
+    else:
+        identifier, base = parse_asset_reference(asset, api_base)
     with DandiClient(base, api_token, timeout_seconds=request_timeout_seconds) as client:
-        record = client.asset_metadata(identifier)
-        _refuse_zarr(identifier, record)
-        provenance = _provenance(client, identifier, dandiset, version, record)
-        listed = client.listed_blob_url(record)
-        size = record.get("contentSize")
-        try:  # no token ever goes to a blob URL
-            url = listed or client.blob_url(identifier)
-            sd = load_remote_nwb(url, size_bytes=size, **nwb_options)
-        except RangeNotSupportedError as error:
-            if listed is None or error.status not in _NOT_PUBLIC:
-                raise
-            sd = load_remote_nwb(client.blob_url(identifier), size_bytes=size, **nwb_options)
+        if not isinstance(asset, DandiAsset):
+            record = client.describe(identifier, dandiset_id=dandiset, version=version)
+        elif dandiset is not None:
+            record = replace(asset, dandiset_id=dandiset, version=version)
+        else:
+            record = asset
+        _refuse_zarr(record)
+        yield client, record
+
+
+def _streamed(client: DandiClient, asset: DandiAsset, **nwb_options: Any) -> SpikeData:
+    """Load an asset's Units over HTTP range requests, without downloading the file."""
+    listed = asset.blob_url
+    try:  # no token ever goes to a blob URL
+        url = listed or client.blob_url(asset.asset_id)
+        sd = load_remote_nwb(url, size_bytes=asset.size, **nwb_options)
+    except RangeNotSupportedError as error:
+        if listed is None or error.status not in _NOT_PUBLIC:
+            raise
+        sd = load_remote_nwb(client.blob_url(asset.asset_id), size_bytes=asset.size, **nwb_options)
+    provenance = _provenance(asset)
     sd.metadata.update(provenance)
     sd.metadata["source_file"] = provenance["source_reference"]
     return sd
 
 
 @contextmanager
-def _downloaded_asset(
-    asset_id: str,
+def _downloaded(
+    client: DandiClient,
+    asset: DandiAsset,
     *,
-    dandiset_id: str | None,
-    version: str,
     download_dir: str | os.PathLike[str] | None,
     keep: bool,
-    api_token: str | None,
-    api_base: str,
-    request_timeout_seconds: float,
     download_timeout_seconds: float,
-) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Resolve, download and verify one asset; yield its local path and provenance.
+) -> Iterator[Path]:
+    """Download and verify one asset; yield its local path.
 
     Without ``download_dir`` the file lives in a temporary folder removed on exit (also on
     error) unless ``keep``.
     """
-    identifier, base = parse_asset_reference(asset_id, api_base)
-    dandiset = normalize_dandiset_id(dandiset_id) if dandiset_id is not None else None
-    version = normalize_version(version)
-    with DandiClient(base, api_token, timeout_seconds=request_timeout_seconds) as client:
-        record = client.asset_metadata(identifier)
-        _refuse_zarr(identifier, record)
-        asset_path = record.get("path") or f"{identifier}.nwb"
-        folder = Path(download_dir) if download_dir is not None else None
-        temporary = None if folder is not None else Path(tempfile.mkdtemp(prefix="spikelab-dandi-"))
-        try:
-            target = safe_destination(folder or temporary, asset_path)  # type: ignore[arg-type]
-            digests = record.get("digest") or {}
-            if not file_matches(target, record.get("contentSize"), digests):
-                download_verified(
-                    client,
-                    client.blob_url(identifier),
-                    target,
-                    size=record.get("contentSize"),
-                    digests=digests,
-                    timeout_seconds=download_timeout_seconds,
-                )
-            provenance = _provenance(client, identifier, dandiset, version, record)
-            yield target, provenance
-        finally:
-            if temporary is not None and not keep:
-                shutil.rmtree(temporary, ignore_errors=True)
+    folder = Path(download_dir) if download_dir is not None else None
+    temporary = None if folder is not None else Path(tempfile.mkdtemp(prefix="spikelab-dandi-"))
+    try:
+        target = safe_destination(folder or temporary, asset.path)  # type: ignore[arg-type]
+        if not file_matches(target, asset):
+            download_asset(
+                client,
+                client.blob_url(asset.asset_id),
+                asset,
+                target,
+                timeout_seconds=download_timeout_seconds,
+            )
+        yield target
+    finally:
+        if temporary is not None and not keep:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def load_spikedata_from_dandi(
-    asset_id: str,
+    asset_id: str | DandiAsset,
     *,
     dandiset_id: str | None = None,
     version: str = "draft",
@@ -288,10 +280,12 @@ def load_spikedata_from_dandi(
 
     Parameters
     ----------
-    asset_id : str
-        Asset UUID, or a URL naming one (its API base then replaces ``api_base``).
+    asset_id : str or DandiAsset
+        Asset UUID, or a URL naming one (its API base then replaces ``api_base``), or the
+        record ``describe_dandi_asset`` returned: then no metadata request is sent, and
+        its own archive, dandiset and version are used unless ``dandiset_id`` is given.
     dandiset_id : str | None, default: None
-        The owning dandiset, recorded in the provenance.
+        The owning dandiset (``000006`` or ``DANDI:000006``), recorded in the provenance.
     version : str, default: "draft"
         Dandiset version, recorded in the provenance.
     download_dir : str or PathLike or None, default: None
@@ -341,38 +335,35 @@ def load_spikedata_from_dandi(
         "length_ms": length_ms,
         "start_time_ms": start_time_ms,
     }
-    if stream:
-        try:
-            return _streamed(
-                asset_id,
-                dandiset_id=dandiset_id,
-                version=version,
-                api_token=api_token,
-                api_base=api_base,
-                request_timeout_seconds=request_timeout_seconds,
-                **nwb_options,
-            )
-        except StreamingError as error:
-            if stream_only:
-                raise
-            warnings.warn(
-                f"streaming asset {asset_id} failed ({error}); downloading it instead",
-                UserWarning,
-                stacklevel=2,
-            )
-    with _downloaded_asset(
+    with _described(
         asset_id,
         dandiset_id=dandiset_id,
         version=version,
-        download_dir=download_dir,
-        keep=False,
         api_token=api_token,
         api_base=api_base,
         request_timeout_seconds=request_timeout_seconds,
-        download_timeout_seconds=download_timeout_seconds,
-    ) as (path, provenance):
-        sd = load_spikedata_from_nwb(path, **nwb_options)
-        size = path.stat().st_size
+    ) as (client, asset):
+        if stream:
+            try:
+                return _streamed(client, asset, **nwb_options)
+            except StreamingError as error:
+                if stream_only:
+                    raise
+                warnings.warn(
+                    f"streaming asset {asset.asset_id} failed ({error}); downloading it instead",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        with _downloaded(
+            client,
+            asset,
+            download_dir=download_dir,
+            keep=False,
+            download_timeout_seconds=download_timeout_seconds,
+        ) as path:
+            sd = load_spikedata_from_nwb(path, **nwb_options)
+            size = path.stat().st_size
+    provenance = _provenance(asset)
     sd.metadata.update(provenance)
     sd.metadata.update(
         transfer="downloaded", bytes_read=size, digest_verified=bool(provenance["dandi_digest"])
@@ -385,7 +376,7 @@ def load_spikedata_from_dandi(
 
 
 def load_recording_from_dandi(
-    asset_id: str,
+    asset_id: str | DandiAsset,
     zarr_dest: str | os.PathLike[str],
     *,
     dandiset_id: str | None = None,
@@ -408,8 +399,9 @@ def load_recording_from_dandi(
 
     Parameters
     ----------
-    asset_id : str
-        Asset UUID or a URL naming one.
+    asset_id : str or DandiAsset
+        Asset UUID, a URL naming one, or its record (as for
+        :func:`load_spikedata_from_dandi`).
     zarr_dest : str or PathLike
         The Zarr folder to create.
     dandiset_id : str | None, default: None
@@ -449,17 +441,24 @@ def load_recording_from_dandi(
     destination = Path(zarr_dest).absolute()
     if destination.exists() and not overwrite:
         raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
-    with _downloaded_asset(
-        asset_id,
-        dandiset_id=dandiset_id,
-        version=version,
-        download_dir=download_dir,
-        keep=keep_nwb,
-        api_token=api_token,
-        api_base=api_base,
-        request_timeout_seconds=request_timeout_seconds,
-        download_timeout_seconds=download_timeout_seconds,
-    ) as (nwb_path, provenance):
+    with (
+        _described(
+            asset_id,
+            dandiset_id=dandiset_id,
+            version=version,
+            api_token=api_token,
+            api_base=api_base,
+            request_timeout_seconds=request_timeout_seconds,
+        ) as (client, asset),
+        _downloaded(
+            client,
+            asset,
+            download_dir=download_dir,
+            keep=keep_nwb,
+            download_timeout_seconds=download_timeout_seconds,
+        ) as nwb_path,
+    ):
+        provenance = _provenance(asset)
         result = save_nwb_recording_as_zarr(
             nwb_path,
             destination,

@@ -3,7 +3,9 @@
 Everything these tasks write lives under ``<cache>/downloads`` (the asset files and their
 partial downloads) and ``<cache>/dandi-digest-failures`` (a record per asset whose download
 did not match its published digest). Paths are built only from identifiers checked by
-:func:`spikelab.loaders._dandi_client.check_server_id` and resolved before use.
+:func:`spikelab.loaders._dandi_client.check_server_id` and resolved before use. An asset
+is described once (:func:`describe_dandi_asset`) and its typed record handed to every
+later step.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ from typing import Any
 
 from prefect import task
 
+from spikelab.http import contained
 from spikelab.loaders import list_dandi_assets as list_assets
-from spikelab.loaders._dandi_client import DandiClient, check_server_id
+from spikelab.loaders._dandi_client import DandiAsset, DandiClient
 from spikelab.loaders._download import (
-    contained,
-    download_verified,
-    expected_digest,
+    download_asset,
     expire_stale_downloads,
     file_matches,
     safe_destination,
@@ -47,18 +48,16 @@ def list_dandi_assets(
 
 
 @task(name="describe-dandi-asset", **_NETWORK)
-def describe_dandi_asset(asset_id: str, api_base: str) -> dict[str, Any]:
-    """The asset's published size, digest and path: its content identity."""
+def describe_dandi_asset(
+    asset_id: str, api_base: str, dandiset_id: str | None = None, version: str = "draft"
+) -> DandiAsset:
+    """Fetch the asset's record (one request): its published size, digests, path and URLs.
+
+    ``dandiset_id`` and ``version`` come normalised from the flow and are kept in the
+    record, which the later steps (download, streamed load) take instead of asking again.
+    """
     with DandiClient(api_base) as client:
-        record = client.asset_metadata(asset_id)
-    digest = expected_digest(record.get("digest") or {})
-    return {
-        "asset_id": check_server_id("asset_id", asset_id, api_base),
-        "path": record.get("path") or f"{asset_id}.nwb",
-        "size": record.get("contentSize"),
-        "digest": dict([digest]) if digest else {},
-        "all_digests": record.get("digest") or {},
-    }
+        return client.describe(asset_id, dandiset_id=dandiset_id, version=version)
 
 
 def downloads_dir() -> Path:
@@ -76,26 +75,19 @@ def expire_downloads() -> list[Path]:
 
 
 @task(name="download-dandi-asset", **_NETWORK)
-def download_dandi_asset(asset: dict[str, Any], api_base: str) -> str:
-    """Download and verify one asset into the local cache; return its path.
+def download_dandi_asset(asset: DandiAsset) -> str:
+    """Download and verify one described asset into the local cache; return its path.
 
     A failed download leaves its partial file for the next run to resume (unless it is
     older than ``SPIKELAB_PARTIAL_MAX_AGE_HOURS``); a corrupt one leaves nothing.
     """
     root = downloads_dir()
-    asset_id = check_server_id("asset_id", asset["asset_id"], api_base)
-    folder = contained(root, root / asset_id, "download folder")
-    destination = contained(root, safe_destination(folder, asset["path"]), "download")
-    if file_matches(destination, asset["size"], asset["all_digests"]):
+    folder = contained(root, root / asset.asset_id, "download folder")
+    destination = contained(root, safe_destination(folder, asset.path), "download")
+    if file_matches(destination, asset):
         return str(destination)
-    with DandiClient(api_base) as client:
-        download_verified(
-            client,
-            client.blob_url(asset_id),
-            destination,
-            size=asset["size"],
-            digests=asset["all_digests"],
-        )
+    with DandiClient(asset.api_base) as client:
+        download_asset(client, client.blob_url(asset.asset_id), asset, destination)
     return str(destination)
 
 
@@ -105,20 +97,20 @@ def remove_download(path: str) -> None:
     contained(root, Path(path), "download").unlink(missing_ok=True)
 
 
-def _digest_failure_path(record: dict[str, Any]) -> Path:
+def _digest_failure_path(record: DandiAsset) -> Path:
     """Where the failure record of an asset's published digest lives (a hashed name)."""
     folder = cache_dir() / "dandi-digest-failures"
-    digest = ",".join(f"{kind}={value}" for kind, value in sorted(record["digest"].items()))
-    name = hashlib.sha256(f"{record['asset_id']}:{digest}".encode()).hexdigest()
+    digest = ",".join(f"{kind}={value}" for kind, value in sorted(record.published_digest.items()))
+    name = hashlib.sha256(f"{record.asset_id}:{digest}".encode()).hexdigest()
     return contained(folder, folder / f"{name}.json", "digest failure record")
 
 
-def record_digest_failure(record: dict[str, Any], error: Exception) -> None:
+def record_digest_failure(record: DandiAsset, error: Exception) -> None:
     """Remember that an asset's download did not match its published digest.
 
     Parameters
     ----------
-    record : dict
+    record : DandiAsset
         The asset as :func:`describe_dandi_asset` gives it.
     error : Exception
         The :class:`~spikelab.exceptions.DigestMismatchError`.
@@ -126,9 +118,9 @@ def record_digest_failure(record: dict[str, Any], error: Exception) -> None:
     path = _digest_failure_path(record)
     path.parent.mkdir(parents=True, exist_ok=True)
     note = {
-        "asset_id": record["asset_id"],
-        "path": record["path"],
-        "digest": record["digest"],
+        "asset_id": record.asset_id,
+        "path": record.path,
+        "digest": record.published_digest,
         "error": str(error),
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -137,7 +129,7 @@ def record_digest_failure(record: dict[str, Any], error: Exception) -> None:
     temporary.replace(path)
 
 
-def digest_failure(record: dict[str, Any]) -> dict[str, Any] | None:
+def digest_failure(record: DandiAsset) -> dict[str, Any] | None:
     """The failure record of this asset and published digest, if a download failed it."""
     path = _digest_failure_path(record)
     try:
@@ -147,6 +139,6 @@ def digest_failure(record: dict[str, Any]) -> dict[str, Any] | None:
     return note
 
 
-def clear_digest_failure(record: dict[str, Any]) -> None:
+def clear_digest_failure(record: DandiAsset) -> None:
     """Forget a digest failure once a download of the same asset and digest verified."""
     _digest_failure_path(record).unlink(missing_ok=True)

@@ -649,3 +649,77 @@ def test_failed_conversion_leaves_no_zarr(archive, tmp_path):
             api_base=archive.api_base,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the asset record
+
+
+def metadata_requests(archive, asset_id):
+    """GETs of an asset's metadata record (its download endpoint shares the prefix)."""
+    prefix = f"/assets/{asset_id}/"
+    return archive.count("api", "GET", match=prefix) - archive.count(
+        "api", match=prefix + "download/"
+    )
+
+
+def test_describe_returns_one_frozen_typed_record(archive):
+    import dataclasses
+    import pickle
+
+    asset_id = archive.ids["sub-01/sub-01_ses-1_ecephys.nwb"]
+    with _dandi_client.DandiClient(archive.api_base) as client:
+        record = client.describe(asset_id.upper(), dandiset_id=DANDISET)
+    blob = archive._asset(asset_id)
+    assert (record.asset_id, record.path, record.size) == (
+        asset_id,
+        "sub-01/sub-01_ses-1_ecephys.nwb",
+        blob.size,
+    )
+    sha = dict(record.digests)["dandi:sha2-256"]
+    assert record.digest == ("dandi:sha2-256", sha)
+    assert record.published_digest == {"dandi:sha2-256": sha}
+    assert record.blob_url.endswith(blob.blob_key) and record.blob_url in record.content_urls
+    assert record.download_url == f"{archive.api_base}/assets/{asset_id}/download/"
+    assert record.source_reference == (
+        f"{archive.api_base}/dandisets/{DANDISET}/versions/draft/assets/{asset_id}/"
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.size = 0  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(record)) == record  # it travels between Prefect tasks
+    with _dandi_client.DandiClient(archive.api_base) as client:
+        etag_only = client.describe(archive.ids["etag-only"])
+    assert [kind for kind, _ in etag_only.digests] == ["dandi:dandi-etag"]  # no sha2-256
+    assert etag_only.digest == etag_only.digests[0]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_described_asset_is_loaded_without_asking_again(archive, tmp_path, stream):
+    asset_id = archive.ids["sub-01/sub-01_ses-2_ecephys.nwb"]
+    by_id = load_spikedata_from_dandi(
+        asset_id,
+        dandiset_id=f"DANDI:{DANDISET}",
+        api_base=archive.api_base,
+        download_dir=tmp_path / "by-id",
+        stream=stream,
+    )
+    with _dandi_client.DandiClient(archive.api_base) as client:
+        record = client.describe(asset_id, dandiset_id=DANDISET)
+    before = metadata_requests(archive, asset_id)
+    sd = load_spikedata_from_dandi(
+        record, api_base="http://127.0.0.1:9/ignored", download_dir=tmp_path / "rec", stream=stream
+    )
+    assert metadata_requests(archive, asset_id) == before
+    assert [t.tolist() for t in sd.train] == [[11.0, 12.5], [17.25]]
+    for field in ("dandi_asset_id", "dandi_dandiset_id", "dandi_path", "dandi_digest"):
+        assert sd.metadata[field] == by_id.metadata[field]
+    assert sd.metadata["dandi_dandiset_id"] == DANDISET
+    assert sd.metadata["transfer"] == ("streamed" if stream else "downloaded")
+
+
+def test_a_described_zarr_asset_is_refused_before_any_transfer(archive):
+    with _dandi_client.DandiClient(archive.api_base) as client:
+        record = client.describe(archive.add_zarr_asset(DANDISET, "sub-9/sub-9.nwb.zarr"))
+    before = archive.count()
+    with pytest.raises(FileFormatError, match=r"sub-9/sub-9.nwb.zarr\) is a Zarr asset"):
+        load_spikedata_from_dandi(record, stream=True)
+    assert archive.count() == before

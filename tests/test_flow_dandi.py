@@ -463,3 +463,28 @@ def test_a_task_retries_a_transient_error_and_not_a_permanent_one():
     with pytest.raises(FileNotFoundError, match="x.nwb"):
         run("permanent")
     assert calls.count("permanent") == 1
+
+
+@pytest.mark.parametrize(("transfer", "redirects"), [("stream", 0), ("download", 1)])
+def test_a_changed_asset_is_described_once(archive, tmp_path, transfer, redirects):
+    """One metadata request per changed asset: the flow hands its record to the loader."""
+    import hashlib
+
+    dandiset = "000106" if transfer == "stream" else "000107"
+    nwb = export_spikedata_to_nwb(sorted_units(60.0), tmp_path / "once.nwb")
+    asset_id = archive.add_asset(dandiset, "sub-6/sub-6.nwb", nwb)
+    lake = str(tmp_path / "lake")
+    summary = ingest_dandiset(dandiset, lake=lake, api_base=archive.api_base, transfer=transfer)
+    assert summary["counts"] == {"ok": 1, "skipped": 0, "failed": 0}
+    download = f"/assets/{asset_id}/download/"
+    described = archive.count("api", "GET", match=f"/assets/{asset_id}/")
+    assert described - archive.count("api", match=download) == 1
+    assert archive.count("api", match=download) == redirects
+    manifest = read_manifest(summary["assets"][0]["manifest"])
+    assert manifest["input"]["dandi:sha2-256"] == hashlib.sha256(nwb.read_bytes()).hexdigest()
+    assert manifest["input"]["path"] == "sub-6/sub-6.nwb"
+    assert manifest["input"]["transfer"] == ("streamed" if transfer == "stream" else "downloaded")
+    units = read_units_table(
+        Path(lake, "units", "source=dandi", f"dataset={dandiset}", f"{asset_id}.parquet")
+    )
+    assert [t.tolist() for t in units.train] == [[61.0, 62.5], [67.25]]

@@ -424,11 +424,11 @@ class _Handler(BaseHTTPRequestHandler):
         standin = self.standin
         crafted = standin._crafted_route(route)
         if crafted is not None:  # a hostile server answers wherever the request lands
-            asset, download = crafted
+            target, download = crafted
             if download:
-                self._redirect(asset)
+                self._redirect(target)
             else:
-                self._send_json(200, standin._metadata(asset))
+                self._send_json(200, standin._metadata(target))
         elif m := _LISTING.match(route):
             self._listing(m["dandiset"], m["version"], split.query)
         elif m := _VERSION_ASSET.match(route):
