@@ -171,11 +171,9 @@ def download_asset(
     Raises
     ------
     DigestMismatchError
-        Two complete downloads did not match the published size or digest.
-    RemoteError
-        The transfer kept failing, or took longer than ``timeout_seconds``.
-    UnsafeRemoteDataError
-        The partial file or its marker would resolve outside the destination's folder.
+        Both downloads differed from what the archive publishes.
+    RemoteError, UnsafeRemoteDataError
+        As for :func:`spikelab.http.download_verified`.
     """
     source = http.HttpSource(
         destination.name, lambda headers: client.request("GET", url, headers=headers, stream=True)

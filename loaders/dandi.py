@@ -175,7 +175,6 @@ def _provenance(asset: DandiAsset) -> dict[str, Any]:
 @contextmanager
 def _described(
     asset: str | DandiAsset,
-    *,
     dandiset_id: str | None,
     version: str,
     api_token: str | None,
@@ -336,12 +335,7 @@ def load_spikedata_from_dandi(
         "start_time_ms": start_time_ms,
     }
     with _described(
-        asset_id,
-        dandiset_id=dandiset_id,
-        version=version,
-        api_token=api_token,
-        api_base=api_base,
-        request_timeout_seconds=request_timeout_seconds,
+        asset_id, dandiset_id, version, api_token, api_base, request_timeout_seconds
     ) as (client, asset):
         if stream:
             try:
@@ -443,12 +437,7 @@ def load_recording_from_dandi(
         raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
     with (
         _described(
-            asset_id,
-            dandiset_id=dandiset_id,
-            version=version,
-            api_token=api_token,
-            api_base=api_base,
-            request_timeout_seconds=request_timeout_seconds,
+            asset_id, dandiset_id, version, api_token, api_base, request_timeout_seconds
         ) as (client, asset),
         _downloaded(
             client,
