@@ -125,7 +125,7 @@ def _profile_api_url() -> str | None:
     return str(url) if url else None
 
 
-def healthy(api_url: str, timeout: float = 2.0) -> bool:
+def healthy(api_url: str, timeout: float = 5.0) -> bool:
     """Whether a Prefect API answers its health check."""
     try:
         with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as answer:
