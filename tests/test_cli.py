@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dandi_server import DandiStandIn
 
 from spikelab.cli import FlowRunError, build_parser, cli_words, run, summaries_of
 from spikelab.demo_data import write_hdf5
@@ -22,6 +21,7 @@ from spikelab.io.manifest import read_manifest, write_manifest
 from spikelab.io.units_table import write_units_table
 from spikelab.lake_queries import SUMMARY_COLUMNS, find_units, lake_summary
 from spikelab.spikedata import SpikeData
+from spikelab.testing.dandi_archive import DandiStandIn
 
 ROOT = Path(__file__).parents[1]
 
@@ -117,6 +117,46 @@ def test_ingest_dandi_transfer_option(tmp_path, capfd, transfer, expected):
     assert "1 loaded" in capfd.readouterr().out
     manifest = read_manifest(Lake(tmp_path / "lake").manifest_path("dandi", "000321", asset))
     assert manifest["input"]["transfer"] == expected
+
+
+def _dandi_ready(sd: SpikeData, path: Path) -> Path:
+    subject = {"subject_id": "m1", "species": "Mus musculus", "sex": "F", "age": "P90D"}
+    sd.metadata.update({"identifier": path.stem, "sampling_rate_hz": 30_000.0, **subject})
+    return export_spikedata_to_nwb(sd, path)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_ingest_dandi_with_a_failed_asset_exits_1(tmp_path, capfd):
+    good = _dandi_ready(SpikeData([[1.0, 2.0]], length=5.0), tmp_path / "good.nwb")
+    with DandiStandIn(tmp_path / "archive") as archive:
+        archive.add_asset("000322", "sub-1/good.nwb", good)
+        broken = archive.add_asset("000322", "sub-2/broken.nwb", b"not an NWB file at all")
+        argv = ["ingest", "dandi", "000322", "--api-base", archive.api_base]
+        assert run([*argv, "--lake", str(tmp_path / "lake")]) == 1
+    out = capfd.readouterr().out.splitlines()
+    assert out[0] == f"1 loaded, 0 skipped, 1 failed -> lake {tmp_path / 'lake'}"
+    assert out[1].startswith(f"  failed: {broken}: ") and len(out) == 2
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_ingest_nightly_prints_one_summary_per_dandiset(tmp_path, capfd):
+    with DandiStandIn(tmp_path / "archive") as archive:
+        for dandiset in ("000401", "000402"):
+            sd = SpikeData([[1.0, 2.0], [3.0]], length=5.0)
+            archive.add_asset(
+                dandiset, "sub-1/u.nwb", _dandi_ready(sd, tmp_path / f"{dandiset}.nwb")
+            )
+        config = tmp_path / "dandisets.yaml"
+        config.write_text("dandisets:\n  - id: '000401'\n  - id: DANDI:000402\n")
+        argv = ["ingest", "nightly", "--config", str(config), "--api-base", archive.api_base]
+        assert run([*argv, "--lake", str(tmp_path / "lake")]) == 0
+    out = capfd.readouterr().out.splitlines()
+    assert out == [f"1 loaded, 0 skipped, 0 failed -> lake {tmp_path / 'lake'}"] * 2
+    summary = lake_summary(tmp_path / "lake")
+    assert summary[["dataset", "units", "spikes"]].values.tolist() == [
+        ["000401", 2, 3],
+        ["000402", 2, 3],
+    ]
 
 
 @pytest.fixture(scope="module")
