@@ -15,6 +15,7 @@ SUBPACKAGES = [
     "spikelab.loaders",
     "spikelab.tasks",
     "spikelab.flows",
+    "spikelab.testing",
     "spikelab.data_loaders.data_loaders",
 ]
 
