@@ -378,7 +378,11 @@ def start_server(port: int | None = None) -> tuple[ServerRecord, bool]:
     record = ServerRecord(
         pid=process.pid, port=chosen, started=datetime.now(UTC).isoformat(), log=str(log)
     )
-    _write_record(record)
+    try:
+        _write_record(record)
+    except PrefectServerError:
+        stop_process(process)
+        raise
     try:
         wait_until_healthy(process, record.api_url, _startup_timeout(), log)
     except PrefectServerError:
@@ -401,10 +405,19 @@ def _choose_port(port: int | None) -> int:
 
 
 def _write_record(record: ServerRecord) -> None:
+    """Write the record whole and only if none exists (two starts at once: one wins)."""
     path = record_path()
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     partial.write_text(json.dumps(asdict(record), indent=2))
-    os.replace(partial, path)
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        raise PrefectServerError(
+            f"another `spikelab server start` is starting a server ({path} appeared): "
+            "see `spikelab server status`"
+        ) from None
+    finally:
+        partial.unlink()
 
 
 def stop_server(timeout: float = 15.0) -> str:

@@ -227,3 +227,13 @@ def test_a_configured_api_url_wins(prefect_home, monkeypatch):
     with server.flow_backend(say=False) as backend:  # a configured API: nothing started
         assert backend is None
     assert not server.record_path().exists()
+
+
+def test_two_starts_at_once_cannot_both_record_a_server(prefect_home):
+    prefect_home.mkdir(parents=True)
+    first = server.ServerRecord(pid=1, port=4201, started="t0", log="a")
+    server._write_record(first)
+    with pytest.raises(server.PrefectServerError, match="another `spikelab server start`"):
+        server._write_record(server.ServerRecord(pid=2, port=4202, started="t1", log="b"))
+    assert server.read_record() == first
+    assert [p.name for p in prefect_home.iterdir()] == [server.RECORD_NAME]
