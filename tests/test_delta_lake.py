@@ -182,8 +182,10 @@ def test_compaction_keeps_answers_and_time_travel(tmp_path):
     for index, key in enumerate(keys):
         publish(tmp_path, [entry(key, spikes(1 + index % 3, seed=index))])
     before = rows(tmp_path)
+    reader = connect(tmp_path)  # a reader that opened its snapshot before the compaction
     files_before = len(open_table(units_uri(tmp_path)).file_uris())
     report = compact(tmp_path)
+    assert reader.execute("SELECT count(*) FROM units").fetchone() == (len(before),)
     assert files_before == 12 and report["units"]["files_removed"] == 12
     assert len(open_table(units_uri(tmp_path)).file_uris()) == 1
     assert rows(tmp_path) == before
