@@ -32,8 +32,8 @@ from spikelab.http import (
     attempts_of,
     call_with_retries,
     new_session,
+    redact,
 )
-from spikelab.http import redact as shown  # the name loaders/nwb.py imports
 from spikelab.loaders._hdf5_direct import stored_chunks
 
 # remfile's unit of reading and caching: bigger than its default (100 KiB), so the metadata
@@ -43,6 +43,7 @@ HEAD_BYTES = CHUNK_BYTES  # fetched from the file's start when it is opened (sup
 TAIL_BYTES = 2 * CHUNK_BYTES  # and from its end, where h5py leaves later metadata
 PART_BYTES = 8 * 1024 * 1024  # a longer range is fetched in parts of this size, in parallel
 MAX_PARALLEL_REQUESTS = 8
+shown = redact  # loaders/nwb.py's name for it, until it imports spikelab.http.redact
 RANGE_ATTEMPTS = 5
 RETRY_BACKOFF_SECONDS = 0.25  # before the second attempt; doubles each time
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
@@ -96,7 +97,7 @@ def _get_range(
         )
     except TRANSIENT_ERRORS as error:
         raise StreamingError(
-            f"{shown(url)}: bytes {byte_range} failed {policy.attempts} times ({error})"
+            f"{redact(url)}: bytes {byte_range} failed {policy.attempts} times ({error})"
         ) from error
 
 
@@ -108,14 +109,14 @@ def _get_range_once(
     ) as response:
         if response.status_code in RETRY_STATUSES:  # the session's retries are spent
             raise StreamingError(
-                f"{shown(url)}: bytes {byte_range} failed {attempts_of(response)} times "
+                f"{redact(url)}: bytes {byte_range} failed {attempts_of(response)} times "
                 f"(HTTP {response.status_code})",
                 status=response.status_code,
             )
         match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
         if response.status_code != 206 or match is None:
             raise RangeNotSupportedError(
-                f"{shown(url)} answered HTTP {response.status_code} to a Range request; "
+                f"{redact(url)} answered HTTP {response.status_code} to a Range request; "
                 "it cannot be streamed (download it instead)",
                 status=response.status_code,
             )
@@ -334,7 +335,8 @@ def open_remote_hdf5(
                 handle = h5py.File(remote, "r")
             except OSError as error:
                 raise StreamingError(
-                    f"{shown(url)} is not a readable NWB/HDF5 file (truncated or corrupt?): {error}"
+                    f"{redact(url)} is not a readable NWB/HDF5 file (truncated or corrupt?): "
+                    f"{error}"
                 ) from error
             with handle:
                 yield RemoteHDF5(handle, stats, url, fetch, cache, pool)
