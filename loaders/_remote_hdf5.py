@@ -43,7 +43,6 @@ HEAD_BYTES = CHUNK_BYTES  # fetched from the file's start when it is opened (sup
 TAIL_BYTES = 2 * CHUNK_BYTES  # and from its end, where h5py leaves later metadata
 PART_BYTES = 8 * 1024 * 1024  # a longer range is fetched in parts of this size, in parallel
 MAX_PARALLEL_REQUESTS = 8
-shown = redact  # loaders/nwb.py's name for it, until it imports spikelab.http.redact
 RANGE_ATTEMPTS = 5
 RETRY_BACKOFF_SECONDS = 0.25  # before the second attempt; doubles each time
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")

@@ -13,6 +13,7 @@ import numpy as np
 
 from spikelab._optional import import_optional, is_installed
 from spikelab.exceptions import FileFormatError, NoUnitsError, RemoteError
+from spikelab.http import redact
 from spikelab.loaders import _nwb_h5py, _nwb_pynwb
 from spikelab.loaders._common import errors_naming, existing_file, file_attribute, first_given
 from spikelab.loaders._nwb_table import (
@@ -22,7 +23,7 @@ from spikelab.loaders._nwb_table import (
     UnitsColumns,
     unit_attributes,
 )
-from spikelab.loaders._remote_hdf5 import StreamingError, is_url, open_remote_hdf5, shown
+from spikelab.loaders._remote_hdf5 import StreamingError, is_url, open_remote_hdf5
 from spikelab.spikedata import SpikeData
 from spikelab.units import ms_per
 
@@ -151,17 +152,17 @@ def load_remote_nwb(
     with open_remote_hdf5(url, size_bytes=size_bytes, cache_dir=cache_dir) as remote:
         try:
             remote.prefetch(_nwb_h5py.datasets_read(remote.handle))
-            contents = read_h5py_contents(remote.handle, shown(url))
+            contents = read_h5py_contents(remote.handle, redact(url))
         except RemoteError:
             raise
         except FileFormatError as error:  # broken bytes or columns: a download may tell
             raise StreamingError(str(error)) from error
         except (OSError, KeyError) as error:  # h5py on broken metadata, while prefetching
             raise StreamingError(
-                f"{shown(url)}: cannot read the NWB structure ({error})"
+                f"{redact(url)}: cannot read the NWB structure ({error})"
             ) from error
         bytes_read = remote.stats.bytes_read
-    sd = assemble(shown(url), *contents, **ladders)
+    sd = assemble(redact(url), *contents, **ladders)
     sd.metadata.update(transfer="streamed", bytes_read=bytes_read, digest_verified=False)
     return sd
 
