@@ -538,9 +538,16 @@ def _server_status() -> int:
 
 
 def _serve() -> None:
-    from spikelab.deployments import serve_all
+    """Serve the deployments against the local, configured or a temporary server."""
+    from spikelab.deployments import check_lake_variable
 
-    serve_all()
+    check_lake_variable()  # a usage error before any server starts
+    with _prefect() as temporary:
+        from spikelab.deployments import serve_all
+
+        if temporary is not None:
+            temporary.wait_ready()
+        serve_all()
 
 
 def _dispatch(args: argparse.Namespace) -> int:
