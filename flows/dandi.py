@@ -22,10 +22,12 @@ from spikelab.flows._runs import (
     loaded_already,
     manifest_path,
     outcome,
+    run_state,
+    run_summary,
     staged_or_reload,
 )
 from spikelab.ids import normalize_dandiset_id
-from spikelab.io.lake import DEFAULT_LAKE
+from spikelab.io.lake import resolve_lake
 from spikelab.loaders import LOADER_VERSIONS
 from spikelab.loaders._dandi_client import DEFAULT_API_BASE, DandiAsset, normalize_version
 from spikelab.loaders.dandi import is_zarr_asset
@@ -242,7 +244,7 @@ def ingest_dandiset(
     dandiset_id: str,
     version: str = "draft",
     path_glob: str | None = "*.nwb",
-    lake: str = DEFAULT_LAKE,
+    lake: str | None = None,
     raw_zarr: bool = False,
     max_assets: int | None = None,
     api_base: str = DEFAULT_API_BASE,
@@ -268,8 +270,9 @@ def ingest_dandiset(
         Dandiset version.
     path_glob : str | None, default: "*.nwb"
         Server-side filter on asset paths.
-    lake : str, default: "./spikelab-lake"
-        Lake root: a folder or an ``s3://`` URL.
+    lake : str | None, default: None
+        Lake root: a folder or an ``s3://`` URL; None means ``$SPIKELAB_LAKE``, else
+        ``./spikelab-lake`` (made absolute before anything is recorded).
     raw_zarr : bool, default: False
         Also save each asset's raw ElectricalSeries as Zarr under ``<lake>/raw/``.
     max_assets : int | None, default: None
@@ -293,6 +296,7 @@ def ingest_dandiset(
         raise ValueError(f"transfer must be 'stream' or 'download', got {transfer!r}")
     dandiset = normalize_dandiset_id(dandiset_id)
     version = normalize_version(version)
+    lake = resolve_lake(lake)
     expire_downloads()
     assets = list_dandi_assets(dandiset, version, path_glob, api_base)
     if max_assets is not None:
@@ -336,11 +340,14 @@ def ingest_dandiset(
 @flow(name="ingest-dandisets")
 def ingest_dandisets(
     config: str = str(CONFIG_DIR / "dandisets.yaml"),
-    lake: str = DEFAULT_LAKE,
+    lake: str | None = None,
     api_base: str = DEFAULT_API_BASE,
     refresh: bool = False,
 ) -> list[dict[str, Any]]:
     """The nightly run: ingest every dandiset listed in ``config`` (a YAML file).
+
+    Every dandiset is ingested even when an earlier one had failed assets; the run then
+    ends ``Failed`` (like ``ingest-dandiset``), carrying the list of summaries.
 
     Returns
     -------
@@ -348,16 +355,23 @@ def ingest_dandisets(
         One run summary per dandiset.
     """
     entries = load_config(os.fspath(config), DandisetsConfig).dandisets
-    return [
-        ingest_dandiset(
-            entry.id,
-            version=entry.version,
-            path_glob=entry.path_glob,
-            lake=lake,
-            max_assets=entry.max_assets,
-            api_base=api_base,
-            refresh=refresh,
-            transfer=entry.transfer,
+    root = resolve_lake(lake)
+    summaries = [
+        run_summary(
+            ingest_dandiset(
+                entry.id,
+                version=entry.version,
+                path_glob=entry.path_glob,
+                lake=root,
+                max_assets=entry.max_assets,
+                api_base=api_base,
+                refresh=refresh,
+                transfer=entry.transfer,
+                return_state=True,
+            )
         )
         for entry in entries
     ]
+    failed = sum(summary["counts"]["failed"] for summary in summaries)
+    message = f"{len(summaries)} dandisets, {failed} failed assets"
+    return run_state(message, summaries, failed=failed > 0)  # type: ignore[return-value]

@@ -187,6 +187,29 @@ def test_nightly_flow_reads_the_config(archive, tmp_path):
     assert [s["parameters"]["dandiset_id"] for s in summaries] == ["000101", "000102"]
 
 
+@pytest.mark.filterwarnings("ignore:streaming asset .* downloading it instead:UserWarning")
+def test_nightly_goes_on_after_a_dandiset_with_a_failed_asset(archive, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "dandisets.yaml"
+    config.write_text('dandisets:\n  - id: "000103"\n  - id: "000101"\n    max_assets: 1\n')
+    state = ingest_dandisets(
+        config=str(config), lake="lake", api_base=archive.api_base, return_state=True
+    )
+    assert state.is_failed()
+    summaries = run_summary(state)
+    assert [s["parameters"]["dandiset_id"] for s in summaries] == ["000103", "000101"]
+    assert [s["counts"] for s in summaries] == [
+        {"ok": 1, "skipped": 0, "failed": 1},
+        {"ok": 1, "skipped": 0, "failed": 0},
+    ]
+    # The relative lake was made absolute before anything was recorded.
+    manifests = [
+        json.loads(p.read_text()) for p in (tmp_path / "lake").rglob("manifests/**/*.json")
+    ]
+    outputs = [out["path"] for m in manifests if m["status"] == "ok" for out in m["outputs"]]
+    assert outputs and all(Path(path).is_absolute() for path in outputs)
+
+
 def test_bad_config_names_file_and_field(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text('dandisets:\n  - id: "6"\n')
