@@ -27,11 +27,13 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from spikelab import http
 from spikelab._optional import import_optional, is_installed
@@ -128,6 +130,8 @@ def bwm_units(
     DigestMismatchError
         The downloaded bytes do not match the published MD5.
     """
+    import pandas as pd
+
     module = _brainwidemap()
     if module is not None:
         one = one if one is not None else default_one()
@@ -408,6 +412,8 @@ def _brain_regions() -> Any:
 
 def _thinned(table: pd.DataFrame, min_units: int, min_sessions: int) -> NDArray[np.bool_]:
     """Rows whose (region, session) has ``min_units`` units, in a region ``min_sessions`` keep."""
+    import pandas as pd
+
     pairs = table.groupby(["Beryl", "eid"], sort=False, observed=True).size()
     pairs = pairs[pairs >= min_units]
     sessions = pairs.groupby(level="Beryl", sort=False).size()

@@ -13,7 +13,6 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 import numpy as np
-import pandas as pd
 
 from spikelab.loaders._bwm_units import region_acronyms
 from spikelab.units import to_ms
@@ -173,6 +172,8 @@ def _row(values: Any, index: int) -> Any:
 
 
 def _missing(value: Any) -> bool:
+    import pandas as pd
+
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 

@@ -6,10 +6,12 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from spikelab.exceptions import FileFormatError
 
@@ -50,6 +52,8 @@ def read_tsv(path: Path) -> ClusterTsv | None:
         The file is empty, is not a TSV, or its id column holds values that are not
         whole numbers.
     """
+    import pandas as pd
+
     if path.stat().st_size == 0:
         raise FileFormatError(f"cluster TSV {path} is empty (0 bytes); delete it or re-export it")
     try:
@@ -71,6 +75,8 @@ def read_tsv(path: Path) -> ClusterTsv | None:
 
 def _checked_ids(values: pd.Series, path: Path, column: str) -> list[int]:
     """Cluster ids as Python ints; FileFormatError naming the file, column and bad value."""
+    import pandas as pd
+
     numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna() | (numbers % 1 != 0)
     if bad.any():
@@ -106,6 +112,8 @@ def _attribute_names(frame: pd.DataFrame) -> dict[Any, str]:
     A text ``location`` column (a region) becomes ``location_label`` unless the file has one;
     ``location`` itself only ever holds coordinates. Other clashes get a ``tsv_`` prefix.
     """
+    import pandas as pd
+
     names = {}
     for column in frame.columns:
         name = str(column)
@@ -135,6 +143,8 @@ def _add_columns(result: ClusterTable, table: ClusterTsv) -> None:
 
 def _channel(value: Any, cluster_id: int, path: Path) -> int:
     """A ``ch`` cell as an int; FileFormatError naming the file when it is not a channel."""
+    import pandas as pd
+
     number = pd.to_numeric(value, errors="coerce")  # a column mixing text reads as text
     if not pd.isna(number) and float(number).is_integer():
         return int(number)

@@ -7,11 +7,13 @@ import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from spikelab._optional import import_optional
 from spikelab.exceptions import DatasetNotFoundError, FileFormatError
@@ -130,6 +132,8 @@ def _region_list(target_regions: Iterable[str] | str | None) -> list[str] | None
 
 def probe_stats(table: pd.DataFrame, regions: list[str] | None) -> pd.DataFrame:
     """Count the good units of each probe (and those in ``regions``) in one pass, unsorted."""
+    import pandas as pd
+
     good = _good_mask(table)
     rows = table if good.all() else table[good]
     codes, pids = pd.factorize(rows["pid"])
@@ -467,6 +471,8 @@ def _is_online(one: Any) -> bool:
 
 def _insertion_record(one: Any, pid: str) -> dict[str, Any] | None:
     """``{eid, name, model, json}`` of the insertion: Alyx online, ``insertions.pqt`` offline."""
+    import pandas as pd
+
     if _is_online(one):
         record = one.alyx.rest("insertions", "read", id=pid)
         return {

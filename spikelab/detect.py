@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import signal
 
 from spikelab.spikedata import SpikeData
 from spikelab.units import check_sampling_rate, to_ms
@@ -73,6 +72,8 @@ def bandpass_sos(fs_Hz: float, options: bool | Mapping[str, float] | None) -> ND
             f"band-pass {low:g}-{high:g} Hz is empty at fs_Hz={fs_Hz:g} "
             "(highcut is clipped to 95 % of Nyquist); lower lowcut or raise fs_Hz"
         )
+    from scipy import signal  # 1 s to import: only when traces are filtered
+
     return signal.butter(
         int(settings["order"]), [low, high], btype="bandpass", fs=fs_Hz, output="sos"
     )
@@ -82,11 +83,13 @@ def settle_samples(sos: NDArray[Any] | None, tolerance: float = 1e-13) -> int:
     """Count the samples until the impulse response stays below ``tolerance`` x its peak."""
     if sos is None:
         return 1
+    from scipy.signal import sosfilt
+
     length = 1 << 12
     while True:
         impulse = np.zeros(length)
         impulse[0] = 1.0
-        response = np.abs(signal.sosfilt(sos, impulse))
+        response = np.abs(sosfilt(sos, impulse))
         above = np.flatnonzero(response > tolerance * response.max())
         if above[-1] < length // 2:
             return int(above[-1]) + 1
@@ -142,6 +145,8 @@ def detect_threshold_crossings(
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if not threshold_sigma > 0:
         raise ValueError(f"threshold_sigma must be positive, got {threshold_sigma!r}")
+    from scipy.signal import sosfiltfilt
+
     sos = bandpass_sos(rate, filter)
     pad = settle_samples(sos)
     step = chunk_samples or max(4 * pad, _VALUES_PER_CHUNK // max(n_channels, 1))
@@ -154,7 +159,7 @@ def detect_threshold_crossings(
         if sos is None:  # a copy: the caller's traces are never changed in place
             window = np.array(read(lo, hi), dtype=np.float64)
         else:
-            window = signal.sosfiltfilt(sos, np.asarray(read(lo, hi), dtype=np.float64), axis=1)
+            window = sosfiltfilt(sos, np.asarray(read(lo, hi), dtype=np.float64), axis=1)
         return window[:, start - before - lo : stop - lo]
 
     mean, std = _noise(filtered, n_channels, n_samples, round(NOISE_WINDOW_SECONDS * rate))
