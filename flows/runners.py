@@ -7,6 +7,14 @@ from typing import Any
 from spikelab._optional import import_optional
 
 TASK_RUNNERS = ("threads", "dask")
+# A local cluster for one run: its dashboard takes any free port, so a Dask cluster the
+# user already runs (on 8787) never makes the run fail.
+_LOCAL_CLUSTER = {
+    "n_workers": 2,
+    "threads_per_worker": 2,
+    "processes": True,
+    "dashboard_address": ":0",
+}
 
 
 def with_task_runner(flow: Any, runner: str = "threads", *, dask_address: str | None = None) -> Any:
@@ -36,8 +44,6 @@ def with_task_runner(flow: Any, runner: str = "threads", *, dask_address: str | 
         return flow
     task_runners = import_optional("prefect_dask", "dask")
     options: dict[str, Any] = (
-        {"address": dask_address}
-        if dask_address
-        else {"cluster_kwargs": {"n_workers": 2, "threads_per_worker": 2, "processes": True}}
+        {"address": dask_address} if dask_address else {"cluster_kwargs": dict(_LOCAL_CLUSTER)}
     )
     return flow.with_options(task_runner=task_runners.DaskTaskRunner(**options))

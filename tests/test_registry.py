@@ -29,7 +29,7 @@ DANDI_READY = {
 
 
 def dandi_fixture(tmp_path):
-    from dandi_server import DandiStandIn
+    from spikelab.testing import DandiStandIn
 
     path = export_spikedata_to_nwb(
         SpikeData(EXPECTED_MS, metadata=DANDI_READY), tmp_path / "units.nwb"
