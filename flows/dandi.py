@@ -26,10 +26,10 @@ from spikelab.flows._runs import (
     run_summary,
     staged_or_reload,
 )
-from spikelab.ids import normalize_dandiset_id
+from spikelab.ids import normalize_dandiset_id, normalize_version
 from spikelab.io.lake import resolve_lake
 from spikelab.loaders import LOADER_VERSIONS
-from spikelab.loaders._dandi_client import DEFAULT_API_BASE, DandiAsset, normalize_version
+from spikelab.loaders._dandi_client import DEFAULT_API_BASE, DandiAsset
 from spikelab.loaders.dandi import is_zarr_asset
 from spikelab.loaders.nwb_recording import has_electrical_series
 from spikelab.tasks.dandi import (

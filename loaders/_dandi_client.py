@@ -18,20 +18,20 @@ import requests
 
 from spikelab.exceptions import RemoteError, UnsafeRemoteDataError
 from spikelab.http import TRANSIENT_ERRORS, RetryPolicy, attempts_of, new_session, redact
+from spikelab.ids import DANDISET_VERSION
 
 DEFAULT_API_BASE = "https://api.dandiarchive.org/api"
 DEFAULT_BACKOFF_SECONDS = 0.5
 SHA256 = "dandi:sha2-256"
 ETAG = "dandi:dandi-etag"
 _ASSET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
-_VERSION = re.compile(r"draft|0\.\d{6}\.\d{1,4}")
 # The shape every identifier a DANDI server sends must have, and how to describe it.
 _SERVER_IDS: dict[str, tuple[re.Pattern[str], str]] = {
     "asset_id": (_ASSET_ID, "a UUID"),
     "blob_id": (_ASSET_ID, "a UUID"),
     "zarr_id": (_ASSET_ID, "a UUID"),
     "dandiset_id": (re.compile(r"\d{6}"), "a six-digit dandiset id"),
-    "version": (_VERSION, "'draft' or a published version like 0.231012.1234"),
+    "version": (DANDISET_VERSION, "'draft' or a published version like 0.231012.1234"),
 }
 
 
@@ -64,23 +64,6 @@ def check_server_id(kind: str, value: object, api_base: str) -> str:
             "that --api-base points at a DANDI archive you trust"
         )
     return value.lower() if pattern is _ASSET_ID else value
-
-
-def normalize_version(version: str) -> str:
-    """Return a dandiset version given by the user: ``draft`` or ``0.YYMMDD.N``.
-
-    Raises
-    ------
-    ValueError
-        Any other text (it would become part of a URL).
-    """
-    text = str(version).strip()
-    if not _VERSION.fullmatch(text):
-        raise ValueError(
-            f"dandiset version {version!r} is neither 'draft' nor a published version "
-            "like 0.231012.1234"
-        )
-    return text
 
 
 def parse_asset_reference(reference: str, api_base: str) -> tuple[str, str]:

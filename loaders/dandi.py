@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from spikelab.exceptions import FileFormatError, UnsafeRemoteDataError
-from spikelab.ids import normalize_dandiset_id
+from spikelab.ids import normalize_dandiset_id, normalize_version
 from spikelab.loaders._dandi_client import (
     DEFAULT_API_BASE,
     DandiAsset,
     DandiClient,
     check_server_id,
-    normalize_version,
     parse_asset_reference,
 )
 from spikelab.loaders._download import download_asset, file_matches, safe_destination

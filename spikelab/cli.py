@@ -372,10 +372,11 @@ def _ingest_files(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _ingest_dandi(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from spikelab.ids import normalize_dandiset_id
+    from spikelab.ids import normalize_dandiset_id, normalize_version
 
     try:
         dandiset = normalize_dandiset_id(args.dandiset_id)
+        version = normalize_version(args.version)
     except ValueError as error:
         raise UsageError(str(error)) from None
     options = {"api_base": args.api_base} if args.api_base else {}
@@ -386,7 +387,7 @@ def _ingest_dandi(args: argparse.Namespace) -> list[dict[str, Any]]:
             _on_runner(ingest_dandiset, args),
             backend,
             dandiset,
-            version=args.version,
+            version=version,
             path_glob=args.glob,
             lake=args.lake,
             raw_zarr=args.raw_zarr,

@@ -9,7 +9,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from spikelab.ids import normalize_dandiset_id
+from spikelab.ids import normalize_dandiset_id, normalize_version
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 Model = TypeVar("Model", bound=BaseModel)
@@ -30,6 +30,11 @@ class DandisetEntry(BaseModel):
     @classmethod
     def _six_digits(cls, value: object) -> str:
         return normalize_dandiset_id(str(value))
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _known_version(cls, value: object) -> str:
+        return normalize_version(str(value))
 
 
 class DandisetsConfig(BaseModel):

@@ -6,6 +6,7 @@ import re
 
 _SIX_DIGITS = re.compile(r"\d{6}")
 _SHORT = re.compile(r"\d{1,5}")
+DANDISET_VERSION = re.compile(r"draft|0\.\d{6}\.\d{1,4}")
 
 
 def normalize_dandiset_id(dandiset_id: str | int) -> str:
@@ -39,3 +40,20 @@ def normalize_dandiset_id(dandiset_id: str | int) -> str:
             f"dandiset id {dandiset_id!r} must have six digits: did you mean {int(text):06d}?"
         )
     raise ValueError(f"dandiset id {dandiset_id!r} is not a six-digit DANDI id like 000006")
+
+
+def normalize_version(version: str) -> str:
+    """Return a dandiset version: ``draft`` or a published ``0.YYMMDD.N``.
+
+    Raises
+    ------
+    ValueError
+        Any other text (it would become part of a URL).
+    """
+    text = str(version).strip()
+    if not DANDISET_VERSION.fullmatch(text):
+        raise ValueError(
+            f"dandiset version {version!r} is neither 'draft' nor a published version "
+            "like 0.231012.1234"
+        )
+    return text

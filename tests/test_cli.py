@@ -71,12 +71,21 @@ def test_console_script_help_is_fast_and_light():
         (["ingest", "nightly", "--config", "/nonexistent/dandisets.yaml"], "config file not found"),
         (["ingest", "files", "/nonexistent/file.nwb"], "no such file or folder"),
         (["lake", "units", "--format", "parquet"], "needs --output FILE"),
+        (["ingest", "dandi", "000006", "--version", "../x"], "neither 'draft' nor"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys, tmp_path):
     assert run([*argv, "--lake", str(tmp_path / "lake")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_a_bad_version_in_the_nightly_config_is_a_usage_error(tmp_path, capsys):
+    config = tmp_path / "dandisets.yaml"
+    config.write_text('dandisets:\n  - id: "000006"\n    version: "0.1/../x"\n')
+    assert run(["ingest", "nightly", "--config", str(config), "--lake", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "dandisets.yaml" in err and "dandisets.0.version" in err and "neither" in err
 
 
 def test_lake_that_is_a_file(tmp_path, capsys):

@@ -18,6 +18,7 @@ from spikelab.exceptions import (
     RemoteError,
     UnsafeRemoteDataError,
 )
+from spikelab.ids import normalize_version
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.loaders import (
     _dandi_client,
@@ -575,7 +576,7 @@ def test_server_ids_of_another_shape_are_refused(kind, value, shape):
 
 @pytest.mark.parametrize("version", ["0.231012.0", "0.231012.1234", "draft"])
 def test_versions_of_the_right_shape_are_accepted(version):
-    assert _dandi_client.normalize_version(version) == version
+    assert normalize_version(version) == version
 
 
 def test_a_malformed_version_is_refused_before_any_request(archive):
