@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import pyarrow as pa
@@ -467,26 +468,35 @@ def compact(
     for name, uri in (("units", units_uri(lake_root)), ("assets", assets_uri(lake_root))):
         if open_table(uri) is None:
             continue
-        metrics = _retrying(
-            lambda uri=uri: open_table(uri).optimize.compact(),  # type: ignore[union-attr]
-            f"compacting {uri}",
-            max_attempts,
-        )
-        vacuumed = _retrying(
-            lambda uri=uri: open_table(uri).vacuum(  # type: ignore[union-attr]
-                retention_hours=retention_hours,
-                dry_run=False,
-                enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS,
-            ),
-            f"vacuuming {uri}",
-            max_attempts,
-        )
-        table = open_table(uri)
-        table.create_checkpoint()  # type: ignore[union-attr]
+        metrics = _retrying(partial(_compact_files, uri), uri, max_attempts)
+        vacuumed = _retrying(partial(_vacuum, uri, retention_hours), uri, max_attempts)
+        table = _existing(uri)
+        table.create_checkpoint()
         report[name] = {
             "files_removed": int(metrics["numFilesRemoved"]),
             "files_added": int(metrics["numFilesAdded"]),
             "files_vacuumed": len(vacuumed),
-            "version": table.version(),  # type: ignore[union-attr]
+            "version": table.version(),
         }
     return report
+
+
+def _compact_files(uri: str) -> dict[str, Any]:
+    metrics: dict[str, Any] = _existing(uri).optimize.compact()
+    return metrics
+
+
+def _vacuum(uri: str, retention_hours: int) -> list[str]:
+    return _existing(uri).vacuum(
+        retention_hours=retention_hours,
+        dry_run=False,
+        enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS,
+    )
+
+
+def _existing(uri: str) -> DeltaTable:
+    """The table at ``uri``, which must exist."""
+    table = open_table(uri)
+    if table is None:
+        raise FileNotFoundError(f"{uri}: the Delta table disappeared while it was compacted")
+    return table

@@ -122,12 +122,12 @@ def _entry(
         )
     footer = json.loads(raw_footer)
     key = (footer["source"], footer["dataset_id"], footer["asset_id"])
-    manifest_path = _manifest_path(old, path)
-    manifest = manifests.get(manifest_path)
-    if manifest is None:
-        manifest = {"source": key[0], "dataset_id": key[1], "asset_id": key[2], "status": "ok"}
+    manifest_path: str | None = _manifest_path(old, path)
+    found = manifests.get(manifest_path or "")
+    if found is None:
+        found = {"source": key[0], "dataset_id": key[1], "asset_id": key[2], "status": "ok"}
         manifest_path = None
-    return Publication(key, units, _moved(manifest, old, new, path, units.num_rows)), manifest_path
+    return Publication(key, units, _moved(found, old, new, path, units.num_rows)), manifest_path
 
 
 def _moved(

@@ -106,7 +106,7 @@ def connect(
     connection = duckdb.connect()
     table = open_units(lake_root, as_of)
     paths = table.file_uris() if table is not None and _plain_files(table) else []
-    if paths:
+    if table is not None and paths:
         files = ", ".join("'" + path.replace("'", "''") + "'" for path in paths)
         source = f"read_parquet([{files}], union_by_name=true)"
         names = pa.schema(table.schema().to_arrow()).names
