@@ -1,11 +1,16 @@
-"""The Parquet lake: where each output goes, and the whole lake as one table.
+"""The lake: where each output goes, and how to open the units as one table.
 
-Layout (Hive partitions, so DuckDB, pyarrow and Polars read it as one table)::
+Layout under a lake root (a folder or a URL)::
 
-    <root>/units/source=<source>/dataset=<dataset id>/<asset key>.parquet
+    <root>/tables/units/    Delta table, one row per unit (see spikelab.io.delta_lake)
+    <root>/tables/assets/   Delta table, one row per asset (skip checks, provenance)
     <root>/manifests/source=<source>/dataset=<dataset id>/<asset key>.json (+ .png raster)
     <root>/raw/<asset key>.zarr
     <root>/runs/<flow run id>.json
+
+Each manifest records the units table version its asset's rows landed in.
+:func:`connect` and :func:`open_lake` read the units table, optionally as of an older
+version or time.
 """
 
 from __future__ import annotations
@@ -14,18 +19,19 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
-from pyarrow import fs
 
 from spikelab.io import storage
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    import duckdb
+
 DEFAULT_LAKE = "./spikelab-lake"
 LAKE_ENV = "SPIKELAB_LAKE"
-PARTITIONS = pa.schema([("source", pa.string()), ("dataset", pa.string())])
 # Longest key: room for a prefix ("dataset="), a suffix (".parquet") and a temporary name
 # (~20 more characters) within the 255 bytes most filesystems allow per name.
 MAX_KEY_LENGTH = 160
@@ -97,7 +103,7 @@ class Lake:
         )
 
     def units_path(self, source: str, dataset_id: str, asset_key: str) -> str:
-        """Where an asset's units table goes."""
+        """Where the old Hive layout kept an asset's units file (read by ``lake migrate``)."""
         return storage.join(
             self._partition("units", source, dataset_id), f"{safe_key(asset_key)}.parquet"
         )
@@ -127,52 +133,31 @@ class Lake:
         return storage.list_files(storage.join(self.root, "manifests"), ".json")
 
 
-def open_lake(root: str | os.PathLike[str] = DEFAULT_LAKE) -> ds.Dataset:
-    """Open every units table of the lake as one pyarrow dataset.
+def open_lake(
+    root: str | os.PathLike[str] = DEFAULT_LAKE, as_of: int | str | datetime | None = None
+) -> ds.Dataset:
+    """The lake's units table (latest, or as of a version or time) as a pyarrow dataset.
 
-    Files from different sources carry different attribute columns; the dataset's schema is
-    their union (a column a file lacks reads as null), plus the ``source`` and ``dataset``
-    partition columns as strings (a dataset id such as ``000888`` stays text).
+    An empty lake gives an empty dataset with the table's fixed columns. ``as_of`` is read
+    as by :func:`spikelab.io.delta_read.open_units`.
     """
-    units_root = storage.join(str(root), "units")
-    files = storage.list_files(units_root, ".parquet")
-    if not files:
-        return ds.dataset(pa.table({name: pa.array([], pa.string()) for name in PARTITIONS.names}))
-    filesystem: fs.FileSystem | None = None
-    base = units_root
-    if storage.is_remote(units_root):
-        filesystem, base = fs.FileSystem.from_uri(units_root)
-        files = [fs.FileSystem.from_uri(f)[1] for f in files]
-    schemas = [pq.read_schema(f, filesystem=filesystem) for f in files]
-    schema = pa.unify_schemas([*(s.remove_metadata() for s in schemas), PARTITIONS])
-    return ds.dataset(
-        files,
-        schema=schema,
-        format="parquet",
-        filesystem=filesystem,
-        partitioning=ds.partitioning(PARTITIONS, flavor="hive"),
-        partition_base_dir=base,
-    )
+    from spikelab.io import delta_read
+    from spikelab.io.delta_lake import UNITS_SCHEMA
+
+    table = delta_read.open_units(root, as_of)
+    if table is None:
+        return ds.dataset(UNITS_SCHEMA.empty_table())
+    return table.to_pyarrow_dataset()
 
 
-def connect(root: str | os.PathLike[str] = DEFAULT_LAKE) -> Any:
-    """Open a DuckDB connection with a ``units`` view over the whole lake.
+def connect(
+    root: str | os.PathLike[str] = DEFAULT_LAKE, as_of: int | str | datetime | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a ``units`` view over the lake's units table.
 
-    Local lakes are read with ``read_parquet(..., hive_partitioning=true,
-    union_by_name=true)``, so files with different columns never clash; remote lakes go
-    through :func:`open_lake`.
+    The view reads the latest snapshot, or the one ``as_of`` names (a version number or a
+    time); see :func:`spikelab.io.delta_read.connect`.
     """
-    import duckdb
+    from spikelab.io import delta_read
 
-    connection = duckdb.connect()
-    units_root = storage.join(str(root), "units")
-    if storage.is_remote(units_root) or not storage.list_files(units_root, ".parquet"):
-        connection.register("units", open_lake(root))
-        return connection
-    pattern = storage.join(os.path.abspath(units_root), "**", "*.parquet").replace("'", "''")
-    connection.execute(
-        "CREATE VIEW units AS SELECT * FROM read_parquet("
-        f"'{pattern}', hive_partitioning=true, union_by_name=true, "
-        "hive_types={'source': VARCHAR, 'dataset': VARCHAR})"
-    )
-    return connection
+    return delta_read.connect(root, as_of)
