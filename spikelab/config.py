@@ -1,8 +1,13 @@
-"""Configuration files of the pipeline (``configs/*.yaml``), read into pydantic models."""
+"""Configuration files of the pipeline (``configs/*.yaml``), read into pydantic models.
+
+The defaults ship inside the package (``spikelab.configs``, edited in the repository's
+top-level ``configs/`` folder), so they are found from an installed wheel as well.
+"""
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -11,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from spikelab.ids import normalize_dandiset_id, normalize_version
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(str(files("spikelab.configs")))
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -62,6 +67,11 @@ class IblRegionsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     region_sets: dict[str, RegionSet] = Field(min_length=1)
+
+
+def default_config_path(name: str = "dandisets.yaml") -> Path:
+    """The packaged default config ``name`` (``dandisets.yaml`` or ``ibl_regions.yaml``)."""
+    return CONFIG_DIR / name
 
 
 def load_config(path: str | os.PathLike[str], model: type[Model]) -> Model:

@@ -8,6 +8,7 @@ names once, in the ``SPIKELAB_LAKE`` environment variable of the worker (or of
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import yaml
 
 from spikelab.io.lake import LAKE_ENV
 
-PREFECT_FILE = Path(__file__).resolve().parents[1] / "deployments" / "prefect.yaml"
+# Shipped in the package (spikelab.deployment_files); edited in the top-level deployments/.
+PREFECT_FILE = Path(str(files("spikelab.deployment_files"))) / "prefect.yaml"
 
 
 def check_lake_variable() -> str | None:

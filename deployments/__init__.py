@@ -1,0 +1,1 @@
+"""The Prefect deployment file, shipped in the package as ``spikelab.deployment_files``."""
