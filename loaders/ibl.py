@@ -51,6 +51,15 @@ QC_FIELDS = (
     "noise_cutoff",
     "spike_count",
 )
+
+# Flows and tasks import these names from here, never from the private table module.
+__all__ = [
+    "bwm_units",
+    "default_one",
+    "load_spikedata_from_ibl",
+    "query_ibl_probes",
+]
+
 CHANNEL_ATTRIBUTES = ["brainLocationIds_ccf_2017", "mlapdv", "localCoordinates", "rawInd"]
 
 _logger = logging.getLogger(__name__)
