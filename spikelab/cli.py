@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_RETENTION_HOURS = 168  # as spikelab.io.delta_lake, which imports pyarrow
 EXIT_CODES = """\
 exit status:
   0  every input or asset landed or was skipped (server status: the server runs)
@@ -178,10 +179,20 @@ def _add_ingest(commands: Any) -> None:
     _runner_arguments(files)
 
 
+def _as_of_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--as-of",
+        metavar="VERSION|TIME",
+        help="read the lake as of a table version (see `spikelab lake history`) or an ISO "
+        "8601 time, e.g. 2026-12-01T22:00:00Z (default: the current version)",
+    )
+
+
 def _add_lake(commands: Any) -> None:
-    lake = commands.add_parser("lake", help="ask the lake")
+    lake = commands.add_parser("lake", help="ask the lake, see its history, maintain it")
     questions = lake.add_subparsers(dest="question", required=True, metavar="QUESTION")
     summary = questions.add_parser("summary", help="assets, units and spikes per dataset")
+    _as_of_argument(summary)
     _lake_argument(summary)
     units = questions.add_parser("units", help="units matching filters, across every source")
     units.add_argument("--region", action="append", default=[], help="brain region (repeatable)")
@@ -190,7 +201,32 @@ def _add_lake(commands: Any) -> None:
     units.add_argument("--min-rate", type=_finite(0.0), help="minimum firing rate in Hz")
     units.add_argument("--format", default="table", choices=["table", "csv", "parquet"])
     units.add_argument("--output", help="file to write (required with --format parquet)")
+    _as_of_argument(units)
     _lake_argument(units)
+    history = questions.add_parser(
+        "history", help="the lake's versions: when, which flow run, how many assets"
+    )
+    history.add_argument("--limit", type=_count(1), help="show only the newest N versions")
+    _lake_argument(history)
+    compact = questions.add_parser(
+        "compact", help="merge small files, then delete files no recent version uses"
+    )
+    compact.add_argument(
+        "--retention-hours",
+        type=_count(0),
+        default=DEFAULT_RETENTION_HOURS,
+        help="keep time travel working for versions this recent "
+        f"(default {DEFAULT_RETENTION_HOURS}, a week)",
+    )
+    _lake_argument(compact)
+    migrate = questions.add_parser(
+        "migrate",
+        help="copy a lake of the old layout (a Parquet file per asset) into Delta tables",
+        description="Read the lake at OLD (one Parquet file per asset under units/source=…/"
+        "dataset=…) and write it as Delta tables under NEW; OLD is left untouched.",
+    )
+    migrate.add_argument("old", metavar="OLD", help="root of the lake in the old layout")
+    migrate.add_argument("new", metavar="NEW", help="root of the new lake (empty or missing)")
 
 
 def _add_server(commands: Any) -> None:
@@ -463,15 +499,15 @@ def _print_run(summary: dict[str, Any], lake: str) -> bool:
     return bool(counts["failed"])
 
 
-def _lake_summary(lake: str) -> None:
+def _lake_summary(lake: str, as_of: str | None = None) -> None:
     from spikelab.lake_queries import SUMMARY_COLUMNS, format_rows, summary_rows
 
-    rows = summary_rows(lake)
+    rows = summary_rows(lake, as_of)
     print(format_rows(SUMMARY_COLUMNS, rows) if rows else "the lake is empty")
 
 
 def _lake_units(args: argparse.Namespace) -> None:
-    from spikelab.lake_queries import export_units, find_units
+    from spikelab.lake_queries import export_units, format_rows, matching_units
 
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet needs --output FILE")
@@ -482,13 +518,54 @@ def _lake_units(args: argparse.Namespace) -> None:
         "min_rate_hz": args.min_rate,
     }
     if args.format == "table":
-        frame = find_units(args.lake, **filters)
-        print(frame.to_string(index=False) if len(frame) else "no matching units")
+        columns, rows = matching_units(args.lake, as_of=args.as_of, **filters)
+        print(format_rows(columns, rows) if rows else "no matching units")
         return
     sys.stdout.flush()
-    export_units(args.lake, args.output or "/dev/stdout", args.format, **filters)
+    export_units(args.lake, args.output or "/dev/stdout", args.format, as_of=args.as_of, **filters)
     if args.output:
         print(f"units -> {args.output}")
+
+
+def _lake_history(lake: str, limit: int | None) -> None:
+    from spikelab.lake_queries import HISTORY_COLUMNS, format_rows, history_rows
+
+    rows = history_rows(lake, limit)
+    print(format_rows(HISTORY_COLUMNS, rows) if rows else "the lake has no versions yet")
+
+
+def _lake_compact(lake: str, retention_hours: int) -> None:
+    from spikelab.io.delta_lake import compact
+
+    report = compact(lake, retention_hours=retention_hours)
+    if not report:
+        print("the lake is empty: nothing to compact")
+    for table, done in report.items():
+        print(
+            f"{table}: {done['files_removed']} files merged into {done['files_added']}, "
+            f"{done['files_vacuumed']} unused files deleted, now version {done['version']}"
+        )
+
+
+def _lake_migrate(old: str, new: str) -> None:
+    from spikelab.io import storage
+    from spikelab.io.delta_lake import open_table, units_uri
+    from spikelab.io.delta_migrate import migrate
+    from spikelab.io.lake import resolve_lake
+
+    old, new = resolve_lake(old), resolve_lake(new)
+    if not any(storage.list_files(storage.join(old, kind), "") for kind in ("units", "manifests")):
+        raise UsageError(
+            f"{old} holds no units/ or manifests/ files of the old layout: give the root of "
+            "the lake to migrate"
+        )
+    if open_table(units_uri(new)) is not None:
+        raise UsageError(f"{new} already holds a lake's tables: migrate into a new root")
+    done = migrate(old, new)
+    print(
+        f"{done['assets']} assets, {done['units']} units and {done['files_copied']} other "
+        f"files -> lake {new} ({old} is unchanged)"
+    )
 
 
 def _demo(lake: str, keep_server: bool) -> bool:
@@ -561,10 +638,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "ingest":
         failed = [_print_run(summary, args.lake) for summary in _run_ingest(args)]
         return EXIT_FAILED if any(failed) else EXIT_OK
-    if args.command == "lake" and args.question == "summary":
-        _lake_summary(args.lake)
-    elif args.command == "lake":
-        _lake_units(args)
+    if args.command == "lake":
+        _lake(args)
     elif args.command == "demo":
         return EXIT_FAILED if _demo(args.lake, args.keep_server) else EXIT_OK
     elif args.command == "server":
@@ -572,6 +647,20 @@ def _dispatch(args: argparse.Namespace) -> int:
     else:
         _serve()
     return EXIT_OK
+
+
+def _lake(args: argparse.Namespace) -> None:
+    """Answer one ``spikelab lake`` question."""
+    if args.question == "summary":
+        _lake_summary(args.lake, args.as_of)
+    elif args.question == "units":
+        _lake_units(args)
+    elif args.question == "history":
+        _lake_history(args.lake, args.limit)
+    elif args.question == "compact":
+        _lake_compact(args.lake, args.retention_hours)
+    else:
+        _lake_migrate(args.old, args.new)
 
 
 def _is_broken_pipe(error: BaseException) -> bool:

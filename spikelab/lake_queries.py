@@ -1,17 +1,22 @@
-"""Questions users ask the lake: what is in it, and which units match."""
+"""Questions users ask the lake: what is in it, which units match, and its history.
+
+Every question reads the lake's Delta tables (see :mod:`spikelab.io.delta_lake`) at their
+current snapshot, or at the one ``as_of`` names (a version number or a time).
+"""
 
 from __future__ import annotations
 
-import json
 import os
+from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from spikelab.io import storage
-from spikelab.io.lake import Lake, connect
-
-if TYPE_CHECKING:  # pandas takes ~0.25 s to import: CSV and Parquet answers skip it
+if TYPE_CHECKING:  # pandas takes ~0.25 s to import: only find_units and lake_summary need it
     import pandas as pd
+    from deltalake import DeltaTable
+
+AsOf = int | str | datetime | None
 
 UNIT_COLUMNS = (
     "source",
@@ -26,70 +31,152 @@ UNIT_COLUMNS = (
     "location_y",
     "location_z",
 )
+SUMMARY_COLUMNS = ("source", "dataset", "assets", "units", "spikes", "failed", "skipped")
+HISTORY_COLUMNS = ("version", "timestamp", "operation", "flow_run_id", "assets")
+
+SummaryRow = tuple[str, str, int, int, int, int, int]
 
 
-SUMMARY_COLUMNS = ("source", "dataset", "assets", "units", "spikes")
-
-
-SummaryRow = tuple[str, str, int, int, int]
-
-
-def lake_summary(lake: str | os.PathLike[str]) -> pd.DataFrame:
+def lake_summary(lake: str | os.PathLike[str], as_of: AsOf = None) -> pd.DataFrame:
     """Assets, units and spikes per source and dataset (see :func:`summary_rows`)."""
     import pandas as pd
 
-    return pd.DataFrame(summary_rows(lake), columns=list(SUMMARY_COLUMNS)).astype(
-        {"assets": "int64", "units": "int64", "spikes": "int64"}
-    )
+    counts = {name: "int64" for name in SUMMARY_COLUMNS[2:]}
+    return pd.DataFrame(summary_rows(lake, as_of), columns=list(SUMMARY_COLUMNS)).astype(counts)
 
 
-def summary_rows(lake: str | os.PathLike[str]) -> list[SummaryRow]:
-    """(source, dataset, assets, units, spikes) per source and dataset, sorted.
+def summary_rows(lake: str | os.PathLike[str], as_of: AsOf = None) -> list[SummaryRow]:
+    """(source, dataset, assets, units, spikes, failed, skipped) per dataset, sorted.
 
-    An asset that loaded with no units has no rows in the units table; it is counted from
-    its manifest (status ``ok``, ``N`` = 0). An empty or missing lake gives no rows.
+    ``assets`` counts the assets whose last ingest succeeded (those that loaded with no
+    units too), ``failed`` and ``skipped`` the others, all from the ``assets`` table;
+    ``units`` and ``spikes`` come from the ``units`` table (a failed re-ingest keeps the
+    units published before it). An empty or missing lake gives no rows.
+
+    Parameters
+    ----------
+    lake : str or PathLike
+        Lake root.
+    as_of : int, str or datetime, optional
+        Read the lake as of this units-table version or time (see
+        :func:`spikelab.io.delta_read.open_units`); the assets table is read at the commit
+        that went with that version.
     """
-    connection = connect(lake)
-    available = {row[0] for row in connection.execute("DESCRIBE units").fetchall()}
+    from spikelab.io.delta_read import open_units
+
+    units = open_units(lake, resolve_as_of(lake, as_of))
     counts: dict[tuple[str, str], list[int]] = {}
-    if "asset_id" in available:
-        for source, dataset, assets, units, spikes in connection.execute(
-            "SELECT source, dataset, count(DISTINCT asset_id), count(*), "
-            "CAST(coalesce(sum(n_spikes), 0) AS BIGINT) FROM units GROUP BY source, dataset"
-        ).fetchall():
-            counts[(source, dataset)] = [assets, units, spikes]
-    for source, dataset in _empty_assets(lake):
-        counts.setdefault((source, dataset), [0, 0, 0])[0] += 1
-    return [(source, dataset, a, u, n) for (source, dataset), (a, u, n) in sorted(counts.items())]
+    if units is not None:
+        for source, dataset, rows, spikes in _unit_counts(units):
+            counts[(source, dataset)] = [0, rows, spikes, 0, 0]
+    slot = {"ok": 0, "failed": 3, "skipped": 4}
+    for (source, dataset, status), number in _asset_counts(lake, units, as_of).items():
+        if status in slot:
+            counts.setdefault((source, dataset), [0, 0, 0, 0, 0])[slot[status]] += number
+    return [(source, dataset, *numbers) for (source, dataset), numbers in sorted(counts.items())]  # type: ignore[misc]
+
+
+def _unit_counts(units: DeltaTable) -> list[tuple[str, str, int, int]]:
+    """(source, dataset, units, spikes) per dataset, reading three small columns."""
+    table = units.to_pyarrow_table(columns=["source", "dataset_id", "n_spikes"])
+    grouped = table.group_by(["source", "dataset_id"]).aggregate(
+        [([], "count_all"), ("n_spikes", "sum")]
+    )
+    return [
+        (row["source"], row["dataset_id"], row["count_all"], row["n_spikes_sum"] or 0)
+        for row in grouped.to_pylist()
+    ]
+
+
+def _asset_counts(
+    lake: str | os.PathLike[str], units: DeltaTable | None, as_of: AsOf
+) -> Counter[tuple[str, str, str]]:
+    """How many assets of each (source, dataset, status) the assets table records."""
+    from spikelab.io.delta_lake import assets_uri, open_table
+
+    assets = open_table(assets_uri(lake))
+    if assets is None or (as_of is not None and not _travel(lake, assets, units)):
+        return Counter()
+    data = assets.to_pyarrow_table(columns=["source", "dataset_id", "status"]).to_pydict()
+    return Counter(zip(data["source"], data["dataset_id"], data["status"], strict=True))
+
+
+def _travel(lake: str | os.PathLike[str], assets: DeltaTable, units: DeltaTable | None) -> bool:
+    """Load the assets version written with ``units``' version; False if there is none.
+
+    Each publication commits to ``units`` and then to ``assets`` with the same tag: the
+    assets version carrying the tag of the newest tagged units version at or below the
+    one loaded is the matching one.
+    """
+    from spikelab.io.delta_lake import COMMIT_TAG, assets_uri, commit_info, units_uri
+
+    if units is None:
+        return False
+    wanted = None
+    for version in range(units.version(), -1, -1):
+        wanted = ((commit_info(units_uri(lake), version) or {}).get(COMMIT_TAG) or {}).get("commit")
+        if wanted is not None:
+            break
+    for version in range(assets.version(), -1, -1):
+        tag = (commit_info(assets_uri(lake), version) or {}).get(COMMIT_TAG) or {}
+        if wanted is not None and tag.get("commit") == wanted:
+            assets.load_as_version(version)
+            return True
+    return False
+
+
+def resolve_as_of(lake: str | os.PathLike[str], as_of: AsOf) -> int | datetime | None:
+    """``as_of`` as a units-table version number when it names a time.
+
+    The version is the last one whose commit time (the ``timestamp`` that
+    :func:`history_rows` shows) is at or before the time, found by bisecting the log: so a
+    time copied from ``spikelab lake history`` reads exactly that version. delta-rs would
+    go by the log files' modification times, which come a few milliseconds later. A time
+    before the first commit is returned as it is (reading it raises ``LakeVersionError``).
+    """
+    from spikelab.io.delta_lake import commit_info, open_table, units_uri
+    from spikelab.io.delta_read import parse_as_of
+
+    wanted = None if as_of is None else parse_as_of(as_of)
+    if not isinstance(wanted, datetime):
+        return wanted
+    uri = units_uri(lake)
+    table = open_table(uri)
+    if table is None:
+        return wanted
+    limit = wanted.timestamp() * 1000
+    low, high, found = 0, table.version(), None
+    while low <= high:
+        middle = (low + high) // 2
+        info = commit_info(uri, middle)
+        if info is None or info["timestamp"] <= limit:  # a cleaned-up log file is older
+            found = middle if info is not None else found
+            low = middle + 1
+        else:
+            high = middle - 1
+    return wanted if found is None else found
 
 
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Rows as a plain text table, columns right-aligned under their names."""
-    cells = [[str(c) for c in columns], *[[str(value) for value in row] for row in rows]]
+    """Rows as a plain text table, columns right-aligned under their names.
+
+    A missing value shows as ``-``; fractions keep six significant digits.
+    """
+    cells = [list(columns), *[[_cell(value) for value in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join(
         " ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells
     )
 
 
-def _empty_assets(lake: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """(source, dataset) of every asset whose manifest says it loaded with 0 units.
-
-    The pair is read from the manifest's partition folders, so it matches the units table's
-    ``source`` and ``dataset`` columns.
-    """
-    found = []
-    for path in Lake(lake).manifest_files():
-        try:
-            manifest = json.loads(storage.get_bytes(path))
-        except ValueError:
-            continue  # a manifest being written, or not one of ours: nothing to count
-        if manifest.get("status") != "ok" or (manifest.get("spikedata") or {}).get("N") != 0:
-            continue
-        source, dataset = path.replace("\\", "/").split("/")[-3:-1]
-        if source.startswith("source=") and dataset.startswith("dataset="):
-            found.append((source.removeprefix("source="), dataset.removeprefix("dataset=")))
-    return found
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="milliseconds")  # as precise as Delta's log
+    return str(value)
 
 
 def _literal(value: str | float) -> str:
@@ -107,11 +194,9 @@ def units_sql(
     dataset: str | None = None,
     min_rate_hz: float | None = None,
     with_spike_times: bool = False,
-) -> str | None:
-    """The SELECT over the ``units`` view for these filters; None when the lake is empty."""
+) -> str:
+    """The SELECT over the ``units`` view for these filters."""
     available = {row[0] for row in connection.execute("DESCRIBE units").fetchall()}
-    if "unit_index" not in available:
-        return None
     conditions = []
     if regions:
         conditions.append(f"location_label IN ({', '.join(_literal(r) for r in regions)})")
@@ -130,6 +215,17 @@ def units_sql(
     )
 
 
+def matching_units(
+    lake: str | os.PathLike[str], *, as_of: AsOf = None, **filters: Any
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and rows of the matching units (see :func:`find_units`), no pandas."""
+    from spikelab.io.delta_read import connect
+
+    connection = connect(lake, resolve_as_of(lake, as_of))
+    cursor = connection.execute(units_sql(connection, **filters))
+    return [column[0] for column in cursor.description], cursor.fetchall()
+
+
 def find_units(
     lake: str | os.PathLike[str],
     *,
@@ -138,6 +234,7 @@ def find_units(
     dataset: str | None = None,
     min_rate_hz: float | None = None,
     with_spike_times: bool = False,
+    as_of: AsOf = None,
 ) -> pd.DataFrame:
     """Units across every source that match all the filters given.
 
@@ -154,13 +251,22 @@ def find_units(
         Keep units firing at least this fast.
     with_spike_times : bool, default: False
         Also return each unit's ``spike_times_ms``.
+    as_of : int, str or datetime, optional
+        Read the units table as of this version or time instead of its current snapshot.
 
     Returns
     -------
     pandas.DataFrame
         One row per unit, ordered by source, dataset, asset and unit index.
+
+    Raises
+    ------
+    LakeVersionError
+        If ``as_of`` names a version or time the table does not have.
     """
-    connection = connect(lake)
+    from spikelab.io.delta_read import connect
+
+    connection = connect(lake, resolve_as_of(lake, as_of))
     query = units_sql(
         connection,
         regions=regions,
@@ -169,25 +275,36 @@ def find_units(
         min_rate_hz=min_rate_hz,
         with_spike_times=with_spike_times,
     )
-    if query is None:
-        import pandas as pd
-
-        return pd.DataFrame(columns=list(UNIT_COLUMNS))
     frame: pd.DataFrame = connection.execute(query).df()
     return frame
 
 
 def export_units(
-    lake: str | os.PathLike[str], destination: str, file_format: str, **filters: Any
+    lake: str | os.PathLike[str],
+    destination: str,
+    file_format: str,
+    *,
+    as_of: AsOf = None,
+    **filters: Any,
 ) -> None:
     """Write the matching units (see :func:`find_units`) as CSV or Parquet, via DuckDB.
 
     ``destination`` may be ``/dev/stdout``. Nothing goes through pandas, so large answers
     stream out quickly.
     """
-    connection = connect(lake)
+    from spikelab.io.delta_read import connect
+
+    connection = connect(lake, resolve_as_of(lake, as_of))
     query = units_sql(connection, **filters)
-    if query is None:
-        query = "SELECT " + ", ".join(f"NULL AS {c}" for c in UNIT_COLUMNS) + " WHERE false"
     options = "FORMAT csv, HEADER" if file_format == "csv" else "FORMAT parquet"
     connection.execute(f"COPY ({query}) TO {_literal(destination)} ({options})")
+
+
+def history_rows(lake: str | os.PathLike[str], limit: int | None = None) -> list[tuple[Any, ...]]:
+    """(version, timestamp, operation, flow_run_id, assets) per units-table version.
+
+    Newest first, ``limit`` of them when given; empty for a lake with no table.
+    """
+    from spikelab.io.delta_read import history
+
+    return [tuple(entry[name] for name in HISTORY_COLUMNS) for entry in history(lake, limit)]

@@ -1,0 +1,293 @@
+"""``spikelab lake …`` over the Delta tables: summary, units, time travel, history,
+compaction and migration from the Hive layout.
+
+Test lakes are built with ``spikelab.io.delta_lake.publish`` directly, so these tests do not
+depend on the ingest flows.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from spikelab import cli
+from spikelab.cli import run
+from spikelab.io import delta_lake
+from spikelab.io.delta_lake import Publication, assets_index, publish
+from spikelab.io.lake import Lake
+from spikelab.io.manifest import write_manifest
+from spikelab.io.units_table import units_arrow_table, write_units_table
+from spikelab.lake_queries import find_units, history_rows, lake_summary, summary_rows
+from spikelab.spikedata import SpikeData
+
+
+def spikes(regions, trains=None, length=1000.0):
+    trains = trains or [[float(10 * i + 1)] * 1 for i in range(len(regions))]
+    attributes = [
+        {"unit_id": 100 + i} | ({"location_label": r} if r else {}) for i, r in enumerate(regions)
+    ]
+    return SpikeData(trains, length=length, neuron_attributes=attributes)
+
+
+def entry(source, dataset, asset, sd, status="ok", **extra):
+    units = units_arrow_table(sd, source=source, dataset_id=dataset, asset_id=asset)
+    manifest = {"status": status, "input": {"content_id": f"c-{asset}"}, **extra}
+    return Publication((source, dataset, asset), units, manifest)
+
+
+def failed(source, dataset, asset, status="failed"):
+    return Publication((source, dataset, asset), None, {"status": status, "error": "bad"})
+
+
+@pytest.fixture
+def lake(tmp_path):
+    """Three versions: two assets; one more plus a failed and a skipped one; a re-ingest."""
+    root = str(tmp_path / "lake")
+    publish(
+        root,
+        [
+            entry("dandi", "000001", "a", spikes(["CA1", "DG"], [[1.0, 2.0], [3.0]])),
+            entry("ibl", "eid", "p", spikes(["CA1", None, "MOs"], [[5.0], [], [6.0, 7.0]])),
+        ],
+        flow_run_id="run-1",
+    )
+    time.sleep(0.05)
+    publish(
+        root,
+        [
+            entry("files", "x", "f", SpikeData([], length=5.0)),  # loaded, no units
+            failed("files", "x", "broken"),
+            failed("dandi", "000001", "zarr", status="skipped"),
+        ],
+        flow_run_id="run-2",
+    )
+    time.sleep(0.05)
+    publish(  # a re-ingest of "a": its rows are replaced, not added
+        root,
+        [entry("dandi", "000001", "a", spikes(["CA1", "CA1", "CA3"], [[1.0], [2.0], [3.0]]))],
+        flow_run_id="run-3",
+    )
+    return root
+
+
+def lines(text):
+    return [line.split() for line in text.splitlines()]
+
+
+def test_summary_counts_come_from_the_assets_and_units_tables(lake, capsys):
+    assert summary_rows(lake) == [
+        ("dandi", "000001", 1, 3, 3, 0, 1),
+        ("files", "x", 1, 0, 0, 1, 0),
+        ("ibl", "eid", 1, 3, 3, 0, 0),
+    ]
+    assert run(["lake", "summary", "--lake", lake]) == 0
+    assert lines(capsys.readouterr().out) == [
+        ["source", "dataset", "assets", "units", "spikes", "failed", "skipped"],
+        ["dandi", "000001", "1", "3", "3", "0", "1"],
+        ["files", "x", "1", "0", "0", "1", "0"],
+        ["ibl", "eid", "1", "3", "3", "0", "0"],
+    ]
+    assert lake_summary(lake)["units"].tolist() == [3, 0, 3]
+
+
+def test_summary_as_of_an_older_version(lake, capsys):
+    # Version 0 of units: the first commit (a and p); the assets table as it was then.
+    assert summary_rows(lake, as_of=0) == [
+        ("dandi", "000001", 1, 2, 3, 0, 0),
+        ("ibl", "eid", 1, 3, 3, 0, 0),
+    ]
+    assert run(["lake", "summary", "--as-of", "1", "--lake", lake]) == 0
+    rows = lines(capsys.readouterr().out)
+    assert ["files", "x", "1", "0", "0", "1", "0"] in rows
+    assert ["dandi", "000001", "1", "2", "3", "0", "1"] in rows
+
+
+def test_units_table_csv_and_filters(lake, capfd):
+    assert run(["lake", "units", "--region", "CA1", "--lake", lake]) == 0
+    out = lines(capfd.readouterr().out)
+    assert out[0][:4] == ["source", "dataset", "asset_id", "unit_id"]
+    assert [row[:4] for row in out[1:]] == [
+        ["dandi", "000001", "a", "100"],
+        ["dandi", "000001", "a", "101"],
+        ["ibl", "eid", "p", "100"],
+    ]
+    argv = ["lake", "units", "--source", "ibl", "--min-rate", "1.5", "--format", "csv"]
+    assert run([*argv, "--lake", lake]) == 0
+    frame = pd.read_csv(io.StringIO(capfd.readouterr().out))
+    assert frame["unit_id"].tolist() == [102]  # 2 spikes in 1 s: 2 Hz; the others 1 Hz or 0
+    assert frame["firing_rate_hz"].tolist() == [2.0]
+    assert run(["lake", "units", "--dataset", "000001", "--region", "DG", "--lake", lake]) == 0
+    assert capfd.readouterr().out == "no matching units\n"
+
+
+def test_units_as_of_a_version_or_a_time(lake, capfd, tmp_path):
+    out = tmp_path / "old.parquet"
+    argv = ["lake", "units", "--source", "dandi", "--as-of", "0", "--lake", lake]
+    assert run([*argv, "--format", "parquet", "--output", str(out)]) == 0
+    old = pd.read_parquet(out)
+    assert old["location_label"].tolist() == ["CA1", "DG"]  # before the re-ingest
+    assert find_units(lake, source="dandi")["location_label"].tolist() == ["CA1", "CA1", "CA3"]
+    capfd.readouterr()
+    when = {row[0]: row[1] for row in lines(_history(lake, capfd))[1:]}  # version -> time
+    assert run([*argv[:-4], "--as-of", when["1"], "--format", "csv", "--lake", lake]) == 0
+    frame = pd.read_csv(io.StringIO(capfd.readouterr().out))
+    assert frame["location_label"].tolist() == ["CA1", "DG"]  # version 1, not 2
+    assert run([*argv[:-4], "--as-of", when["2"], "--format", "csv", "--lake", lake]) == 0
+    frame = pd.read_csv(io.StringIO(capfd.readouterr().out))
+    assert frame["location_label"].tolist() == ["CA1", "CA1", "CA3"]
+    as_of = datetime.fromisoformat(when["1"]).astimezone(UTC)
+    assert find_units(lake, as_of=as_of)["asset_id"].tolist() == ["a", "a", "p", "p", "p"]
+
+
+def _history(lake, capfd):
+    assert run(["lake", "history", "--lake", lake]) == 0
+    return capfd.readouterr().out
+
+
+@pytest.mark.parametrize("as_of", ["7", "2000-01-01T00:00:00Z", "yesterday"])
+def test_a_bad_as_of_is_a_usage_error(lake, as_of, capsys):
+    assert run(["lake", "units", "--as-of", as_of, "--lake", lake]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (
+        "versions 0 to 2" if as_of == "7" else "lake history" if as_of[0] == "2" else "ISO"
+    ) in err
+
+
+def test_history_lists_versions_runs_and_asset_counts(lake, capfd):
+    rows = lines(_history(lake, capfd))
+    assert rows[0] == ["version", "timestamp", "operation", "flow_run_id", "assets"]
+    assert [(r[0], r[2], r[3], r[4]) for r in rows[1:]] == [
+        ("2", "WRITE", "run-3", "1"),
+        ("1", "WRITE", "run-2", "3"),
+        ("0", "WRITE", "run-1", "2"),
+    ]
+    assert run(["lake", "history", "--limit", "1", "--lake", lake]) == 0
+    assert len(lines(capfd.readouterr().out)) == 2
+
+
+def test_compact_merges_files_and_keeps_the_answers(lake, capsys):
+    publish(lake, [entry("dandi", "000002", "d", spikes(["CA1"], [[8.0]]))])
+    before = find_units(lake)
+    assert len(before) == 7
+    assert run(["lake", "compact", "--retention-hours", "0", "--lake", lake]) == 0
+    out = capsys.readouterr().out
+    assert "units: 2 files merged into 1, " in out and "assets: " in out
+    parts = [p for p in os.listdir(Path(lake, "tables", "units")) if p.endswith(".parquet")]
+    assert len(parts) == 1  # retention 0: the files the compaction replaced are gone
+    pd.testing.assert_frame_equal(find_units(lake), before)
+    assert summary_rows(lake)[:2] == [
+        ("dandi", "000001", 1, 3, 3, 0, 1),
+        ("dandi", "000002", 1, 1, 1, 0, 0),
+    ]
+    operations = [row[2] for row in history_rows(lake)]
+    assert operations[-5:] == ["OPTIMIZE", "WRITE", "WRITE", "WRITE", "WRITE"]
+
+
+def test_compact_default_retention_matches_the_library():
+    assert cli.DEFAULT_RETENTION_HOURS == delta_lake.DEFAULT_RETENTION_HOURS
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_an_empty_lake(tmp_path, capsys, state):
+    lake = tmp_path / "lake"
+    if state == "empty":
+        lake.mkdir()
+    for question, answer in [
+        ("summary", "the lake is empty"),
+        ("units", "no matching units"),
+        ("history", "the lake has no versions yet"),
+        ("compact", "the lake is empty: nothing to compact"),
+    ]:
+        assert run(["lake", question, "--lake", str(lake)]) == 0
+        assert capsys.readouterr().out == answer + "\n"
+
+
+def old_lake(root: Path) -> Lake:
+    """A lake written by the old code path: a Parquet file and a manifest per asset."""
+    lake = Lake(root)
+    for dataset, asset, sd in [
+        ("x", "a", spikes(["CA1", "DG"], [[1.0, 2.0], [3.0]])),
+        ("x", "b", spikes(["CA1"], [[4.0]])),
+        ("y", "c", SpikeData([], length=3.0)),
+    ]:
+        out = write_units_table(
+            sd,
+            lake.units_path("files", dataset, asset),
+            source="files",
+            dataset_id=dataset,
+            asset_id=asset,
+        )
+        write_manifest(
+            lake.manifest_path("files", dataset, asset),
+            source="files",
+            dataset_id=dataset,
+            asset_id=asset,
+            status="ok",
+            input={"content_id": f"c-{asset}"},
+            outputs=[out],
+            spikedata={"N": sd.N, "total_spikes": sum(len(t) for t in sd.train)},
+        )
+    write_manifest(
+        lake.manifest_path("files", "x", "broken"),
+        source="files",
+        dataset_id="x",
+        asset_id="broken",
+        status="failed",
+        error="ValueError: bad",
+    )
+    return lake
+
+
+def test_migrate_converts_an_old_lake_and_keeps_it(tmp_path, capsys):
+    old = old_lake(tmp_path / "old")
+    before = sorted(str(p) for p in Path(old.root).rglob("*"))
+    new = tmp_path / "new"
+    assert run(["lake", "migrate", old.root, str(new)]) == 0
+    assert capsys.readouterr().out.startswith("4 assets, 3 units and ")
+    assert sorted(str(p) for p in Path(old.root).rglob("*")) == before  # nothing removed
+    assert summary_rows(new) == [("files", "x", 2, 3, 4, 1, 0), ("files", "y", 1, 0, 0, 0, 0)]
+    units = find_units(new, regions=["CA1"])
+    assert units[["asset_id", "unit_id"]].values.tolist() == [["a", "100"], ["b", "100"]]
+    index = assets_index(new)
+    assert (
+        index[("files", "x", "b")].content_id == "c-b" and index[("files", "x", "b")].version == 0
+    )
+    assert index[("files", "x", "broken")].status == "failed"
+    copied = json.loads(Path(new, "manifests", "source=files", "dataset=x", "a.json").read_text())
+    assert copied["table_version"] == 0
+    assert run(["lake", "migrate", old.root, str(new)]) == 2  # the new root is taken now
+    assert "already holds" in capsys.readouterr().err
+
+
+def test_migrate_refuses_a_root_without_an_old_lake(tmp_path, capsys):
+    assert run(["lake", "migrate", str(tmp_path / "nothing"), str(tmp_path / "new")]) == 2
+    assert "holds no units/ or manifests/" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_lake_units_stops_quietly_when_the_reader_goes_away(tmp_path):
+    lake = str(tmp_path / "lake")
+    many = spikes(["CA1"] * 5000, [[i / 10] for i in range(5000)])  # ~400 kB of CSV
+    publish(lake, [entry("files", "x", "many", many)])
+    command = [sys.executable, "-c", "from spikelab.cli import main; main()"]
+    reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    writer = subprocess.run(
+        [*command, "lake", "units", "--format", "csv", "--lake", lake],
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    reader.stdin.close()
+    with reader.stdout:
+        assert reader.stdout.read().decode().startswith("source,dataset,asset_id")
+    reader.wait()
+    assert writer.returncode == 0 and "Traceback" not in writer.stderr
