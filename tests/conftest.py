@@ -64,12 +64,14 @@ def empty_moto(moto_endpoint, uploader):
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
-    """One temporary Prefect backend (SQLite) for every flow test of the session."""
-    import os
+    """One temporary Prefect backend (SQLite) for every flow test of the session.
 
+    The environment it sets is put back as it was when the session ends.
+    """
     from prefect.testing.utilities import prefect_test_harness
 
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ["SPIKELAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("spikelab-cache"))
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        patch.setenv("SPIKELAB_CACHE_DIR", str(tmp_path_factory.mktemp("spikelab-cache")))
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
