@@ -142,7 +142,7 @@ def _add_ingest(commands: Any) -> None:
     _runner_arguments(dandi)
     nightly = sources.add_parser("nightly", help="every dandiset of a config file")
     nightly.add_argument(
-        "--config", default="configs/dandisets.yaml", help="YAML list of dandisets"
+        "--config", help="YAML list of dandisets (default: the one spikelab ships)"
     )
     nightly.add_argument("--api-base", help="DANDI API root (default: the public archive)")
     _lake_argument(nightly)
@@ -434,10 +434,18 @@ def _ingest_dandi(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
 
 
+def nightly_config(given: str | None) -> Path:
+    """The nightly config to read: the one given, else the packaged default, absolute."""
+    from spikelab.config import default_config_path
+
+    return Path(given).resolve() if given else default_config_path("dandisets.yaml").resolve()
+
+
 def _ingest_nightly(args: argparse.Namespace) -> list[dict[str, Any]]:
     from spikelab.config import DandisetsConfig, load_config
 
-    load_config(args.config, DandisetsConfig)  # a bad file is a usage error, before Prefect
+    config = nightly_config(args.config)
+    load_config(config, DandisetsConfig)  # a bad file is a usage error, before Prefect
     options = {"api_base": args.api_base} if args.api_base else {}
     with _prefect() as backend:
         from spikelab.flows import ingest_dandisets
@@ -445,7 +453,7 @@ def _ingest_nightly(args: argparse.Namespace) -> list[dict[str, Any]]:
         return _call_flow(
             ingest_dandisets,
             backend,
-            config=str(Path(args.config).resolve()),
+            config=str(config),
             lake=args.lake,
             refresh=args.refresh,
             **options,

@@ -16,9 +16,10 @@ from spikelab.cli import FlowRunError, build_parser, cli_words, run, summaries_o
 from spikelab.demo_data import write_hdf5
 from spikelab.exceptions import IngestFailedError
 from spikelab.io import export_spikedata_to_nwb
+from spikelab.io.delta_lake import publish
 from spikelab.io.lake import Lake, connect
-from spikelab.io.manifest import read_manifest, write_manifest
-from spikelab.io.units_table import write_units_table
+from spikelab.io.manifest import read_manifest
+from spikelab.io.units_table import units_arrow_table
 from spikelab.lake_queries import SUMMARY_COLUMNS, find_units, lake_summary
 from spikelab.spikedata import SpikeData
 from spikelab.testing.dandi_archive import DandiStandIn
@@ -35,6 +36,9 @@ COMMANDS = [
     ["lake"],
     ["lake", "summary"],
     ["lake", "units"],
+    ["lake", "history"],
+    ["lake", "compact"],
+    ["lake", "migrate"],
     ["demo"],
     ["server"],
     ["server", "start"],
@@ -86,6 +90,18 @@ def test_a_bad_version_in_the_nightly_config_is_a_usage_error(tmp_path, capsys):
     assert run(["ingest", "nightly", "--config", str(config), "--lake", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "dandisets.yaml" in err and "dandisets.0.version" in err and "neither" in err
+
+
+def test_nightly_reads_the_packaged_config_unless_given_one(tmp_path):
+    from spikelab.cli import nightly_config
+    from spikelab.config import DandisetsConfig, default_config_path, load_config
+
+    assert build_parser().parse_args(["ingest", "nightly"]).config is None
+    packaged = nightly_config(None)
+    assert packaged == default_config_path("dandisets.yaml").resolve() and packaged.is_file()
+    assert load_config(packaged, DandisetsConfig).dandisets  # it names dandisets
+    mine = tmp_path / "mine.yaml"
+    assert nightly_config(str(mine)) == mine
 
 
 def test_lake_that_is_a_file(tmp_path, capsys):
@@ -170,8 +186,10 @@ def test_ingest_nightly_prints_one_summary_per_dandiset(tmp_path, capfd):
 
 @pytest.fixture(scope="module")
 def small_lake(tmp_path_factory):
-    lake = Lake(tmp_path_factory.mktemp("query") / "lake")
+    """A Delta lake of three sources, and the units it holds as one pandas reference."""
+    root = str(tmp_path_factory.mktemp("query") / "lake")
     rng = np.random.default_rng(1)
+    tables = []
     for source, dataset, asset in [
         ("dandi", "000001", "a"),
         ("ibl", "eid", "p"),
@@ -184,14 +202,10 @@ def small_lake(tmp_path_factory):
             {"unit_id": i} | ({"location_label": r} if r else {}) for i, r in enumerate(regions)
         ]
         sd = SpikeData(trains, length=1000.0, neuron_attributes=attributes)
-        write_units_table(
-            sd,
-            lake.units_path(source, dataset, asset),
-            source=source,
-            dataset_id=dataset,
-            asset_id=asset,
-        )
-    return lake
+        units = units_arrow_table(sd, source=source, dataset_id=dataset, asset_id=asset)
+        publish(root, [((source, dataset, asset), units, {"status": "ok"})])
+        tables.append(units.to_pandas())
+    return root, pd.concat(tables, ignore_index=True)
 
 
 @pytest.mark.parametrize(
@@ -206,9 +220,8 @@ def small_lake(tmp_path_factory):
     ],
 )
 def test_lake_units_matches_a_pandas_reference(small_lake, filters):
-    files = sorted(Path(small_lake.root, "units").rglob("*.parquet"))
-    reference = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    reference["dataset"] = reference["dataset_id"]
+    root, reference = small_lake
+    reference = reference.assign(dataset=reference["dataset_id"])
     keep = pd.Series(True, index=reference.index)
     if filters.get("regions"):
         keep &= reference["location_label"].isin(filters["regions"])
@@ -219,7 +232,8 @@ def test_lake_units_matches_a_pandas_reference(small_lake, filters):
     if filters.get("dataset"):
         keep &= reference["dataset"] == filters["dataset"]
     expected = reference[keep].sort_values(["source", "dataset", "asset_id", "unit_index"])
-    found = find_units(small_lake.root, **filters)
+    found = find_units(root, **filters)
+    assert len(found) == len(expected)
     assert found["unit_id"].tolist() == expected["unit_id"].tolist()
     assert found["asset_id"].tolist() == expected["asset_id"].tolist()
     np.testing.assert_allclose(found["firing_rate_hz"], expected["firing_rate_hz"])
@@ -233,14 +247,17 @@ def test_lake_units_parquet_output(small_lake, tmp_path, capsys):
         "--region",
         "CA1",
         "--lake",
-        small_lake.root,
+        small_lake[0],
         "--format",
         "parquet",
         "--output",
         str(out),
     ]
     assert run(argv) == 0
-    assert pd.read_parquet(out)["location_label"].eq("CA1").all()
+    written = pd.read_parquet(out)
+    reference = small_lake[1]
+    assert len(written) == reference["location_label"].eq("CA1").sum() > 0
+    assert written["location_label"].eq("CA1").all()
     assert f"units -> {out}" in capsys.readouterr().out
 
 
@@ -297,7 +314,7 @@ def test_lake_summary_of_an_empty_or_missing_lake(tmp_path, capsys, state):
 
 
 def test_lake_summary_counts_assets_that_loaded_no_units(tmp_path, capsys):
-    lake = Lake(tmp_path / "lake")
+    lake = str(tmp_path / "lake")
     inputs = {
         "full": SpikeData([[1.0, 2.0], [3.0]], length=10.0),
         "empty": SpikeData([], length=10.0),
@@ -305,37 +322,35 @@ def test_lake_summary_counts_assets_that_loaded_no_units(tmp_path, capsys):
     }
     for asset, sd in inputs.items():
         dataset = "other" if asset == "elsewhere" else "ds1"
-        write_units_table(
-            sd,
-            lake.units_path("files", dataset, asset),
-            source="files",
-            dataset_id=dataset,
-            asset_id=asset,
-        )
-        write_manifest(
-            lake.manifest_path("files", dataset, asset),
-            source="files",
-            dataset_id=dataset,
-            asset_id=asset,
-            status="ok",
-            spikedata={"N": sd.N, "total_spikes": len(sd.train)},
-        )
-    write_manifest(  # a failed asset is not counted
-        lake.manifest_path("files", "ds1", "broken"),
-        source="files",
-        dataset_id="ds1",
-        asset_id="broken",
-        status="failed",
-        error="ValueError: bad",
-    )
-    frame = lake_summary(lake.root)
+        units = units_arrow_table(sd, source="files", dataset_id=dataset, asset_id=asset)
+        publish(lake, [(("files", dataset, asset), units, {"status": "ok"})])
+    broken = {"status": "failed", "error": "ValueError: bad"}  # counted apart
+    publish(lake, [(("files", "ds1", "broken"), None, broken)])
+    frame = lake_summary(lake)
     assert frame.to_dict("records") == [
-        {"source": "files", "dataset": "ds1", "assets": 2, "units": 2, "spikes": 3},
-        {"source": "files", "dataset": "other", "assets": 1, "units": 0, "spikes": 0},
+        {
+            "source": "files",
+            "dataset": "ds1",
+            "assets": 2,
+            "units": 2,
+            "spikes": 3,
+            "failed": 1,
+            "skipped": 0,
+        },
+        {
+            "source": "files",
+            "dataset": "other",
+            "assets": 1,
+            "units": 0,
+            "spikes": 0,
+            "failed": 0,
+            "skipped": 0,
+        },
     ]
-    assert run(["lake", "summary", "--lake", lake.root]) == 0
+    assert run(["lake", "summary", "--lake", lake]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert ["files", "other", "1", "0", "0"] in rows and ["files", "ds1", "2", "2", "3"] in rows
+    assert ["files", "other", "1", "0", "0", "0", "0"] in rows
+    assert ["files", "ds1", "2", "2", "3", "1", "0"] in rows
 
 
 def test_default_lake_comes_from_spikelab_lake(tmp_path, monkeypatch, capsys):
@@ -484,14 +499,13 @@ def test_pickles_load_only_with_trust_pickles(tmp_path, harness_api_url):
 @pytest.fixture(scope="module")
 def big_lake(tmp_path_factory):
     """A lake whose answers are far larger than a pipe's buffer."""
-    lake = Lake(tmp_path_factory.mktemp("big") / "lake")
+    root = str(tmp_path_factory.mktemp("big") / "lake")
     trains = [[float(i), float(i) + 0.5] for i in range(20_000)]
     attributes = [{"unit_id": i, "location_label": "CA1"} for i in range(20_000)]
     sd = SpikeData(trains, length=30_000.0, neuron_attributes=attributes)
-    write_units_table(
-        sd, lake.units_path("files", "big", "a"), source="files", dataset_id="big", asset_id="a"
-    )
-    return lake
+    units = units_arrow_table(sd, source="files", dataset_id="big", asset_id="a")
+    publish(root, [(("files", "big", "a"), units, {"status": "ok"})])
+    return root
 
 
 @pytest.mark.parametrize("output", ["table", "csv"])
@@ -508,7 +522,7 @@ def test_lake_units_into_a_closed_pipe_ends_quietly(big_lake, output):
             "--format",
             output,
             "--lake",
-            big_lake.root,
+            big_lake,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

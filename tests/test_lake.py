@@ -6,9 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from spikelab.io import storage, units_table
+from spikelab.io.delta_lake import publish
 from spikelab.io.lake import Lake, connect, open_lake, safe_key
 from spikelab.io.manifest import read_manifest, spikedata_summary, write_manifest
-from spikelab.io.units_table import read_units_table, write_units_table
+from spikelab.io.units_table import read_units_table, units_arrow_table, write_units_table
 from spikelab.spikedata import SpikeData
 
 
@@ -229,40 +230,32 @@ def test_lake_paths_and_safe_keys():
     assert safe_key("../../etc/passwd") == "etc_passwd"
 
 
-def fill(lake: Lake) -> None:
-    dandi = nwb_like()
-    write_units_table(
-        dandi,
-        lake.units_path("dandi", "000888", "a1"),
-        source="dandi",
-        dataset_id="000888",
-        asset_id="a1",
-    )
+def fill(root: str) -> None:
+    """Two assets of two sources with different attribute columns, one commit each."""
+    dandi = units_arrow_table(nwb_like(), source="dandi", dataset_id="000888", asset_id="a1")
+    publish(root, [(("dandi", "000888", "a1"), dandi, {"status": "ok"})])
     ibl = SpikeData(
         [[5.0]],
         length=6.0,
         neuron_attributes=[{"unit_id": 1, "location_label": "CA1", "beryl": "CA1"}],
     )
-    write_units_table(
-        ibl,
-        lake.units_path("ibl", "eid-1", "pid-1"),
-        source="ibl",
-        dataset_id="eid-1",
-        asset_id="pid-1",
-    )
+    ibl_units = units_arrow_table(ibl, source="ibl", dataset_id="eid-1", asset_id="pid-1")
+    publish(root, [(("ibl", "eid-1", "pid-1"), ibl_units, {"status": "ok"})])
 
 
 def test_open_lake_unifies_sources_and_keeps_ids_as_text(tmp_path):
-    lake = Lake(tmp_path / "lake")
-    fill(lake)
-    table = open_lake(lake.root).to_table()
+    root = str(tmp_path / "lake")
+    fill(root)
+    table = open_lake(root).to_table()
     assert table.num_rows == 4
-    assert str(table.schema.field("dataset").type) == "string"
+    assert str(table.schema.field("dataset_id").type) == "string"
     frame = table.to_pandas().sort_values(["source", "unit_index"])
-    assert frame["dataset"].tolist() == ["000888", "000888", "000888", "eid-1"]
+    assert frame["dataset_id"].tolist() == ["000888", "000888", "000888", "eid-1"]
     assert frame["beryl"].tolist()[-1] == "CA1" and frame["snr"].isna().tolist()[-1]
-    ca1 = open_lake(lake.root).to_table(filter=(pa_field("location_label") == "CA1"))
+    ca1 = open_lake(root).to_table(filter=(pa_field("location_label") == "CA1"))
     assert sorted(ca1.column("asset_id").to_pylist()) == ["a1", "pid-1"]
+    first = open_lake(root, as_of=0).to_table()  # before the IBL asset landed
+    assert first.column("asset_id").to_pylist() == ["a1"] * 3
 
 
 def pa_field(name):
@@ -272,9 +265,9 @@ def pa_field(name):
 
 
 def test_duckdb_units_view(tmp_path):
-    lake = Lake(tmp_path / "lake")
-    fill(lake)
-    connection = connect(lake.root)
+    root = str(tmp_path / "lake")
+    fill(root)
+    connection = connect(root)
     rows = connection.execute(
         "SELECT source, dataset, unit_id, beryl, snr FROM units ORDER BY source, unit_index"
     ).fetchall()
@@ -284,6 +277,14 @@ def test_duckdb_units_view(tmp_path):
         ("dandi", "000888", "9", None, 4.0),
         ("ibl", "eid-1", "1", "CA1", None),
     ]
+    assert connect(root, as_of=0).execute("SELECT count(*) FROM units").fetchone() == (3,)
+
+
+def test_a_file_dropped_into_the_table_folder_is_never_read(tmp_path):
+    root = str(tmp_path / "lake")
+    fill(root)
+    (tmp_path / "lake" / "tables" / "units" / "part-foreign.parquet").write_bytes(b"junk")
+    assert connect(root).execute("SELECT count(*) FROM units").fetchone() == (4,)
 
 
 def test_empty_lake(tmp_path):
@@ -298,7 +299,7 @@ def s3_lake(aws_env, empty_moto):
 
 
 def test_lake_on_s3(s3_lake, uploader):
-    fill(s3_lake)
+    fill(s3_lake.root)
     write_manifest(
         s3_lake.manifest_path("dandi", "000888", "a1"),
         source="dandi",
@@ -307,15 +308,17 @@ def test_lake_on_s3(s3_lake, uploader):
         status="ok",
     )
     keys = sorted(o["Key"] for o in uploader.list_objects_v2(Bucket="lake-bucket")["Contents"])
-    assert keys == [
-        "prefix/manifests/source=dandi/dataset=000888/a1.json",
-        "prefix/units/source=dandi/dataset=000888/a1.parquet",
-        "prefix/units/source=ibl/dataset=eid-1/pid-1.parquet",
-    ]
-    back = read_units_table(s3_lake.units_path("dandi", "000888", "a1"))
-    assert [t.tolist() for t in back.train] == [[1.0, 2.5, 9.75], [], [3.0]]
+    assert "prefix/manifests/source=dandi/dataset=000888/a1.json" in keys
+    assert "prefix/tables/units/_delta_log/00000000000000000001.json" in keys
+    assert "prefix/tables/assets/_delta_log/00000000000000000001.json" in keys
     assert read_manifest(s3_lake.manifest_files()[0])["status"] == "ok"
     table = open_lake(s3_lake.root).to_table()
-    assert sorted(set(table.column("dataset").to_pylist())) == ["000888", "eid-1"]
+    assert sorted(set(table.column("dataset_id").to_pylist())) == ["000888", "eid-1"]
+    trains = {
+        row["unit_id"]: row["spike_times_ms"]
+        for row in table.select(["unit_id", "spike_times_ms"]).to_pylist()
+    }
+    assert trains == {"3": [1.0, 2.5, 9.75], "5": [], "9": [3.0], "1": [5.0]}
     assert connect(s3_lake.root).execute("SELECT count(*) FROM units").fetchone() == (4,)
+    assert connect(s3_lake.root, as_of=0).execute("SELECT count(*) FROM units").fetchone() == (3,)
     assert json.loads(storage.get_bytes(s3_lake.manifest_files()[0]))["asset_id"] == "a1"

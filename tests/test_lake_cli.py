@@ -8,8 +8,6 @@ depend on the ingest flows.
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -271,23 +269,3 @@ def test_migrate_refuses_a_root_without_an_old_lake(tmp_path, capsys):
     assert run(["lake", "migrate", str(tmp_path / "nothing"), str(tmp_path / "new")]) == 2
     assert "holds no units/ or manifests/" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
-
-
-def test_lake_units_stops_quietly_when_the_reader_goes_away(tmp_path):
-    lake = str(tmp_path / "lake")
-    many = spikes(["CA1"] * 5000, [[i / 10] for i in range(5000)])  # ~400 kB of CSV
-    publish(lake, [entry("files", "x", "many", many)])
-    command = [sys.executable, "-c", "from spikelab.cli import main; main()"]
-    reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    writer = subprocess.run(
-        [*command, "lake", "units", "--format", "csv", "--lake", lake],
-        stdout=reader.stdin,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    reader.stdin.close()
-    with reader.stdout:
-        assert reader.stdout.read().decode().startswith("source,dataset,asset_id")
-    reader.wait()
-    assert writer.returncode == 0 and "Traceback" not in writer.stderr
