@@ -17,6 +17,13 @@ _DECLARED_BYTES_WITHOUT_CHECK = 1 << 28  # 256 MiB: read whatever the file says
 _MAX_FILL_RATIO = 1000  # declared bytes per stored byte beyond which a dataset is refused
 
 
+def python_value(value: Any, *, arrays_as_lists: bool = False) -> Any:
+    """A numpy scalar as the Python scalar it holds; arrays as lists when asked, else kept."""
+    if arrays_as_lists and isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def existing_file(filepath: str | os.PathLike[str], what: str = "input file") -> Path:
     """Return ``filepath`` as a Path, or raise FileNotFoundError naming it."""
     path = Path(filepath)

@@ -93,6 +93,15 @@ def decode_text(value: bytes) -> str:
         return value.decode("latin-1")
 
 
+def text_value(value: Any) -> Any:
+    """Bytes (also inside a 0-d array) as decoded text; any other value unchanged."""
+    if isinstance(value, bytes):
+        return decode_text(value)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return text_value(value[()])
+    return value
+
+
 def read_whole(data: Any) -> NDArray[Any]:
     """A whole column as an array (h5py or zarr dataset, hdmf wrapper, list or array).
 

@@ -18,12 +18,12 @@ from spikelab.loaders._nwb_checks import (
     check_end_fits,
     check_unit_count,
     declared_length,
-    decode_text,
     end_offsets,
     floats,
     obs_intervals,
     read_whole,
     refuse_oversized,
+    text_value,
     whole_rows,
 )
 from spikelab.loaders._nwb_table import (
@@ -42,16 +42,8 @@ _UNITS_DATASETS = {"id", "electrodes", "electrodes_index", "obs_intervals", "obs
 _ELECTRODES_DATASETS = ("id", "location", "group_name", "group", "x", "y", "z")
 
 
-def _text(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return decode_text(value)
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _text(value[()])
-    return value
-
-
 def _read_text_column(dataset: h5py.Dataset) -> list[str]:
-    return [str(_text(value)) for value in read_whole(dataset).tolist()]
+    return [str(text_value(value)) for value in read_whole(dataset).tolist()]
 
 
 def _scalar_dataset(handle: h5py.Group, name: str) -> Any:
@@ -61,7 +53,7 @@ def _scalar_dataset(handle: h5py.Group, name: str) -> Any:
     value = item[()]
     if isinstance(value, np.ndarray):
         value = value.reshape(-1)[0] if value.size else None
-    value = _text(value)
+    value = text_value(value)
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -78,7 +70,7 @@ def _is_plain_column(dataset: h5py.Dataset, n_units: int) -> bool:
             or h5py.check_string_dtype(dtype) is not None
             or h5py.check_ref_dtype(dtype) is h5py.Reference
         )
-        and _text(dataset.attrs.get("neurodata_type")) != "DynamicTableRegion"
+        and text_value(dataset.attrs.get("neurodata_type")) != "DynamicTableRegion"
     )
 
 
@@ -284,7 +276,7 @@ def _first_series_timing(handle: h5py.File) -> tuple[float | None, float | None]
         return None, None
     for name in sorted(acquisition.keys()):
         series = acquisition[name]
-        if _text(series.attrs.get("neurodata_type")) != "ElectricalSeries":
+        if text_value(series.attrs.get("neurodata_type")) != "ElectricalSeries":
             continue
         n_samples = series["data"].shape[0]
         start = series.get("starting_time")

@@ -14,6 +14,7 @@ import h5py
 
 from spikelab._optional import import_optional
 from spikelab.io.atomic import atomic_write
+from spikelab.loaders._nwb_checks import text_value
 from spikelab.loaders._nwb_table import SESSION_KEYS
 from spikelab.loaders.nwb import load_spikedata_from_nwb
 
@@ -101,13 +102,9 @@ def has_electrical_series(nwb_path: str | os.PathLike[str]) -> bool:
         if not isinstance(acquisition, h5py.Group):
             return False
         return any(
-            _text(item.attrs.get("neurodata_type")) == "ElectricalSeries"
+            text_value(item.attrs.get("neurodata_type")) == "ElectricalSeries"
             for item in acquisition.values()
         )
-
-
-def _text(value: object) -> object:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def write_sidecar(result: Mapping[str, Any]) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spikelab.detect import detect_threshold_crossings, detection_to_spikedata
+from spikelab.loaders._common import python_value
 from spikelab.spikedata import SpikeData, group_by_unit
 from spikelab.units import check_sampling_rate, to_ms
 
@@ -171,11 +172,11 @@ def _holds_text(values: Any) -> bool:
 
 def _unit_attributes(unit_id: Any, index: int, properties: dict[str, Any]) -> dict[str, Any]:
     """A unit's attributes; a property array shorter than the unit list skips later units."""
-    entry: dict[str, Any] = {"unit_id": _plain(unit_id)}
+    entry: dict[str, Any] = {"unit_id": _listed(unit_id)}
     for name, values in properties.items():
         if index >= len(values):
             continue
-        value = _plain(values[index])
+        value = _listed(values[index])
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         elif name == "location" and isinstance(value, int | float):
@@ -190,10 +191,8 @@ def _recorded_length_ms(sorting: Any, segment_index: int, rate: float) -> float 
     return None
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value.item() if isinstance(value, np.generic) else value
+def _listed(value: Any) -> Any:
+    return python_value(value, arrays_as_lists=True)
 
 
 def load_spikedata_from_spikeinterface_recording(
@@ -264,7 +263,7 @@ def load_spikedata_from_spikeinterface_recording(
                 segment_index=segment_index, start_frame=start, end_frame=stop
             ).T
 
-        channel_ids = [_plain(c) for c in recording.get_channel_ids()]
+        channel_ids = [_listed(c) for c in recording.get_channel_ids()]
         locations = recording.get_channel_locations() if recording.has_probe() else None
     else:
         traces = np.asarray(recording.get_traces(segment_index=segment_index))

@@ -18,7 +18,7 @@ from spikelab.exceptions import (
     UnpicklingWarning,
     UntrustedPickleError,
 )
-from spikelab.loaders._common import errors_naming, existing_file
+from spikelab.loaders._common import errors_naming, existing_file, python_value
 from spikelab.spikedata import SpikeData
 from spikelab.units import check_sampling_rate, to_ms
 
@@ -196,15 +196,10 @@ def _sampling_rate(fs: np.ndarray, path: Path) -> float:
 
 
 def _unit_attributes(unit: dict[str, Any], index: int) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"unit_id": _plain(unit.get("unit_id", index))}
+    attributes: dict[str, Any] = {"unit_id": python_value(unit.get("unit_id", index))}
     if "x_max" in unit and "y_max" in unit:
         attributes["location"] = [float(unit["x_max"]), float(unit["y_max"])]
     for name in _UNIT_FIELDS:
         if name in unit:
-            attributes[name] = _plain(unit[name])
+            attributes[name] = python_value(unit[name])
     return attributes
-
-
-def _plain(value: Any) -> Any:
-    """Numpy scalars to Python scalars; arrays stay arrays."""
-    return value.item() if isinstance(value, np.generic) else value
