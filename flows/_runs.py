@@ -10,24 +10,26 @@ the flow with ``return_state=True`` and pass the state to :func:`run_summary`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import as_completed
 from prefect.logging import get_logger, get_run_logger
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from spikelab.exceptions import IngestFailedError, LakeKeyConflictError
-from spikelab.io import storage
+from spikelab.io import delta_lake, storage
+from spikelab.io.delta_lake import AssetState
 from spikelab.io.lake import Lake
-from spikelab.io.manifest import read_manifest, record_failure
+from spikelab.io.manifest import record_failure
 from spikelab.tasks.load import StagedUnits, Target, one_line, remove_stale_staged
+from spikelab.tasks.outputs import Pending, removal
 
-_TEMPORARY_FOLDERS = ("units", "manifests", "runs")  # lake folders written by atomic_write
+_TEMPORARY_FOLDERS = ("manifests", "runs")  # lake folders written by atomic_write
 
 
 class Outcome(TypedDict):
@@ -40,6 +42,7 @@ class Outcome(TypedDict):
     spikes: int | None
     seconds: float
     manifest: str
+    raster: str | None
     error: str | None
 
 
@@ -48,28 +51,48 @@ def current_flow_run_id() -> str:
     return str(flow_run.id or "no-flow-run")
 
 
-def manifest_path(lake: str, target: Target) -> str:
+def key_of(target: Target) -> tuple[str, str, str]:
+    """An asset's key in the lake's tables: ``(source, dataset_id, asset_id)``."""
+    return (target["source"], target["dataset_id"], target["asset_id"])
+
+
+def manifest_path(lake: Lake, target: Target) -> str:
     """Where the lake keeps an asset's manifest."""
-    return Lake(lake).manifest_path(target["source"], target["dataset_id"], target["asset_id"])
+    return lake.manifest_path(*key_of(target))
 
 
-def loaded_already(
-    lake: str, target: Target, content_id: str, *, field: str = "content_id"
-) -> dict[str, Any] | None:
-    """The asset's manifest when the lake already holds this exact content, else None.
+def known_assets(lake: Lake, refresh: bool) -> dict[tuple[str, str, str], AssetState]:
+    """What the lake holds, read once per run (one scan of its assets table).
 
-    Exact means: status ok, the same ``content_id`` (which includes the loader version) in
-    the manifest's input ``field``, and every output file still there.
+    Empty when ``refresh`` is set: every asset is then loaded again.
     """
-    path = manifest_path(lake, target)
-    if not storage.exists(path):
-        return None
-    manifest = read_manifest(path)
-    if manifest.get("status") != "ok" or manifest.get("input", {}).get(field) != content_id:
-        return None
-    if not all(storage.exists(output["path"]) for output in manifest.get("outputs", [])):
-        return None
-    return manifest
+    return {} if refresh else delta_lake.assets_index(lake.root)
+
+
+def is_current(state: AssetState | None, identity: str, *, field: str = "content_id") -> bool:
+    """Tell whether the lake holds exactly this content for an asset: status ok, same id.
+
+    ``field`` is the identity :func:`~spikelab.io.delta_lake.assets_index` compares:
+    ``content_id`` (which includes the loader version) or ``listed_id``.
+    """
+    return (
+        state is not None
+        and state.status == "ok"
+        and getattr(state, field) is not None
+        and getattr(state, field) == identity
+    )
+
+
+def skipped(lake: Lake, target: Target, started: float) -> Outcome:
+    """The ``skipped`` outcome of an asset the lake already holds (nothing is read)."""
+    return outcome(
+        target,
+        "skipped",
+        time.monotonic() - started,
+        manifest_path(lake, target),
+        {},
+        raster=lake.raster_path(*key_of(target)),
+    )
 
 
 def staged_or_reload(
@@ -85,11 +108,12 @@ def staged_or_reload(
 def outcome(
     target: Target,
     status: str,
-    started: float,
+    seconds: float,
     manifest_path: str,
     manifest: dict[str, Any],
     *,
     error: str | None = None,
+    raster: str | None = None,
 ) -> Outcome:
     """Summarise one asset's result from its manifest (``error`` overrides the manifest's)."""
     summary = manifest.get("spikedata") or {}
@@ -99,37 +123,41 @@ def outcome(
         "status": status,
         "units": summary.get("N"),
         "spikes": summary.get("total_spikes"),
-        "seconds": round(time.monotonic() - started, 3),
+        "seconds": round(seconds, 3),
         "manifest": manifest_path,
+        "raster": raster,
         "error": error if error is not None else manifest.get("error"),
     }
 
 
 def guarded(
-    lake: str,
+    lake: Lake,
     target: Target,
-    work: Callable[[], tuple[str, dict[str, Any]]],
+    work: Callable[[float], Outcome | Pending],
     **manifest_fields: Any,
-) -> Outcome:
-    """Run one asset's ``work``; any error becomes a ``failed`` outcome, never a crash.
+) -> Outcome | Pending:
+    """Run one asset's ``work``; any error becomes a ``failed`` result, never a crash.
 
-    ``work`` returns the status (``ok`` or ``skipped``) and the asset's manifest. On an
-    error, :func:`log_failure` logs it (one line on the console) and
-    :func:`~spikelab.io.manifest.record_failure` records its one-line reason: beside the
-    asset's last good publication when there is one, else as a ``failed`` manifest, whose
-    asset then has no units table or raster in the lake. A
+    ``work`` gets the time the asset started (``time.monotonic()``) and returns a
+    ``skipped`` :data:`Outcome` or the :class:`~spikelab.tasks.outputs.Pending`
+    publication for the flow's publisher. On an error, :func:`log_failure` logs it (one
+    line on the console) and :func:`~spikelab.io.manifest.record_failure` records its
+    one-line reason: beside the asset's last good publication when there is one (a
+    ``failed`` outcome), else as a ``failed`` manifest, and then the returned ``Pending``
+    removes the asset's rows and raster from the lake. A
     :class:`~spikelab.exceptions.LakeKeyConflictError` (the key holds another input) writes
     nothing there. A failed outcome counts no units or spikes.
     """
     started = time.monotonic()
     path = manifest_path(lake, target)
     try:
-        status, manifest = work()
+        return work(started)
     except Exception as error:  # noqa: BLE001 - one bad asset must not stop the run
         message = one_line(error)
-        log_failure(f"{target['source']}/{target['dataset_id']}/{target['asset_id']}", message)
+        log_failure(get_run_logger(), "/".join(key_of(target)), message, error)
+        seconds = time.monotonic() - started
         if isinstance(error, LakeKeyConflictError):
-            return outcome(target, "failed", started, path, {}, error=message)
+            return outcome(target, "failed", seconds, path, {}, error=message)
         manifest = record_failure(
             path,
             **target,
@@ -139,34 +167,29 @@ def guarded(
             **manifest_fields,
         )
         if manifest["status"] == "failed":
-            drop_outputs(lake, target)
-        return outcome(target, "failed", started, path, {}, error=message)
-    return outcome(target, status, started, path, manifest)
+            return removal(target, manifest, seconds)
+        return outcome(target, "failed", seconds, path, {}, error=message)
 
 
-def log_failure(label: str, message: str) -> None:
+def log_failure(
+    run_logger: logging.Logger | logging.LoggerAdapter[Any],
+    label: str,
+    message: str,
+    error: BaseException,
+) -> None:
     """Log a failed asset: one line for the console, its traceback for the Prefect log only.
 
-    Call it while handling the error. The traceback goes through Prefect's
-    ``prefect.extra`` logger, which sends to the Prefect API (the UI's run log) and not
-    to the console.
+    ``run_logger`` is the run's logger (from ``get_run_logger()``). The traceback goes
+    through Prefect's ``prefect.extra`` logger, which sends to the Prefect API (the UI's
+    run log) and not to the console.
     """
-    run_logger = get_run_logger()
     run_logger.error("%s failed: %s", label, message)
     run_ids = dict(getattr(run_logger, "extra", None) or {})
     api_only = PrefectLogAdapter(get_logger("prefect.extra"), extra=run_ids)
-    api_only.error("%s failed: %s", label, message, exc_info=True)
+    api_only.error("%s failed: %s", label, message, exc_info=error)
 
 
-def drop_outputs(lake: str, target: Target) -> None:
-    """Remove an asset's units table and raster plot from the lake (if there)."""
-    where = Lake(lake)
-    key = (target["source"], target["dataset_id"], target["asset_id"])
-    storage.remove(where.units_path(*key))
-    storage.remove(where.raster_path(*key))
-
-
-def remove_leftovers(lake: str) -> None:
+def remove_leftovers(lake: Lake) -> None:
     """Remove stale temporary files in the lake and stale staged files in the cache.
 
     Stale means untouched for an hour: younger files may belong to a run going on at the
@@ -178,7 +201,7 @@ def remove_leftovers(lake: str) -> None:
         *(
             leftover
             for folder in _TEMPORARY_FOLDERS
-            for leftover in storage.remove_leftovers(storage.join(lake, folder))
+            for leftover in storage.remove_leftovers(storage.join(lake.root, folder))
         ),
         *map(str, remove_stale_staged()),
     ]
@@ -186,18 +209,8 @@ def remove_leftovers(lake: str) -> None:
         get_run_logger().info("removed %d stale temporary or staged file(s)", len(removed))
 
 
-def collect(futures: Sequence[Any], label: str) -> list[Outcome]:
-    """Wait for every asset's outcome, with a progress bar on a terminal."""
-    from tqdm import tqdm
-
-    with tqdm(total=len(futures), desc=label, unit="asset", disable=None, leave=False) as bar:
-        for _ in as_completed(list(futures)):
-            bar.update()
-    return [future.result() for future in futures]
-
-
 def finish_run(
-    lake: str, flow_name: str, parameters: dict[str, Any], outcomes: Sequence[Outcome]
+    lake: Lake, flow_name: str, parameters: dict[str, Any], outcomes: Sequence[Outcome]
 ) -> State:
     """Write ``runs/<flow run id>.json`` and the Prefect artifacts; say how the run went.
 
@@ -220,7 +233,7 @@ def finish_run(
         "counts": counts,
         "assets": list(outcomes),
     }
-    storage.put_bytes(Lake(lake).run_path(run_id), json.dumps(summary, indent=2).encode())
+    storage.put_bytes(lake.run_path(run_id), json.dumps(summary, indent=2).encode())
     message = f"{counts['ok']} loaded, {counts['skipped']} skipped, {counts['failed']} failed"
     if outcomes:
         create_table_artifact(
@@ -229,11 +242,11 @@ def finish_run(
             description=f"Per-asset outcomes of {flow_name}",
         )
     create_markdown_artifact(
-        f"## {flow_name}\n\n{message}\n\nLake: `{lake}`\n",
+        f"## {flow_name}\n\n{message}\n\nLake: `{lake.root}`\n",
         key=f"{flow_name}-summary",
         description=message,
     )
-    get_run_logger().info("%s: %s (summary in %s)", flow_name, message, Lake(lake).run_path(run_id))
+    get_run_logger().info("%s: %s (summary in %s)", flow_name, message, lake.run_path(run_id))
     return run_state(message, summary, failed=counts["failed"] > 0)
 
 

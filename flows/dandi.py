@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import flow, task, unmapped
@@ -13,21 +12,27 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from spikelab.config import CONFIG_DIR, DandisetsConfig, load_config
 from spikelab.exceptions import DigestMismatchError, UnsafeRemoteDataError
+from spikelab.flows._publish import publish_results
 from spikelab.flows._runs import (
     Outcome,
-    collect,
     current_flow_run_id,
     finish_run,
     guarded,
-    loaded_already,
+    is_current,
+    key_of,
+    known_assets,
     manifest_path,
     outcome,
     run_state,
     run_summary,
+    skipped,
     staged_or_reload,
 )
 from spikelab.ids import normalize_dandiset_id, normalize_version
-from spikelab.io.lake import resolve_lake
+from spikelab.io import delta_lake
+from spikelab.io.delta_lake import AssetState
+from spikelab.io.lake import Lake, resolve_lake
+from spikelab.io.manifest import write_manifest
 from spikelab.loaders import LOADER_VERSIONS
 from spikelab.loaders._dandi_client import DEFAULT_API_BASE, DandiAsset
 from spikelab.loaders.dandi import is_zarr_asset
@@ -43,10 +48,9 @@ from spikelab.tasks.dandi import (
     remove_download,
 )
 from spikelab.tasks.load import StagedUnits, Target, load_dandi_streamed, load_nwb
-from spikelab.tasks.outputs import convert_raw_to_zarr, write_manifest, write_units_table
+from spikelab.tasks.outputs import Pending, convert_raw_to_zarr, prepare_publication
 
 MAX_CONCURRENT_ASSETS = 4
-MAX_MANIFEST_READS = 16
 
 
 def asset_target(dandiset_id: str, asset: dict[str, Any]) -> Target:
@@ -71,20 +75,18 @@ def listed_id(asset: dict[str, Any]) -> str | None:
     return f"dandi:{asset['asset_id']}:blob={asset['blob_id']}:nwb-v{LOADER_VERSIONS['nwb']}"
 
 
-def unchanged_outcome(lake: str, dandiset_id: str, asset: dict[str, Any]) -> Outcome | None:
+def unchanged_outcome(
+    lake: Lake, known: AssetState | None, dandiset_id: str, asset: dict[str, Any]
+) -> Outcome | None:
     """The ``skipped`` outcome of a listed asset the lake already holds, else None.
 
-    Checked in the flow itself, so an unchanged asset costs no task run and no request.
+    ``known`` is the asset's entry of the run's one read of the lake's assets table:
+    an unchanged asset costs no task run and no request.
     """
     identity = listed_id(asset)
-    if identity is None:
+    if identity is None or not is_current(known, identity, field="listed_id"):
         return None
-    started = time.monotonic()
-    target = asset_target(dandiset_id, asset)
-    manifest = loaded_already(lake, target, identity, field="listed_id")
-    if manifest is None:
-        return None
-    return outcome(target, "skipped", started, manifest_path(lake, target), manifest)
+    return skipped(lake, asset_target(dandiset_id, asset), time.monotonic())
 
 
 def asset_reference(api_base: str, dandiset_id: str, version: str, asset_id: str) -> str:
@@ -92,29 +94,32 @@ def asset_reference(api_base: str, dandiset_id: str, version: str, asset_id: str
     return f"{api_base}/dandisets/{dandiset_id}/versions/{version}/assets/{asset_id}/"
 
 
-def refused_outcome(lake: str, dandiset_id: str, version: str, asset: dict[str, Any]) -> Outcome:
-    """The ``failed`` outcome of a listing entry whose identifier was refused.
+def refused_outcome(
+    lake: Lake, dandiset_id: str, version: str, asset: dict[str, Any]
+) -> Outcome | Pending:
+    """The ``failed`` result of a listing entry whose identifier was refused.
 
     Its manifest goes under the entry's safe ``refused-<hash>`` key, never a path built
     from what the server sent.
     """
 
-    def refuse() -> tuple[str, dict[str, Any]]:
+    def refuse(started: float) -> Outcome:
         raise UnsafeRemoteDataError(asset["refused"])
 
     return guarded(lake, asset_target(dandiset_id, asset), refuse, version=version)
 
 
 def zarr_outcome(
-    lake: str, dandiset_id: str, version: str, api_base: str, asset: dict[str, Any]
+    lake: Lake, dandiset_id: str, version: str, api_base: str, asset: dict[str, Any]
 ) -> Outcome:
     """The ``skipped`` outcome of a Zarr asset: spikelab ingests NWB HDF5 assets only."""
     started = time.monotonic()
     target = asset_target(dandiset_id, asset)
     reference = asset_reference(api_base, dandiset_id, version, asset["asset_id"])
+    path = manifest_path(lake, target)
     manifest = write_manifest(
-        lake,
-        target,
+        path,
+        **target,
         status="skipped",
         version=version,
         source_reference=reference,
@@ -125,7 +130,7 @@ def zarr_outcome(
         ),
         flow_run_id=current_flow_run_id(),
     )
-    return outcome(target, "skipped", started, manifest_path(lake, target), manifest)
+    return outcome(target, "skipped", time.monotonic() - started, path, manifest)
 
 
 def digest_warning(failure: dict[str, Any]) -> str:
@@ -143,22 +148,23 @@ def ingest_dandi_asset(
     asset: dict[str, Any],
     dandiset_id: str,
     version: str,
-    lake: str,
+    lake: Lake,
+    known: AssetState | None,
     raw_zarr: bool,
     api_base: str,
     refresh: bool,
     transfer: str = "stream",
-) -> Outcome:
-    """Ingest one asset: describe, skip if unchanged, stream or download, load, publish.
+) -> Outcome | Pending:
+    """Ingest one asset: describe, skip if unchanged, stream or download, load, stage.
 
-    A download that fails its digest check is recorded in the cache; a later streamed load
+    ``known`` is what the lake holds for the asset (None: nothing, or a refresh). A
+    download that fails its digest check is recorded in the cache; a later streamed load
     of the same asset and digest then says so in its manifest (input field
     ``digest_failed_before``, an entry in ``warnings``) and in the run summary's ``error``
     column, and logs a warning.
     """
     target = asset_target(dandiset_id, asset)
     reference = asset_reference(api_base, dandiset_id, version, asset["asset_id"])
-    failed_before: dict[str, Any] | None = None
 
     def load(record: DandiAsset, content_id: str) -> tuple[str | None, StagedUnits]:
         if transfer == "stream" and not raw_zarr:  # raw traces need the whole file
@@ -178,13 +184,11 @@ def ingest_dandi_asset(
         )
         return path, staged
 
-    def work() -> tuple[str, dict[str, Any]]:
-        nonlocal failed_before
+    def work(started: float) -> Outcome | Pending:
         record = describe_dandi_asset(asset["asset_id"], api_base, dandiset_id, version)
         content_id = asset_content_id(record)
-        existing = None if refresh else loaded_already(lake, target, content_id)
-        if existing is not None:
-            return "skipped", existing
+        if is_current(known, content_id):
+            return skipped(lake, target, started)
         try:
             path, staged = load(record, content_id)
         except DigestMismatchError as error:
@@ -192,22 +196,21 @@ def ingest_dandi_asset(
             raise
         metadata = staged["metadata"]
         verified = metadata.get("digest_verified", True)
+        failed_before = None if verified else digest_failure(record)
         if verified:
             clear_digest_failure(record)
-        else:
-            failed_before = digest_failure(record)
-        outputs = write_units_table(staged, lake, target)
+        outputs = []
         if path is not None and raw_zarr and has_electrical_series(path):
             raw = convert_raw_to_zarr(path, lake, target)
             outputs.append({"path": raw["zarr_path"], "sha256": None, "rows": raw["n_samples"]})
+        note = None
         if failed_before is not None:
             note = digest_warning(failed_before)
             get_run_logger().warning("%s: %s", asset["asset_id"], note)
-            staged = {**staged, "warnings": {**(staged.get("warnings") or {}), note: 1}}
-        manifest = write_manifest(
-            lake,
+        pending = prepare_publication(
             target,
-            status="ok",
+            staged,
+            seconds=time.monotonic() - started,
             version=version,
             source_reference=reference,
             input={
@@ -223,17 +226,14 @@ def ingest_dandi_asset(
                 "digest_failed_before": failed_before is not None,
             },
             outputs=outputs,
-            staged=staged,
             flow_run_id=current_flow_run_id(),
+            note=note,
         )
         if path is not None:
             remove_download(path)
-        return "ok", manifest
+        return pending
 
-    result = guarded(lake, target, work, version=version, source_reference=reference)
-    if failed_before is not None and result["status"] == "ok":
-        result["error"] = digest_warning(failed_before)
-    return result
+    return guarded(lake, target, work, version=version, source_reference=reference)
 
 
 @flow(
@@ -296,33 +296,36 @@ def ingest_dandiset(
         raise ValueError(f"transfer must be 'stream' or 'download', got {transfer!r}")
     dandiset = normalize_dandiset_id(dandiset_id)
     version = normalize_version(version)
-    lake = resolve_lake(lake)
+    where = Lake(resolve_lake(lake))
     expire_downloads()
     assets = list_dandi_assets(dandiset, version, path_glob, api_base)
     if max_assets is not None:
         assets = assets[:max_assets]
-    unchanged: dict[str, Outcome | None] = {}
-    for asset in assets:  # recorded without a task run: nothing to fetch
+    index = known_assets(where, refresh)
+    items: list[Any] = []
+    for asset in assets:  # decided without a task run: nothing to fetch
+        key = key_of(asset_target(dandiset, asset))
         if "refused" in asset:
-            unchanged[asset["asset_id"]] = refused_outcome(lake, dandiset, version, asset)
+            items.append(refused_outcome(where, dandiset, version, asset))
         elif is_zarr_asset(asset):
-            unchanged[asset["asset_id"]] = zarr_outcome(lake, dandiset, version, api_base, asset)
-    listed = [a for a in assets if a["asset_id"] not in unchanged]
-    if not refresh:  # manifests on an object store are a request each: read several at once
-        with ThreadPoolExecutor(max_workers=MAX_MANIFEST_READS) as pool:
-            checks = pool.map(lambda asset: unchanged_outcome(lake, dandiset, asset), listed)
-            unchanged |= {a["asset_id"]: o for a, o in zip(listed, checks, strict=True)}
-    changed = [a for a in listed if unchanged.get(a["asset_id"]) is None]
-    futures = ingest_dandi_asset.map(
-        changed,
-        dandiset_id=unmapped(dandiset),
-        version=unmapped(version),
-        lake=unmapped(lake),
-        raw_zarr=unmapped(raw_zarr),
-        api_base=unmapped(api_base),
-        refresh=unmapped(refresh),
-        transfer=unmapped(transfer),
+            items.append(zarr_outcome(where, dandiset, version, api_base, asset))
+        else:
+            items.append(unchanged_outcome(where, index.get(key), dandiset, asset))
+    changed = [a for a, item in zip(assets, items, strict=True) if item is None]
+    futures = iter(
+        ingest_dandi_asset.map(
+            changed,
+            dandiset_id=unmapped(dandiset),
+            version=unmapped(version),
+            lake=unmapped(where),
+            known=[index.get(key_of(asset_target(dandiset, a))) for a in changed],
+            raw_zarr=unmapped(raw_zarr),
+            api_base=unmapped(api_base),
+            refresh=unmapped(refresh),
+            transfer=unmapped(transfer),
+        )
     )
+    items = [item if item is not None else next(futures) for item in items]
     parameters = {
         "dandiset_id": dandiset,
         "version": version,
@@ -332,9 +335,8 @@ def ingest_dandiset(
         "refresh": refresh,
         "transfer": transfer,
     }
-    ingested = {a["asset_id"]: o for a, o in zip(changed, collect(futures, dandiset), strict=True)}
-    outcomes = [unchanged.get(a["asset_id"]) or ingested[a["asset_id"]] for a in assets]
-    return finish_run(lake, "ingest-dandiset", parameters, outcomes)  # type: ignore[return-value]
+    outcomes = publish_results(where, items, dandiset)
+    return finish_run(where, "ingest-dandiset", parameters, outcomes)  # type: ignore[return-value]
 
 
 @flow(name="ingest-dandisets")
@@ -344,10 +346,13 @@ def ingest_dandisets(
     api_base: str = DEFAULT_API_BASE,
     refresh: bool = False,
 ) -> list[dict[str, Any]]:
-    """The nightly run: ingest every dandiset listed in ``config`` (a YAML file).
+    """The nightly run: ingest every dandiset listed in ``config`` (a YAML file), then compact.
 
-    Every dandiset is ingested even when an earlier one had failed assets; the run then
-    ends ``Failed`` (like ``ingest-dandiset``), carrying the list of summaries.
+    The lake's tables are compacted at the end (:func:`spikelab.io.delta_lake.compact`:
+    small files bin-packed, unreferenced old files removed, a checkpoint written); readers
+    keep a consistent snapshot meanwhile. Every dandiset is ingested even when an earlier
+    one had failed assets; the run then ends ``Failed`` (like ``ingest-dandiset``),
+    carrying the list of summaries.
 
     Returns
     -------
@@ -373,5 +378,7 @@ def ingest_dandisets(
         for entry in entries
     ]
     failed = sum(summary["counts"]["failed"] for summary in summaries)
+    compacted = delta_lake.compact(root)
+    get_run_logger().info("lake compacted: %s", compacted)
     message = f"{len(summaries)} dandisets, {failed} failed assets"
     return run_state(message, summaries, failed=failed > 0)  # type: ignore[return-value]

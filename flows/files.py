@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import os
+import time
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,17 +27,20 @@ from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from spikelab.exceptions import FileFormatError, LakeKeyConflictError, UntrustedPickleError
+from spikelab.flows._publish import publish_results
 from spikelab.flows._runs import (
     Outcome,
-    collect,
     current_flow_run_id,
     finish_run,
     guarded,
-    loaded_already,
+    is_current,
+    key_of,
+    known_assets,
     manifest_path,
-    staged_or_reload,
+    skipped,
 )
-from spikelab.io.lake import distinct_key, resolve_lake, safe_key
+from spikelab.io.delta_lake import AssetState
+from spikelab.io.lake import Lake, distinct_key, resolve_lake, safe_key
 from spikelab.io.manifest import read_manifest
 from spikelab.loaders import LOADER_VERSIONS
 from spikelab.tasks._policy import file_identity
@@ -48,7 +52,7 @@ from spikelab.tasks.load import (
     load_pickle,
     load_spikelab_npz,
 )
-from spikelab.tasks.outputs import write_manifest, write_units_table
+from spikelab.tasks.outputs import Pending, prepare_publication
 
 FORMATS = ("auto", "nwb", "kilosort", "hdf5", "spikelab_npz", "pickle")
 _SUFFIXES = {
@@ -102,7 +106,7 @@ def recorded_input(manifest: dict[str, Any]) -> str | None:
     return str(path) if path is not None else None
 
 
-def key_owner(lake: str, target: Target) -> str | None:
+def key_owner(lake: Lake, target: Target) -> str | None:
     """The input whose manifest holds ``target`` in the lake, or None when it is free.
 
     A manifest that is not valid JSON names no input: its key counts as free.
@@ -114,7 +118,7 @@ def key_owner(lake: str, target: Target) -> str | None:
         return None
 
 
-def assign_targets(lake: str, locations: Sequence[Path]) -> list[Target]:
+def assign_targets(lake: Lake, locations: Sequence[Path]) -> list[Target]:
     """One distinct lake key per input (absolute, distinct ``locations``).
 
     An input keeps :func:`base_target` when its key is free or already its own; when the
@@ -140,7 +144,7 @@ def assign_targets(lake: str, locations: Sequence[Path]) -> list[Target]:
     ]
 
 
-def check_key_is_mine(lake: str, target: Target, recorded: str) -> None:
+def check_key_is_mine(lake: Lake, target: Target, recorded: str) -> None:
     """Refuse to write over a manifest that records another input.
 
     Raises
@@ -300,16 +304,24 @@ def hdf5_options(path: Path) -> dict[str, Any]:
 
 @task(name="ingest-file", task_run_name="ingest {path}")
 def ingest_file(
-    path: str, target: Target, fmt: str, lake: str, refresh: bool, trust_pickles: bool = False
-) -> Outcome:
-    """Ingest one local file or folder into ``target``; any error becomes a failed outcome.
+    path: str,
+    target: Target,
+    fmt: str,
+    lake: Lake,
+    known: AssetState | None,
+    trust_pickles: bool = False,
+) -> Outcome | Pending:
+    """Ingest one local file or folder into ``target``; any error becomes a failed result.
 
-    ``path`` is as the flow received it (a path or a ``file://`` URI, see :func:`input_path`).
+    ``path`` is as the flow received it (a path or a ``file://`` URI, see :func:`input_path`);
+    ``known`` is what the lake holds for ``target`` (None: nothing, or a refresh). The
+    input is loaded in this task itself (no task run of its own: a local file is cheap to
+    load again) and comes back as a pending publication for the flow's publisher.
     """
     location = Path(input_path(path)).resolve()
     recorded = shown(location)
 
-    def work() -> tuple[str, dict[str, Any]]:
+    def work(started: float) -> Outcome | Pending:
         if recorded != str(location):
             raise ValueError(
                 f"{recorded}: the file name is not valid UTF-8 ({os.fsencode(location)!r}); "
@@ -327,9 +339,8 @@ def ingest_file(
             else [location]
         )
         content_id = f"{kind}:{file_identity(files)}:v{LOADER_VERSIONS[kind]}"
-        existing = None if refresh else loaded_already(lake, target, content_id)
-        if existing is not None:
-            return "skipped", existing
+        if is_current(known, content_id):
+            return skipped(lake, target, started)
         parameters: dict[str, Any] = {
             "path": str(location),
             "target": target,
@@ -343,12 +354,11 @@ def ingest_file(
             parameters["allow_no_units"] = True
         elif kind == "spikelab_npz":
             parameters["allow_pickle"] = trust_pickles
-        staged = staged_or_reload(_LOAD_TASKS[kind], refresh, **parameters)
-        outputs = write_units_table(staged, lake, target)
-        manifest = write_manifest(
-            lake,
+        staged = _LOAD_TASKS[kind].fn(**parameters)
+        return prepare_publication(
             target,
-            status="ok",
+            staged,
+            seconds=time.monotonic() - started,
             source_reference=recorded,
             input={
                 "path": recorded,
@@ -356,11 +366,8 @@ def ingest_file(
                 "content_id": content_id,
                 "size": sum(f.stat().st_size for f in files),
             },
-            outputs=outputs,
-            staged=staged,
             flow_run_id=current_flow_run_id(),
         )
-        return "ok", manifest
 
     return guarded(lake, target, work, source_reference=recorded, input={"path": recorded})
 
@@ -406,23 +413,26 @@ def ingest_files(
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    root = resolve_lake(lake)
+    where = Lake(resolve_lake(lake))
     inputs: dict[Path, str] = {}  # one entry per file, in the order given
     for text in map(str, paths):
         inputs.setdefault(Path(input_path(text)).resolve(), text)
+    targets = assign_targets(where, list(inputs))
+    index = known_assets(where, refresh)
     futures = ingest_file.map(
         list(inputs.values()),
-        assign_targets(root, list(inputs)),
+        targets,
         fmt=unmapped(format),
-        lake=unmapped(root),
-        refresh=unmapped(refresh),
+        lake=unmapped(where),
+        known=[index.get(key_of(target)) for target in targets],
         trust_pickles=unmapped(trust_pickles),
     )
     parameters = {
         "paths": [str(p) for p in paths],
         "format": format,
-        "lake": root,
+        "lake": where.root,
         "refresh": refresh,
         "trust_pickles": trust_pickles,
     }
-    return finish_run(root, "ingest-files", parameters, collect(futures, "files"))  # type: ignore[return-value]
+    outcomes = publish_results(where, list(futures), "files")
+    return finish_run(where, "ingest-files", parameters, outcomes)  # type: ignore[return-value]

@@ -2,47 +2,58 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from spikelab.flows._publish import publish_results
 from spikelab.flows._runs import (
     Outcome,
-    collect,
     current_flow_run_id,
     finish_run,
     guarded,
-    loaded_already,
+    is_current,
+    key_of,
+    known_assets,
+    skipped,
     staged_or_reload,
 )
-from spikelab.io.lake import resolve_lake
+from spikelab.io.lake import Lake, resolve_lake
 from spikelab.loaders import LOADER_VERSIONS
 from spikelab.tasks.ibl import load_ibl_probe, query_ibl_probes
 from spikelab.tasks.load import Target
-from spikelab.tasks.outputs import write_manifest, write_units_table
+from spikelab.tasks.outputs import Pending, prepare_publication
 
 BWM_REVISION = "2024_Q2_IBL_et_al_BWM"  # the Brain-Wide Map release the units come from
+
+
+def probe_target(probe: dict[str, Any]) -> Target:
+    """Where a probe's outputs go in the lake."""
+    return {"source": "ibl", "dataset_id": str(probe["eid"]), "asset_id": str(probe["pid"])}
+
+
+def probe_content_id(pid: str) -> str:
+    """What the lake must hold to skip a probe: its pid, the release and the loader version."""
+    return f"ibl:{pid}:{BWM_REVISION}:v{LOADER_VERSIONS['ibl']}"
 
 
 @task(name="ingest-ibl-probe", task_run_name="ingest probe {probe[pid]}")
 def ingest_ibl_probe(
     probe: dict[str, Any],
-    lake: str,
+    lake: Lake,
     refresh: bool,
     one_cache_dir: str | None,
     units_table_path: str | None,
-) -> Outcome:
-    """Ingest one probe: skip if unchanged, load (cached), publish, manifest."""
-    eid, pid = str(probe["eid"]), str(probe["pid"])
-    target: Target = {"source": "ibl", "dataset_id": eid, "asset_id": pid}
+) -> Outcome | Pending:
+    """Ingest one probe: load (cached), and hand it back as a pending publication."""
+    target = probe_target(probe)
+    eid, pid = target["dataset_id"], target["asset_id"]
     reference = f"https://openalyx.internationalbrainlab.org/insertions/{pid}"
 
-    def work() -> tuple[str, dict[str, Any]]:
-        content_id = f"ibl:{pid}:{BWM_REVISION}:v{LOADER_VERSIONS['ibl']}"
-        existing = None if refresh else loaded_already(lake, target, content_id)
-        if existing is not None:
-            return "skipped", existing
+    def work(started: float) -> Pending:
+        content_id = probe_content_id(pid)
         staged = staged_or_reload(
             load_ibl_probe,
             refresh,
@@ -53,19 +64,15 @@ def ingest_ibl_probe(
             one_cache_dir=one_cache_dir,
             units_table_path=units_table_path,
         )
-        outputs = write_units_table(staged, lake, target)
-        manifest = write_manifest(
-            lake,
+        return prepare_publication(
             target,
-            status="ok",
+            staged,
+            seconds=time.monotonic() - started,
             version=BWM_REVISION,
             source_reference=reference,
             input={"eid": eid, "pid": pid, "revision": BWM_REVISION, "content_id": content_id},
-            outputs=outputs,
-            staged=staged,
             flow_run_id=current_flow_run_id(),
         )
-        return "ok", manifest
 
     return guarded(lake, target, work, version=BWM_REVISION, source_reference=reference)
 
@@ -112,25 +119,38 @@ def ingest_ibl_region(
         ``return_state=True`` and use :func:`spikelab.flows.run_summary` to get the
         summary either way.
     """
-    lake = resolve_lake(lake)
+    where = Lake(resolve_lake(lake))
     probes = query_ibl_probes(
         list(regions), min_units, min_fraction_in_target, one_cache_dir, units_table_path
     )
     if max_probes is not None:
         probes = probes[:max_probes]
-    futures = ingest_ibl_probe.map(
-        probes,
-        lake=unmapped(lake),
-        refresh=unmapped(refresh),
-        one_cache_dir=unmapped(one_cache_dir),
-        units_table_path=unmapped(units_table_path),
+    index = known_assets(where, refresh)
+    started = time.monotonic()
+    items: list[Any] = [  # unchanged probes cost no task run
+        skipped(where, probe_target(p), started)
+        if is_current(index.get(key_of(probe_target(p))), probe_content_id(str(p["pid"])))
+        else None
+        for p in probes
+    ]
+    changed = [p for p, item in zip(probes, items, strict=True) if item is None]
+    futures = iter(
+        ingest_ibl_probe.map(
+            changed,
+            lake=unmapped(where),
+            refresh=unmapped(refresh),
+            one_cache_dir=unmapped(one_cache_dir),
+            units_table_path=unmapped(units_table_path),
+        )
     )
+    items = [item if item is not None else next(futures) for item in items]
     parameters = {
         "regions": list(regions),
         "min_units": min_units,
         "min_fraction_in_target": min_fraction_in_target,
         "max_probes": max_probes,
-        "lake": lake,
+        "lake": where.root,
         "refresh": refresh,
     }
-    return finish_run(lake, "ingest-ibl-region", parameters, collect(futures, "probes"))  # type: ignore[return-value]
+    outcomes = publish_results(where, items, "probes")
+    return finish_run(where, "ingest-ibl-region", parameters, outcomes)  # type: ignore[return-value]

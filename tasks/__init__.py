@@ -9,7 +9,7 @@ from spikelab.tasks.load import (
     load_pickle,
     load_spikelab_npz,
 )
-from spikelab.tasks.outputs import convert_raw_to_zarr, write_manifest, write_units_table
+from spikelab.tasks.outputs import convert_raw_to_zarr, prepare_publication
 
 __all__ = [
     "convert_raw_to_zarr",
@@ -22,7 +22,6 @@ __all__ = [
     "load_nwb",
     "load_pickle",
     "load_spikelab_npz",
+    "prepare_publication",
     "query_ibl_probes",
-    "write_manifest",
-    "write_units_table",
 ]

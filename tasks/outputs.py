@@ -1,92 +1,114 @@
-"""Prefect tasks that write into the lake: units tables, manifests, raw Zarr recordings."""
+"""The one publishing step every ingest flow uses, and the raw Zarr conversion.
+
+An asset's task ends with :func:`prepare_publication`: it turns the staged load into a
+:class:`Pending` publication (the units as an Arrow table, the raster PNG and the manifest
+still to be written). The flow hands it to a :class:`spikelab.flows._publish.Publisher`,
+which commits it to the lake's Delta table together with other finished assets, then
+writes the raster and the manifest (recording the table version).
+"""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import task
 
 from spikelab.io import manifest as manifests
-from spikelab.io import storage
 from spikelab.io.lake import Lake
 from spikelab.loaders.nwb_recording import save_nwb_recording_as_zarr
 from spikelab.tasks.load import StagedUnits, Target
 
 
-@task(name="write-units-table")
-def write_units_table(staged: StagedUnits, lake: str, target: Target) -> list[dict[str, Any]]:
-    """Publish a staged units table and its raster plot into the lake (atomically).
+class Pending(TypedDict):
+    """An asset ready to publish (``status`` ok), or whose rows must go (``failed``).
 
-    The staged files are removed once both are in the lake (a later cache hit on them
-    loads the asset again: see :func:`spikelab.flows._runs.staged_or_reload`).
-
-    Returns
-    -------
-    list of dict
-        The written outputs, each with ``path``, ``sha256`` and ``rows``.
+    ``units`` holds the asset's rows (none for a failed asset: its rows are deleted);
+    ``manifest`` is complete but for the outputs the publisher adds (the table rows and
+    the raster); ``outputs`` lists other outputs already written (a raw Zarr store);
+    ``raster`` is the PNG to put beside the manifest; ``seconds`` is the time the asset's
+    task took; ``note`` goes into the outcome's ``error`` column of an ok asset.
     """
-    where = Lake(lake)
-    key = (target["source"], target["dataset_id"], target["asset_id"])
-    units = Path(staged["units_path"]).read_bytes()
-    units_path = where.units_path(*key)
-    storage.put_bytes(units_path, units)
-    raster = Path(staged["raster_path"]).read_bytes()
-    raster_path = where.raster_path(*key)
-    storage.put_bytes(raster_path, raster)
-    for staged_file in (staged["units_path"], staged["raster_path"]):
-        Path(staged_file).unlink(missing_ok=True)
-    return [
-        {
-            "path": units_path,
-            "sha256": hashlib.sha256(units).hexdigest(),
-            "rows": staged["spikedata"]["N"],
-        },
-        {"path": raster_path, "sha256": hashlib.sha256(raster).hexdigest(), "rows": None},
-    ]
+
+    target: Target
+    status: str
+    units: pa.Table | None
+    manifest: dict[str, Any]
+    outputs: list[dict[str, Any]]
+    raster: bytes | None
+    seconds: float
+    note: str | None
 
 
-@task(name="write-manifest")
-def write_manifest(
-    lake: str,
+def prepare_publication(
     target: Target,
+    staged: StagedUnits,
     *,
-    status: manifests.Status,
+    seconds: float,
     version: str | None = None,
     source_reference: str | None = None,
     input: Mapping[str, Any] | None = None,
     outputs: Sequence[Mapping[str, Any]] = (),
-    staged: StagedUnits | None = None,
-    error: str | None = None,
     flow_run_id: str | None = None,
-) -> dict[str, Any]:
-    """Write the asset's manifest into the lake and return it.
+    note: str | None = None,
+) -> Pending:
+    """Read a staged load into a :class:`Pending` publication and remove its staged files.
 
-    The staged result's load warnings and skipped columns are recorded with it (results
-    staged by older versions have neither).
+    The staged results' load warnings and skipped columns go into the manifest (a
+    ``note`` is counted among the warnings too). A later cache hit on the removed staged
+    files loads the asset again (see :func:`spikelab.flows._runs.staged_or_reload`).
     """
-    return manifests.write_manifest(
-        Lake(lake).manifest_path(target["source"], target["dataset_id"], target["asset_id"]),
+    units = pq.read_table(staged["units_path"])
+    raster = Path(staged["raster_path"]).read_bytes()
+    warnings = dict(staged.get("warnings") or {})
+    if note is not None:
+        warnings[note] = 1
+    manifest = manifests.build_manifest(
         **target,
-        status=status,
+        status="ok",
         version=version,
         source_reference=source_reference,
         input=input,
-        outputs=outputs,
-        spikedata=staged["spikedata"] if staged else None,
-        metadata=staged["metadata"] if staged else None,
-        error=error,
+        spikedata=staged["spikedata"],
+        metadata=staged["metadata"],
         flow_run_id=flow_run_id,
-        warnings=staged.get("warnings") if staged else None,
-        skipped_columns=staged.get("skipped_columns") if staged else None,
+        warnings=warnings,
+        skipped_columns=staged.get("skipped_columns"),
     )
+    for staged_file in (staged["units_path"], staged["raster_path"]):
+        Path(staged_file).unlink(missing_ok=True)
+    return {
+        "target": target,
+        "status": "ok",
+        "units": units,
+        "manifest": manifest,
+        "outputs": [dict(output) for output in outputs],
+        "raster": raster,
+        "seconds": seconds,
+        "note": note,
+    }
+
+
+def removal(target: Target, manifest: dict[str, Any], seconds: float) -> Pending:
+    """The :class:`Pending` that deletes a failed asset's rows (its manifest is written)."""
+    return {
+        "target": target,
+        "status": "failed",
+        "units": None,
+        "manifest": manifest,
+        "outputs": [],
+        "raster": None,
+        "seconds": seconds,
+        "note": None,
+    }
 
 
 @task(name="convert-raw-to-zarr")
-def convert_raw_to_zarr(path: str, lake: str, target: Target) -> dict[str, Any]:
+def convert_raw_to_zarr(path: str, lake: Lake, target: Target) -> dict[str, Any]:
     """Save a local NWB file's raw ElectricalSeries as Zarr under ``<lake>/raw/``."""
     return save_nwb_recording_as_zarr(
-        path, Lake(lake).raw_path(target["asset_id"]), overwrite=True, provenance=dict(target)
+        path, lake.raw_path(target["asset_id"]), overwrite=True, provenance=dict(target)
     )

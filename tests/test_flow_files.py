@@ -9,9 +9,10 @@ from spikelab.demo_data import write_demo_dataset
 from spikelab.exceptions import IngestFailedError
 from spikelab.flows import ingest_files, run_summary
 from spikelab.flows.files import detect_format, hdf5_options, kilosort_options
+from spikelab.io.delta_lake import assets_index
+from spikelab.io.delta_read import open_units
 from spikelab.io.lake import connect
 from spikelab.io.manifest import read_manifest
-from spikelab.io.units_table import read_units_table
 from spikelab.loaders import (
     load_spikedata_from_hdf5,
     load_spikedata_from_kilosort,
@@ -58,15 +59,34 @@ def test_files_flow_loads_every_source_into_one_lake(demo, tmp_path):
             hdf5, spike_times_dataset="spike_times", spike_times_index_dataset="spike_times_index"
         ),
     }
+    newest = open_units(lake).version()
     for asset, sd in expected.items():
-        stored = read_units_table(
-            Path(lake, "units", "source=files", "dataset=inputs", f"{asset}.parquet")
+        trains = (
+            connect(lake)
+            .execute(
+                "SELECT spike_times_ms FROM units WHERE dataset_id = 'inputs' AND asset_id = ? "
+                "ORDER BY unit_index",
+                [asset],
+            )
+            .fetchall()
         )
-        assert [t.tolist() for t in stored.train] == [t.tolist() for t in sd.train], asset
+        assert [list(t) for (t,) in trains] == [t.tolist() for t in sd.train], asset
         manifest = read_manifest(
             Path(lake, "manifests", "source=files", "dataset=inputs", f"{asset}.json")
         )
         assert manifest["status"] == "ok" and manifest["spikedata"]["N"] == sd.N
+        units_output, raster_output = manifest["outputs"]
+        assert units_output == {
+            "table": "units",
+            "version": manifest["table_version"],
+            "rows": sd.N,
+        }
+        assert 0 <= units_output["version"] < newest  # one commit for the batch, then a delete
+        assert Path(raster_output["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not Path(lake, "units").exists()  # no per-asset Parquet files any more
+    index = assets_index(lake)
+    assert index[("files", "inputs", "broken.nwb")].status == "failed"
+    assert index[("files", "inputs", "kilosort")].content_id.startswith("kilosort:sha256:")
 
     kilosort_units = expected["kilosort"].N
     assert kilosort_units == 14  # two noise clusters dropped
@@ -85,6 +105,10 @@ def test_files_flow_loads_every_source_into_one_lake(demo, tmp_path):
 
     again = ingest_files([*map(str, demo)], lake=lake)
     assert again["counts"] == {"ok": 0, "skipped": 3, "failed": 0}
+    assert open_units(lake).version() == newest  # nothing committed for skipped assets
+    refreshed = ingest_files([*map(str, demo)], lake=lake, refresh=True)
+    assert refreshed["counts"] == {"ok": 3, "skipped": 0, "failed": 0}
+    assert connect(lake).execute("SELECT count(*) FROM units").fetchone() == (50,)
 
 
 def test_unknown_format_is_refused(tmp_path):

@@ -49,8 +49,18 @@ def spikedata_summary(sd: SpikeData) -> dict[str, Any]:
     }
 
 
-def write_manifest(
-    dest: str | os.PathLike[str],
+def write_manifest(dest: str | os.PathLike[str], **fields: Any) -> dict[str, Any]:
+    """Write one asset's manifest as JSON (atomically) and return it.
+
+    ``fields`` are those of :func:`build_manifest`; ``dest`` is the local path or URL of
+    the ``.json`` file.
+    """
+    manifest = build_manifest(**fields)
+    put_manifest(dest, manifest)
+    return manifest
+
+
+def build_manifest(
     *,
     source: str,
     dataset_id: str,
@@ -67,12 +77,10 @@ def write_manifest(
     warnings: Mapping[str, int] | None = None,
     skipped_columns: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Write one asset's manifest as JSON (atomically) and return it.
+    """One asset's manifest, as :func:`write_manifest` writes it.
 
     Parameters
     ----------
-    dest : str or PathLike
-        Local path or URL of the ``.json`` file.
     source, dataset_id, asset_id : str
         Where the asset sits in the lake.
     status : {"ok", "failed", "skipped"}
@@ -82,7 +90,8 @@ def write_manifest(
     input : mapping | None, default: None
         What was read: path or URL, size, sha256 and/or DANDI etag.
     outputs : sequence of mapping, default: ()
-        What was written: each with ``path``, ``sha256`` and ``rows``.
+        What was written: a file with ``path``, ``sha256`` and ``rows``; the asset's rows
+        in a lake table with ``table``, ``version`` and ``rows``.
     spikedata : mapping | None, default: None
         :func:`spikedata_summary` of the loaded data.
     metadata : mapping | None, default: None
@@ -96,7 +105,7 @@ def write_manifest(
     skipped_columns : mapping | None, default: None
         Attributes the units table left out: ``{attribute name: reason}``.
     """
-    manifest = {
+    manifest: dict[str, Any] = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "source": source,
         "dataset_id": dataset_id,
@@ -115,7 +124,6 @@ def write_manifest(
         "warnings": to_plain(dict(warnings or {})),
         "skipped_columns": to_plain(dict(skipped_columns or {})),
     }
-    _put(dest, manifest)
     return manifest
 
 
@@ -159,7 +167,7 @@ def record_failure(
                 "warnings": dict(warnings or {}),
             }
         )
-        _put(dest, previous)
+        put_manifest(dest, previous)
         return previous
     return write_manifest(
         dest,
@@ -179,7 +187,8 @@ def record_failure(
 def outputs_intact(manifest: Mapping[str, Any]) -> bool:
     """Tell whether every output a manifest lists with a sha256 is there, with that sha256.
 
-    Outputs recorded without one (a raw Zarr folder) are not checked.
+    Outputs recorded without one (a raw Zarr folder, rows in a lake table, whose commit
+    no later failure can undo) are not checked.
     """
     for output in manifest.get("outputs") or []:
         if not output.get("sha256"):
@@ -193,7 +202,8 @@ def outputs_intact(manifest: Mapping[str, Any]) -> bool:
     return True
 
 
-def _put(dest: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:
+def put_manifest(dest: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:
+    """Write a manifest as indented JSON at ``dest`` (atomically)."""
     storage.put_bytes(dest, json.dumps(manifest, indent=2, allow_nan=False).encode())
 
 

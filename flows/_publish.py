@@ -1,0 +1,262 @@
+"""The publisher: finished assets go into the lake's Delta tables a batch per commit.
+
+A commit costs about 140 ms whatever it carries, so the flow hands each asset's
+:class:`~spikelab.tasks.outputs.Pending` publication to one :class:`Publisher`, whose
+thread commits when ``batch_size`` assets are waiting, when the oldest has waited
+``max_delay_seconds``, and when the run closes it. After a commit it writes each asset's
+raster PNG and manifest (which records the table version); a failed asset's commit
+deletes its rows and its raster goes. A batch whose commit fails is committed again one
+asset at a time, so one asset that cannot be published fails alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from prefect.futures import PrefectFuture, as_completed
+from prefect.logging import get_run_logger
+
+from spikelab.flows._runs import (
+    Outcome,
+    current_flow_run_id,
+    key_of,
+    log_failure,
+    manifest_path,
+    outcome,
+)
+from spikelab.io import delta_lake, storage
+from spikelab.io.lake import Lake
+from spikelab.io.manifest import put_manifest, record_failure
+from spikelab.tasks.load import one_line
+from spikelab.tasks.outputs import Pending, removal
+
+BATCH_SIZE = 16
+MAX_DELAY_SECONDS = 1.0
+
+
+class Publisher:
+    """Commit pending publications in batches, from a thread of its own.
+
+    Use it as a context manager (or call :meth:`close`): leaving it commits what is left
+    and waits for the thread. :meth:`outcomes` then gives each published asset's outcome.
+
+    Parameters
+    ----------
+    lake : Lake
+        The lake to publish into.
+    flow_run_id : str
+        Recorded in the commits.
+    logger : logging.Logger or LoggerAdapter
+        Where failures are logged (the flow run's logger: the thread has no run context).
+    batch_size : int, default: 16
+        Commit as soon as this many assets wait.
+    max_delay_seconds : float, default: 1.0
+        Commit once the oldest waiting asset has waited this long.
+    """
+
+    def __init__(
+        self,
+        lake: Lake,
+        flow_run_id: str,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        *,
+        batch_size: int = BATCH_SIZE,
+        max_delay_seconds: float = MAX_DELAY_SECONDS,
+    ) -> None:
+        self.lake = lake
+        self.flow_run_id = flow_run_id
+        self.logger = logger
+        self.batch_size = batch_size
+        self.max_delay_seconds = max_delay_seconds
+        self._waiting: list[tuple[float, Pending]] = []
+        self._done: dict[tuple[str, str, str], Outcome] = {}
+        self._closing = False
+        self._error: BaseException | None = None
+        self._wakeup = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="spikelab-publisher", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *error: object) -> None:
+        self.close()
+
+    def add(self, pending: Pending) -> None:
+        """Queue one asset for the next commit."""
+        with self._wakeup:
+            self._waiting.append((time.monotonic(), pending))
+            self._wakeup.notify()
+
+    def close(self) -> None:
+        """Commit every asset still waiting and stop the thread.
+
+        Raises
+        ------
+        BaseException
+            What stopped the thread, if anything did (a bug, not a failed asset).
+        """
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def outcomes(self) -> dict[tuple[str, str, str], Outcome]:
+        """Each published asset's outcome, by ``(source, dataset_id, asset_id)``."""
+        return dict(self._done)
+
+    def _run(self) -> None:
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._commit(batch)
+        except BaseException as error:  # noqa: BLE001 - handed to close()
+            self._error = error
+
+    def _next_batch(self) -> list[Pending] | None:
+        """Wait for a batch to be due; None once closing with nothing left."""
+        with self._wakeup:
+            while True:
+                if self._waiting and (self._closing or self._due()):
+                    batch = [pending for _, pending in self._waiting[: self.batch_size]]
+                    del self._waiting[: self.batch_size]
+                    return batch
+                if self._closing:
+                    return None
+                timeout = None
+                if self._waiting:
+                    oldest = self._waiting[0][0]
+                    timeout = max(0.0, oldest + self.max_delay_seconds - time.monotonic())
+                self._wakeup.wait(timeout)
+
+    def _due(self) -> bool:
+        oldest = self._waiting[0][0]
+        return (
+            len(self._waiting) >= self.batch_size
+            or time.monotonic() - oldest >= self.max_delay_seconds
+        )
+
+    def _commit(self, batch: list[Pending]) -> None:
+        """Publish ``batch`` in one commit; on failure, each asset alone."""
+        for pending in batch:
+            if pending["status"] == "ok":
+                pending["manifest"]["outputs"] = self._outputs(pending)
+        publications = [
+            delta_lake.Publication(
+                key_of(p["target"]),
+                p["units"] if p["units"] is not None else delta_lake.UNITS_SCHEMA.empty_table(),
+                p["manifest"],
+            )
+            for p in batch
+        ]
+        try:
+            version = delta_lake.publish(self.lake.root, publications, flow_run_id=self.flow_run_id)
+        except Exception as error:  # noqa: BLE001 - the assets fail, the run goes on
+            if len(batch) > 1:
+                for pending in batch:
+                    self._commit([pending])
+            else:
+                self._fail(batch[0], error)
+            return
+        for pending in batch:
+            self._finish(pending, version)
+
+    def _outputs(self, pending: Pending) -> list[dict[str, Any]]:
+        """The outputs an ok asset's manifest lists: its table rows, its raster, the rest."""
+        raster = pending["raster"] or b""
+        units = pending["units"]
+        return [
+            {"table": "units", "version": None, "rows": units.num_rows if units else 0},
+            {
+                "path": self.lake.raster_path(*key_of(pending["target"])),
+                "sha256": hashlib.sha256(raster).hexdigest(),
+                "rows": None,
+            },
+            *pending["outputs"],
+        ]
+
+    def _finish(self, pending: Pending, version: int | None) -> None:
+        """Write an asset's raster and manifest after its commit, and record its outcome."""
+        target, manifest = pending["target"], pending["manifest"]
+        key = key_of(target)
+        path = manifest_path(self.lake, target)
+        if pending["status"] == "ok":
+            manifest["outputs"][0]["version"] = version
+            manifest["table_version"] = version
+            storage.put_bytes(self.lake.raster_path(*key), pending["raster"] or b"")
+            put_manifest(path, manifest)
+            raster: str | None = self.lake.raster_path(*key)
+        else:
+            storage.remove(self.lake.raster_path(*key))
+            raster = None
+        self._done[key] = outcome(
+            target,
+            pending["status"],
+            pending["seconds"],
+            path,
+            manifest,
+            error=pending["note"],
+            raster=raster,
+        )
+
+    def _fail(self, pending: Pending, error: Exception) -> None:
+        """Record an asset whose commit failed, keeping its last good publication if any."""
+        target = pending["target"]
+        message = one_line(error)
+        log_failure(self.logger, "/".join(key_of(target)), message, error)
+        path = manifest_path(self.lake, target)
+        manifest = pending["manifest"]
+        recorded = record_failure(
+            path,
+            **target,
+            error=message,
+            version=manifest.get("version"),
+            source_reference=manifest.get("source_reference"),
+            input=manifest.get("input"),
+            flow_run_id=self.flow_run_id,
+            warnings=manifest.get("warnings"),
+        )
+        if recorded["status"] == "failed" and pending["status"] == "ok":
+            self._commit([removal(target, recorded, pending["seconds"])])
+        self._done[key_of(target)] = outcome(
+            target, "failed", pending["seconds"], path, {}, error=message
+        )
+
+
+Result = Outcome | Pending
+
+
+def publish_results(
+    lake: Lake, items: Sequence[Result | PrefectFuture[Any]], label: str
+) -> list[Outcome]:
+    """Every asset's outcome, in the order of ``items``, once the publishable are published.
+
+    ``items`` are outcomes, pending publications, and futures of per-asset tasks that
+    return either; each pending publication goes to one :class:`Publisher` as soon as it
+    is known. A progress bar shows the tasks finishing on a terminal.
+    """
+    from tqdm import tqdm
+
+    futures = [item for item in items if isinstance(item, PrefectFuture)]
+    with Publisher(lake, current_flow_run_id(), get_run_logger()) as publisher:
+        for item in items:
+            if not isinstance(item, PrefectFuture) and "target" in item:
+                publisher.add(item)  # type: ignore[arg-type]
+        with tqdm(total=len(futures), desc=label, unit="asset", disable=None, leave=False) as bar:
+            for future in as_completed(futures):
+                result = future.result()
+                if "target" in result:
+                    publisher.add(result)
+                bar.update()
+    published = publisher.outcomes()
+    outcomes = []
+    for item in items:
+        result = item.result() if isinstance(item, PrefectFuture) else item
+        outcomes.append(published[key_of(result["target"])] if "target" in result else result)
+    return outcomes
