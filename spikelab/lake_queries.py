@@ -78,14 +78,13 @@ def summary_rows(lake: str | os.PathLike[str], as_of: AsOf = None) -> list[Summa
 
 def _unit_counts(units: DeltaTable) -> list[tuple[str, str, int, int]]:
     """(source, dataset, units, spikes) per dataset, reading three small columns."""
-    table = units.to_pyarrow_table(columns=["source", "dataset_id", "n_spikes"])
-    grouped = table.group_by(["source", "dataset_id"]).aggregate(
-        [([], "count_all"), ("n_spikes", "sum")]
+    rows = _query(
+        units,
+        "SELECT source, dataset_id, count(*) AS units, "
+        "CAST(coalesce(sum(n_spikes), 0) AS BIGINT) AS spikes FROM snapshot "
+        "GROUP BY source, dataset_id",
     )
-    return [
-        (row["source"], row["dataset_id"], row["count_all"], row["n_spikes_sum"] or 0)
-        for row in grouped.to_pylist()
-    ]
+    return [(r["source"], r["dataset_id"], r["units"], r["spikes"]) for r in rows]
 
 
 def _asset_counts(
@@ -97,8 +96,26 @@ def _asset_counts(
     assets = open_table(assets_uri(lake))
     if assets is None or (as_of is not None and not _travel(lake, assets, units)):
         return Counter()
-    data = assets.to_pyarrow_table(columns=["source", "dataset_id", "status"]).to_pydict()
-    return Counter(zip(data["source"], data["dataset_id"], data["status"], strict=True))
+    rows = _query(
+        assets,
+        "SELECT source, dataset_id, status, count(*) AS assets FROM snapshot "
+        "GROUP BY source, dataset_id, status",
+    )
+    return Counter({(r["source"], r["dataset_id"], r["status"]): r["assets"] for r in rows})
+
+
+def _query(table: DeltaTable, sql: str) -> list[dict[str, Any]]:
+    """Rows of ``sql`` over ``table``'s loaded snapshot, named ``snapshot``.
+
+    delta-rs answers it itself (locally or on S3, reading only the columns named), so a
+    summary needs neither DuckDB nor pyarrow.dataset, which would import pandas (~0.3 s).
+    """
+    import pyarrow as pa
+    from deltalake import QueryBuilder
+
+    answer = QueryBuilder().register("snapshot", table).execute(sql)
+    rows: list[dict[str, Any]] = pa.RecordBatchReader.from_stream(answer).read_all().to_pylist()
+    return rows
 
 
 def _travel(lake: str | os.PathLike[str], assets: DeltaTable, units: DeltaTable | None) -> bool:
