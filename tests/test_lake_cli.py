@@ -8,6 +8,8 @@ depend on the ingest flows.
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -269,3 +271,79 @@ def test_migrate_refuses_a_root_without_an_old_lake(tmp_path, capsys):
     assert run(["lake", "migrate", str(tmp_path / "nothing"), str(tmp_path / "new")]) == 2
     assert "holds no units/ or manifests/" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def readme_queries() -> list[str]:
+    """The Python blocks of README's lake section: one CA1 query per engine."""
+    text = README.read_text()
+    section = text[text.index("## The lake") : text.index("## Test your own flows offline")]
+    return [
+        block.split("\n", 1)[1]
+        for block in section.split("```")[1::2]
+        if block.startswith("python")
+    ]
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars", "deltalake"])
+def test_readme_queries_give_the_same_ca1_units(lake, engine, tmp_path, monkeypatch):
+    marker = {"duckdb": "import connect", "polars": "import polars", "deltalake": "DeltaTable"}
+    (code,) = [block for block in readme_queries() if marker[engine] in block]
+    if engine == "polars":
+        pytest.importorskip("polars")
+    monkeypatch.chdir(tmp_path)  # the README's lake is ./spikelab-lake
+    os.rename(lake, tmp_path / "spikelab-lake")
+    namespace: dict = {}
+    exec(compile(code, f"README.md ({engine})", "exec"), namespace)
+    ca1 = namespace["ca1"]
+    frame = ca1 if isinstance(ca1, pd.DataFrame) else ca1.to_pandas()
+    found = sorted(zip(frame["asset_id"], frame["unit_id"], strict=True))
+    assert found == [("a", "100"), ("a", "101"), ("p", "100")]
+
+
+def test_readme_documents_the_lake_commands_and_settings():
+    text = README.read_text()
+    for needle in (
+        "tables/units",
+        "tables/assets",
+        "connect(",
+        "--as-of",
+        "lake history",
+        "lake compact",
+        "--retention-hours",
+        "lake migrate",
+        "SPIKELAB_PARTIAL_MAX_AGE_HOURS",
+        "refused-<hash>",
+        "zarr asset",
+        "digest_failed_before: true",
+        "0.YYMMDD.N",
+        "from spikelab.testing import DandiStandIn",
+    ):
+        assert needle in text, needle
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["lake", "summary", "--as-of", "0"],
+        ["lake", "history"],
+        ["lake", "compact"],
+        ["lake", "units", "--as-of", "1", "--format", "csv"],
+    ],
+    ids=" ".join,
+)
+def test_new_lake_commands_stay_light(lake, argv):
+    probe = (
+        "import sys\nfrom spikelab.cli import run\n"
+        f"status = run({[*argv, '--lake', lake]!r})\n"
+        "heavy = {'prefect', 'pynwb', 'spikeinterface', 'matplotlib'}\n"
+        "print('HEAVY=' + ','.join(sorted({m.split('.')[0] for m in sys.modules} & heavy)))\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "HEAVY="
