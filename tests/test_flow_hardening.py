@@ -20,10 +20,17 @@ import pytest
 from spikelab.exceptions import IngestFailedError, LakeKeyConflictError
 from spikelab.flows import ingest_files, run_summary
 from spikelab.flows.files import assign_targets, check_key_is_mine, npz_holds_objects
-from spikelab.io.lake import MAX_KEY_LENGTH, connect, default_lake, resolve_lake, safe_key
+from spikelab.io.delta_lake import assets_index
+from spikelab.io.lake import (
+    MAX_KEY_LENGTH,
+    Lake,
+    connect,
+    default_lake,
+    resolve_lake,
+    safe_key,
+)
 from spikelab.io.manifest import read_manifest, record_failure, write_manifest
 from spikelab.io.storage import put_bytes
-from spikelab.io.units_table import read_units_table
 from spikelab.spikedata import SpikeData
 from spikelab.tasks.load import counted_warnings, staging_dir
 
@@ -57,6 +64,13 @@ def by_path(summary):
     }
 
 
+def stored(lake, asset_id, column="spike_times_ms"):
+    """One column of an asset's rows in the lake's units table, in unit order."""
+    query = f"SELECT {column} FROM units WHERE asset_id = ? ORDER BY unit_index"
+    values = [value for (value,) in connect(lake).execute(query, [asset_id]).fetchall()]
+    return [list(v) for v in values] if column == "spike_times_ms" else values
+
+
 def unit_counts(lake):
     query = "SELECT dataset_id, asset_id, count(*) FROM units GROUP BY ALL ORDER BY ALL"
     return connect(lake).execute(query).fetchall()
@@ -83,8 +97,12 @@ def test_inputs_with_the_same_folder_and_file_name_both_land(tmp_path):
         (second, [[250.0], [1000.0], [3000.0, 4000.0]]),
     ):
         manifest = read_manifest(assets[str(path)]["manifest"])
-        stored = read_units_table(manifest["outputs"][0]["path"])
-        assert [t.tolist() for t in stored.train] == trains
+        assert manifest["outputs"][0] == {
+            "table": "units",
+            "version": manifest["table_version"],
+            "rows": len(trains),
+        }
+        assert stored(lake, assets[str(path)]["asset_id"]) == trains
 
     # each input keeps its key: alone, in the other order, or beside a third of that name
     third = write_h5(tmp_path / "c" / "x" / "s.h5", [[9.0]])
@@ -108,9 +126,9 @@ def test_a_later_run_never_takes_over_a_key_another_input_holds(tmp_path):
 
 
 def test_a_key_held_by_another_input_is_refused_with_a_clear_error(tmp_path):
-    lake = str(tmp_path / "lake")
+    lake = Lake(str(tmp_path / "lake"))
     target = {"source": "files", "dataset_id": "x", "asset_id": "s.h5"}
-    path = Path(lake, "manifests", "source=files", "dataset=x", "s.h5.json")
+    path = Path(lake.root, "manifests", "source=files", "dataset=x", "s.h5.json")
     write_manifest(path, **target, status="ok", input={"path": "/data/a/x/s.h5"})
     check_key_is_mine(lake, target, "/data/a/x/s.h5")
     with pytest.raises(
@@ -241,15 +259,15 @@ def test_load_warnings_and_skipped_columns_are_recorded_per_input(tmp_path, capl
     }
     assert set(manifest["skipped_columns"]) == {"location"}
     assert "not coordinates" in manifest["skipped_columns"]["location"]
-    stored = read_units_table(manifest["outputs"][0]["path"])
-    assert stored.get_neuron_attribute("snr") == [1.5, 2.0]
+    assert stored(lake, "regions.pkl", "snr") == [1.5, 2.0]
     logged = [r.getMessage() for r in caplog.records if "while loading" in r.getMessage()]
     assert len(logged) == 2 and any(str(pickled) in line and "(x1)" in line for line in logged)
 
     nothing = read_manifest(assets[str(empty)]["manifest"])
     assert nothing["status"] == "ok" and nothing["spikedata"]["N"] == 0
     assert nothing["outputs"][0]["rows"] == 0
-    assert read_units_table(nothing["outputs"][0]["path"]).N == 0
+    assert stored(lake, "empty.p") == []
+    assert unit_counts(lake) == [("in", "regions.pkl", 2)]
 
 
 def test_warnings_are_counted_for_the_thread_that_raised_them():
@@ -313,8 +331,8 @@ def test_pickles_and_object_npz_are_refused_unless_trusted(tmp_path):
 
     state, summary = run([npz], lake, trust_pickles=True)
     assert summary["counts"] == {"ok": 1, "skipped": 0, "failed": 0}
-    stored = read_units_table(read_manifest(summary["assets"][0]["manifest"])["outputs"][0]["path"])
-    assert stored.N == 1 and stored.train[0].tolist() == pytest.approx([1000.0, 2000.0, 3000.0])
+    assert summary["assets"][0]["units"] == 1
+    assert stored(lake, "sorted.npz") == [pytest.approx([1000.0, 2000.0, 3000.0])]
 
 
 # --- 14: a name that is not UTF-8 fails alone ----------------------------------------------
@@ -352,7 +370,7 @@ def planted(path: Path, age_seconds: float) -> Path:
 
 def test_stale_temporaries_and_staged_files_are_removed_fresh_ones_kept(tmp_path):
     lake = tmp_path / "lake"
-    partition = lake / "units" / "source=files" / "dataset=in"
+    partition = lake / "manifests" / "source=files" / "dataset=in"
     partition.mkdir(parents=True)
     staged = staging_dir()
     stale_part = planted(partition / ".old.h5.parquet.0123456789ab.part", 2 * HOUR)
@@ -381,7 +399,7 @@ def test_a_relative_lake_is_resolved_so_runs_from_elsewhere_skip(tmp_path, monke
     assert summary["parameters"]["lake"] == str(tmp_path / "lake")
     manifest = read_manifest(summary["assets"][0]["manifest"])
     assert manifest["input"]["path"] == str(source)
-    assert all(Path(o["path"]).is_absolute() for o in manifest["outputs"])
+    assert all(Path(o["path"]).is_absolute() for o in manifest["outputs"] if "path" in o)
     monkeypatch.chdir(tmp_path / "sub")
     state, again = run([source], "../lake")
     assert again["counts"] == {"ok": 0, "skipped": 1, "failed": 0}
@@ -434,14 +452,16 @@ def test_a_failure_over_replaced_outputs_drops_them_with_the_manifest(tmp_path):
     lake = tmp_path / "lake"
     _, good = run([source], lake)
     manifest_file = Path(good["assets"][0]["manifest"])
-    units = Path(read_manifest(manifest_file)["outputs"][0]["path"])
-    units.write_bytes(units.read_bytes() + b"!")  # a table the manifest does not describe
+    raster = Path(read_manifest(manifest_file)["outputs"][1]["path"])
+    assert unit_counts(lake) == [("in", "s.h5", 2)]
+    raster.write_bytes(raster.read_bytes() + b"!")  # an output the manifest does not describe
     source.write_bytes(b"broken")
     state, failed = run([source], lake)
     assert state.is_failed()
     assert read_manifest(manifest_file)["status"] == "failed"
-    assert not units.exists() and not manifest_file.with_suffix(".png").exists()
-    assert list((lake / "units").rglob("*.parquet")) == []
+    assert not raster.exists()
+    assert unit_counts(lake) == []  # the asset's rows went with a delete commit
+    assert assets_index(lake)[("files", "in", "s.h5")].status == "failed"
 
 
 def test_record_failure_beside_a_good_manifest_or_as_a_failed_one(tmp_path):

@@ -6,9 +6,9 @@ import pytest
 from ibl_cache import PIDS, build_ibl_cache, units_table
 
 from spikelab.flows import ingest_ibl_region
+from spikelab.io.delta_read import open_units
 from spikelab.io.lake import connect
 from spikelab.io.manifest import read_manifest
-from spikelab.io.units_table import read_units_table
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -33,10 +33,18 @@ def test_region_flow_loads_matching_probes_and_skips_them_next_time(ibl, tmp_pat
 
     pid = PIDS[("s0", "probe00")]
     eid = cache.eids["s0"]
-    sd = read_units_table(Path(lake, "units", "source=ibl", f"dataset={eid}", f"{pid}.parquet"))
-    assert sd.get_neuron_attribute("cluster_id") == [0, 2, 4, 5]
-    assert sd.get_neuron_attribute("location_label") == ["MOs", "MOs", "MOp", "CA1"]
-    assert [t.tolist() for t in sd.train][0] == [250.0, 1250.0, 3000.0]
+    rows = (
+        connect(lake)
+        .execute(
+            "SELECT cluster_id, location_label, spike_times_ms FROM units "
+            "WHERE dataset_id = ? AND asset_id = ? ORDER BY unit_index",
+            [eid, pid],
+        )
+        .fetchall()
+    )
+    assert [int(cluster) for cluster, _, _ in rows] == [0, 2, 4, 5]
+    assert [label for _, label, _ in rows] == ["MOs", "MOs", "MOp", "CA1"]
+    assert list(rows[0][2]) == [250.0, 1250.0, 3000.0]
     manifest = read_manifest(Path(lake, "manifests", "source=ibl", f"dataset={eid}", f"{pid}.json"))
     assert manifest["status"] == "ok" and manifest["input"]["pid"] == pid
     assert manifest["metadata"]["eid"] == eid
@@ -48,7 +56,12 @@ def test_region_flow_loads_matching_probes_and_skips_them_next_time(ibl, tmp_pat
     )
     assert rows == (4,)  # MOp5 on s0/probe00, and three MOp units on s1/probe01
 
+    version = open_units(lake).version()
     again = ingest_ibl_region(["MOs", "MOp"], min_units=2, **kwargs)
     assert again["counts"] == {"ok": 0, "skipped": 3, "failed": 0}
+    assert open_units(lake).version() == version  # skipped in the flow: no commit
+    assert manifest["table_version"] == version  # the three probes landed in one commit
     limited = ingest_ibl_region(["CA1"], max_probes=1, refresh=True, **kwargs)
     assert limited["counts"]["ok"] == 1
+    total = connect(lake).execute("SELECT count(*) FROM units").fetchone()
+    assert total == (sum(a["units"] for a in summary["assets"]),)  # replaced, not doubled
