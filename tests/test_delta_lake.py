@@ -324,3 +324,13 @@ def test_s3_storage_options_ask_for_safe_commits(monkeypatch):
         "AWS_REGION": "eu-west-1",
     }
     assert delta_lake.storage_options("/data/lake/tables/units") is None
+
+
+def test_tables_keep_their_log_as_long_as_their_replaced_files(tmp_path):
+    publish(tmp_path, [entry(A, spikes(1))])
+    for uri in (units_uri(tmp_path), delta_lake.assets_uri(tmp_path)):
+        configuration = open_table(uri).metadata().configuration
+        assert configuration == {
+            "delta.logRetentionDuration": "interval 168 hours",
+            "delta.deletedFileRetentionDuration": "interval 168 hours",
+        }
