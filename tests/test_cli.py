@@ -20,7 +20,7 @@ from spikelab.io.delta_lake import publish
 from spikelab.io.lake import Lake, connect
 from spikelab.io.manifest import read_manifest
 from spikelab.io.units_table import units_arrow_table
-from spikelab.lake_queries import SUMMARY_COLUMNS, find_units, lake_summary
+from spikelab.lake_queries import SUMMARY_COLUMNS, find_units, lake_summary, summary_rows
 from spikelab.spikedata import SpikeData
 from spikelab.testing.dandi_archive import DandiStandIn
 
@@ -118,9 +118,14 @@ def test_demo_end_to_end(tmp_path, capfd, monkeypatch):
     assert run(["demo", "--lake", "spikelab-lake"]) == 0  # relative: made absolute first
     out = capfd.readouterr().out
     assert "3 loaded, 0 skipped, 0 failed" in out and f"-> lake {lake}\n" in out
-    for manifest in Lake(lake).manifest_files():
-        assert all(o["path"].startswith(f"{lake}/") for o in read_manifest(manifest)["outputs"])
+    for path in Lake(lake).manifest_files():
+        manifest = read_manifest(path)
+        files = [o["path"] for o in manifest["outputs"] if "path" in o]
+        assert files and all(f.startswith(f"{lake}/") for f in files)
+        tables = [o for o in manifest["outputs"] if o.get("table") == "units"]
+        assert [t["version"] for t in tables] == [manifest["table_version"]]
     assert connect(lake).execute("SELECT count(*) FROM units").fetchone() == (50,)
+    assert sum(row[3] for row in summary_rows(lake)) == 50
     assert run(["lake", "units", "--region", "CA1", "--lake", str(lake), "--format", "csv"]) == 0
     frame = pd.read_csv(io.StringIO(capfd.readouterr().out))
     assert len(frame) == 12 and set(frame["location_label"]) == {"CA1"}
