@@ -347,3 +347,22 @@ def test_new_lake_commands_stay_light(lake, argv):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "HEAVY="
+
+
+def test_lake_commands_on_s3(aws_env, empty_moto, capfd):
+    empty_moto.create_bucket(Bucket="lake-bucket")
+    lake = "s3://lake-bucket/prefix"
+    publish(lake, [entry("dandi", "000001", "a", spikes(["CA1", "DG"], [[1.0, 2.0], [3.0]]))])
+    publish(lake, [entry("ibl", "eid", "p", spikes(["CA1"], [[5.0]])), failed("ibl", "eid", "q")])
+    assert summary_rows(lake) == [
+        ("dandi", "000001", 1, 2, 3, 0, 0),
+        ("ibl", "eid", 1, 1, 1, 1, 0),
+    ]
+    assert summary_rows(lake, as_of=0) == [("dandi", "000001", 1, 2, 3, 0, 0)]
+    argv = ["lake", "units", "--region", "CA1", "--format", "csv", "--lake", lake]
+    assert run(argv) == 0
+    frame = pd.read_csv(io.StringIO(capfd.readouterr().out))
+    assert frame["asset_id"].tolist() == ["a", "p"]
+    assert run([*argv, "--as-of", "0"]) == 0
+    assert pd.read_csv(io.StringIO(capfd.readouterr().out))["asset_id"].tolist() == ["a"]
+    assert [row[0] for row in history_rows(lake)] == [1, 0]
