@@ -4,14 +4,16 @@ import json
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable
 from test_dandi import raw_nwb, sorted_units
 
 from spikelab.exceptions import DigestMismatchError
 from spikelab.flows import ingest_dandiset, ingest_dandisets, run_summary
 from spikelab.io import export_spikedata_to_nwb
+from spikelab.io.delta_lake import assets_index, assets_uri, units_uri
+from spikelab.io.delta_read import history, open_units
 from spikelab.io.lake import connect, open_lake
 from spikelab.io.manifest import read_manifest
-from spikelab.io.units_table import read_units_table
 from spikelab.loaders import _dandi_client
 from spikelab.testing import DandiStandIn
 
@@ -21,6 +23,12 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
     monkeypatch.setattr(_dandi_client, "DEFAULT_BACKOFF_SECONDS", 0.01)
+
+
+def trains(lake, asset_id):
+    """An asset's spike trains as the lake's units table holds them, in unit order."""
+    query = "SELECT spike_times_ms FROM units WHERE asset_id = ? ORDER BY unit_index"
+    return [list(t) for (t,) in connect(lake).execute(query, [asset_id]).fetchall()]
 
 
 def ingest(dandiset_id, **options):
@@ -77,15 +85,11 @@ def test_dandiset_flow_lands_good_assets_and_records_failures(archive, tmp_path)
     manifest = read_manifest(broken)
     assert manifest["status"] == "failed"
     assert "DigestMismatchError" in manifest["error"]
-    assert not Path(
-        lake, "units", "source=dandi", "dataset=000103", f"{archive.ids['broken']}.parquet"
-    ).exists()
+    assert trains(lake, archive.ids["broken"]) == []
+    assert assets_index(lake)[("dandi", "000103", archive.ids["broken"])].status == "failed"
 
     asset = archive.ids["sub-1/sub-1_ses-2.nwb"]
-    units = read_units_table(
-        Path(lake, "units", "source=dandi", "dataset=000101", f"{asset}.parquet")
-    )
-    assert [t.tolist() for t in units.train] == [[11.0, 12.5], [17.25]]
+    assert trains(lake, asset) == [[11.0, 12.5], [17.25]]
     good = read_manifest(Path(lake, "manifests", "source=dandi", "dataset=000101", f"{asset}.json"))
     assert good["status"] == "ok" and good["spikedata"]["N"] == 2
     assert good["input"]["transfer"] == "streamed" and good["input"]["digest_verified"] is False
@@ -94,6 +98,7 @@ def test_dandiset_flow_lands_good_assets_and_records_failures(archive, tmp_path)
         f"dandi:{asset}"
     )
     assert [o["rows"] for o in good["outputs"]] == [2, None]
+    assert good["outputs"][0] == {"table": "units", "version": good["table_version"], "rows": 2}
     assert (
         Path(lake, "manifests", "source=dandi", "dataset=000101", f"{asset}.png").read_bytes()[:4]
         == b"\x89PNG"
@@ -113,7 +118,7 @@ def test_dandiset_flow_lands_good_assets_and_records_failures(archive, tmp_path)
     run_files = sorted(Path(lake, "runs").glob("*.json"))
     assert len(run_files) == 3
     table = open_lake(lake).to_table()
-    assert sorted(set(table.column("dataset").to_pylist())) == ["000101", "000102", "000103"]
+    assert sorted(set(table.column("dataset_id").to_pylist())) == ["000101", "000102", "000103"]
     count = (
         connect(lake).execute("SELECT count(*) FROM units WHERE location_label = 'CA1'").fetchone()
     )
@@ -131,16 +136,17 @@ def test_dandiset_flow_lands_good_assets_and_records_failures(archive, tmp_path)
         for p in ("sub-1/sub-1_ses-1.nwb", "sub-1/sub-1_ses-2.nwb")
     ]
 
-    # A lost output file is a miss: that asset alone is loaded and published again (its
-    # staged files went once published, so the cached load is redone: a small streamed read).
-    Path(lake, "units", "source=dandi", "dataset=000101", f"{asset}.parquet").unlink()
+    # An asset the lake no longer holds is a miss: that asset alone is loaded and published
+    # again (its staged files went once published, so the cached load is redone: a small
+    # streamed read), and its rows are there once.
+    for uri in (units_uri(lake), assets_uri(lake)):
+        DeltaTable(uri).delete(f"asset_id = '{asset}'")
+    assert trains(lake, asset) == []
     repaired = ingest_dandiset("000101", lake=lake, api_base=archive.api_base)
     assert repaired["counts"] == {"ok": 1, "skipped": 1, "failed": 0}
     assert [a["status"] for a in repaired["assets"]] == ["skipped", "ok"]
     assert archive.count("blob", method="GET") > blob_requests
-    assert read_units_table(
-        Path(lake, "units", "source=dandi", "dataset=000101", f"{asset}.parquet")
-    ).train[1].tolist() == [17.25]
+    assert trains(lake, asset) == [[11.0, 12.5], [17.25]]
     blob_requests = archive.count("blob")
 
     forced = ingest_dandiset(
@@ -155,6 +161,7 @@ def test_dandiset_flow_lands_good_assets_and_records_failures(archive, tmp_path)
         "downloaded",
         True,
     )
+    assert trains(lake, asset) == [[11.0, 12.5], [17.25]]  # replaced, not doubled
 
 
 def test_a_new_upload_at_the_same_path_is_ingested(archive, tmp_path):
@@ -168,10 +175,7 @@ def test_a_new_upload_at_the_same_path_is_ingested(archive, tmp_path):
     again = ingest_dandiset("000104", lake=lake, api_base=archive.api_base)
     assert again["counts"] == {"ok": 1, "skipped": 0, "failed": 0}
     assert [a["asset_id"] for a in again["assets"]] == [new] and new != old
-    units = read_units_table(
-        Path(lake, "units", "source=dandi", "dataset=000104", f"{new}.parquet")
-    )
-    assert [t.tolist() for t in units.train] == [[51.0, 52.5], [57.25]]
+    assert trains(lake, new) == [[51.0, 52.5], [57.25]]
 
 
 def test_nightly_flow_reads_the_config(archive, tmp_path):
@@ -206,8 +210,18 @@ def test_nightly_goes_on_after_a_dandiset_with_a_failed_asset(archive, tmp_path,
     manifests = [
         json.loads(p.read_text()) for p in (tmp_path / "lake").rglob("manifests/**/*.json")
     ]
-    outputs = [out["path"] for m in manifests if m["status"] == "ok" for out in m["outputs"]]
+    outputs = [
+        out["path"]
+        for m in manifests
+        if m["status"] == "ok"
+        for out in m["outputs"]
+        if "path" in out
+    ]
     assert outputs and all(Path(path).is_absolute() for path in outputs)
+    # the nightly run ends by compacting the lake: the newest units commit is the compaction
+    (newest,) = history(tmp_path / "lake", limit=1)
+    assert newest["operation"] == "OPTIMIZE"
+    assert len(open_units(tmp_path / "lake").file_uris()) == 1
 
 
 def test_bad_config_names_file_and_field(tmp_path):
@@ -507,7 +521,4 @@ def test_a_changed_asset_is_described_once(archive, tmp_path, transfer, redirect
     assert manifest["input"]["dandi:sha2-256"] == hashlib.sha256(nwb.read_bytes()).hexdigest()
     assert manifest["input"]["path"] == "sub-6/sub-6.nwb"
     assert manifest["input"]["transfer"] == ("streamed" if transfer == "stream" else "downloaded")
-    units = read_units_table(
-        Path(lake, "units", "source=dandi", f"dataset={dandiset}", f"{asset_id}.parquet")
-    )
-    assert [t.tolist() for t in units.train] == [[61.0, 62.5], [67.25]]
+    assert trains(lake, asset_id) == [[61.0, 62.5], [67.25]]
