@@ -33,8 +33,12 @@ UNIT_COLUMNS = (
 )
 SUMMARY_COLUMNS = ("source", "dataset", "assets", "units", "spikes", "failed", "skipped")
 HISTORY_COLUMNS = ("version", "timestamp", "operation", "flow_run_id", "assets")
+_SKEW_MS = 60_000  # how far apart two writers' clocks may be
 
 SummaryRow = tuple[str, str, int, int, int, int, int]
+# Where each count of a summary row comes from: a status of the assets table (``ok`` is
+# ``assets``), or the units table's rows and spikes.
+_SUMMARY_COUNTS = ("ok", "units", "spikes", "failed", "skipped")
 
 
 def lake_summary(lake: str | os.PathLike[str], as_of: AsOf = None) -> pd.DataFrame:
@@ -65,15 +69,19 @@ def summary_rows(lake: str | os.PathLike[str], as_of: AsOf = None) -> list[Summa
     from spikelab.io.delta_read import open_units
 
     units = open_units(lake, resolve_as_of(lake, as_of))
-    counts: dict[tuple[str, str], list[int]] = {}
+    counts: dict[tuple[str, str], dict[str, int]] = {}
     if units is not None:
         for source, dataset, rows, spikes in _unit_counts(units):
-            counts[(source, dataset)] = [0, rows, spikes, 0, 0]
-    slot = {"ok": 0, "failed": 3, "skipped": 4}
+            counts[(source, dataset)] = {"units": rows, "spikes": spikes}
     for (source, dataset, status), number in _asset_counts(lake, units, as_of).items():
-        if status in slot:
-            counts.setdefault((source, dataset), [0, 0, 0, 0, 0])[slot[status]] += number
-    return [(source, dataset, *numbers) for (source, dataset), numbers in sorted(counts.items())]  # type: ignore[misc]
+        found = counts.setdefault((source, dataset), {})
+        found[status] = found.get(status, 0) + number
+    return [_summary_row(key, found) for key, found in sorted(counts.items())]
+
+
+def _summary_row(key: tuple[str, str], found: dict[str, int]) -> SummaryRow:
+    ok, units, spikes, failed, skipped = (found.get(name, 0) for name in _SUMMARY_COUNTS)
+    return (*key, ok, units, spikes, failed, skipped)
 
 
 def _unit_counts(units: DeltaTable) -> list[tuple[str, str, int, int]]:
@@ -94,7 +102,7 @@ def _asset_counts(
     from spikelab.io.delta_lake import assets_uri, open_table
 
     assets = open_table(assets_uri(lake))
-    if assets is None or (as_of is not None and not _travel(lake, assets, units)):
+    if assets is None or (as_of is not None and not _travel(lake, assets, units, as_of)):
         return Counter()
     rows = _query(
         assets,
@@ -118,38 +126,79 @@ def _query(table: DeltaTable, sql: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _travel(lake: str | os.PathLike[str], assets: DeltaTable, units: DeltaTable | None) -> bool:
-    """Load the assets version written with ``units``' version; False if there is none.
+def _travel(
+    lake: str | os.PathLike[str], assets: DeltaTable, units: DeltaTable | None, as_of: AsOf
+) -> bool:
+    """Load the assets version that goes with ``as_of``; False if there is none.
 
-    Each publication commits to ``units`` and then to ``assets`` with the same tag: the
-    assets version carrying the tag of the newest tagged units version at or below the
-    one loaded is the matching one.
+    For a time, that is the last assets version committed at or before it; for a version
+    number, the assets commit published together with that units version.
+    """
+    from spikelab.io.delta_lake import assets_uri
+    from spikelab.io.delta_read import parse_as_of
+
+    when = parse_as_of(as_of) if as_of is not None else None
+    if isinstance(when, datetime):
+        uri = assets_uri(lake)
+        version = _first_commit_after(uri, assets.version(), when.timestamp() * 1000) - 1
+    else:
+        version = _paired_version(lake, assets, units) if units is not None else -1
+    if version >= 0:
+        assets.load_as_version(version)
+    return version >= 0
+
+
+def _paired_version(lake: str | os.PathLike[str], assets: DeltaTable, units: DeltaTable) -> int:
+    """The assets version published with ``units``' loaded version; -1 if there is none.
+
+    Each publication commits to ``units``, then to ``assets`` with the same tag: look for
+    the tag of the newest tagged units version at or below the loaded one among the assets
+    versions committed after it (a minute's clock skew between writers allowed).
     """
     from spikelab.io.delta_lake import COMMIT_TAG, assets_uri, commit_info, units_uri
 
-    if units is None:
-        return False
-    wanted = None
     for version in range(units.version(), -1, -1):
-        wanted = ((commit_info(units_uri(lake), version) or {}).get(COMMIT_TAG) or {}).get("commit")
+        info = commit_info(units_uri(lake), version) or {}
+        wanted = (info.get(COMMIT_TAG) or {}).get("commit")
         if wanted is not None:
             break
-    for version in range(assets.version(), -1, -1):
-        tag = (commit_info(assets_uri(lake), version) or {}).get(COMMIT_TAG) or {}
-        if wanted is not None and tag.get("commit") == wanted:
-            assets.load_as_version(version)
-            return True
-    return False
+    else:
+        return -1
+    uri = assets_uri(lake)
+    start = _first_commit_after(uri, assets.version(), info["timestamp"] - _SKEW_MS)
+    for version in range(start, assets.version() + 1):
+        if ((commit_info(uri, version) or {}).get(COMMIT_TAG) or {}).get("commit") == wanted:
+            return version
+    return -1
+
+
+def _first_commit_after(uri: str, newest: int, millis: float) -> int:
+    """The first version of ``uri`` committed after ``millis`` (``newest + 1`` if none).
+
+    Found by bisecting the log's commit times; a version whose log file was cleaned up
+    counts as older than any time.
+    """
+    from spikelab.io.delta_lake import commit_info
+
+    low, high = 0, newest + 1
+    while low < high:
+        middle = (low + high) // 2
+        info = commit_info(uri, middle)
+        if info is not None and info["timestamp"] > millis:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def resolve_as_of(lake: str | os.PathLike[str], as_of: AsOf) -> int | datetime | None:
     """``as_of`` as a units-table version number when it names a time.
 
     The version is the last one whose commit time (the ``timestamp`` that
-    :func:`history_rows` shows) is at or before the time, found by bisecting the log: so a
-    time copied from ``spikelab lake history`` reads exactly that version. delta-rs would
-    go by the log files' modification times, which come a few milliseconds later. A time
-    before the first commit is returned as it is (reading it raises ``LakeVersionError``).
+    :func:`history_rows` shows) is at or before the time, so a time copied from
+    ``spikelab lake history`` reads exactly that version (delta-rs would go by the log
+    files' modification times, which come a few milliseconds later). A time before the
+    first commit is returned as it is: reading it raises ``LakeVersionError``.
     """
     from spikelab.io.delta_lake import commit_info, open_table, units_uri
     from spikelab.io.delta_read import parse_as_of
@@ -161,17 +210,8 @@ def resolve_as_of(lake: str | os.PathLike[str], as_of: AsOf) -> int | datetime |
     table = open_table(uri)
     if table is None:
         return wanted
-    limit = wanted.timestamp() * 1000
-    low, high, found = 0, table.version(), None
-    while low <= high:
-        middle = (low + high) // 2
-        info = commit_info(uri, middle)
-        if info is None or info["timestamp"] <= limit:  # a cleaned-up log file is older
-            found = middle if info is not None else found
-            low = middle + 1
-        else:
-            high = middle - 1
-    return wanted if found is None else found
+    version = _first_commit_after(uri, table.version(), wanted.timestamp() * 1000) - 1
+    return version if version >= 0 and commit_info(uri, version) is not None else wanted
 
 
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -109,6 +109,13 @@ def test_summary_as_of_an_older_version(lake, capsys):
     assert ["dandi", "000001", "1", "2", "3", "0", "1"] in rows
 
 
+def test_summary_as_of_leaves_out_later_failures(lake):
+    publish(lake, [failed("files", "x", "late")])  # an assets commit, no units commit
+    assert summary_rows(lake)[1] == ("files", "x", 1, 0, 0, 2, 0)
+    assert summary_rows(lake, as_of=2)[1] == ("files", "x", 1, 0, 0, 1, 0)
+    assert summary_rows(lake, as_of=datetime.now(UTC))[1] == ("files", "x", 1, 0, 0, 2, 0)
+
+
 def test_units_table_csv_and_filters(lake, capfd):
     assert run(["lake", "units", "--region", "CA1", "--lake", lake]) == 0
     out = lines(capfd.readouterr().out)
