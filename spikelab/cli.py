@@ -214,6 +214,7 @@ def _add_lake(commands: Any) -> None:
     compact.add_argument(
         "--retention-hours",
         type=_count(0),
+        metavar="H",
         default=DEFAULT_RETENTION_HOURS,
         help="keep time travel working for versions this recent "
         f"(default {DEFAULT_RETENTION_HOURS}, a week)",
@@ -253,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
         prog="spikelab",
-        description="Ingest extracellular spike data into SpikeData and a Parquet lake.",
+        description="Ingest extracellular spike data into SpikeData and a lake of Delta tables.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
