@@ -181,10 +181,13 @@ def log_failure(
 
     ``run_logger`` is the run's logger (from ``get_run_logger()``). The traceback goes
     through Prefect's ``prefect.extra`` logger, which sends to the Prefect API (the UI's
-    run log) and not to the console.
+    run log) and not to the console; any other logger gets it at debug level.
     """
     run_logger.error("%s failed: %s", label, message)
     run_ids = dict(getattr(run_logger, "extra", None) or {})
+    if not run_ids:  # not a run's logger: no Prefect log to send the traceback to
+        run_logger.debug("%s failed", label, exc_info=error)
+        return
     api_only = PrefectLogAdapter(get_logger("prefect.extra"), extra=run_ids)
     api_only.error("%s failed: %s", label, message, exc_info=error)
 

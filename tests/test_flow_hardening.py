@@ -19,8 +19,10 @@ import pytest
 
 from spikelab.exceptions import IngestFailedError, LakeKeyConflictError
 from spikelab.flows import ingest_files, run_summary
+from spikelab.flows._publish import Publisher
 from spikelab.flows.files import assign_targets, check_key_is_mine, npz_holds_objects
 from spikelab.io.delta_lake import assets_index
+from spikelab.io.delta_read import history
 from spikelab.io.lake import (
     MAX_KEY_LENGTH,
     Lake,
@@ -29,8 +31,15 @@ from spikelab.io.lake import (
     resolve_lake,
     safe_key,
 )
-from spikelab.io.manifest import read_manifest, record_failure, write_manifest
+from spikelab.io.manifest import (
+    build_manifest,
+    read_manifest,
+    record_failure,
+    spikedata_summary,
+    write_manifest,
+)
 from spikelab.io.storage import put_bytes
+from spikelab.io.units_table import units_arrow_table
 from spikelab.spikedata import SpikeData
 from spikelab.tasks.load import counted_warnings, staging_dir
 
@@ -477,3 +486,68 @@ def test_record_failure_beside_a_good_manifest_or_as_a_failed_one(tmp_path):
     replaced = record_failure(path, **target, error="ValueError: worse")
     assert replaced["status"] == "failed" and replaced["error"] == "ValueError: worse"
     assert read_manifest(path) == replaced
+
+
+# --- 13: the publisher batches commits, and one asset that cannot be published fails alone ----
+
+
+def pending(lake, asset_id, quality):
+    """A pending publication of a two-unit asset whose ``quality`` attribute is given."""
+    target = {"source": "files", "dataset_id": "p", "asset_id": asset_id}
+    sd = SpikeData(
+        [np.array([1.0, 2.0]), np.array([3.0])],
+        length=10.0,
+        neuron_attributes=[{"quality": quality}, {"quality": quality}],
+    )
+    return {
+        "target": target,
+        "status": "ok",
+        "units": units_arrow_table(sd, **target),
+        "manifest": build_manifest(**target, status="ok", spikedata=spikedata_summary(sd)),
+        "outputs": [],
+        "raster": b"\x89PNG raster",
+        "seconds": 0.5,
+        "note": None,
+    }
+
+
+def test_the_publisher_commits_a_batch_at_once_and_isolates_a_bad_asset(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    logger = logging.getLogger("test-publisher")
+    with Publisher(lake, "run-1", logger, batch_size=3, max_delay_seconds=60) as publisher:
+        for name in ("a", "b", "c"):
+            publisher.add(pending(lake, name, 0.5))
+    assert [entry["version"] for entry in history(lake.root)] == [0]  # one commit for three
+    first = publisher.outcomes()
+    assert {key[2]: o["status"] for key, o in first.items()} == {"a": "ok", "b": "ok", "c": "ok"}
+    manifest = read_manifest(first[("files", "p", "a")]["manifest"])
+    assert manifest["outputs"][0] == {"table": "units", "version": 0, "rows": 2}
+    assert Path(manifest["outputs"][1]["path"]).read_bytes() == b"\x89PNG raster"
+
+    # "good" cannot join the float column: that batch fails, and is committed asset by asset
+    with Publisher(lake, "run-2", logger, batch_size=3, max_delay_seconds=60) as publisher:
+        for name, quality in (("d", 0.25), ("a", "good"), ("e", 0.75)):
+            publisher.add(pending(lake, name, quality))
+    second = publisher.outcomes()
+    assert {key[2]: o["status"] for key, o in second.items()} == {
+        "d": "ok",
+        "a": "failed",
+        "e": "ok",
+    }
+    assert second[("files", "p", "a")]["error"].startswith("LakeSchemaError: column 'quality'")
+    # a's last good publication stays (its raster is intact), with the failure noted
+    kept = read_manifest(second[("files", "p", "a")]["manifest"])
+    assert kept["status"] == "ok" and kept["last_failure"]["flow_run_id"] == "run-2"
+    assert unit_counts(lake.root) == [("p", name, 2) for name in "abcde"]
+
+
+def test_the_publisher_commits_after_its_delay_without_waiting_for_a_batch(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    with Publisher(
+        lake, "run-1", logging.getLogger("test"), batch_size=100, max_delay_seconds=0.2
+    ) as publisher:
+        publisher.add(pending(lake, "a", 1.0))
+        deadline = time.monotonic() + 20
+        while not publisher.outcomes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(publisher.outcomes()) == [("files", "p", "a")]  # before the close
