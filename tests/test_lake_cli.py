@@ -19,7 +19,7 @@ import pytest
 
 from spikelab import cli
 from spikelab.cli import run
-from spikelab.io import delta_lake
+from spikelab.io import delta_lake, export_spikedata_to_nwb
 from spikelab.io.delta_lake import Publication, assets_index, publish
 from spikelab.io.lake import Lake
 from spikelab.io.manifest import write_manifest
@@ -373,3 +373,27 @@ def test_lake_commands_on_s3(aws_env, empty_moto, capfd):
     assert run([*argv, "--as-of", "0"]) == 0
     assert pd.read_csv(io.StringIO(capfd.readouterr().out))["asset_id"].tolist() == ["a"]
     assert [row[0] for row in history_rows(lake)] == [1, 0]
+
+
+def test_readme_offline_example_ingests_from_the_stand_in(tmp_path):
+    text = README.read_text()
+    section = text[text.index("## Test your own flows offline") : text.index("## Deploy")]
+    (code,) = [b.split("\n", 1)[1] for b in section.split("```")[1::2] if b.startswith("python")]
+    sd = SpikeData([[1.0, 2.0], [3.0]], length=5.0)
+    subject = {"subject_id": "m1", "species": "Mus musculus", "sex": "F", "age": "P90D"}
+    sd.metadata.update({"identifier": "units", "sampling_rate_hz": 30_000.0, **subject})
+    export_spikedata_to_nwb(sd, tmp_path / "units.nwb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    result = subprocess.run(
+        [sys.executable, "-c", code + "print(summary['counts'])\n"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "{'ok': 1, 'skipped': 0, 'failed': 0}"
+    assert summary_rows(tmp_path / "test-lake") == [("dandi", "000123", 1, 2, 3, 0, 0)]
