@@ -47,7 +47,13 @@ from spikelab.tasks.dandi import (
     record_digest_failure,
     remove_download,
 )
-from spikelab.tasks.load import StagedUnits, Target, load_dandi_streamed, load_nwb
+from spikelab.tasks.load import (
+    StagedUnits,
+    Target,
+    load_dandi_streamed,
+    load_nwb,
+    read_staged,
+)
 from spikelab.tasks.outputs import Pending, convert_raw_to_zarr, prepare_publication
 
 MAX_CONCURRENT_ASSETS = 4
@@ -209,7 +215,7 @@ def ingest_dandi_asset(
             get_run_logger().warning("%s: %s", asset["asset_id"], note)
         pending = prepare_publication(
             target,
-            staged,
+            read_staged(staged),
             seconds=time.monotonic() - started,
             version=version,
             source_reference=reference,

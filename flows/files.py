@@ -15,8 +15,9 @@ import ast
 import os
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -42,16 +43,17 @@ from spikelab.flows._runs import (
 from spikelab.io.delta_lake import AssetState
 from spikelab.io.lake import Lake, distinct_key, resolve_lake, safe_key
 from spikelab.io.manifest import read_manifest
-from spikelab.loaders import LOADER_VERSIONS
-from spikelab.tasks._policy import file_identity
-from spikelab.tasks.load import (
-    Target,
-    load_hdf5,
-    load_kilosort,
-    load_nwb,
-    load_pickle,
-    load_spikelab_npz,
+from spikelab.loaders import (
+    LOADER_VERSIONS,
+    load_spikedata_from_hdf5,
+    load_spikedata_from_kilosort,
+    load_spikedata_from_nwb,
+    load_spikedata_from_pickle,
+    load_spikedata_from_spikelab_sorted_npz,
 )
+from spikelab.spikedata import SpikeData
+from spikelab.tasks._policy import file_identity
+from spikelab.tasks.load import Target, load_and_prepare
 from spikelab.tasks.outputs import Pending, prepare_publication
 
 FORMATS = ("auto", "nwb", "kilosort", "hdf5", "spikelab_npz", "pickle")
@@ -64,12 +66,12 @@ _SUFFIXES = {
     ".h5": "hdf5",
     ".hdf5": "hdf5",
 }
-_LOAD_TASKS = {
-    "nwb": load_nwb,
-    "kilosort": load_kilosort,
-    "hdf5": load_hdf5,
-    "spikelab_npz": load_spikelab_npz,
-    "pickle": load_pickle,
+_LOADERS: dict[str, Callable[..., SpikeData]] = {
+    "nwb": load_spikedata_from_nwb,
+    "kilosort": load_spikedata_from_kilosort,
+    "hdf5": load_spikedata_from_hdf5,
+    "spikelab_npz": load_spikedata_from_spikelab_sorted_npz,
+    "pickle": load_spikedata_from_pickle,
 }
 MAX_MANIFEST_READS = 16
 
@@ -315,8 +317,9 @@ def ingest_file(
 
     ``path`` is as the flow received it (a path or a ``file://`` URI, see :func:`input_path`);
     ``known`` is what the lake holds for ``target`` (None: nothing, or a refresh). The
-    input is loaded in this task itself (no task run of its own: a local file is cheap to
-    load again) and comes back as a pending publication for the flow's publisher.
+    input is loaded in memory in this task itself (no cached task run of its own: a local
+    file is cheap to load again, and nothing is staged on disk) and comes back as a
+    pending publication for the flow's publisher.
     """
     location = Path(input_path(path)).resolve()
     recorded = shown(location)
@@ -341,23 +344,19 @@ def ingest_file(
         content_id = f"{kind}:{file_identity(files)}:v{LOADER_VERSIONS[kind]}"
         if is_current(known, content_id):
             return skipped(lake, target, started)
-        parameters: dict[str, Any] = {
-            "path": str(location),
-            "target": target,
-            "content_id": content_id,
-        }
+        options: dict[str, Any] = {}
         if kind == "kilosort":
-            parameters["options"] = kilosort_options(location)
+            options = kilosort_options(location)
         elif kind == "hdf5":
-            parameters["options"] = hdf5_options(location)
+            options = hdf5_options(location)
         elif kind == "nwb":
-            parameters["allow_no_units"] = True
+            options = {"allow_no_units": True}
         elif kind == "spikelab_npz":
-            parameters["allow_pickle"] = trust_pickles
-        staged = _LOAD_TASKS[kind].fn(**parameters)
+            options = {"allow_pickle": trust_pickles}
+        loaded = load_and_prepare(target, partial(_LOADERS[kind], str(location), **options))
         return prepare_publication(
             target,
-            staged,
+            loaded,
             seconds=time.monotonic() - started,
             source_reference=recorded,
             input={

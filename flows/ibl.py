@@ -23,7 +23,7 @@ from spikelab.flows._runs import (
 from spikelab.io.lake import Lake, resolve_lake
 from spikelab.loaders import LOADER_VERSIONS
 from spikelab.tasks.ibl import load_ibl_probe, query_ibl_probes
-from spikelab.tasks.load import Target
+from spikelab.tasks.load import Target, read_staged
 from spikelab.tasks.outputs import Pending, prepare_publication
 
 BWM_REVISION = "2024_Q2_IBL_et_al_BWM"  # the Brain-Wide Map release the units come from
@@ -66,7 +66,7 @@ def ingest_ibl_probe(
         )
         return prepare_publication(
             target,
-            staged,
+            read_staged(staged),
             seconds=time.monotonic() - started,
             version=BWM_REVISION,
             source_reference=reference,

@@ -2,13 +2,7 @@
 
 from spikelab.tasks.dandi import describe_dandi_asset, download_dandi_asset, list_dandi_assets
 from spikelab.tasks.ibl import load_ibl_probe, query_ibl_probes
-from spikelab.tasks.load import (
-    load_hdf5,
-    load_kilosort,
-    load_nwb,
-    load_pickle,
-    load_spikelab_npz,
-)
+from spikelab.tasks.load import load_and_prepare, load_dandi_streamed, load_nwb
 from spikelab.tasks.outputs import convert_raw_to_zarr, prepare_publication
 
 __all__ = [
@@ -16,12 +10,10 @@ __all__ = [
     "describe_dandi_asset",
     "download_dandi_asset",
     "list_dandi_assets",
-    "load_hdf5",
+    "load_and_prepare",
+    "load_dandi_streamed",
     "load_ibl_probe",
-    "load_kilosort",
     "load_nwb",
-    "load_pickle",
-    "load_spikelab_npz",
     "prepare_publication",
     "query_ibl_probes",
 ]

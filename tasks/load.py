@@ -1,9 +1,13 @@
-"""One cached Prefect task per loader: load, then stage the units table and raster locally.
+"""Loading an asset: in memory for local files, or as a cached Prefect task for remote ones.
 
-The tasks return small references (paths and summaries), never SpikeData, so nothing large
-goes through Prefect's result storage. Their cache keys come from the content's identity
-(see :func:`spikelab.tasks._policy.content_cache_key`). Warnings raised while an input is
-loaded are counted into its staged result (and so its manifest), and logged once.
+Local files are loaded in their flow's per-asset task (:func:`load_and_prepare`: nothing
+is written before publishing). Remote assets are loaded by cached tasks that stage the
+units table and raster locally (:func:`load_and_stage`), so a failed publication does not
+fetch them again. The tasks return small references (paths and summaries), never
+SpikeData, so nothing large goes through Prefect's result storage. Their cache keys come
+from the content's identity (see :func:`spikelab.tasks._policy.content_cache_key`).
+Warnings raised while an input is loaded are counted into its result (and so its
+manifest), and logged once.
 """
 
 from __future__ import annotations
@@ -17,28 +21,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import task
 from prefect.logging import get_run_logger
 
 from spikelab.io.atomic import STALE_AFTER_SECONDS
 from spikelab.io.json_codec import to_plain
 from spikelab.io.manifest import spikedata_summary
-from spikelab.io.raster_plot import write_raster_png
-from spikelab.io.units_table import write_units_table
-from spikelab.loaders import (
-    load_spikedata_from_dandi,
-    load_spikedata_from_hdf5,
-    load_spikedata_from_kilosort,
-    load_spikedata_from_nwb,
-    load_spikedata_from_pickle,
-    load_spikedata_from_spikelab_sorted_npz,
-)
+from spikelab.io.raster_plot import raster_png, write_raster_png
+from spikelab.io.units_table import skipped_columns, units_arrow_table, write_units_table
+from spikelab.loaders import load_spikedata_from_dandi, load_spikedata_from_nwb
 from spikelab.spikedata import SpikeData
 from spikelab.tasks._policy import cache_dir, content_cache_key
 
 _LOGGED_MESSAGE_LENGTH = 300
+_Result = TypeVar("_Result", "StagedUnits", "Loaded")
 
 
 class Target(TypedDict):
@@ -58,6 +58,20 @@ class StagedUnits(TypedDict):
 
     units_path: str
     raster_path: str
+    spikedata: dict[str, Any]
+    metadata: dict[str, Any]
+    warnings: dict[str, int]
+    skipped_columns: dict[str, str]
+
+
+class Loaded(TypedDict):
+    """A loaded asset in memory, ready to publish: its units table and raster PNG.
+
+    The other fields are those of :class:`StagedUnits`.
+    """
+
+    units: pa.Table
+    raster: bytes
     spikedata: dict[str, Any]
     metadata: dict[str, Any]
     warnings: dict[str, int]
@@ -154,22 +168,63 @@ def stage(sd: SpikeData, target: Target) -> StagedUnits:
     }
 
 
+def prepare(sd: SpikeData, target: Target) -> Loaded:
+    """Build ``sd``'s units table and raster plot in memory (nothing is written)."""
+    units = units_arrow_table(sd, **target)
+    return {
+        "units": units,
+        "raster": raster_png(sd, title=" ".join(target.values())),
+        "spikedata": spikedata_summary(sd),
+        "metadata": to_plain(sd.metadata),
+        "warnings": {},
+        "skipped_columns": skipped_columns(units),
+    }
+
+
+def read_staged(staged: StagedUnits) -> Loaded:
+    """Read a staged asset back into memory and remove its staged files.
+
+    A later cache hit on the removed files loads the asset again (see
+    :func:`spikelab.flows._runs.staged_or_reload`).
+    """
+    loaded: Loaded = {
+        "units": pq.read_table(staged["units_path"]),
+        "raster": Path(staged["raster_path"]).read_bytes(),
+        "spikedata": staged["spikedata"],
+        "metadata": staged["metadata"],
+        "warnings": dict(staged.get("warnings") or {}),
+        "skipped_columns": dict(staged.get("skipped_columns") or {}),
+    }
+    for staged_file in (staged["units_path"], staged["raster_path"]):
+        Path(staged_file).unlink(missing_ok=True)
+    return loaded
+
+
 def load_and_stage(target: Target, load: Callable[[], SpikeData]) -> StagedUnits:
     """Run ``load``, then :func:`stage` its result, counting the warnings both raise.
 
     The counts go into the staged result and are logged once. When loading fails, they
     are attached to the error as ``load_warnings`` so the failure record keeps them too.
     """
+    return _counting_warnings(target, lambda: stage(load(), target))
+
+
+def load_and_prepare(target: Target, load: Callable[[], SpikeData]) -> Loaded:
+    """Run ``load``, then :func:`prepare` its result in memory, counting warnings the same way."""
+    return _counting_warnings(target, lambda: prepare(load(), target))
+
+
+def _counting_warnings(target: Target, work: Callable[[], _Result]) -> _Result:
     label = f"{target['source']}/{target['dataset_id']}/{target['asset_id']}"
     with counted_warnings() as counts:
         try:
-            staged = stage(load(), target)
+            result = work()
         except Exception as error:
             error.load_warnings = dict(counts)  # type: ignore[attr-defined]
             raise
     log_warnings(label, counts)
-    staged["warnings"] = dict(counts)
-    return staged
+    result["warnings"] = dict(counts)
+    return result
 
 
 def one_line(error: BaseException) -> str:
@@ -244,34 +299,3 @@ def load_dandi_streamed(
         stream=True,
     )
     return load_and_stage(target, load)
-
-
-@task(name="load-kilosort", cache_key_fn=content_cache_key("kilosort"), **_CACHED)
-def load_kilosort(
-    path: str, target: Target, content_id: str, options: dict[str, Any]
-) -> StagedUnits:
-    """Load a KiloSort/Phy folder (``options`` go to the loader, e.g. ``fs_Hz``)."""
-    return load_and_stage(target, partial(load_spikedata_from_kilosort, path, **options))
-
-
-@task(name="load-hdf5", cache_key_fn=content_cache_key("hdf5"), **_CACHED)
-def load_hdf5(path: str, target: Target, content_id: str, options: dict[str, Any]) -> StagedUnits:
-    """Load a generic HDF5 spike file (``options`` name its style's datasets)."""
-    return load_and_stage(target, partial(load_spikedata_from_hdf5, path, **options))
-
-
-@task(name="load-spikelab-npz", cache_key_fn=content_cache_key("spikelab_npz"), **_CACHED)
-def load_spikelab_npz(
-    path: str, target: Target, content_id: str, allow_pickle: bool = False
-) -> StagedUnits:
-    """Load a SpikeLab sorted ``.npz``; its object arrays are unpickled only if ``allow_pickle``."""
-    return load_and_stage(
-        target,
-        partial(load_spikedata_from_spikelab_sorted_npz, path, allow_pickle=allow_pickle),
-    )
-
-
-@task(name="load-pickle", cache_key_fn=content_cache_key("pickle"), **_CACHED)
-def load_pickle(path: str, target: Target, content_id: str) -> StagedUnits:
-    """Load a pickled SpikeData (trusted files only: the flows check that first)."""
-    return load_and_stage(target, partial(load_spikedata_from_pickle, path))

@@ -1,6 +1,6 @@
 """The one publishing step every ingest flow uses, and the raw Zarr conversion.
 
-An asset's task ends with :func:`prepare_publication`: it turns the staged load into a
+An asset's task ends with :func:`prepare_publication`: it turns the loaded asset into a
 :class:`Pending` publication (the units as an Arrow table, the raster PNG and the manifest
 still to be written). The flow hands it to a :class:`spikelab.flows._publish.Publisher`,
 which commits it to the lake's Delta table together with other finished assets, then
@@ -10,17 +10,15 @@ writes the raster and the manifest (recording the table version).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypedDict
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from prefect import task
 
 from spikelab.io import manifest as manifests
 from spikelab.io.lake import Lake
 from spikelab.loaders.nwb_recording import save_nwb_recording_as_zarr
-from spikelab.tasks.load import StagedUnits, Target
+from spikelab.tasks.load import Loaded, Target
 
 
 class Pending(TypedDict):
@@ -45,7 +43,7 @@ class Pending(TypedDict):
 
 def prepare_publication(
     target: Target,
-    staged: StagedUnits,
+    loaded: Loaded,
     *,
     seconds: float,
     version: str | None = None,
@@ -55,15 +53,12 @@ def prepare_publication(
     flow_run_id: str | None = None,
     note: str | None = None,
 ) -> Pending:
-    """Read a staged load into a :class:`Pending` publication and remove its staged files.
+    """Turn a loaded asset into a :class:`Pending` publication (its manifest built).
 
-    The staged results' load warnings and skipped columns go into the manifest (a
-    ``note`` is counted among the warnings too). A later cache hit on the removed staged
-    files loads the asset again (see :func:`spikelab.flows._runs.staged_or_reload`).
+    The load warnings and skipped columns go into the manifest (a ``note`` is counted
+    among the warnings too).
     """
-    units = pq.read_table(staged["units_path"])
-    raster = Path(staged["raster_path"]).read_bytes()
-    warnings = dict(staged.get("warnings") or {})
+    warnings = dict(loaded["warnings"])
     if note is not None:
         warnings[note] = 1
     manifest = manifests.build_manifest(
@@ -72,21 +67,19 @@ def prepare_publication(
         version=version,
         source_reference=source_reference,
         input=input,
-        spikedata=staged["spikedata"],
-        metadata=staged["metadata"],
+        spikedata=loaded["spikedata"],
+        metadata=loaded["metadata"],
         flow_run_id=flow_run_id,
         warnings=warnings,
-        skipped_columns=staged.get("skipped_columns"),
+        skipped_columns=loaded["skipped_columns"],
     )
-    for staged_file in (staged["units_path"], staged["raster_path"]):
-        Path(staged_file).unlink(missing_ok=True)
     return {
         "target": target,
         "status": "ok",
-        "units": units,
+        "units": loaded["units"],
         "manifest": manifest,
         "outputs": [dict(output) for output in outputs],
-        "raster": raster,
+        "raster": loaded["raster"],
         "seconds": seconds,
         "note": note,
     }
