@@ -68,7 +68,7 @@ def summary_rows(lake: str | os.PathLike[str], as_of: AsOf = None) -> list[Summa
     """
     from spikelab.io.delta_read import open_units
 
-    units = open_units(lake, resolve_as_of(lake, as_of))
+    units = open_units(lake, as_of)
     counts: dict[tuple[str, str], dict[str, int]] = {}
     if units is not None:
         for source, dataset, rows, spikes in _unit_counts(units):
@@ -135,12 +135,12 @@ def _travel(
     number, the assets commit published together with that units version.
     """
     from spikelab.io.delta_lake import assets_uri
-    from spikelab.io.delta_read import parse_as_of
+    from spikelab.io.delta_read import first_commit_after, parse_as_of
 
     when = parse_as_of(as_of) if as_of is not None else None
     if isinstance(when, datetime):
         uri = assets_uri(lake)
-        version = _first_commit_after(uri, assets.version(), when.timestamp() * 1000) - 1
+        version = first_commit_after(uri, assets.version(), when.timestamp() * 1000) - 1
     else:
         version = _paired_version(lake, assets, units) if units is not None else -1
     if version >= 0:
@@ -156,6 +156,7 @@ def _paired_version(lake: str | os.PathLike[str], assets: DeltaTable, units: Del
     versions committed after it (a minute's clock skew between writers allowed).
     """
     from spikelab.io.delta_lake import COMMIT_TAG, assets_uri, commit_info, units_uri
+    from spikelab.io.delta_read import first_commit_after
 
     for version in range(units.version(), -1, -1):
         info = commit_info(units_uri(lake), version) or {}
@@ -165,53 +166,11 @@ def _paired_version(lake: str | os.PathLike[str], assets: DeltaTable, units: Del
     else:
         return -1
     uri = assets_uri(lake)
-    start = _first_commit_after(uri, assets.version(), info["timestamp"] - _SKEW_MS)
+    start = first_commit_after(uri, assets.version(), info["timestamp"] - _SKEW_MS)
     for version in range(start, assets.version() + 1):
         if ((commit_info(uri, version) or {}).get(COMMIT_TAG) or {}).get("commit") == wanted:
             return version
     return -1
-
-
-def _first_commit_after(uri: str, newest: int, millis: float) -> int:
-    """The first version of ``uri`` committed after ``millis`` (``newest + 1`` if none).
-
-    Found by bisecting the log's commit times; a version whose log file was cleaned up
-    counts as older than any time.
-    """
-    from spikelab.io.delta_lake import commit_info
-
-    low, high = 0, newest + 1
-    while low < high:
-        middle = (low + high) // 2
-        info = commit_info(uri, middle)
-        if info is not None and info["timestamp"] > millis:
-            high = middle
-        else:
-            low = middle + 1
-    return low
-
-
-def resolve_as_of(lake: str | os.PathLike[str], as_of: AsOf) -> int | datetime | None:
-    """``as_of`` as a units-table version number when it names a time.
-
-    The version is the last one whose commit time (the ``timestamp`` that
-    :func:`history_rows` shows) is at or before the time, so a time copied from
-    ``spikelab lake history`` reads exactly that version (delta-rs would go by the log
-    files' modification times, which come a few milliseconds later). A time before the
-    first commit is returned as it is: reading it raises ``LakeVersionError``.
-    """
-    from spikelab.io.delta_lake import commit_info, open_table, units_uri
-    from spikelab.io.delta_read import parse_as_of
-
-    wanted = None if as_of is None else parse_as_of(as_of)
-    if not isinstance(wanted, datetime):
-        return wanted
-    uri = units_uri(lake)
-    table = open_table(uri)
-    if table is None:
-        return wanted
-    version = _first_commit_after(uri, table.version(), wanted.timestamp() * 1000) - 1
-    return version if version >= 0 and commit_info(uri, version) is not None else wanted
 
 
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -278,7 +237,7 @@ def matching_units(
     """Column names and rows of the matching units (see :func:`find_units`), no pandas."""
     from spikelab.io.delta_read import connect
 
-    connection = connect(lake, resolve_as_of(lake, as_of))
+    connection = connect(lake, as_of)
     cursor = connection.execute(units_sql(connection, **filters))
     return [column[0] for column in cursor.description], cursor.fetchall()
 
@@ -323,7 +282,7 @@ def find_units(
     """
     from spikelab.io.delta_read import connect
 
-    connection = connect(lake, resolve_as_of(lake, as_of))
+    connection = connect(lake, as_of)
     query = units_sql(
         connection,
         regions=regions,
@@ -351,7 +310,7 @@ def export_units(
     """
     from spikelab.io.delta_read import connect
 
-    connection = connect(lake, resolve_as_of(lake, as_of))
+    connection = connect(lake, as_of)
     query = units_sql(connection, **filters)
     options = "FORMAT csv, HEADER" if file_format == "csv" else "FORMAT parquet"
     connection.execute(f"COPY ({query}) TO {_literal(destination)} ({options})")

@@ -164,6 +164,15 @@ def test_time_travel_by_version_and_time(tmp_path):
     assert parse_as_of("2026-01-02T03:04:05") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
+def test_the_commit_time_history_shows_reads_that_very_version(tmp_path):
+    for n in (1, 2, 3):  # commits a few milliseconds apart
+        publish(tmp_path, [entry(A, spikes(n))])
+    units_history = [h for h in history(tmp_path) if h["operation"] != "CREATE TABLE"]
+    for item in units_history:
+        when = datetime.fromisoformat(str(item["timestamp"]))
+        assert open_units(tmp_path, as_of=when).version() == item["version"], item
+
+
 def test_an_empty_lake_has_an_empty_units_view(tmp_path):
     connection = connect(tmp_path / "nothing")
     columns = [row[0] for row in connection.execute("DESCRIBE units").fetchall()]

@@ -60,8 +60,28 @@ def open_units(
             f"{uri} did not exist yet at {version.isoformat()} (first commit "
             f"{first.isoformat()}); ask for a later time or see `spikelab lake history`"
         )
-    table.load_as_version(version)
+    # By commit times, as `history` shows them: delta-rs would go by the log files'
+    # modification times, a few milliseconds later, and could pick the version before.
+    number = first_commit_after(uri, table.version(), version.timestamp() * 1000) - 1
+    table.load_as_version(number if number >= 0 and commit_info(uri, number) else version)
     return table
+
+
+def first_commit_after(uri: str, newest: int, millis: float) -> int:
+    """The first version of ``uri`` committed after ``millis`` (``newest + 1`` if none).
+
+    Found by bisecting the log's commit times; a version whose log file was cleaned up
+    counts as older than any time.
+    """
+    low, high = 0, newest + 1
+    while low < high:
+        middle = (low + high) // 2
+        info = commit_info(uri, middle)
+        if info is not None and info["timestamp"] > millis:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def parse_as_of(value: int | str | datetime) -> int | datetime:
