@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from spikelab.io.lake import Lake
-from spikelab.io.units_table import write_units_table
+from spikelab.io.delta_lake import Publication, publish
+from spikelab.io.units_table import units_arrow_table
+from spikelab.lake_queries import find_units
 from spikelab.spikedata import SpikeData
 
 HEAVY = ("prefect", "pynwb", "spikeinterface", "matplotlib")
@@ -46,16 +47,17 @@ def cli(argv: list[str]) -> str:
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    lake = Lake(tmp_path_factory.mktemp("light") / "lake")
+    lake = str(tmp_path_factory.mktemp("light") / "lake")
     sd = SpikeData(
         [[1.0, 2.0], [3.0]],
         length=10.0,
         neuron_attributes=[{"unit_id": 0, "location_label": "CA1"}, {"unit_id": 1}],
     )
-    write_units_table(
-        sd, lake.units_path("files", "d", "a"), source="files", dataset_id="d", asset_id="a"
-    )
-    return lake.root
+    key = ("files", "d", "a")
+    units = units_arrow_table(sd, source="files", dataset_id="d", asset_id="a")
+    publish(lake, [Publication(key, units, {"status": "ok", "input": {"content_id": "c"}})])
+    assert find_units(lake, regions=["CA1"])["unit_id"].tolist() == ["0"]
+    return lake
 
 
 @pytest.mark.parametrize(
