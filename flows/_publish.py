@@ -109,8 +109,9 @@ class Publisher:
             raise self._error
 
     def outcomes(self) -> dict[tuple[str, str, str], Outcome]:
-        """Each published asset's outcome, by ``(source, dataset_id, asset_id)``."""
-        return dict(self._done)
+        """Each published asset's outcome, by ``(source, dataset_id, asset_id)``, so far."""
+        with self._wakeup:
+            return dict(self._done)
 
     def _run(self) -> None:
         try:
@@ -195,7 +196,7 @@ class Publisher:
         else:
             storage.remove(self.lake.raster_path(*key))
             raster = None
-        self._done[key] = outcome(
+        result = outcome(
             target,
             pending["status"],
             pending["seconds"],
@@ -204,6 +205,8 @@ class Publisher:
             error=pending["note"],
             raster=raster,
         )
+        with self._wakeup:
+            self._done[key] = result
 
     def _fail(self, pending: Pending, error: Exception) -> None:
         """Record an asset whose commit failed, keeping its last good publication if any."""
@@ -224,16 +227,13 @@ class Publisher:
         )
         if recorded["status"] == "failed" and pending["status"] == "ok":
             self._commit([removal(target, recorded, pending["seconds"])])
-        self._done[key_of(target)] = outcome(
-            target, "failed", pending["seconds"], path, {}, error=message
-        )
-
-
-Result = Outcome | Pending
+        result = outcome(target, "failed", pending["seconds"], path, {}, error=message)
+        with self._wakeup:
+            self._done[key_of(target)] = result
 
 
 def publish_results(
-    lake: Lake, items: Sequence[Result | PrefectFuture[Any]], label: str
+    lake: Lake, items: Sequence[Outcome | Pending | PrefectFuture[Any]], label: str
 ) -> list[Outcome]:
     """Every asset's outcome, in the order of ``items``, once the publishable are published.
 

@@ -173,7 +173,9 @@ def prepare(sd: SpikeData, target: Target) -> Loaded:
     units = units_arrow_table(sd, **target)
     return {
         "units": units,
-        "raster": raster_png(sd, title=" ".join(target.values())),
+        "raster": raster_png(
+            sd, title=f"{target['source']} {target['dataset_id']} {target['asset_id']}"
+        ),
         "spikedata": spikedata_summary(sd),
         "metadata": to_plain(sd.metadata),
         "warnings": {},
