@@ -1,5 +1,11 @@
 """What every ingest flow does around its assets: outcomes, skip checks, the run summary.
 
+A flow converts its ``lake`` parameter to a :class:`~spikelab.io.lake.Lake` once, reads the
+lake's assets table once (:func:`known_assets`) to skip unchanged assets, runs one task
+per asset that returns a ``skipped``/``failed`` outcome or a pending publication, and
+hands the pending ones to :func:`spikelab.flows._publish.publish_results`, which commits
+them to the units table in batches.
+
 A flow run ends ``Completed`` when no asset failed and ``Failed`` otherwise, in both cases
 after its summary (``<lake>/runs/<flow run id>.json``) and its Prefect artifacts are
 written. Calling a flow whose run failed raises :class:`~spikelab.exceptions.IngestFailedError`
