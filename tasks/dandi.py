@@ -20,8 +20,9 @@ from prefect import task
 
 from spikelab.http import contained
 from spikelab.loaders import list_dandi_assets as list_assets
-from spikelab.loaders._dandi_client import DandiAsset, DandiClient
-from spikelab.loaders._download import (
+from spikelab.loaders.dandi import (
+    DandiAsset,
+    DandiClient,
     download_asset,
     expire_stale_downloads,
     file_matches,

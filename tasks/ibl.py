@@ -21,7 +21,7 @@ def ibl_session(
     ``one_cache_dir`` opens ONE in local mode on that cache (None: the public server);
     ``units_table_path`` reads a ready units table (None: the published one).
     """
-    from spikelab.loaders._bwm_units import bwm_units, default_one
+    from spikelab.loaders.ibl import bwm_units, default_one
 
     if one_cache_dir is None:
         one = default_one()

@@ -76,6 +76,19 @@ def test_wheel_imports_every_subpackage_from_itself(unpacked_wheel, tmp_path):
     assert all(file.startswith(str(unpacked_wheel)) for file in files), files
 
 
+def test_import_layering_contracts_hold(unpacked_wheel, tmp_path):
+    """The import-linter contracts of pyproject.toml, over the wheel's single package tree."""
+    tool = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run(
+        [str(tool), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(unpacked_wheel), "PATH": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert "Contracts: 5 kept, 0 broken" in result.stdout, result.stdout + result.stderr
+
+
 def test_an_installed_wheel_carries_its_configs_and_deployments(built_wheel, tmp_path):
     """Installed outside the checkout, the wheel serves, reads its configs, imports its flows."""
     venv = tmp_path / "venv"

@@ -21,14 +21,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pyarrow.dataset as ds
-
 from spikelab.io import storage
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     import duckdb
+    import pyarrow.dataset as ds
 
 DEFAULT_LAKE = "./spikelab-lake"
 LAKE_ENV = "SPIKELAB_LAKE"
@@ -141,6 +140,8 @@ def open_lake(
     An empty lake gives an empty dataset with the table's fixed columns. ``as_of`` is read
     as by :func:`spikelab.io.delta_read.open_units`.
     """
+    import pyarrow.dataset as ds  # pulls in pandas: only for callers that want a dataset
+
     from spikelab.io import delta_read
     from spikelab.io.delta_lake import UNITS_SCHEMA
 

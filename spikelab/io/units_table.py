@@ -9,7 +9,7 @@ import numbers
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -301,7 +301,7 @@ def _coordinates(location: Any) -> list[float | None]:
     return [None if item is None else float(item) for item in items]
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[numbers.Real]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
