@@ -217,18 +217,30 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if (path / "spike_times.npy").is_file():
             return "kilosort"
-        raise ValueError(f"{path} is a folder without spike_times.npy: not a KiloSort folder")
+        if is_zarr_nwb(path):
+            return "nwb"
+        raise ValueError(
+            f"{path} is a folder that is neither a KiloSort folder (no spike_times.npy) nor a "
+            "Zarr NWB folder (*.nwb.zarr with .zgroup)"
+        )
     fmt = _SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(
-            f"cannot tell the format of {path} from its suffix; pass format= one of "
-            f"{', '.join(FORMATS[1:])}"
+            f"cannot tell the format of {path} from its suffix; pass --format (format=) one "
+            f"of {', '.join(FORMATS[1:])}"
         )
     if fmt == "hdf5":
         with open_hdf5(path) as handle:
             if "units" in handle and "spike_times" in handle["units"]:
                 return "nwb"
     return fmt
+
+
+def is_zarr_nwb(folder: Path) -> bool:
+    """Tell a Zarr-backed NWB folder (written by hdmf-zarr) by its name and Zarr group file."""
+    return folder.name.lower().endswith(".nwb.zarr") and (
+        (folder / ".zgroup").is_file() or (folder / "zarr.json").is_file()
+    )
 
 
 def open_hdf5(path: Path) -> h5py.File:
@@ -337,7 +349,9 @@ def ingest_file(
         kind = detect_format(location) if fmt == "auto" else fmt
         refuse_untrusted(location, kind, trust_pickles)
         files = (
-            sorted(p for p in location.iterdir() if p.is_file())
+            sorted(p for p in location.rglob("*") if p.is_file())
+            if kind == "nwb"  # a Zarr store: every chunk file is content
+            else sorted(p for p in location.iterdir() if p.is_file())
             if location.is_dir()
             else [location]
         )

@@ -114,3 +114,28 @@ def test_files_flow_loads_every_source_into_one_lake(demo, tmp_path):
 def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="format must be one of"):
         ingest_files([str(tmp_path)], format="csv", lake=str(tmp_path / "lake"))
+
+
+def test_a_zarr_nwb_folder_is_ingested_as_nwb_and_its_chunks_are_its_content(tmp_path):
+    from test_nwb import rich_nwbfile
+    from test_nwb_zarr import write_zarr
+
+    folder = write_zarr(rich_nwbfile(), tmp_path / "session.nwb.zarr")
+    assert detect_format(folder) == "nwb"
+    lake = str(tmp_path / "lake")
+    summary = ingest_files([str(folder)], lake=lake)
+    expected = load_spikedata_from_nwb(folder)
+    assert summary["counts"]["ok"] == 1 and summary["assets"][0]["units"] == expected.N
+    rows = connect(lake).execute("SELECT count(*) FROM units").fetchone()
+    assert rows == (expected.N,)
+    # A changed chunk deep inside the store is a changed input: loaded again, not skipped.
+    assert ingest_files([str(folder)], lake=lake)["counts"]["skipped"] == 1
+    chunk = next(p for p in sorted(folder.rglob("*")) if p.is_file() and p.parent != folder)
+    chunk.write_bytes(chunk.read_bytes() + b"\0")
+    again = run_summary(ingest_files([str(folder)], lake=lake, return_state=True))
+    assert again["counts"]["skipped"] == 0
+
+
+def test_a_folder_that_is_neither_kilosort_nor_zarr_nwb_is_named(tmp_path):
+    with pytest.raises(ValueError, match="neither a KiloSort folder .* nor a Zarr NWB folder"):
+        detect_format(tmp_path)
