@@ -22,11 +22,12 @@ from spikelab.flows._runs import (
 )
 from spikelab.io.lake import Lake, resolve_lake
 from spikelab.loaders import LOADER_VERSIONS
+from spikelab.loaders.ibl import DEFAULT_TAG, OPENALYX_URL
 from spikelab.tasks.ibl import load_ibl_probe, query_ibl_probes
 from spikelab.tasks.load import Target, read_staged
 from spikelab.tasks.outputs import Pending, prepare_publication
 
-BWM_REVISION = "2024_Q2_IBL_et_al_BWM"  # the Brain-Wide Map release the units come from
+BWM_REVISION = DEFAULT_TAG  # the Brain-Wide Map release the units come from
 
 
 def probe_target(probe: dict[str, Any]) -> Target:
@@ -50,7 +51,7 @@ def ingest_ibl_probe(
     """Ingest one probe: load (cached), and hand it back as a pending publication."""
     target = probe_target(probe)
     eid, pid = target["dataset_id"], target["asset_id"]
-    reference = f"https://openalyx.internationalbrainlab.org/insertions/{pid}"
+    reference = f"{OPENALYX_URL}/insertions/{pid}"
 
     def work(started: float) -> Pending:
         content_id = probe_content_id(pid)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 from spikelab._optional import import_optional
 from spikelab.exceptions import DatasetNotFoundError, FileFormatError
 from spikelab.loaders._bwm_units import (
+    DEFAULT_TAG,
+    OPENALYX_URL,
     bwm_units,
     default_one,
     require_columns,
@@ -54,6 +56,8 @@ QC_FIELDS = (
 
 # Flows and tasks import these names from here, never from the private table module.
 __all__ = [
+    "DEFAULT_TAG",
+    "OPENALYX_URL",
     "bwm_units",
     "default_one",
     "load_spikedata_from_ibl",
