@@ -551,3 +551,34 @@ def test_the_publisher_commits_after_its_delay_without_waiting_for_a_batch(tmp_p
         while not publisher.outcomes() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list(publisher.outcomes()) == [("files", "p", "a")]  # before the close
+
+
+def test_two_overlapping_runs_into_one_lake_lose_and_double_nothing(tmp_path):
+    from spikelab.demo_data import write_demo_dataset
+    from spikelab.io.lake import connect
+    from spikelab.loaders import load_spikedata_from_nwb
+
+    nwb, kilosort, hdf5 = write_demo_dataset(tmp_path / "demo")
+    lake = str(tmp_path / "lake")
+    runs = [[str(nwb), str(kilosort)], [str(kilosort), str(hdf5), str(nwb)]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        summaries = list(pool.map(lambda paths: ingest_files(paths, lake=lake), runs))
+    assert [s["counts"]["failed"] for s in summaries] == [0, 0]
+    rows = dict(
+        connect(lake).execute("SELECT asset_id, count(*) FROM units GROUP BY asset_id").fetchall()
+    )
+    index = assets_index(lake)
+    assert sorted(key[2] for key in index) == sorted(rows) and len(rows) == 3
+    assert all(state.status == "ok" for state in index.values())
+    assert rows["session.nwb"] == load_spikedata_from_nwb(nwb).N
+    # What the two runs loaded, each asset once: a re-run finds every one unchanged.
+    again = ingest_files([str(nwb), str(kilosort), str(hdf5)], lake=lake)
+    assert again["counts"] == {"ok": 0, "skipped": 3, "failed": 0}
+    assert (
+        dict(
+            connect(lake)
+            .execute("SELECT asset_id, count(*) FROM units GROUP BY asset_id")
+            .fetchall()
+        )
+        == rows
+    )
