@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -89,3 +91,50 @@ def sorted_unit_columns(
         electrodes,
         VectorIndex(name="electrodes_index", data=np.arange(1, n_units + 1), target=electrodes),
     ]
+
+
+# The Prefect server counts as idle once it uses under SETTLE_IDLE_SHARE of a CPU over a poll.
+SETTLE_POLL_S = 1.0
+SETTLE_IDLE_SHARE = 0.05
+SETTLE_TIMEOUT_S = 600.0
+
+
+def _descendants(pid: int) -> list[int]:
+    """Ids of every process started by ``pid``, children first (Linux ``/proc``)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
+
+
+def server_cpu_s() -> float:
+    """CPU seconds used so far by this process's child processes: the Prefect server."""
+    ticks = 0
+    for pid in _descendants(os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime and stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def settle_server() -> float:
+    """Wait until the Prefect server has worked off its backlog; the seconds waited.
+
+    The server records a run's events after the flow has returned; a flow started
+    meanwhile competes with that work for the CPUs (and its API calls may meet 503s).
+    """
+    start = time.perf_counter()
+    before = server_cpu_s()
+    while time.perf_counter() - start < SETTLE_TIMEOUT_S:
+        time.sleep(SETTLE_POLL_S)
+        after = server_cpu_s()
+        if after - before < SETTLE_IDLE_SHARE * SETTLE_POLL_S:
+            return time.perf_counter() - start
+        before = after
+    print(f"  warning: the Prefect server was still busy after {SETTLE_TIMEOUT_S:.0f} s")
+    return time.perf_counter() - start

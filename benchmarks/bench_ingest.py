@@ -47,6 +47,7 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ["SPIKELAB_CACHE_DIR"] = str(SCRATCH / "spikelab-cache")
 
+from _harness import server_cpu_s, settle_server  # noqa: E402
 from prefect import flow, task  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
@@ -63,44 +64,6 @@ from spikelab.spikedata import SpikeData  # noqa: E402
 SEED = 20261202
 ASSETS_PER_S_GOAL = 10.0
 BATCH = 16
-SETTLE_POLL_S = 1.0
-SETTLE_IDLE_SHARE = 0.05
-SETTLE_TIMEOUT_S = 300.0
-
-
-def _descendants(pid: int) -> list[int]:
-    """Ids of every process started by ``pid``, children first (Linux ``/proc``)."""
-    children: list[int] = []
-    for thread in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            children.extend(int(child) for child in (thread / "children").read_text().split())
-        except OSError:  # the thread ended meanwhile
-            continue
-    return children + [grandchild for child in children for grandchild in _descendants(child)]
-
-
-def server_cpu_s() -> float:
-    """CPU seconds used so far by this process's child processes: the Prefect server."""
-    ticks = 0
-    for pid in _descendants(os.getpid()):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime and stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def settle_server() -> None:
-    """Wait until the Prefect server has worked off its backlog of the last run's events."""
-    start = time.perf_counter()
-    before = server_cpu_s()
-    while time.perf_counter() - start < SETTLE_TIMEOUT_S:
-        time.sleep(SETTLE_POLL_S)
-        after = server_cpu_s()
-        if after - before < SETTLE_IDLE_SHARE * SETTLE_POLL_S:
-            return
-        before = after
 
 
 @task(name="no-op")

@@ -95,6 +95,7 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ["SPIKELAB_CACHE_DIR"] = str(SCRATCH / "spikelab-cache")
 
 import prefect  # noqa: E402
+from _harness import server_cpu_s, settle_server  # noqa: E402
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
@@ -114,10 +115,6 @@ OVERHEAD_MS_GOAL = 50.0
 TINY_UNITS = 3
 TINY_SPIKES_PER_UNIT = 10
 LENGTH_MS = 3_600_000.0
-# The server counts as idle once it uses under SETTLE_IDLE_SHARE of a CPU over a poll.
-SETTLE_POLL_S = 1.0
-SETTLE_IDLE_SHARE = 0.05
-SETTLE_TIMEOUT_S = 600.0
 
 
 # ---------------------------------------------------------------------------- the data
@@ -188,47 +185,6 @@ def stopwatch(label: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     print(f"  {label}: {time.perf_counter() - start:.1f} s", flush=True)
-
-
-def _descendants(pid: int) -> list[int]:
-    """Ids of every process started by ``pid``, children first (Linux ``/proc``)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            children.extend(int(child) for child in (task / "children").read_text().split())
-        except OSError:  # the thread ended meanwhile
-            continue
-    return children + [grandchild for child in children for grandchild in _descendants(child)]
-
-
-def server_cpu_s() -> float:
-    """CPU seconds used so far by this process's child processes: the Prefect server."""
-    ticks = 0
-    for pid in _descendants(os.getpid()):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime and stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def settle_server() -> float:
-    """Wait until the Prefect server has worked off its backlog; the seconds waited.
-
-    The server records a run's events after the flow has returned; a flow started
-    meanwhile competes with that work for the CPUs (and its API calls may meet 503s).
-    """
-    start = time.perf_counter()
-    before = server_cpu_s()
-    while time.perf_counter() - start < SETTLE_TIMEOUT_S:
-        time.sleep(SETTLE_POLL_S)
-        after = server_cpu_s()
-        if after - before < SETTLE_IDLE_SHARE * SETTLE_POLL_S:
-            return time.perf_counter() - start
-        before = after
-    print(f"  warning: the Prefect server was still busy after {SETTLE_TIMEOUT_S:.0f} s")
-    return time.perf_counter() - start
 
 
 @dataclass(frozen=True)
