@@ -503,6 +503,7 @@ def _vacuum(uri: str, retention_hours: int) -> list[str]:
         retention_hours=retention_hours,
         dry_run=False,
         enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS,
+        full=True,  # also files no commit named (a killed writer's), before the last checkpoint too
     )
 
 
