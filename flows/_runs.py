@@ -89,14 +89,14 @@ def is_current(state: AssetState | None, identity: str, *, field: str = "content
     )
 
 
-def skipped(lake: Lake, target: Target, started: float) -> Outcome:
-    """The ``skipped`` outcome of an asset the lake already holds (nothing is read)."""
+def skipped(lake: Lake, target: Target, started: float, known: AssetState | None) -> Outcome:
+    """The ``skipped`` outcome of an asset the lake already holds (only the index is read)."""
     return outcome(
         target,
         "skipped",
         time.monotonic() - started,
         manifest_path(lake, target),
-        {},
+        {"spikedata": {"N": known.rows if known else None}},
         raster=lake.raster_path(*key_of(target)),
     )
 

@@ -91,7 +91,7 @@ def unchanged_outcome(
     identity = listed_id(asset)
     if identity is None or not is_current(known, identity, field="listed_id"):
         return None
-    return skipped(lake, asset_target(dandiset_id, asset), time.monotonic())
+    return skipped(lake, asset_target(dandiset_id, asset), time.monotonic(), known)
 
 
 def asset_reference(api_base: str, dandiset_id: str, version: str, asset_id: str) -> str:
@@ -193,7 +193,7 @@ def ingest_dandi_asset(
         record = describe_dandi_asset(asset["asset_id"], api_base, dandiset_id, version)
         content_id = asset_content_id(record)
         if is_current(known, content_id):
-            return skipped(lake, target, started)
+            return skipped(lake, target, started, known)
         try:
             path, staged = load(record, content_id)
         except DigestMismatchError as error:

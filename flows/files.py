@@ -357,7 +357,7 @@ def ingest_file(
         )
         content_id = f"{kind}:{file_identity(files)}:v{LOADER_VERSIONS[kind]}"
         if is_current(known, content_id):
-            return skipped(lake, target, started)
+            return skipped(lake, target, started, known)
         options: dict[str, Any] = {}
         if kind == "kilosort":
             options = kilosort_options(location)

@@ -129,7 +129,7 @@ def ingest_ibl_region(
     index = known_assets(where, refresh)
     started = time.monotonic()
     items: list[Any] = [  # unchanged probes cost no task run
-        skipped(where, probe_target(p), started)
+        skipped(where, probe_target(p), started, index.get(key_of(probe_target(p))))
         if is_current(index.get(key_of(probe_target(p))), probe_content_id(str(p["pid"])))
         else None
         for p in probes

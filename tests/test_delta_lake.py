@@ -60,7 +60,7 @@ def test_republishing_an_asset_replaces_its_rows(tmp_path):
     assert [r[3] for r in found] == [0, 1]  # two units, not five
     assert [r[5] for r in found] == [t.tolist() for t in second.train]
     assert [r[4] for r in found] == ["10", "11"]
-    assert assets_index(tmp_path) == {A: AssetState("c2", "list-c2", "ok", 1)}
+    assert assets_index(tmp_path) == {A: AssetState("c2", "list-c2", "ok", 1, rows=2)}
 
 
 def test_several_assets_land_in_one_commit_with_their_own_columns(tmp_path):
@@ -280,7 +280,7 @@ def test_migrate_a_hive_lake(tmp_path):
     assert sorted(str(p) for p in old.rglob("*")) == before  # the old lake is untouched
     new = tmp_path / "new"
     index = assets_index(new)
-    assert index[A] == AssetState("content-sub-1.nwb", None, "ok", 0)
+    assert index[A] == AssetState("content-sub-1.nwb", None, "ok", 0, rows=3)
     assert index[B].content_id == "content-pid-1" and index[failed].status == "failed"
     connection = connect(new)
     for key, sd in written.items():

@@ -123,6 +123,7 @@ class AssetState(NamedTuple):
     listed_id: str | None
     status: str
     version: int | None
+    rows: int | None = None
 
 
 def units_uri(lake_root: str | os.PathLike[str]) -> str:
@@ -432,16 +433,17 @@ def assets_index(lake_root: str | os.PathLike[str]) -> dict[AssetKey, AssetState
     -------
     dict
         ``(source, dataset_id, asset_id)`` -> :class:`AssetState` (``content_id``,
-        ``listed_id``, ``status``, ``version``); empty for a lake with no assets table.
+        ``listed_id``, ``status``, ``version``, ``rows``); empty for a lake with no assets
+        table.
     """
     table = open_table(assets_uri(lake_root))
     if table is None:
         return {}
-    columns = [*KEY_COLUMNS, "content_id", "listed_id", "status", "version"]
+    columns = [*KEY_COLUMNS, "content_id", "listed_id", "status", "version", "rows"]
     data = table.to_pyarrow_table(columns=columns).to_pydict()
     return {
-        (s, d, a): AssetState(c, li, st, v)
-        for s, d, a, c, li, st, v in zip(*(data[name] for name in columns), strict=True)
+        (s, d, a): AssetState(c, li, st, v, r)
+        for s, d, a, c, li, st, v, r in zip(*(data[name] for name in columns), strict=True)
     }
 
 
