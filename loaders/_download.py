@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from spikelab import http
 from spikelab.exceptions import UnsafeRemoteDataError
 from spikelab.http import older_than
+from spikelab.io.atomic import remove_older_than
 from spikelab.loaders._dandi_client import SHA256, DandiAsset, DandiClient
 
 __all__ = [
@@ -134,13 +135,10 @@ def expire_stale_downloads(folder: Path, max_age_seconds: float | None = None) -
     walked = list(_walk(folder))
     # folders are judged by their age before this sweep empties them (which touches them)
     old_folders = [path for path, _ in walked[1:] if older_than(path, limit)]
-    removed = []
-    for parent, files in walked:
-        for name in files:
-            path = parent / name
-            if name.endswith(_LEFTOVER_SUFFIXES) and older_than(path, limit):
-                path.unlink(missing_ok=True)
-                removed.append(path)
+    leftovers = (parent / name for parent, files in walked for name in files)
+    removed = remove_older_than(
+        (path for path in leftovers if path.name.endswith(_LEFTOVER_SUFFIXES)), limit
+    )
     for path in sorted(old_folders, key=lambda p: len(p.parts), reverse=True):
         try:
             path.rmdir()

@@ -13,7 +13,6 @@ manifest), and logged once.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 import warnings
 from collections import Counter
@@ -28,7 +27,7 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.logging import get_run_logger
 
-from spikelab.io.atomic import STALE_AFTER_SECONDS
+from spikelab.io.atomic import STALE_AFTER_SECONDS, remove_older_than
 from spikelab.io.json_codec import to_plain
 from spikelab.io.manifest import spikedata_summary
 from spikelab.io.raster_plot import raster_png, write_raster_png
@@ -258,16 +257,8 @@ def remove_stale_staged(*, older_than_seconds: float = STALE_AFTER_SECONDS) -> l
     list of Path
         The files removed.
     """
-    cutoff = time.time() - older_than_seconds
-    removed = []
-    for path in staging_dir().iterdir():
-        try:
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed.append(path)
-        except FileNotFoundError:  # published or removed by its run meanwhile
-            continue
-    return removed
+    staged = (path for path in staging_dir().iterdir() if path.is_file())
+    return remove_older_than(staged, older_than_seconds)
 
 
 _CACHED: dict[str, Any] = {"persist_result": True}

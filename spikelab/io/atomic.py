@@ -6,7 +6,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -107,15 +107,29 @@ def remove_stale_temporaries(
     list of Path
         The files removed.
     """
+    temporaries = (Path(folder, name) for folder, _, names in os.walk(root) for name in names)
+    return remove_older_than((p for p in temporaries if is_temporary(p.name)), older_than_seconds)
+
+
+def remove_older_than(paths: Iterable[Path], older_than_seconds: float) -> list[Path]:
+    """Delete each of ``paths`` last modified more than ``older_than_seconds`` ago.
+
+    Younger files may belong to a run going on at the same time and are kept; a file that
+    vanishes meanwhile (renamed into place, removed by its writer) is passed over. Links
+    are judged and removed as links, never followed.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
     cutoff = time.time() - older_than_seconds
     removed = []
-    for folder, _, names in os.walk(root):
-        for name in filter(is_temporary, names):
-            path = Path(folder, name)
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed.append(path)
-            except FileNotFoundError:  # renamed into place or removed by its writer meanwhile
-                continue
+    for path in paths:
+        try:
+            if path.lstat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:
+            continue
     return removed
