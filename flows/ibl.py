@@ -128,11 +128,12 @@ def ingest_ibl_region(
         probes = probes[:max_probes]
     index = known_assets(where, refresh)
     started = time.monotonic()
+    known = [index.get(key_of(probe_target(p))) for p in probes]
     items: list[Any] = [  # unchanged probes cost no task run
-        skipped(where, probe_target(p), started, index.get(key_of(probe_target(p))))
-        if is_current(index.get(key_of(probe_target(p))), probe_content_id(str(p["pid"])))
+        skipped(where, probe_target(p), started, state)
+        if is_current(state, probe_content_id(str(p["pid"])))
         else None
-        for p in probes
+        for p, state in zip(probes, known, strict=True)
     ]
     changed = [p for p, item in zip(probes, items, strict=True) if item is None]
     futures = iter(
