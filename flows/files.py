@@ -11,23 +11,19 @@ manifest that records another input is never overwritten (that input fails inste
 
 from __future__ import annotations
 
-import ast
 import os
 import time
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-import h5py
-import numpy as np
 from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from spikelab.exceptions import FileFormatError, LakeKeyConflictError, UntrustedPickleError
+from spikelab.exceptions import LakeKeyConflictError, UntrustedPickleError
 from spikelab.flows._publish import publish_results
 from spikelab.flows._runs import (
     Outcome,
@@ -43,36 +39,18 @@ from spikelab.flows._runs import (
 from spikelab.io.delta_lake import AssetState
 from spikelab.io.lake import Lake, distinct_key, resolve_lake, safe_key
 from spikelab.io.manifest import read_manifest
-from spikelab.loaders import (
-    LOADER_VERSIONS,
-    load_spikedata_from_hdf5,
-    load_spikedata_from_kilosort,
-    load_spikedata_from_nwb,
-    load_spikedata_from_pickle,
-    load_spikedata_from_spikelab_sorted_npz,
+from spikelab.loaders import LOADER_VERSIONS, LOADERS
+from spikelab.loaders.formats import (
+    FORMATS,
+    detect_format,
+    input_files,
+    npz_holds_objects,
+    sniffed_options,
 )
-from spikelab.spikedata import SpikeData
 from spikelab.tasks._policy import file_identity
 from spikelab.tasks.load import Target, load_and_prepare
 from spikelab.tasks.outputs import Pending, prepare_publication
 
-FORMATS = ("auto", "nwb", "kilosort", "hdf5", "spikelab_npz", "pickle")
-_SUFFIXES = {
-    ".nwb": "nwb",
-    ".npz": "spikelab_npz",
-    ".p": "pickle",
-    ".pkl": "pickle",
-    ".pickle": "pickle",
-    ".h5": "hdf5",
-    ".hdf5": "hdf5",
-}
-_LOADERS: dict[str, Callable[..., SpikeData]] = {
-    "nwb": load_spikedata_from_nwb,
-    "kilosort": load_spikedata_from_kilosort,
-    "hdf5": load_spikedata_from_hdf5,
-    "spikelab_npz": load_spikedata_from_spikelab_sorted_npz,
-    "pickle": load_spikedata_from_pickle,
-}
 MAX_MANIFEST_READS = 16
 
 
@@ -163,32 +141,6 @@ def check_key_is_mine(lake: Lake, target: Target, recorded: str) -> None:
         )
 
 
-def npz_holds_objects(path: Path) -> bool:
-    """Tell whether an ``.npz`` holds object arrays, from its array headers (no unpickling).
-
-    Object arrays can only be read by unpickling. A file that is not a zip archive, or an
-    unreadable header, gives False: the loader then refuses the file itself.
-    """
-    from numpy.lib import format as npy
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                with archive.open(name) as member:
-                    version = npy.read_magic(member)
-                    if version == (1, 0):
-                        dtype = npy.read_array_header_1_0(member)[2]
-                    elif version == (2, 0):
-                        dtype = npy.read_array_header_2_0(member)[2]
-                    else:  # a header format numpy reads only privately: assume the worst
-                        return True
-                    if np.dtype(dtype).hasobject:
-                        return True
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
-        return False
-    return False
-
-
 def refuse_untrusted(location: Path, kind: str, trust_pickles: bool) -> None:
     """Refuse inputs that need unpickling unless the caller trusts them.
 
@@ -206,114 +158,17 @@ def refuse_untrusted(location: Path, kind: str, trust_pickles: bool) -> None:
         )
 
 
-def detect_format(path: Path) -> str:
-    """Tell a path's format from what it is: a KiloSort folder, or a file's suffix.
+def _chosen_options(kind: str, trust_pickles: bool) -> dict[str, Any]:
+    """The loader options this flow sets itself.
 
-    Raises
-    ------
-    ValueError
-        When the path is neither, naming it and the formats known.
+    An NWB file without units lands as an empty asset, and an ``.npz``'s object arrays are
+    unpickled only when the caller trusts its inputs.
     """
-    if path.is_dir():
-        if (path / "spike_times.npy").is_file():
-            return "kilosort"
-        if is_zarr_nwb(path):
-            return "nwb"
-        raise ValueError(
-            f"{path} is a folder that is neither a KiloSort folder (no spike_times.npy) nor a "
-            "Zarr NWB folder (*.nwb.zarr with .zgroup)"
-        )
-    fmt = _SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(
-            f"cannot tell the format of {path} from its suffix; pass --format (format=) one "
-            f"of {', '.join(FORMATS[1:])}"
-        )
-    if fmt == "hdf5":
-        with open_hdf5(path) as handle:
-            if "units" in handle and "spike_times" in handle["units"]:
-                return "nwb"
-    return fmt
-
-
-def is_zarr_nwb(folder: Path) -> bool:
-    """Tell a Zarr-backed NWB folder (written by hdmf-zarr) by its name and Zarr group file."""
-    return folder.name.lower().endswith(".nwb.zarr") and (
-        (folder / ".zgroup").is_file() or (folder / "zarr.json").is_file()
-    )
-
-
-def open_hdf5(path: Path) -> h5py.File:
-    """Open an HDF5 file for reading.
-
-    Raises
-    ------
-    FileFormatError
-        When the file is not readable HDF5, naming it (h5py's own error does not).
-    """
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise FileFormatError(
-            f"{shown(path)} is not a readable HDF5 file ({error}): check that it is "
-            "whole and really HDF5"
-        ) from error
-
-
-def kilosort_options(folder: Path) -> dict[str, Any]:
-    """The sampling rate from the folder's ``params.py`` (``sample_rate = ...``).
-
-    Raises
-    ------
-    ValueError
-        When ``params.py`` is missing or gives no sample_rate.
-    """
-    params = folder / "params.py"
-    if params.is_file():
-        for statement in ast.parse(params.read_text()).body:
-            if isinstance(statement, ast.Assign) and any(
-                getattr(t, "id", None) == "sample_rate" for t in statement.targets
-            ):
-                return {"fs_Hz": float(ast.literal_eval(statement.value))}
-    raise ValueError(f"{folder}: no sample_rate in params.py; the KiloSort folder needs one")
-
-
-def hdf5_options(path: Path) -> dict[str, Any]:
-    """Which HDF5 layout a file uses, from its dataset names and attributes.
-
-    Recognised: ``spike_times`` + ``spike_times_index`` (ragged), ``idces`` + ``times``
-    (paired), a ``units`` group of one dataset per unit, and ``raster`` with a
-    ``bin_size_ms`` attribute. A ``time_unit`` root attribute gives the unit (default s).
-
-    Raises
-    ------
-    ValueError
-        When none of these layouts is found.
-    """
-    with open_hdf5(path) as handle:
-        unit = str(handle.attrs.get("time_unit", "s"))
-        fs = handle.attrs.get("fs_Hz")
-        extra: dict[str, Any] = {"fs_Hz": float(fs)} if fs is not None else {}
-        if "spike_times" in handle and "spike_times_index" in handle:
-            return {
-                "spike_times_dataset": "spike_times",
-                "spike_times_index_dataset": "spike_times_index",
-                "spike_times_unit": unit,
-                **extra,
-            }
-        if "idces" in handle and "times" in handle:
-            return {"idces_dataset": "idces", "times_dataset": "times", "times_unit": unit, **extra}
-        if isinstance(handle.get("units"), h5py.Group):
-            return {"group_per_unit": "units", "group_time_unit": unit, **extra}
-        if "raster" in handle and "bin_size_ms" in handle["raster"].attrs:
-            return {
-                "raster_dataset": "raster",
-                "raster_bin_size_ms": float(handle["raster"].attrs["bin_size_ms"]),
-            }
-    raise ValueError(
-        f"{path}: no known HDF5 layout (spike_times + spike_times_index, idces + times, a "
-        "units group, or raster with bin_size_ms); load it with load_spikedata_from_hdf5"
-    )
+    if kind == "nwb":
+        return {"allow_no_units": True}
+    if kind == "spikelab_npz":
+        return {"allow_pickle": trust_pickles}
+    return {}
 
 
 @task(name="ingest-file", task_run_name="ingest {path}")
@@ -348,26 +203,12 @@ def ingest_file(
         check_key_is_mine(lake, target, recorded)
         kind = detect_format(location) if fmt == "auto" else fmt
         refuse_untrusted(location, kind, trust_pickles)
-        files = (
-            sorted(p for p in location.rglob("*") if p.is_file())
-            if kind == "nwb"  # a Zarr store: every chunk file is content
-            else sorted(p for p in location.iterdir() if p.is_file())
-            if location.is_dir()
-            else [location]
-        )
+        files = input_files(location, kind)
         content_id = f"{kind}:{file_identity(files)}:v{LOADER_VERSIONS[kind]}"
         if is_current(known, content_id):
             return skipped(lake, target, started, known)
-        options: dict[str, Any] = {}
-        if kind == "kilosort":
-            options = kilosort_options(location)
-        elif kind == "hdf5":
-            options = hdf5_options(location)
-        elif kind == "nwb":
-            options = {"allow_no_units": True}
-        elif kind == "spikelab_npz":
-            options = {"allow_pickle": trust_pickles}
-        loaded = load_and_prepare(target, partial(_LOADERS[kind], str(location), **options))
+        options = {**sniffed_options(location, kind), **_chosen_options(kind, trust_pickles)}
+        loaded = load_and_prepare(target, partial(LOADERS[kind], str(location), **options))
         return prepare_publication(
             target,
             loaded,

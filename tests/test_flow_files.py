@@ -8,7 +8,6 @@ import pytest
 from spikelab.demo_data import write_demo_dataset
 from spikelab.exceptions import IngestFailedError
 from spikelab.flows import ingest_files, run_summary
-from spikelab.flows.files import detect_format, hdf5_options, kilosort_options
 from spikelab.io.delta_lake import assets_index
 from spikelab.io.delta_read import open_units
 from spikelab.io.lake import connect
@@ -18,6 +17,7 @@ from spikelab.loaders import (
     load_spikedata_from_kilosort,
     load_spikedata_from_nwb,
 )
+from spikelab.loaders.formats import detect_format, hdf5_options, kilosort_options
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

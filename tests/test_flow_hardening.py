@@ -20,7 +20,7 @@ import pytest
 from spikelab.exceptions import IngestFailedError, LakeKeyConflictError
 from spikelab.flows import ingest_files, run_summary
 from spikelab.flows._publish import Publisher
-from spikelab.flows.files import assign_targets, check_key_is_mine, npz_holds_objects
+from spikelab.flows.files import assign_targets, check_key_is_mine
 from spikelab.io.delta_lake import assets_index
 from spikelab.io.delta_read import history
 from spikelab.io.lake import (
@@ -40,6 +40,7 @@ from spikelab.io.manifest import (
 )
 from spikelab.io.storage import put_bytes
 from spikelab.io.units_table import units_arrow_table
+from spikelab.loaders.formats import npz_holds_objects
 from spikelab.spikedata import SpikeData
 from spikelab.tasks.load import counted_warnings, staging_dir
 
