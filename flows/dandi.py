@@ -35,7 +35,7 @@ from spikelab.io.lake import Lake, resolve_lake
 from spikelab.io.manifest import write_manifest
 from spikelab.loaders import LOADER_VERSIONS
 from spikelab.loaders.dandi import DEFAULT_API_BASE, DandiAsset, is_zarr_asset
-from spikelab.loaders.nwb_recording import has_electrical_series
+from spikelab.loaders.nwb import has_electrical_series
 from spikelab.tasks.dandi import (
     clear_digest_failure,
     describe_dandi_asset,

@@ -13,8 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from spikelab.exceptions import FileFormatError, UnsafeRemoteDataError
+from spikelab.exceptions import (
+    FileFormatError,
+    RangeNotSupportedError,
+    StreamingError,
+    UnsafeRemoteDataError,
+)
 from spikelab.ids import normalize_dandiset_id, normalize_version
+from spikelab.io.nwb_recording import save_nwb_recording_as_zarr, write_sidecar
 from spikelab.loaders._dandi_client import (
     DEFAULT_API_BASE,
     DandiAsset,
@@ -28,9 +34,7 @@ from spikelab.loaders._download import (
     file_matches,
     safe_destination,
 )
-from spikelab.loaders._remote_hdf5 import RangeNotSupportedError, StreamingError
 from spikelab.loaders.nwb import load_remote_nwb, load_spikedata_from_nwb
-from spikelab.loaders.nwb_recording import save_nwb_recording_as_zarr, write_sidecar
 from spikelab.spikedata import SpikeData
 
 # The public face of DANDI access: flows and tasks import these names from here, never

@@ -43,6 +43,14 @@ class RemoteError(SpikelabError, URLError):
         return str(self.reason)
 
 
+class StreamingError(RemoteError):
+    """A remote file could not be streamed: no Range support, or unreadable HDF5 bytes."""
+
+
+class RangeNotSupportedError(StreamingError):
+    """The server does not answer HTTP Range requests with 206, so it cannot be streamed."""
+
+
 class DigestMismatchError(SpikelabError, ValueError):
     """Downloaded bytes do not match the size or digest the archive publishes."""
 

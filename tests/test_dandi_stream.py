@@ -12,15 +12,16 @@ from pynwb import NWBHDF5IO, NWBFile
 from pynwb.ecephys import ElectricalSeries
 from test_dandi import sorted_units
 
+from spikelab.exceptions import RangeNotSupportedError, StreamingError
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.loaders import (
     _dandi_client,
-    _remote_hdf5,
     load_spikedata_from_dandi,
     load_spikedata_from_nwb,
 )
 from spikelab.loaders._dandi_client import DandiClient
-from spikelab.loaders._remote_hdf5 import RangeNotSupportedError, StreamingError, stored_ranges
+from spikelab.loaders.nwb import _remote_hdf5
+from spikelab.loaders.nwb._remote_hdf5 import stored_ranges
 from spikelab.testing import DandiStandIn
 
 # How the bytes came, not what they hold: these may differ between the two paths.

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from spikelab.loaders._hdf5_direct import _stored_pieces, read_float64, stored_size
+from spikelab.loaders.nwb._hdf5_direct import _stored_pieces, read_float64, stored_size
 
 VALUES = np.cumsum(np.random.default_rng(5).uniform(0.0, 0.01, 1003))
 

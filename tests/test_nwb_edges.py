@@ -301,9 +301,9 @@ def test_whole_floats_for_index_and_ids_are_accepted(tmp_path):
 
 
 def test_a_large_column_the_file_really_stores_is_read(tmp_path, monkeypatch):
-    from spikelab.loaders import _nwb_checks
+    from spikelab.loaders.nwb import _checks
 
-    monkeypatch.setattr(_nwb_checks, "SMALL_COLUMN_BYTES", 8)  # check every column
+    monkeypatch.setattr(_checks, "SMALL_COLUMN_BYTES", 8)  # check every column
     sd = load_spikedata_from_nwb(two_units(tmp_path / "ok.nwb"), prefer_pynwb=False)
     assert [t.tolist() for t in sd.train] == [[500.0, 1500.0], [2000.0]]
     assert not math.isnan(sd.length)

@@ -14,6 +14,7 @@ SUBPACKAGES = [
     "spikelab",
     "spikelab.io",
     "spikelab.loaders",
+    "spikelab.loaders.nwb",
     "spikelab.tasks",
     "spikelab.flows",
     "spikelab.testing",

@@ -23,7 +23,7 @@ import h5py
 import requests
 
 from spikelab._optional import import_optional
-from spikelab.exceptions import RemoteError
+from spikelab.exceptions import RangeNotSupportedError, StreamingError
 from spikelab.http import (
     RETRY_STATUSES,
     TRANSIENT_ERRORS,
@@ -34,7 +34,7 @@ from spikelab.http import (
     new_session,
     redact,
 )
-from spikelab.loaders._hdf5_direct import stored_chunks
+from spikelab.loaders.nwb._hdf5_direct import stored_chunks
 
 # remfile's unit of reading and caching: bigger than its default (100 KiB), so the metadata
 # of a Units table written after a large ElectricalSeries tends to come in one round trip.
@@ -46,14 +46,6 @@ MAX_PARALLEL_REQUESTS = 8
 RANGE_ATTEMPTS = 5
 RETRY_BACKOFF_SECONDS = 0.25  # before the second attempt; doubles each time
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
-
-
-class StreamingError(RemoteError):
-    """A remote file could not be streamed: no Range support, or unreadable HDF5 bytes."""
-
-
-class RangeNotSupportedError(StreamingError):
-    """The server does not answer HTTP Range requests with 206, so it cannot be streamed."""
 
 
 @dataclass

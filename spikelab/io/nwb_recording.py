@@ -10,13 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
-
 from spikelab._optional import import_optional
 from spikelab.io.atomic import atomic_write
-from spikelab.loaders._nwb_checks import text_value
-from spikelab.loaders._nwb_table import SESSION_KEYS
-from spikelab.loaders.nwb import load_spikedata_from_nwb
+from spikelab.loaders.nwb import SESSION_KEYS, load_spikedata_from_nwb
 
 
 def save_nwb_recording_as_zarr(
@@ -93,18 +89,6 @@ def save_nwb_recording_as_zarr(
     }
     write_sidecar(result)
     return result
-
-
-def has_electrical_series(nwb_path: str | os.PathLike[str]) -> bool:
-    """Tell whether an NWB file holds an ElectricalSeries in ``acquisition`` (raw traces)."""
-    with h5py.File(nwb_path, "r") as handle:
-        acquisition = handle.get("acquisition")
-        if not isinstance(acquisition, h5py.Group):
-            return False
-        return any(
-            text_value(item.attrs.get("neurodata_type")) == "ElectricalSeries"
-            for item in acquisition.values()
-        )
 
 
 def write_sidecar(result: Mapping[str, Any]) -> None:

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 
-from spikelab.loaders._nwb_checks import (
+from spikelab.loaders.nwb._checks import (
     check_end_fits,
     check_unit_count,
     declared_length,
@@ -26,7 +26,7 @@ from spikelab.loaders._nwb_checks import (
     text_value,
     whole_rows,
 )
-from spikelab.loaders._nwb_table import (
+from spikelab.loaders.nwb._table import (
     ElectrodesColumns,
     NoSpikeTimes,
     UnitsColumns,
@@ -168,7 +168,7 @@ def read_units(handle: h5py.File, source: str) -> UnitsColumns | NoSpikeTimes | 
     """Read the Units table as whole arrays; None when the file has none.
 
     Every column is checked against what the file declares before it is read (see
-    :mod:`spikelab.loaders._nwb_checks`).
+    :mod:`spikelab.loaders.nwb._checks`).
     """
     group = handle.get("units")
     if not isinstance(group, h5py.Group):

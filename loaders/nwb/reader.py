@@ -1,4 +1,4 @@
-"""NWB files: the Units table (spike times in seconds) and file-level metadata."""
+"""Read an NWB file's Units table and file-level metadata: local, remote or Zarr."""
 
 from __future__ import annotations
 
@@ -12,18 +12,19 @@ import h5py
 import numpy as np
 
 from spikelab._optional import import_optional, is_installed
-from spikelab.exceptions import FileFormatError, NoUnitsError, RemoteError
+from spikelab.exceptions import FileFormatError, NoUnitsError, RemoteError, StreamingError
 from spikelab.http import redact
-from spikelab.loaders import _nwb_h5py, _nwb_pynwb
 from spikelab.loaders._common import errors_naming, existing_file, file_attribute, first_given
-from spikelab.loaders._nwb_table import (
+from spikelab.loaders.nwb import _h5py, _pynwb
+from spikelab.loaders.nwb._checks import text_value
+from spikelab.loaders.nwb._remote_hdf5 import is_url, open_remote_hdf5
+from spikelab.loaders.nwb._table import (
     METADATA_KEYS,
     ElectrodesColumns,
     NoSpikeTimes,
     UnitsColumns,
     unit_attributes,
 )
-from spikelab.loaders._remote_hdf5 import StreamingError, is_url, open_remote_hdf5
 from spikelab.spikedata import SpikeData
 from spikelab.units import ms_per
 
@@ -151,7 +152,7 @@ def load_remote_nwb(
     """
     with open_remote_hdf5(url, size_bytes=size_bytes, cache_dir=cache_dir) as remote:
         try:
-            remote.prefetch(_nwb_h5py.datasets_read(remote.handle))
+            remote.prefetch(_h5py.datasets_read(remote.handle))
             contents = read_h5py_contents(remote.handle, redact(url))
         except RemoteError:
             raise
@@ -179,6 +180,18 @@ def _open_hdf5(path: Path, source: str) -> h5py.File:
         ) from error
 
 
+def has_electrical_series(nwb_path: str | os.PathLike[str]) -> bool:
+    """Tell whether an NWB file holds an ElectricalSeries in ``acquisition`` (raw traces)."""
+    with _open_hdf5(Path(nwb_path), str(nwb_path)) as handle:
+        acquisition = handle.get("acquisition")
+        if not isinstance(acquisition, h5py.Group):
+            return False
+        return any(
+            text_value(item.attrs.get("neurodata_type")) == "ElectricalSeries"
+            for item in acquisition.values()
+        )
+
+
 def _read_with_pynwb(path: Path, source: str) -> Contents:
     pynwb = import_optional("pynwb", "nwb")
     with _open_hdf5(path, source) as handle:
@@ -188,10 +201,10 @@ def _read_with_pynwb(path: Path, source: str) -> Contents:
 
 def _pynwb_contents(nwbfile: Any, root: Any, source: str, reader: str) -> Contents:
     """Units, electrodes and metadata of an NWBFile object; ``root`` holds the file attributes."""
-    metadata = _nwb_pynwb.read_metadata(nwbfile)
+    metadata = _pynwb.read_metadata(nwbfile)
     metadata.update(_file_attributes(root))
-    units = _nwb_pynwb.read_units(nwbfile, source)
-    electrodes = _nwb_pynwb.read_electrodes(nwbfile, source)
+    units = _pynwb.read_units(nwbfile, source)
+    electrodes = _pynwb.read_electrodes(nwbfile, source)
     return units, electrodes, metadata, reader
 
 
@@ -226,10 +239,10 @@ def _read_with_h5py(path: Path, source: str) -> Contents:
 def read_h5py_contents(handle: h5py.File, source: str) -> Contents:
     """Read Units, electrodes and metadata from an open h5py file (local or remote)."""
     try:
-        metadata = _nwb_h5py.read_metadata(handle)
+        metadata = _h5py.read_metadata(handle)
         metadata.update(_file_attributes(handle))
-        units = _nwb_h5py.read_units(handle, source)
-        electrodes = _nwb_h5py.read_electrodes(handle, source)
+        units = _h5py.read_units(handle, source)
+        electrodes = _h5py.read_electrodes(handle, source)
     except (OSError, KeyError) as error:
         raise FileFormatError(f"{source}: cannot read the NWB structure ({error})") from error
     metadata["session_start_time"] = _normalized_iso(metadata["session_start_time"])

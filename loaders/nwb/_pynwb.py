@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from spikelab.loaders._nwb_checks import (
+from spikelab.loaders.nwb._checks import (
     check_end_fits,
     check_unit_count,
     declared_length,
@@ -19,7 +19,7 @@ from spikelab.loaders._nwb_checks import (
     refuse_oversized,
     whole_rows,
 )
-from spikelab.loaders._nwb_table import (
+from spikelab.loaders.nwb._table import (
     ElectrodesColumns,
     NoSpikeTimes,
     UnitsColumns,
@@ -92,7 +92,7 @@ def read_units(nwbfile: Any, source: str) -> UnitsColumns | NoSpikeTimes | None:
     """Read ``nwbfile.units`` as whole arrays; None when there is no Units table.
 
     Every column is checked against what the file declares before it is read (see
-    :mod:`spikelab.loaders._nwb_checks`).
+    :mod:`spikelab.loaders.nwb._checks`).
     """
     from hdmf.common.table import VectorIndex
 

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spikelab.exceptions import FileFormatError
-from spikelab.loaders._hdf5_direct import read_float64, stored_size
+from spikelab.loaders.nwb._hdf5_direct import read_float64, stored_size
 
 # Columns smaller than this are read whatever the file says about their storage.
 SMALL_COLUMN_BYTES = 64 * 2**20
