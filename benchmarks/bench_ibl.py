@@ -44,8 +44,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from spikelab.loaders import _bwm_units
-from spikelab.loaders.ibl import query_ibl_probes
+from spikelab.loaders.ibl import _bwm_units, query_ibl_probes
 
 SEED = 20240506
 REGIONS = ["MOs", "MOp", "CA1"]

@@ -9,7 +9,8 @@ import urllib3
 
 from spikelab import http
 from spikelab.exceptions import DigestMismatchError, RemoteError
-from spikelab.loaders import _bwm_units, _dandi_client
+from spikelab.loaders import _dandi_client
+from spikelab.loaders.ibl import _bwm_units
 from spikelab.testing import DandiStandIn
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes

@@ -5,7 +5,6 @@ import io
 import json
 import re
 import sys
-from pathlib import Path
 
 import ibl_cache
 import numpy as np
@@ -14,11 +13,12 @@ import pytest
 import requests
 from ibl_cache import PIDS, build_ibl_cache
 
-import spikelab.loaders._bwm_units as bwm
-import spikelab.loaders.ibl as ibl
+import spikelab.loaders.ibl
+import spikelab.loaders.ibl._bwm_units as bwm
+import spikelab.loaders.ibl.probes as ibl
 from spikelab.exceptions import DatasetNotFoundError, DigestMismatchError, RemoteError
-from spikelab.loaders._bwm_units import bwm_units, clear_bwm_units_cache, with_regions
 from spikelab.loaders.ibl import load_spikedata_from_ibl, query_ibl_probes
+from spikelab.loaders.ibl._bwm_units import bwm_units, clear_bwm_units_cache, with_regions
 from spikelab.spikedata import SpikeData
 
 PRIMARY = ("s0", "probe00")
@@ -44,6 +44,7 @@ def offline_guard(monkeypatch):
 
     monkeypatch.setattr(bwm, "default_one", no_public_one)
     monkeypatch.setattr(ibl, "default_one", no_public_one)
+    monkeypatch.setattr(spikelab.loaders.ibl, "default_one", no_public_one)  # tasks' import
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     clear_bwm_units_cache()
     yield
@@ -200,7 +201,7 @@ def test_electrodes_by_channel(cache, table):
 
 
 def test_electrodes_by_channel_with_a_short_column():
-    from spikelab.loaders._ibl_metadata import electrodes_by_channel
+    from spikelab.loaders.ibl._metadata import electrodes_by_channel
 
     channels = {
         "mlapdv": np.array([[1000, 2000, -3000], [0, 0, 0], [0, 0, 0]]),
@@ -995,6 +996,9 @@ def test_documented_defaults_match_the_signature(function):
     assert {name: parameters[name].default for name in documented} == documented
 
 
-def test_importable_from_the_module():
+def test_importable_from_the_public_paths():
+    from spikelab.data_loaders import data_loaders
+
+    assert data_loaders.load_spikedata_from_ibl is load_spikedata_from_ibl
+    assert data_loaders.query_ibl_probes is query_ibl_probes
     assert ibl.load_spikedata_from_ibl is load_spikedata_from_ibl
-    assert Path(ibl.__file__).name == "ibl.py"

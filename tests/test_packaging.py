@@ -15,6 +15,7 @@ SUBPACKAGES = [
     "spikelab.io",
     "spikelab.loaders",
     "spikelab.loaders.nwb",
+    "spikelab.loaders.ibl",
     "spikelab.tasks",
     "spikelab.flows",
     "spikelab.testing",

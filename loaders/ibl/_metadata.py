@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from spikelab.loaders._bwm_units import region_acronyms
+from spikelab.loaders.ibl._bwm_units import region_acronyms
 from spikelab.units import to_ms
 
 _logger = logging.getLogger(__name__)

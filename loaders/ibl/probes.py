@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 from spikelab._optional import import_optional
 from spikelab.exceptions import DatasetNotFoundError, FileFormatError
-from spikelab.loaders._bwm_units import (
+from spikelab.loaders._common import errors_naming
+from spikelab.loaders.ibl._bwm_units import (
     DEFAULT_TAG,
     OPENALYX_URL,
     bwm_units,
@@ -25,8 +26,7 @@ from spikelab.loaders._bwm_units import (
     require_columns,
     with_regions,
 )
-from spikelab.loaders._common import errors_naming
-from spikelab.loaders._ibl_metadata import (
+from spikelab.loaders.ibl._metadata import (
     BestEffort,
     electrodes_by_channel,
     insertion_fields,

@@ -1,0 +1,18 @@
+"""IBL: Brain-Wide Map probes, queried from its unit table and loaded through ONE-api.
+
+The private modules here read the Brain-Wide Map unit table (from ``brainwidemap`` when
+it is importable, else from the IBL public S3 bucket) and turn ONE's records and ALF
+arrays into SpikeData metadata.
+"""
+
+from spikelab.loaders.ibl._bwm_units import DEFAULT_TAG, OPENALYX_URL, bwm_units, default_one
+from spikelab.loaders.ibl.probes import load_spikedata_from_ibl, query_ibl_probes
+
+__all__ = [
+    "DEFAULT_TAG",
+    "OPENALYX_URL",
+    "bwm_units",
+    "default_one",
+    "load_spikedata_from_ibl",
+    "query_ibl_probes",
+]
