@@ -19,8 +19,6 @@ from spikelab._optional import import_optional
 from spikelab.exceptions import DatasetNotFoundError, FileFormatError
 from spikelab.loaders._common import errors_naming
 from spikelab.loaders.ibl._bwm_units import (
-    DEFAULT_TAG,
-    OPENALYX_URL,
     bwm_units,
     default_one,
     require_columns,
@@ -53,16 +51,6 @@ QC_FIELDS = (
     "noise_cutoff",
     "spike_count",
 )
-
-# Flows and tasks import these names from here, never from the private table module.
-__all__ = [
-    "DEFAULT_TAG",
-    "OPENALYX_URL",
-    "bwm_units",
-    "default_one",
-    "load_spikedata_from_ibl",
-    "query_ibl_probes",
-]
 
 CHANNEL_ATTRIBUTES = ["brainLocationIds_ccf_2017", "mlapdv", "localCoordinates", "rawInd"]
 
