@@ -1,4 +1,5 @@
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -343,3 +344,22 @@ def test_tables_keep_their_log_as_long_as_their_replaced_files(tmp_path):
             "delta.logRetentionDuration": "interval 168 hours",
             "delta.deletedFileRetentionDuration": "interval 168 hours",
         }
+
+
+def test_expired_log_files_are_cleaned_by_compaction_not_by_each_publish(tmp_path):
+    """Publishing leaves the log to compaction (a cleanup per commit lists the whole log)."""
+    for index in range(3):
+        publish(tmp_path, [entry(A, spikes(1 + index))])
+    log = tmp_path / "tables" / "units" / "_delta_log"
+    open_table(units_uri(tmp_path)).create_checkpoint()  # versions before it may now go
+    month_ago = time.time() - 30 * 24 * 3600
+    old = sorted(path.name for path in log.glob("*.json"))
+    for name in old:
+        os.utime(log / name, (month_ago, month_ago))
+    publish(tmp_path, [entry(B, spikes(2))])
+    assert set(old) <= {path.name for path in log.glob("*.json")}
+    compact(tmp_path)
+    remaining = {path.name for path in log.glob("*.json")}
+    assert not set(old[:-1]) & remaining  # the checkpoint's own version may stay
+    assert rows(tmp_path) == rows(tmp_path, as_of=open_table(units_uri(tmp_path)).version())
+    assert {key[:3] for key in rows(tmp_path)} == {A, B}
