@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypedDict
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -87,6 +87,12 @@ def is_current(state: AssetState | None, identity: str, *, field: str = "content
         and getattr(state, field) is not None
         and getattr(state, field) == identity
     )
+
+
+def in_order(decided: Sequence[Any], ingested: Iterable[Any]) -> list[Any]:
+    """The flow's decided outcomes with each gap (None) filled by the next task result."""
+    results = iter(ingested)
+    return [item if item is not None else next(results) for item in decided]
 
 
 def skipped(lake: Lake, target: Target, started: float, known: AssetState | None) -> Outcome:

@@ -18,6 +18,7 @@ from spikelab.flows._runs import (
     current_flow_run_id,
     finish_run,
     guarded,
+    in_order,
     is_current,
     key_of,
     known_assets,
@@ -317,7 +318,8 @@ def ingest_dandiset(
         else:
             items.append(unchanged_outcome(where, index.get(key), dandiset, asset))
     changed = [a for a, item in zip(assets, items, strict=True) if item is None]
-    futures = iter(
+    items = in_order(
+        items,
         ingest_dandi_asset.map(
             changed,
             dandiset_id=unmapped(dandiset),
@@ -328,9 +330,8 @@ def ingest_dandiset(
             api_base=unmapped(api_base),
             refresh=unmapped(refresh),
             transfer=unmapped(transfer),
-        )
+        ),
     )
-    items = [item if item is not None else next(futures) for item in items]
     parameters = {
         "dandiset_id": dandiset,
         "version": version,

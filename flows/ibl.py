@@ -14,6 +14,7 @@ from spikelab.flows._runs import (
     current_flow_run_id,
     finish_run,
     guarded,
+    in_order,
     is_current,
     key_of,
     known_assets,
@@ -136,16 +137,16 @@ def ingest_ibl_region(
         for p, state in zip(probes, known, strict=True)
     ]
     changed = [p for p, item in zip(probes, items, strict=True) if item is None]
-    futures = iter(
+    items = in_order(
+        items,
         ingest_ibl_probe.map(
             changed,
             lake=unmapped(where),
             refresh=unmapped(refresh),
             one_cache_dir=unmapped(one_cache_dir),
             units_table_path=unmapped(units_table_path),
-        )
+        ),
     )
-    items = [item if item is not None else next(futures) for item in items]
     parameters = {
         "regions": list(regions),
         "min_units": min_units,
