@@ -12,6 +12,7 @@ import yaml
 ROOT = Path(__file__).parents[1]
 SUBPACKAGES = [
     "spikelab",
+    "spikelab.cli",
     "spikelab.io",
     "spikelab.loaders",
     "spikelab.loaders.nwb",

@@ -1,0 +1,5 @@
+"""``python -m spikelab.cli``: the ``spikelab`` command."""
+
+from spikelab.cli import main
+
+main()

@@ -1,0 +1,262 @@
+"""Run a flow from the command line: a Prefect backend, the run, its summaries."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from spikelab.cli.lake import lake_summary
+from spikelab.cli.parser import UsageError, one_line
+
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class FlowRunError(RuntimeError):
+    """A flow run ended without a run summary (it crashed): exit status 1."""
+
+
+def _on_runner(flow: Any, args: argparse.Namespace) -> Any:
+    """The flow set to the task runner the arguments ask for."""
+    from spikelab.flows.runners import with_task_runner
+
+    return with_task_runner(flow, args.task_runner, dask_address=args.dask_address)
+
+
+def summaries_of(state: Any) -> list[dict[str, Any]]:
+    """The run summaries a finished flow run carries, Completed or Failed alike.
+
+    A flow with a failed asset ends in a Failed state that carries its summary (as the
+    data of the state, or inside the :class:`~spikelab.exceptions.IngestFailedError` the
+    state holds); a flow that crashed carries another exception: then
+    :class:`FlowRunError` is raised.
+    """
+    from spikelab.exceptions import IngestFailedError
+
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, IngestFailedError):
+        result = result.summary
+    elif isinstance(result, BaseException):
+        raise FlowRunError(f"the flow run failed: {type(result).__name__}: {result}") from result
+    if isinstance(result, dict):
+        return [result]
+    if isinstance(result, list) and all(isinstance(item, dict) for item in result):
+        return result
+    raise TypeError(f"the flow run returned {type(result).__name__}, not a run summary")
+
+
+@contextmanager
+def _run_logs_off_console() -> Iterator[None]:
+    """Keep flow- and task-run logs (tracebacks included) in Prefect, off the terminal.
+
+    The run's records still reach Prefect's API (its UI and log); the command prints one
+    line per failed input instead.
+    """
+    import logging
+
+    loggers = [logging.getLogger(name) for name in _RUN_LOGGERS]
+    before = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate in zip(loggers, before, strict=True):
+            logger.propagate = propagate
+
+
+def _call_flow(flow: Any, backend: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Run ``flow`` once the backend answers; return its run summaries."""
+    if backend is not None:
+        backend.wait_ready()
+    with _run_logs_off_console():
+        state = flow(*args, return_state=True, **kwargs)
+    return summaries_of(state)
+
+
+def _flush_prefect_logs() -> None:
+    """Send the run logs still queued to the temporary server before it stops."""
+    if "prefect.logging.handlers" in sys.modules:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5, at_exit=False)
+
+
+@contextmanager
+def prefect_backend(keep_server: bool = False) -> Iterator[Any]:
+    """A reachable Prefect API for the block (see :func:`spikelab.server.flow_backend`)."""
+    from spikelab.server import flow_backend
+
+    with flow_backend(keep_server=keep_server) as temporary:
+        try:
+            yield temporary
+        finally:
+            if temporary is not None:
+                _flush_prefect_logs()
+
+
+def _unencodable(paths: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Split paths into those Prefect can take and failed outcomes for the others."""
+    usable, failed = [], []
+    for path in paths:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            failed.append(
+                {
+                    "asset_id": shown,
+                    "status": "failed",
+                    "error": f"the file name {shown} is not valid UTF-8, so it cannot be a "
+                    "flow parameter: rename the file (e.g. with convmv) and run again",
+                }
+            )
+        else:
+            usable.append(path)
+    return usable, failed
+
+
+def _with_failures(
+    summaries: list[dict[str, Any]], failed: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Add inputs that never reached the flow to its (first) run summary."""
+    if not failed:
+        return summaries
+    first = summaries[0] if summaries else {"counts": {"ok": 0, "skipped": 0, "failed": 0}}
+    counts = {**first["counts"], "failed": first["counts"]["failed"] + len(failed)}
+    merged = {**first, "counts": counts, "assets": [*first.get("assets", []), *failed]}
+    return [merged, *summaries[1:]]
+
+
+def _ingest_files(args: argparse.Namespace) -> list[dict[str, Any]]:
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    usable, failed = _unencodable(args.paths)
+    if not usable:
+        return _with_failures([], failed)
+    options: dict[str, Any] = {"format": args.format, "lake": args.lake, "refresh": args.refresh}
+    if args.trust_pickles:
+        options["trust_pickles"] = True
+    with prefect_backend() as backend:
+        from spikelab.flows import ingest_files
+
+        paths = [str(Path(path).resolve()) for path in usable]
+        summaries = _call_flow(_on_runner(ingest_files, args), backend, paths, **options)
+    return _with_failures(summaries, failed)
+
+
+def _ingest_dandi(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from spikelab.ids import normalize_dandiset_id, normalize_version
+
+    try:
+        dandiset = normalize_dandiset_id(args.dandiset_id)
+        version = normalize_version(args.version)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    options = {"api_base": args.api_base} if args.api_base else {}
+    with prefect_backend() as backend:
+        from spikelab.flows import ingest_dandiset
+
+        return _call_flow(
+            _on_runner(ingest_dandiset, args),
+            backend,
+            dandiset,
+            version=version,
+            path_glob=args.glob,
+            lake=args.lake,
+            raw_zarr=args.raw_zarr,
+            max_assets=args.max_assets,
+            refresh=args.refresh,
+            transfer=args.transfer,
+            **options,
+        )
+
+
+def nightly_config(given: str | None) -> Path:
+    """The nightly config to read: the one given, else the packaged default, absolute."""
+    from spikelab.config import default_config_path
+
+    return Path(given).resolve() if given else default_config_path("dandisets.yaml").resolve()
+
+
+def _ingest_nightly(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from spikelab.config import DandisetsConfig, load_config
+
+    config = nightly_config(args.config)
+    load_config(config, DandisetsConfig)  # a bad file is a usage error, before Prefect
+    options = {"api_base": args.api_base} if args.api_base else {}
+    with prefect_backend() as backend:
+        from spikelab.flows import ingest_dandisets
+
+        return _call_flow(
+            ingest_dandisets,
+            backend,
+            config=str(config),
+            lake=args.lake,
+            refresh=args.refresh,
+            **options,
+        )
+
+
+def _ingest_ibl(args: argparse.Namespace) -> list[dict[str, Any]]:
+    with prefect_backend() as backend:
+        from spikelab.flows import ingest_ibl_region
+
+        return _call_flow(
+            _on_runner(ingest_ibl_region, args),
+            backend,
+            args.regions,
+            min_units=args.min_units,
+            min_fraction_in_target=args.min_fraction,
+            max_probes=args.max_probes,
+            lake=args.lake,
+            refresh=args.refresh,
+        )
+
+
+def run_ingest(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run the ingest flow the arguments name; return its run summaries."""
+    if getattr(args, "dask_address", None) and args.task_runner != "dask":
+        raise UsageError("--dask-address needs --task-runner dask")
+    run_source = {
+        "files": _ingest_files,
+        "dandi": _ingest_dandi,
+        "nightly": _ingest_nightly,
+        "ibl": _ingest_ibl,
+    }[args.source]
+    return run_source(args)
+
+
+def print_run(summary: dict[str, Any], lake: str) -> bool:
+    """Print a run's counts and one line per failed asset; return whether any failed."""
+    counts = summary["counts"]
+    print(
+        f"{counts['ok']} loaded, {counts['skipped']} skipped, {counts['failed']} failed "
+        f"-> lake {lake}"
+    )
+    for asset in summary.get("assets", []):
+        if asset["status"] == "failed":
+            print(f"  failed: {asset['asset_id']}: {one_line(asset.get('error'))}")
+    return bool(counts["failed"])
+
+
+def demo(lake: str, keep_server: bool) -> bool:
+    """Ingest the synthetic dataset; return whether any input failed."""
+    with tempfile.TemporaryDirectory(prefix="spikelab-demo-") as folder:
+        with prefect_backend(keep_server=keep_server) as backend:
+            from spikelab.demo_data import write_demo_dataset
+            from spikelab.flows import ingest_files
+
+            inputs = write_demo_dataset(Path(folder) / "demo")
+            print(f"wrote a synthetic dataset: {', '.join(p.name for p in inputs)}")
+            (summary,) = _call_flow(ingest_files, backend, [str(p) for p in inputs], lake=lake)
+    failed = print_run(summary, lake)
+    lake_summary(lake)
+    print(f"\nquery it: spikelab lake units --region CA1 --lake {lake}")
+    return failed

@@ -1,0 +1,93 @@
+"""``spikelab lake``: answer questions about the lake and maintain it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from spikelab.cli.parser import UsageError
+
+
+def answer(args: argparse.Namespace) -> None:
+    """Answer one ``spikelab lake`` question."""
+    if args.question == "summary":
+        lake_summary(args.lake, args.as_of)
+    elif args.question == "units":
+        _units(args)
+    elif args.question == "history":
+        _history(args.lake, args.limit)
+    elif args.question == "compact":
+        _compact(args.lake, args.retention_hours)
+    else:
+        _migrate(args.old, args.new)
+
+
+def lake_summary(lake: str, as_of: str | None = None) -> None:
+    """Print assets, units and spikes per dataset."""
+    from spikelab.lake_queries import SUMMARY_COLUMNS, format_rows, summary_rows
+
+    rows = summary_rows(lake, as_of)
+    print(format_rows(SUMMARY_COLUMNS, rows) if rows else "the lake is empty")
+
+
+def _units(args: argparse.Namespace) -> None:
+    from spikelab.lake_queries import export_units, format_rows, matching_units
+
+    if args.format == "parquet" and not args.output:
+        raise UsageError("--format parquet needs --output FILE")
+    filters: dict[str, Any] = {
+        "regions": args.region,
+        "source": args.source,
+        "dataset": args.dataset,
+        "min_rate_hz": args.min_rate,
+    }
+    if args.format == "table":
+        columns, rows = matching_units(args.lake, as_of=args.as_of, **filters)
+        print(format_rows(columns, rows) if rows else "no matching units")
+        return
+    sys.stdout.flush()
+    export_units(args.lake, args.output or "/dev/stdout", args.format, as_of=args.as_of, **filters)
+    if args.output:
+        print(f"units -> {args.output}")
+
+
+def _history(lake: str, limit: int | None) -> None:
+    from spikelab.lake_queries import HISTORY_COLUMNS, format_rows, history_rows
+
+    rows = history_rows(lake, limit)
+    print(format_rows(HISTORY_COLUMNS, rows) if rows else "the lake has no versions yet")
+
+
+def _compact(lake: str, retention_hours: int) -> None:
+    from spikelab.io.delta_lake import compact
+
+    report = compact(lake, retention_hours=retention_hours)
+    if not report:
+        print("the lake is empty: nothing to compact")
+    for table, done in report.items():
+        print(
+            f"{table}: {done['files_removed']} files merged into {done['files_added']}, "
+            f"{done['files_vacuumed']} unused files deleted, now version {done['version']}"
+        )
+
+
+def _migrate(old: str, new: str) -> None:
+    from spikelab.io import storage
+    from spikelab.io.delta_lake import open_table, units_uri
+    from spikelab.io.delta_migrate import migrate
+    from spikelab.io.lake import resolve_lake
+
+    old, new = resolve_lake(old), resolve_lake(new)
+    if not any(storage.list_files(storage.join(old, kind), "") for kind in ("units", "manifests")):
+        raise UsageError(
+            f"{old} holds no units/ or manifests/ files of the old layout: give the root of "
+            "the lake to migrate"
+        )
+    if open_table(units_uri(new)) is not None:
+        raise UsageError(f"{new} already holds a lake's tables: migrate into a new root")
+    done = migrate(old, new)
+    print(
+        f"{done['assets']} assets, {done['units']} units and {done['files_copied']} other "
+        f"files -> lake {new} ({old} is unchanged)"
+    )
