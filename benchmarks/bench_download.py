@@ -68,8 +68,8 @@ import numpy as np
 import requests
 from _harness import in_fresh_process, proc_status_kb, reset_peak_rss
 
-from spikelab.loaders._dandi_client import SHA256, DandiClient
-from spikelab.loaders._download import download_asset
+from spikelab.loaders.dandi._client import SHA256, DandiClient
+from spikelab.loaders.dandi._download import download_asset
 from spikelab.testing import DandiStandIn
 
 MB = 2**20

@@ -103,7 +103,7 @@ from pynwb.ecephys import ElectricalSeries
 from pynwb.misc import Units
 
 from spikelab.loaders import load_spikedata_from_dandi
-from spikelab.loaders._dandi_client import DandiClient
+from spikelab.loaders.dandi._client import DandiClient
 from spikelab.testing import DandiStandIn
 
 FS_HZ = 30_000.0

@@ -21,12 +21,12 @@ from spikelab.exceptions import (
 from spikelab.ids import normalize_version
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.loaders import (
-    _dandi_client,
     list_dandi_assets,
     load_recording_from_dandi,
     load_spikedata_from_dandi,
 )
-from spikelab.loaders._download import expire_stale_downloads, partial_max_age_seconds
+from spikelab.loaders.dandi import _client as _dandi_client
+from spikelab.loaders.dandi._download import expire_stale_downloads, partial_max_age_seconds
 from spikelab.spikedata import SpikeData
 from spikelab.testing import DandiStandIn
 

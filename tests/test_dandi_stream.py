@@ -15,11 +15,11 @@ from test_dandi import sorted_units
 from spikelab.exceptions import RangeNotSupportedError, StreamingError
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.loaders import (
-    _dandi_client,
     load_spikedata_from_dandi,
     load_spikedata_from_nwb,
 )
-from spikelab.loaders._dandi_client import DandiClient
+from spikelab.loaders.dandi import _client as _dandi_client
+from spikelab.loaders.dandi._client import DandiClient
 from spikelab.loaders.nwb import _remote_hdf5
 from spikelab.loaders.nwb._remote_hdf5 import stored_ranges
 from spikelab.testing import DandiStandIn

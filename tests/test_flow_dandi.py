@@ -14,7 +14,7 @@ from spikelab.io.delta_lake import assets_index, assets_uri, units_uri
 from spikelab.io.delta_read import history, open_units
 from spikelab.io.lake import connect, open_lake
 from spikelab.io.manifest import read_manifest
-from spikelab.loaders import _dandi_client
+from spikelab.loaders.dandi import _client as _dandi_client
 from spikelab.testing import DandiStandIn
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -401,8 +401,8 @@ def real_errors(archive, tmp_path):
 
     import requests
 
-    from spikelab.loaders._dandi_client import DandiClient, check_server_id
-    from spikelab.loaders._download import safe_destination
+    from spikelab.loaders.dandi._client import DandiClient, check_server_id
+    from spikelab.loaders.dandi._download import safe_destination
 
     def caught(call):
         try:

@@ -9,7 +9,7 @@ import urllib3
 
 from spikelab import http
 from spikelab.exceptions import DigestMismatchError, RemoteError
-from spikelab.loaders import _dandi_client
+from spikelab.loaders.dandi import _client as _dandi_client
 from spikelab.loaders.ibl import _bwm_units
 from spikelab.testing import DandiStandIn
 

@@ -15,6 +15,7 @@ SUBPACKAGES = [
     "spikelab.cli",
     "spikelab.io",
     "spikelab.loaders",
+    "spikelab.loaders.dandi",
     "spikelab.loaders.nwb",
     "spikelab.loaders.ibl",
     "spikelab.tasks",

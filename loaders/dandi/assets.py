@@ -21,37 +21,20 @@ from spikelab.exceptions import (
 )
 from spikelab.ids import normalize_dandiset_id, normalize_version
 from spikelab.io.nwb_recording import save_nwb_recording_as_zarr, write_sidecar
-from spikelab.loaders._dandi_client import (
+from spikelab.loaders.dandi._client import (
     DEFAULT_API_BASE,
     DandiAsset,
     DandiClient,
     check_server_id,
     parse_asset_reference,
 )
-from spikelab.loaders._download import (
+from spikelab.loaders.dandi._download import (
     download_asset,
-    expire_stale_downloads,
     file_matches,
     safe_destination,
 )
 from spikelab.loaders.nwb import load_remote_nwb, load_spikedata_from_nwb
 from spikelab.spikedata import SpikeData
-
-# The public face of DANDI access: flows and tasks import these names from here, never
-# from the private client and download modules.
-__all__ = [
-    "DEFAULT_API_BASE",
-    "DandiAsset",
-    "DandiClient",
-    "download_asset",
-    "expire_stale_downloads",
-    "file_matches",
-    "is_zarr_asset",
-    "list_dandi_assets",
-    "load_recording_from_dandi",
-    "load_spikedata_from_dandi",
-    "safe_destination",
-]
 
 # Answers of an object store to a URL that needs the archive's presigned redirect.
 _NOT_PUBLIC = (401, 403, 404)

@@ -18,7 +18,7 @@ from spikelab import http
 from spikelab.exceptions import UnsafeRemoteDataError
 from spikelab.http import older_than
 from spikelab.io.atomic import remove_older_than
-from spikelab.loaders._dandi_client import SHA256, DandiAsset, DandiClient
+from spikelab.loaders.dandi._client import SHA256, DandiAsset, DandiClient
 
 __all__ = [
     "download_asset",

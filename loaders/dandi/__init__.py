@@ -1,0 +1,33 @@
+"""DANDI: list a dandiset's assets, load an NWB asset's Units, convert raw traces to Zarr.
+
+Flows and tasks import these names from here; the private modules hold the REST client
+(paged listings, one typed asset record) and the verified, resumable download.
+"""
+
+from spikelab.loaders.dandi._client import DEFAULT_API_BASE, DandiAsset, DandiClient
+from spikelab.loaders.dandi._download import (
+    download_asset,
+    expire_stale_downloads,
+    file_matches,
+    safe_destination,
+)
+from spikelab.loaders.dandi.assets import (
+    is_zarr_asset,
+    list_dandi_assets,
+    load_recording_from_dandi,
+    load_spikedata_from_dandi,
+)
+
+__all__ = [
+    "DEFAULT_API_BASE",
+    "DandiAsset",
+    "DandiClient",
+    "download_asset",
+    "expire_stale_downloads",
+    "file_matches",
+    "is_zarr_asset",
+    "list_dandi_assets",
+    "load_recording_from_dandi",
+    "load_spikedata_from_dandi",
+    "safe_destination",
+]
