@@ -149,6 +149,19 @@ def digest_warning(failure: dict[str, Any]) -> str:
     )
 
 
+def input_fields(record: DandiAsset, metadata: dict[str, Any], content_id: str) -> dict[str, Any]:
+    """What a manifest records of the asset read: path, size, digests, how it was read."""
+    return {
+        "path": record.path,
+        "size": record.size,
+        **record.published_digest,
+        "content_id": content_id,
+        "transfer": metadata.get("transfer", "downloaded"),
+        "bytes_read": metadata.get("bytes_read", record.size),
+        "digest_verified": metadata.get("digest_verified", True),
+    }
+
+
 @task(name="ingest-dandi-asset", task_run_name="ingest {asset[path]}")
 def ingest_dandi_asset(
     asset: dict[str, Any],
@@ -201,10 +214,11 @@ def ingest_dandi_asset(
             record_digest_failure(record, error)
             raise
         metadata = staged["metadata"]
-        verified = metadata.get("digest_verified", True)
-        failed_before = None if verified else digest_failure(record)
-        if verified:
+        failed_before = None
+        if metadata.get("digest_verified", True):
             clear_digest_failure(record)
+        else:
+            failed_before = digest_failure(record)
         outputs = []
         if path is not None and raw_zarr and has_electrical_series(path):
             raw = convert_raw_to_zarr(path, lake, target)
@@ -221,14 +235,8 @@ def ingest_dandi_asset(
             source_reference=reference,
             input={
                 "url": reference,
-                "path": record.path,
-                "size": record.size,
-                **record.published_digest,
-                "content_id": content_id,
+                **input_fields(record, metadata, content_id),
                 "listed_id": listed_id(asset),
-                "transfer": metadata.get("transfer", "downloaded"),
-                "bytes_read": metadata.get("bytes_read", record.size),
-                "digest_verified": verified,
                 "digest_failed_before": failed_before is not None,
             },
             outputs=outputs,
