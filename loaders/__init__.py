@@ -1,4 +1,8 @@
-"""Loaders: one module per source, each a plain function returning SpikeData.
+"""Loaders: plain functions returning SpikeData, one module (or package) per source.
+
+The sources with helpers of their own are packages: ``dandi`` (REST client, verified
+download), ``nwb`` (pynwb and h5py readers, HTTP range reading) and ``ibl`` (ONE-api,
+Brain-Wide Map table); ``formats`` tells which loader reads a local path.
 
 ``LOADERS`` maps each source name to its loader function; ``LOADER_VERSIONS`` gives each
 one's output version, part of the pipeline's cache keys: bump it whenever a loader's output

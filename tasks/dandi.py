@@ -3,7 +3,7 @@
 Everything these tasks write lives under ``<cache>/downloads`` (the asset files and their
 partial downloads) and ``<cache>/dandi-digest-failures`` (a record per asset whose download
 did not match its published digest). Paths are built only from identifiers checked by
-:func:`spikelab.loaders._dandi_client.check_server_id` and resolved before use. An asset
+:func:`spikelab.loaders.dandi._client.check_server_id` and resolved before use. An asset
 is described once (:func:`describe_dandi_asset`) and its typed record handed to every
 later step.
 """
