@@ -69,6 +69,7 @@ class Publisher:
         max_delay_seconds: float = MAX_DELAY_SECONDS,
     ) -> None:
         self.lake = lake
+        self.writer = delta_lake.LakeWriter(lake.root)  # used by the publishing thread only
         self.flow_run_id = flow_run_id
         self.logger = logger
         self.batch_size = batch_size
@@ -157,7 +158,7 @@ class Publisher:
             for p in batch
         ]
         try:
-            version = delta_lake.publish(self.lake.root, publications, flow_run_id=self.flow_run_id)
+            version = self.writer.publish(publications, flow_run_id=self.flow_run_id)
         except Exception as error:  # noqa: BLE001 - the assets fail, the run goes on
             if len(batch) > 1:
                 for pending in batch:

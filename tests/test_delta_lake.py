@@ -363,3 +363,20 @@ def test_expired_log_files_are_cleaned_by_compaction_not_by_each_publish(tmp_pat
     assert not set(old[:-1]) & remaining  # the checkpoint's own version may stay
     assert rows(tmp_path) == rows(tmp_path, as_of=open_table(units_uri(tmp_path)).version())
     assert {key[:3] for key in rows(tmp_path)} == {A, B}
+
+
+def test_a_writer_kept_open_sees_what_other_writers_committed(tmp_path):
+    """A run's writer replaces an asset that another writer re-published meanwhile."""
+    writer = delta_lake.LakeWriter(tmp_path)
+    writer.publish([entry(A, spikes(1, seed=1))])
+    publish(tmp_path, [entry(B, spikes(2, seed=2)), entry(A, spikes(3, seed=3))])
+    version = writer.publish([entry(A, spikes(4, seed=4), content_id="c4")])
+    units = connect(tmp_path).execute(
+        "SELECT asset_id, count(*) FROM units GROUP BY asset_id ORDER BY asset_id"
+    )
+    assert sorted(units.fetchall()) == sorted([(A[2], 4), (B[2], 2)])
+    assert assets_index(tmp_path)[A].content_id == "c4"
+    assert assets_index(tmp_path)[A].version == version == 2
+    publish(tmp_path, [entry(("files", "d", "c"), spikes(1, extra={"quality": 0.5}))])
+    with pytest.raises(LakeSchemaError, match="column 'quality'.*holds double"):
+        writer.publish([entry(B, spikes(1, extra={"quality": "good"}))])  # the new column seen

@@ -211,20 +211,80 @@ def publish(
         If the commits still conflicted after ``max_attempts`` tries; the tables are as
         they were (or, if only the assets commit failed, publishing again repairs it).
     """
-    batch = [Publication(*entry) for entry in assets]
-    if not batch:
-        return None
-    _check_keys(batch)
-    root = _root(lake_root)
-    tag = {"flow_run_id": flow_run_id, "assets": len(batch), "commit": uuid.uuid4().hex}
-    with_units = [entry for entry in batch if entry.units is not None]
-    version = None
-    if with_units:
-        data = _combined_units(with_units)
-        version = _commit(units_uri(root), data, _predicate(with_units), tag, max_attempts)
-    rows = _assets_rows(batch, version, flow_run_id)
-    _commit(assets_uri(root), rows, _predicate(batch), tag, max_attempts)
-    return version
+    return LakeWriter(lake_root).publish(assets, flow_run_id=flow_run_id, max_attempts=max_attempts)
+
+
+class LakeWriter:
+    """Publish batch after batch into one lake, keeping its two tables open in between.
+
+    Before each commit a table object is brought up to date with ``update_incremental``,
+    which reads only the commits made since it last looked, instead of loading the table
+    afresh: on a local disk a fresh load lists the whole ``_delta_log``, a cost that grows
+    with every version. Use one writer per thread; the flows' publisher keeps one per run.
+    """
+
+    def __init__(self, lake_root: str | os.PathLike[str]) -> None:
+        self.root = _root(lake_root)
+        self._tables: dict[str, DeltaTable] = {}
+
+    def publish(
+        self,
+        assets: Sequence[Publication | tuple[AssetKey, pa.Table | None, Mapping[str, Any]]],
+        *,
+        flow_run_id: str | None = None,
+        max_attempts: int = _MAX_ATTEMPTS,
+    ) -> int | None:
+        """Publish finished assets in one commit per table, as :func:`publish` does."""
+        batch = [Publication(*entry) for entry in assets]
+        if not batch:
+            return None
+        _check_keys(batch)
+        tag = {"flow_run_id": flow_run_id, "assets": len(batch), "commit": uuid.uuid4().hex}
+        with_units = [entry for entry in batch if entry.units is not None]
+        version = None
+        if with_units:
+            units = _combined_units(with_units)
+            version = self._commit(
+                units_uri(self.root), units, _predicate(with_units), tag, max_attempts
+            )
+        rows = _assets_rows(batch, version, flow_run_id)
+        self._commit(assets_uri(self.root), rows, _predicate(batch), tag, max_attempts)
+        return version
+
+    def _latest(self, uri: str) -> DeltaTable | None:
+        """The table at ``uri`` at its newest version; None while there is no table."""
+        table = self._tables.get(uri)
+        if table is not None:
+            table.update_incremental()
+            return table
+        table = open_table(uri)
+        if table is not None:
+            self._tables[uri] = table
+        return table
+
+    def _commit(
+        self, uri: str, data: pa.Table, predicate: str, tag: dict[str, Any], attempts: int
+    ) -> int:
+        """Replace the rows matching ``predicate`` with ``data`` in one commit; its version."""
+        from deltalake import CommitProperties, write_deltalake
+
+        def write() -> int:
+            table = self._latest(uri)  # at each attempt: the latest schema and files
+            write_deltalake(
+                uri if table is None else table,
+                _conform(data, table, uri),
+                mode="overwrite",
+                predicate=predicate,
+                schema_mode="merge",
+                storage_options=storage_options(uri) if table is None else None,
+                configuration=TABLE_CONFIGURATION if table is None else None,
+                commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),
+                post_commithook_properties=publish_hooks(),
+            )
+            # A table object moves to the version its own write committed, whatever others do.
+            return table.version() if table is not None else _version_of(uri, tag["commit"])
+
+        return _retrying(write, f"publishing {tag['assets']} asset(s) to {uri}", attempts)
 
 
 def _check_keys(batch: Sequence[Publication]) -> None:
@@ -315,29 +375,6 @@ def _conform(data: pa.Table, table: DeltaTable | None, uri: str) -> pa.Table:
             ) from error
         data = data.set_column(index, pa.field(field.name, target), column)
     return data
-
-
-def _commit(uri: str, data: pa.Table, predicate: str, tag: dict[str, Any], attempts: int) -> int:
-    """Replace the rows matching ``predicate`` with ``data`` in one commit; its version."""
-    from deltalake import CommitProperties, write_deltalake
-
-    def write() -> int:
-        table = open_table(uri)  # afresh at each attempt: the latest schema and files
-        write_deltalake(
-            uri if table is None else table,
-            _conform(data, table, uri),
-            mode="overwrite",
-            predicate=predicate,
-            schema_mode="merge",
-            storage_options=storage_options(uri) if table is None else None,
-            configuration=TABLE_CONFIGURATION if table is None else None,
-            commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),
-            post_commithook_properties=publish_hooks(),
-        )
-        # A table object moves to the version its own write committed, whatever others do.
-        return table.version() if table is not None else _version_of(uri, tag["commit"])
-
-    return _retrying(write, f"publishing {tag['assets']} asset(s) to {uri}", attempts)
 
 
 def publish_hooks() -> PostCommitHookProperties:
