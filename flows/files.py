@@ -66,7 +66,7 @@ def input_path(text: str) -> str:
     return os.fsdecode(unquote_to_bytes(urlsplit(text).path))
 
 
-def shown(path: str | os.PathLike[str]) -> str:
+def printable_path(path: str | os.PathLike[str]) -> str:
     """A path as UTF-8 text, with the bytes of a non-UTF-8 name as backslash escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
@@ -105,7 +105,7 @@ def assign_targets(lake: Lake, locations: Sequence[Path]) -> list[Target]:
     lake gives it to another input, or another input of this run sorts first by path, it
     gets :func:`~spikelab.io.lake.distinct_key` of its name and path.
     """
-    names = [shown(location) for location in locations]
+    names = [printable_path(location) for location in locations]
     bases = [base_target(location) for location in locations]
     claims: dict[tuple[str, str], list[int]] = {}
     for index, base in enumerate(bases):
@@ -153,7 +153,7 @@ def refuse_untrusted(location: Path, kind: str, trust_pickles: bool) -> None:
         return
     if kind == "pickle" or (kind == "spikelab_npz" and npz_holds_objects(location)):
         raise UntrustedPickleError(
-            f"refusing to unpickle {shown(location)}: pickles can run code; pass "
+            f"refusing to unpickle {printable_path(location)}: pickles can run code; pass "
             "--trust-pickles / trust_pickles=True if you trust it"
         )
 
@@ -189,7 +189,7 @@ def ingest_file(
     pending publication for the flow's publisher.
     """
     location = Path(input_path(path)).resolve()
-    recorded = shown(location)
+    recorded = printable_path(location)
 
     def work(started: float) -> Outcome | Pending:
         if recorded != str(location):
