@@ -27,8 +27,11 @@ commit overhead
     at 1,000, 5,000, 10,000 and 20,000 versions: with a ``LakeWriter`` kept open (as a flow
     run's publisher keeps it; the goal) and with a one-off ``publish``, against delta-rs's own
     ``write_deltalake`` of one asset with its default post-commit hooks (whose expired-log
-    cleanup lists the whole ``_delta_log`` after each commit). Every version here is younger
-    than the log retention (a week), so all its log files stay: the worst case.
+    cleanup lists the whole ``_delta_log`` after each commit). Every version is younger than
+    the log retention (a week), so all its log files stay: the worst case. Then again at the
+    last probe after the nightly compaction of a table whose versions came over weeks (all
+    but the newest ``--recent-versions`` made 8 days old): its log files past the retention
+    are removed, as they are on a lake that ``lake compact`` looks after.
 S3 (``--s3``)
     ``--s3-assets`` assets published to moto's S3 server (a separate process on
     127.0.0.1), compacted, then the region query.
@@ -193,17 +196,19 @@ def _one_unit(asset_id: str) -> Publication:
     return Publication(("files", "d", asset_id), units, {"status": "ok"})
 
 
-def commit_overhead(root: Path, versions: int) -> dict[int, tuple[float, float, float]]:
+def commit_overhead(
+    root: Path, versions: int, recent: int
+) -> dict[str, tuple[float, float, float]]:
     """Take both tables to ``versions`` versions; time publishing one asset on the way.
 
     Each publication commits to the units and the assets table, so both are grown: one
     asset replaced over and over (as re-ingests do), so each log grows (a checkpoint every
     100 versions, holding the replaced files' tombstones) while each table keeps one live
-    file. Returns, per probed version count, the median seconds of publishing a new one-unit
-    asset (its two commits) with a :class:`LakeWriter` kept open as a flow run keeps it,
-    with a one-off :func:`publish` (tables opened afresh), and of the peer: the same
-    asset's units written by ``write_deltalake`` with delta-rs's default post-commit hooks
-    (one commit).
+    file. At the last probe the timing is done twice: with every log file kept (all
+    versions younger than the log retention), then after the nightly housekeeping of a
+    table whose versions accumulated over weeks: every log file but the newest ``recent``
+    versions' is made 8 days old and :func:`compact` runs. Returns, per probe, the figures
+    of :func:`_publishing_times`.
     """
     from deltalake import write_deltalake
 
@@ -216,7 +221,7 @@ def commit_overhead(root: Path, versions: int) -> dict[int, tuple[float, float, 
             raise SystemExit(f"{uri}: the first publish made no table")
         grown.append((table, table.to_pyarrow_table()))
     probes = sorted({p for p in (1_000, 5_000, 10_000, 20_000, versions) if p <= versions})
-    found: dict[int, tuple[float, float]] = {}
+    found: dict[str, tuple[float, float, float]] = {}
     for probe in probes:
         for table, rows in grown:
             while table.version() < probe:
@@ -227,33 +232,61 @@ def commit_overhead(root: Path, versions: int) -> dict[int, tuple[float, float, 
                     predicate="asset_id = 'asset000000'",
                     post_commithook_properties=publish_hooks(),
                 )
-        writer = LakeWriter(root)  # as a flow run's publisher: tables kept open
-        writer.publish([_one_unit(f"w{probe}")])
-        held, fresh, peer = [], [], []
-        for index in range(5):
-            name = f"x{probe}-{index}"
-            start = time.perf_counter()
-            writer.publish([_one_unit(f"w{name}")])
-            held.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            publish(root, [_one_unit(name)])
-            fresh.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            write_deltalake(
-                open_table(units_uri(root)),
-                _one_unit(f"p{name}").units,
-                mode="overwrite",
-                predicate=f"asset_id = 'p{name}'",
-                schema_mode="merge",
-            )
-            peer.append(time.perf_counter() - start)
-        held_s, fresh_s, peer_s = map(statistics.median, (held, fresh, peer))
-        found[probe] = (held_s, fresh_s, peer_s)
-        print(f"at {probe:,} versions, one asset (two commits): LakeWriter of a run "
-              f"{held_s:.3f} s, one-off publish() {fresh_s:.3f} s; write_deltalake with "
-              f"default hooks {peer_s:.3f} s (one commit): {held_s / peer_s:.2f}x and "
-              f"{fresh_s / peer_s:.2f}x", flush=True)  # fmt: skip
+        found[f"{probe:,} versions"] = _publishing_times(root, f"{probe:,} versions")
+    for uri in (units_uri(root), assets_uri(root)):
+        _age_log(Path(uri) / "_delta_log", recent, days=8)
+    compact(root)
+    left = len(list((Path(units_uri(root)) / "_delta_log").iterdir()))
+    label = f"{versions:,} versions, after compaction ({left:,} units log files left)"
+    found["housekept"] = _publishing_times(root, label)
     return found
+
+
+def _age_log(log: Path, recent: int, days: float) -> None:
+    """Make every log file but the newest ``recent`` versions' ``days`` old (its mtime)."""
+    files = [path for path in log.iterdir() if path.name[:20].isdigit()]
+    newest = max(int(path.name[:20]) for path in files)
+    then = time.time() - days * 24 * 3600
+    for path in files:
+        if int(path.name[:20]) <= newest - recent:
+            os.utime(path, (then, then))
+
+
+def _publishing_times(root: Path, label: str) -> tuple[float, float, float]:
+    """Median seconds (of 5) to publish a new one-unit asset, its two commits.
+
+    With a :class:`LakeWriter` kept open as a flow run's publisher keeps it, with a one-off
+    :func:`publish` (tables opened afresh), and, as the peer, the same asset's units
+    written by ``write_deltalake`` with delta-rs's default post-commit hooks (one commit).
+    """
+    from deltalake import write_deltalake
+
+    writer = LakeWriter(root)
+    writer.publish([_one_unit(f"w-{label}")])  # opened, as after a run's first commit
+    held, fresh, peer = [], [], []
+    for index in range(5):
+        name = f"x-{label}-{index}"
+        start = time.perf_counter()
+        writer.publish([_one_unit(f"w{name}")])
+        held.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        publish(root, [_one_unit(name)])
+        fresh.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        write_deltalake(
+            open_table(units_uri(root)),
+            _one_unit(f"p{name}").units,
+            mode="overwrite",
+            predicate=f"asset_id = 'p{name}'",
+            schema_mode="merge",
+        )
+        peer.append(time.perf_counter() - start)
+    held_s, fresh_s, peer_s = map(statistics.median, (held, fresh, peer))
+    print(f"at {label}, one asset (two commits): LakeWriter of a run {held_s:.3f} s, "
+          f"one-off publish() {fresh_s:.3f} s; write_deltalake with default hooks "
+          f"{peer_s:.3f} s (one commit): {held_s / peer_s:.2f}x and {fresh_s / peer_s:.2f}x",
+          flush=True)  # fmt: skip
+    return held_s, fresh_s, peer_s
 
 
 def start_moto() -> tuple[subprocess.Popen[str], str]:
@@ -310,6 +343,13 @@ def main() -> int:
     parser.add_argument("--s3", action="store_true", help="also the moto S3 query")
     parser.add_argument("--rebuild", action="store_true", help="do not reuse earlier lakes")
     parser.add_argument(
+        "--recent-versions",
+        type=int,
+        default=1_000,
+        help="versions younger than the log retention when the commit overhead is timed "
+        "after compaction",
+    )
+    parser.add_argument(
         "--commits-only", action="store_true", help="only the commit overhead at --versions"
     )
     args = parser.parse_args()
@@ -318,7 +358,7 @@ def main() -> int:
             setattr(args, name, value)
     base = Path(tempfile.gettempdir()) / f"spikelab_bench_delta_{args.units}_{args.assets}"
     if args.commits_only:
-        return _commit_goal(base, args.versions)
+        return _commit_goal(base, args.versions, args.recent_versions)
     root, hive = base / "delta", base / "hive"
     if args.rebuild or not (base / "built").exists():
         shutil.rmtree(base, ignore_errors=True)
@@ -380,14 +420,27 @@ def main() -> int:
               f"{s3['cli']:.3f} s in a fresh process ({s3['found']:,} units)",
               flush=True)  # fmt: skip
         checks.append(("S3 region query", s3["query"], GOALS["s3"]))
-    return max(_verdict(checks), _commit_goal(base, args.versions))
+    return max(_verdict(checks), _commit_goal(base, args.versions, args.recent_versions))
 
 
-def _commit_goal(base: Path, versions: int) -> int:
+def _commit_goal(base: Path, versions: int, recent: int) -> int:
     shutil.rmtree(base / "versions", ignore_errors=True)
-    overhead = commit_overhead(base / "versions", versions)
+    found = commit_overhead(base / "versions", versions, recent)
     shutil.rmtree(base / "versions")
-    return _verdict([("publish at many versions", overhead[versions][0], GOALS["commit"])])
+    return _verdict(
+        [
+            (
+                f"publish at {versions:,} versions, every log file kept",
+                found[f"{versions:,} versions"][0],
+                GOALS["commit"],
+            ),
+            (
+                f"publish at {versions:,} versions after compaction",
+                found["housekept"][0],
+                GOALS["commit"],
+            ),
+        ]
+    )
 
 
 def _verdict(checks: list[tuple[str, float, float]]) -> int:
