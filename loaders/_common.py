@@ -33,13 +33,18 @@ def existing_file(filepath: str | os.PathLike[str], what: str = "input file") ->
 
 
 @contextmanager
-def open_hdf5(path: Path) -> Iterator[h5py.File]:
-    """Open an HDF5 file read-only; a file that is not HDF5 raises FileFormatError naming it."""
-    existing_file(path, "HDF5 file")
+def open_hdf5(path: Path, what: str = "HDF5 file") -> Iterator[h5py.File]:
+    """Open an HDF5 file read-only; a file h5py cannot open raises FileFormatError naming it.
+
+    ``what`` names the kind of file in the errors (e.g. "NWB/HDF5 file").
+    """
+    existing_file(path, what)
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise FileFormatError(f"{path} is not a readable HDF5 file ({error})") from error
+        raise FileFormatError(
+            f"{path} is not a readable {what} (truncated or corrupt?): {error}"
+        ) from error
     with handle:
         yield handle
 

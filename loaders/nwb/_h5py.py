@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 
+from spikelab.loaders._common import python_value
 from spikelab.loaders.nwb._checks import (
     check_end_fits,
     check_unit_count,
@@ -53,8 +54,7 @@ def _scalar_dataset(handle: h5py.Group, name: str) -> Any:
     value = item[()]
     if isinstance(value, np.ndarray):
         value = value.reshape(-1)[0] if value.size else None
-    value = text_value(value)
-    return value.item() if isinstance(value, np.generic) else value
+    return python_value(text_value(value))
 
 
 def _is_plain_column(dataset: h5py.Dataset, n_units: int) -> bool:

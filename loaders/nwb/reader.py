@@ -14,7 +14,13 @@ import numpy as np
 from spikelab._optional import import_optional, is_installed
 from spikelab.exceptions import FileFormatError, NoUnitsError, RemoteError, StreamingError
 from spikelab.http import redact
-from spikelab.loaders._common import errors_naming, existing_file, file_attribute, first_given
+from spikelab.loaders._common import (
+    errors_naming,
+    existing_file,
+    file_attribute,
+    first_given,
+    open_hdf5,
+)
 from spikelab.loaders.nwb import _h5py, _pynwb
 from spikelab.loaders.nwb._checks import text_value
 from spikelab.loaders.nwb._remote_hdf5 import is_url, open_remote_hdf5
@@ -27,6 +33,8 @@ from spikelab.loaders.nwb._table import (
 )
 from spikelab.spikedata import SpikeData
 from spikelab.units import ms_per
+
+_NWB_FILE = "NWB/HDF5 file"
 
 
 def load_spikedata_from_nwb(
@@ -171,18 +179,9 @@ def load_remote_nwb(
 Contents = tuple[UnitsColumns | NoSpikeTimes | None, ElectrodesColumns | None, dict[str, Any], str]
 
 
-def _open_hdf5(path: Path, source: str) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise FileFormatError(
-            f"{source} is not a readable NWB/HDF5 file (truncated or corrupt?): {error}"
-        ) from error
-
-
 def has_electrical_series(nwb_path: str | os.PathLike[str]) -> bool:
     """Tell whether an NWB file holds an ElectricalSeries in ``acquisition`` (raw traces)."""
-    with _open_hdf5(Path(nwb_path), str(nwb_path)) as handle:
+    with open_hdf5(Path(nwb_path), _NWB_FILE) as handle:
         acquisition = handle.get("acquisition")
         if not isinstance(acquisition, h5py.Group):
             return False
@@ -194,7 +193,7 @@ def has_electrical_series(nwb_path: str | os.PathLike[str]) -> bool:
 
 def _read_with_pynwb(path: Path, source: str) -> Contents:
     pynwb = import_optional("pynwb", "nwb")
-    with _open_hdf5(path, source) as handle:
+    with open_hdf5(path, _NWB_FILE) as handle:
         with pynwb.NWBHDF5IO(file=handle, mode="r", load_namespaces=True) as io:
             return _pynwb_contents(io.read(), handle, source, "pynwb")
 
@@ -232,7 +231,7 @@ def _read_zarr(folder: Path, source: str) -> Contents:
 
 
 def _read_with_h5py(path: Path, source: str) -> Contents:
-    with _open_hdf5(path, source) as handle:
+    with open_hdf5(path, _NWB_FILE) as handle:
         return read_h5py_contents(handle, source)
 
 
