@@ -1,6 +1,6 @@
 """The publisher: finished assets go into the lake's Delta tables a batch per commit.
 
-A commit costs about 140 ms whatever it carries, so the flow hands each asset's
+A commit costs tens of milliseconds whatever it carries, so the flow hands each asset's
 :class:`~spikelab.tasks.outputs.Pending` publication to one :class:`Publisher`, whose
 thread commits when ``batch_size`` assets are waiting, when the oldest has waited
 ``max_delay_seconds``, and when the run closes it. After a commit it writes each asset's
@@ -188,15 +188,15 @@ class Publisher:
         target, manifest = pending["target"], pending["manifest"]
         key = key_of(target)
         path = manifest_path(self.lake, target)
-        if pending["status"] == "ok":
+        raster = self.lake.raster_path(*key)
+        published = pending["status"] == "ok"
+        if published:
             manifest["outputs"][0]["version"] = version
             manifest["table_version"] = version
-            storage.put_bytes(self.lake.raster_path(*key), pending["raster"] or b"")
+            storage.put_bytes(raster, pending["raster"] or b"")
             put_manifest(path, manifest)
-            raster: str | None = self.lake.raster_path(*key)
         else:
-            storage.remove(self.lake.raster_path(*key))
-            raster = None
+            storage.remove(raster)
         result = outcome(
             target,
             pending["status"],
@@ -204,7 +204,7 @@ class Publisher:
             path,
             manifest,
             error=pending["note"],
-            raster=raster,
+            raster=raster if published else None,
         )
         with self._wakeup:
             self._done[key] = result

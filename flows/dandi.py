@@ -316,24 +316,24 @@ def ingest_dandiset(
     if max_assets is not None:
         assets = assets[:max_assets]
     index = known_assets(where, refresh)
+    known = [index.get(key_of(asset_target(dandiset, asset))) for asset in assets]
     items: list[Any] = []
-    for asset in assets:  # decided without a task run: nothing to fetch
-        key = key_of(asset_target(dandiset, asset))
+    for asset, state in zip(assets, known, strict=True):  # decided without a task run
         if "refused" in asset:
             items.append(refused_outcome(where, dandiset, version, asset))
         elif is_zarr_asset(asset):
             items.append(zarr_outcome(where, dandiset, version, api_base, asset))
         else:
-            items.append(unchanged_outcome(where, index.get(key), dandiset, asset))
-    changed = [a for a, item in zip(assets, items, strict=True) if item is None]
+            items.append(unchanged_outcome(where, state, dandiset, asset))
+    changed = [i for i, item in enumerate(items) if item is None]
     items = in_order(
         items,
         ingest_dandi_asset.map(
-            changed,
+            [assets[i] for i in changed],
             dandiset_id=unmapped(dandiset),
             version=unmapped(version),
             lake=unmapped(where),
-            known=[index.get(key_of(asset_target(dandiset, a))) for a in changed],
+            known=[known[i] for i in changed],
             raw_zarr=unmapped(raw_zarr),
             api_base=unmapped(api_base),
             refresh=unmapped(refresh),

@@ -129,12 +129,13 @@ def ingest_ibl_region(
         probes = probes[:max_probes]
     index = known_assets(where, refresh)
     started = time.monotonic()
-    known = [index.get(key_of(probe_target(p))) for p in probes]
+    targets = [probe_target(p) for p in probes]
+    known = [index.get(key_of(target)) for target in targets]
     items: list[Any] = [  # unchanged probes cost no task run
-        skipped(where, probe_target(p), started, state)
-        if is_current(state, probe_content_id(str(p["pid"])))
+        skipped(where, target, started, state)
+        if is_current(state, probe_content_id(target["asset_id"]))
         else None
-        for p, state in zip(probes, known, strict=True)
+        for target, state in zip(targets, known, strict=True)
     ]
     changed = [p for p, item in zip(probes, items, strict=True) if item is None]
     items = in_order(
