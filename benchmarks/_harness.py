@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -13,6 +14,21 @@ from typing import Any, TypeVar
 import numpy as np
 
 T = TypeVar("T")
+
+
+def isolated_prefect(prefix: str) -> Path:
+    """A new scratch folder holding Prefect's home and spikelab's cache, set in the environment.
+
+    Prefect reads its settings when first imported: call this before anything imports it
+    (``spikelab.flows`` does). Logging is quietened to warnings.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["PREFECT_HOME"] = str(scratch / "prefect-home")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+    os.environ["SPIKELAB_CACHE_DIR"] = str(scratch / "spikelab-cache")
+    return scratch
 
 
 def proc_status_kb(field: str) -> int:

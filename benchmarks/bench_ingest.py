@@ -33,21 +33,15 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from _harness import isolated_prefect, server_cpu_s, settle_server
 
-SCRATCH = Path(tempfile.mkdtemp(prefix="spikelab_bench_ingest_"))
-os.environ["PREFECT_HOME"] = str(SCRATCH / "prefect-home")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
-os.environ["SPIKELAB_CACHE_DIR"] = str(SCRATCH / "spikelab-cache")
+SCRATCH = isolated_prefect("spikelab_bench_ingest_")
 
-from _harness import server_cpu_s, settle_server  # noqa: E402
 from prefect import flow, task  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402

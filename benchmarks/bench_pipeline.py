@@ -72,7 +72,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,18 +83,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import requests
+from _harness import isolated_prefect, server_cpu_s, settle_server
 
-# Prefect reads its settings when first imported: quiet it and keep its files in the scratch
-# folder before anything imports it (spikelab.flows does).
-SCRATCH = Path(tempfile.mkdtemp(prefix="spikelab_bench_pipeline_"))
-os.environ["PREFECT_HOME"] = str(SCRATCH / "prefect-home")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
-os.environ["SPIKELAB_CACHE_DIR"] = str(SCRATCH / "spikelab-cache")
+SCRATCH = isolated_prefect("spikelab_bench_pipeline_")
 
 import prefect  # noqa: E402
-from _harness import server_cpu_s, settle_server  # noqa: E402
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
