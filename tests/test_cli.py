@@ -515,7 +515,7 @@ def big_lake(tmp_path_factory):
 
 @pytest.mark.parametrize("output", ["table", "csv"])
 def test_lake_units_into_a_closed_pipe_ends_quietly(big_lake, output):
-    command = subprocess.Popen(
+    with subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -531,10 +531,9 @@ def test_lake_units_into_a_closed_pipe_ends_quietly(big_lake, output):
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    first = command.stdout.read(200)  # what `| head` reads before it exits
-    command.stdout.close()
-    assert command.wait(timeout=120) == 0
-    assert b"unit_id" in first
-    assert command.stderr.read() == b""
-    command.stderr.close()
+    ) as command:  # closes the pipes and waits even when a check fails
+        first = command.stdout.read(200)  # what `| head` reads before it exits
+        command.stdout.close()
+        assert command.wait(timeout=120) == 0
+        assert b"unit_id" in first
+        assert command.stderr.read() == b""

@@ -59,6 +59,15 @@ def _processes_with_home(home: Path) -> list[int]:
     return found
 
 
+def _listening_port(pid: int) -> int | None:
+    """The ``--port`` a process was started with, or None if it has none or has already exited."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return int(arguments[arguments.index(b"--port") + 1]) if b"--port" in arguments else None
+
+
 def _answers(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as answer:
@@ -97,22 +106,28 @@ def test_kill_9_of_an_ingest_leaves_no_server(tmp_path, shared_home):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 150
-    servers: list[int] = []
-    while not servers:
-        servers = [p for p in _processes_with_home(home) if p != command.pid]
-        if time.monotonic() > deadline or command.poll() is not None:
-            pytest.fail(f"no temporary server seen; stderr: {command.stderr.read().decode()}")
-        time.sleep(0.1)
-    (temporary,) = servers
-    arguments = Path(f"/proc/{temporary}/cmdline").read_bytes().split(b"\0")
-    port = int(arguments[arguments.index(b"--port") + 1])
-    while not _answers(port) and time.monotonic() < deadline:  # kill it while it serves
-        time.sleep(0.2)
-    assert _answers(port)
-    command.send_signal(signal.SIGKILL)
-    command.wait()
-    command.stderr.close()
+    try:
+        deadline = time.monotonic() + 150
+        servers: dict[int, int] = {}
+        while not servers:  # other children (short-lived helpers) share the environment: skip them
+            servers = {
+                pid: port
+                for pid in _processes_with_home(home)
+                if pid != command.pid and (port := _listening_port(pid)) is not None
+            }
+            if time.monotonic() > deadline or command.poll() is not None:
+                pytest.fail(f"no temporary server seen; stderr: {command.stderr.read().decode()}")
+            time.sleep(0.1)
+        ((temporary, port),) = servers.items()
+        while not _answers(port) and time.monotonic() < deadline:  # kill it while it serves
+            time.sleep(0.2)
+        assert _answers(port)
+        command.send_signal(signal.SIGKILL)
+        command.wait()
+    finally:  # a failed check must not leave the command running
+        command.kill()
+        command.wait()
+        command.stderr.close()
     assert _gone(temporary), f"server {temporary} outlived its command"
     assert not _answers(port)
     assert _processes_with_home(home) == []
