@@ -5,8 +5,10 @@ A commit costs tens of milliseconds whatever it carries, so the flow hands each 
 thread commits when ``batch_size`` assets are waiting, when the oldest has waited
 ``max_delay_seconds``, and when the run closes it. After a commit it writes each asset's
 raster PNG and manifest (which records the table version); a failed asset's commit
-deletes its rows and its raster goes. A batch whose commit fails is committed again one
-asset at a time, so one asset that cannot be published fails alone.
+deletes its rows and its raster goes. A journal written before each commit lets a later
+run finish that work if this one is killed in between (:mod:`spikelab.io.publish_journal`).
+A batch whose commit fails is committed again one asset at a time, so one asset that
+cannot be published fails alone.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from spikelab.flows._runs import (
 )
 from spikelab.io import delta_lake, storage
 from spikelab.io.lake import Lake
-from spikelab.io.manifest import put_manifest, record_failure
+from spikelab.io.manifest import put_manifest, record_failure, with_table_version
+from spikelab.io.publish_journal import write_journal
 from spikelab.tasks.load import one_line
 from spikelab.tasks.outputs import Pending, removal
 
@@ -157,9 +160,11 @@ class Publisher:
             )
             for p in batch
         ]
+        journal = write_journal(self.lake, {key_of(p["target"]): p["raster"] or b"" for p in batch})
         try:
             version = self.writer.publish(publications, flow_run_id=self.flow_run_id)
         except Exception as error:  # noqa: BLE001 - the assets fail, the run goes on
+            storage.remove(journal)  # each asset is committed again under a journal of its own
             if len(batch) > 1:
                 for pending in batch:
                     self._commit([pending])
@@ -168,6 +173,7 @@ class Publisher:
             return
         for pending in batch:
             self._finish(pending, version)
+        storage.remove(journal)
 
     def _outputs(self, pending: Pending) -> list[dict[str, Any]]:
         """The outputs an ok asset's manifest lists: its table rows, its raster, the rest."""
@@ -191,8 +197,7 @@ class Publisher:
         raster = self.lake.raster_path(*key)
         published = pending["status"] == "ok"
         if published:
-            manifest["outputs"][0]["version"] = version
-            manifest["table_version"] = version
+            manifest = with_table_version(manifest, version)
             storage.put_bytes(raster, pending["raster"] or b"")
             put_manifest(path, manifest)
         else:

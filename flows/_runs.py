@@ -32,10 +32,11 @@ from spikelab.io import delta_lake, storage
 from spikelab.io.delta_lake import AssetState
 from spikelab.io.lake import Lake
 from spikelab.io.manifest import record_failure
+from spikelab.io.publish_journal import JOURNAL_FOLDER, repair_stale
 from spikelab.tasks.load import StagedUnits, Target, one_line, remove_stale_staged
 from spikelab.tasks.outputs import Pending, removal
 
-_TEMPORARY_FOLDERS = ("manifests", "runs")  # lake folders written by atomic_write
+_TEMPORARY_FOLDERS = ("manifests", "runs", JOURNAL_FOLDER)  # lake folders atomic_write writes
 
 
 class Outcome(TypedDict):
@@ -224,6 +225,21 @@ def remove_leftovers(lake: Lake) -> None:
         get_run_logger().info("removed %d stale temporary or staged file(s)", len(removed))
 
 
+def finish_killed_publications(lake: Lake) -> None:
+    """Write the rasters and manifests of assets a killed run committed but left unwritten.
+
+    Only journals untouched for an hour count: younger ones may belong to a run going on
+    at the same time (see :mod:`spikelab.io.publish_journal`).
+    """
+    repaired = repair_stale(lake)
+    if repaired:
+        get_run_logger().warning(
+            "wrote the raster and manifest of %d asset(s) a killed run had committed: %s",
+            len(repaired),
+            ", ".join("/".join(key) for key in repaired),
+        )
+
+
 def finish_run(
     lake: Lake, flow_name: str, parameters: dict[str, Any], outcomes: Sequence[Outcome]
 ) -> State:
@@ -233,8 +249,10 @@ def finish_run(
     -------
     State
         ``Completed`` with the summary, or ``Failed`` when any asset failed (see
-        :func:`run_state`). The lake's stale leftovers are removed first.
+        :func:`run_state`). The work killed runs left is finished and their stale
+        leftovers are removed first.
     """
+    finish_killed_publications(lake)
     remove_leftovers(lake)
     counts = {
         status: sum(o["status"] == status for o in outcomes)

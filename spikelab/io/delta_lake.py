@@ -34,7 +34,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -493,6 +493,36 @@ def assets_index(lake_root: str | os.PathLike[str]) -> dict[AssetKey, AssetState
         (s, d, a): AssetState(c, li, st, v, r)
         for s, d, a, c, li, st, v, r in zip(*(data[name] for name in columns), strict=True)
     }
+
+
+class AssetRecord(NamedTuple):
+    """An asset's row as a publication left it (see :func:`asset_records`)."""
+
+    status: str
+    version: int | None
+    manifest: dict[str, Any]
+
+
+def asset_records(
+    lake_root: str | os.PathLike[str], keys: Iterable[AssetKey]
+) -> dict[AssetKey, AssetRecord]:
+    """The rows of the given assets, manifests included; an asset without a row is left out."""
+    import pyarrow.dataset as ds
+
+    wanted = set(keys)
+    table = open_table(assets_uri(lake_root))
+    if table is None or not wanted:
+        return {}
+    data = table.to_pyarrow_dataset().to_table(
+        columns=[*KEY_COLUMNS, "status", "version", "manifest"],
+        filter=ds.field("asset_id").isin(sorted({key[2] for key in wanted})),
+    )
+    records = {}
+    for row in data.to_pylist():
+        key = (row["source"], row["dataset_id"], row["asset_id"])
+        if key in wanted:
+            records[key] = AssetRecord(row["status"], row["version"], json.loads(row["manifest"]))
+    return records
 
 
 def compact(

@@ -7,6 +7,8 @@ Layout under a lake root (a folder or a URL)::
     <root>/manifests/source=<source>/dataset=<dataset id>/<asset key>.json (+ .png raster)
     <root>/raw/<asset key>.zarr
     <root>/runs/<flow run id>.json
+    <root>/journals/<id>.json  what a commit in progress still has to write (see
+                               spikelab.io.publish_journal)
 
 Each manifest records the units table version its asset's rows landed in.
 :func:`connect` and :func:`open_lake` read the units table, optionally as of an older

@@ -209,6 +209,16 @@ def outputs_intact(manifest: Mapping[str, Any]) -> bool:
     return True
 
 
+def with_table_version(manifest: Mapping[str, Any], version: int | None) -> dict[str, Any]:
+    """A copy of an ok asset's manifest recording the units table version its rows landed in."""
+    stamped = {**manifest, "table_version": version}
+    stamped["outputs"] = [
+        {**output, "version": version} if output.get("table") == "units" else output
+        for output in manifest.get("outputs") or []
+    ]
+    return stamped
+
+
 def put_manifest(dest: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:
     """Write a manifest as indented JSON at ``dest`` (atomically)."""
     storage.put_bytes(dest, json.dumps(manifest, indent=2, allow_nan=False).encode())

@@ -8,7 +8,9 @@ written directly: in both cases a crash never leaves a partial file under the fi
 from __future__ import annotations
 
 import io
+import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,6 +113,26 @@ def remove_leftovers(
     if is_remote(root):
         return []
     return [str(p) for p in remove_stale_temporaries(root, older_than_seconds=older_than_seconds)]
+
+
+def files_older_than(
+    root: str | os.PathLike[str], suffix: str, older_than_seconds: float
+) -> list[str]:
+    """The files below ``root`` ending with ``suffix`` last written over that long ago."""
+    cutoff = time.time() - older_than_seconds
+    return [location for location in list_files(root, suffix) if _modified(location) < cutoff]
+
+
+def _modified(location: str) -> float:
+    """When a file was last written (seconds since the epoch); infinity once it is gone."""
+    if not is_remote(location):
+        try:
+            return Path(location).stat().st_mtime
+        except FileNotFoundError:
+            return math.inf
+    filesystem, path = _filesystem(location)
+    modified = filesystem.get_file_info(path).mtime
+    return math.inf if modified is None else modified.timestamp()
 
 
 def list_files(root: str | os.PathLike[str], suffix: str) -> list[str]:

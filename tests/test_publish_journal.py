@@ -1,0 +1,180 @@
+"""A writer killed between its commit and its files: the journal lets a later run finish."""
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikelab.flows._publish import Publisher
+from spikelab.flows.files import ingest_files
+from spikelab.io import storage
+from spikelab.io.delta_lake import asset_records, assets_index, publish
+from spikelab.io.lake import Lake
+from spikelab.io.manifest import build_manifest, outputs_intact, read_manifest, spikedata_summary
+from spikelab.io.publish_journal import JOURNAL_FOLDER, repair_stale, write_journal
+from spikelab.io.units_table import units_arrow_table
+from spikelab.spikedata import SpikeData
+
+KEY = ("files", "p", "a")
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import logging, os, signal, sys
+
+    from spikelab.flows._publish import Publisher
+    from spikelab.io import storage
+    from spikelab.io.lake import Lake
+    from test_publish_journal import pending
+
+    put_bytes = storage.put_bytes
+
+    def killed_at_the_raster(destination, data):
+        if str(destination).endswith(".png"):  # the commit has landed: die before the files
+            os.kill(os.getpid(), signal.SIGKILL)
+        put_bytes(destination, data)
+
+    storage.put_bytes = killed_at_the_raster
+    lake = Lake(sys.argv[1])
+    with Publisher(lake, "killed-run", logging.getLogger("killed")) as publisher:
+        publisher.add(pending("a", b"raster of a"))
+    """
+)
+
+
+def pending(asset_id, raster, quality=0.5):
+    """A pending publication of a two-unit asset whose raster is ``raster``."""
+    target = {"source": "files", "dataset_id": "p", "asset_id": asset_id}
+    sd = SpikeData(
+        [np.array([1.0, 2.0]), np.array([3.0])],
+        length=10.0,
+        neuron_attributes=[{"quality": quality}, {"quality": quality}],
+    )
+    return {
+        "target": target,
+        "status": "ok",
+        "units": units_arrow_table(sd, **target),
+        "manifest": build_manifest(**target, status="ok", spikedata=spikedata_summary(sd)),
+        "outputs": [],
+        "raster": raster,
+        "seconds": 0.5,
+        "note": None,
+    }
+
+
+def journals(lake):
+    return storage.list_files(storage.join(lake.root, JOURNAL_FOLDER), ".json")
+
+
+def age(paths, hours=2.0):
+    then = time.time() - hours * 3600
+    for path in paths:
+        os.utime(path, (then, then))
+
+
+def publish_with(lake, run, *pendings):
+    with Publisher(lake, run, logging.getLogger("test"), max_delay_seconds=60) as publisher:
+        for item in pendings:
+            publisher.add(item)
+    return publisher.outcomes()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_writer_killed_after_its_commit_is_finished_by_a_later_run(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    script = tmp_path / "killed_writer.py"
+    script.write_text(KILLED_WRITER)
+    killed = subprocess.run(
+        [sys.executable, str(script), lake.root],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert killed.returncode == -9, killed.stderr
+    # the rows landed, the files did not: a re-run would skip the asset as current
+    assert assets_index(lake.root)[KEY].status == "ok"
+    assert not storage.exists(lake.manifest_path(*KEY))
+    assert not storage.exists(lake.raster_path(*KEY))
+    (journal,) = journals(lake)
+
+    assert repair_stale(lake) == []  # young: it may be a commit going on now
+    assert journals(lake) == [journal]
+
+    age([journal])
+    other = tmp_path / "other.h5"
+    from spikelab.demo_data import write_hdf5
+
+    write_hdf5(other, np.random.default_rng(5))
+    summary = ingest_files([str(other)], lake=lake.root)  # any run's end finishes the work
+    assert summary["counts"] == {"ok": 1, "skipped": 0, "failed": 0}
+    record = asset_records(lake.root, [KEY])[KEY]
+    manifest = read_manifest(lake.manifest_path(*KEY))
+    assert manifest["asset_id"] == "a" and manifest["status"] == "ok"
+    assert manifest["spikedata"]["N"] == 2
+    assert manifest["table_version"] == record.version == assets_index(lake.root)[KEY].version
+    assert manifest["outputs"][0] == {"table": "units", "version": record.version, "rows": 2}
+    assert manifest["outputs"][1]["path"] == lake.raster_path(*KEY)
+    assert Path(lake.raster_path(*KEY)).read_bytes() == b"raster of a"
+    assert outputs_intact(manifest)
+    assert journals(lake) == []
+
+
+def test_a_finished_publisher_leaves_no_journal_even_when_a_batch_is_retried(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    publish_with(lake, "run-1", pending("a", b"a1"))
+    # "good" cannot join the float column: the batch fails and is committed asset by asset
+    outcomes = publish_with(lake, "run-2", pending("c", b"c1"), pending("b", b"b1", "good"))
+    assert outcomes[("files", "p", "c")]["status"] == "ok"
+    assert outcomes[("files", "p", "b")]["status"] == "failed"
+    assert journals(lake) == []
+
+
+def test_a_stale_journal_never_undoes_a_later_publication(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    key_b, key_c, key_d = (("files", "p", name) for name in "bcd")
+    publish_with(lake, "run-1", pending("b", b"b, later"), pending("c", b"c, good"))
+    later = read_manifest(lake.manifest_path(*key_b))
+    # c then failed and its rows were removed, by a writer that died before its raster went
+    publish(lake.root, [(key_c, None, {"status": "failed"})], flow_run_id="run-2")
+    stale = write_journal(lake, {key_b: b"b, earlier", key_c: b"", key_d: b"d, never landed"})
+    unreadable = storage.join(lake.root, JOURNAL_FOLDER, "cut.json")
+    storage.put_bytes(unreadable, b'{"assets": [')
+    age([stale, unreadable])
+
+    assert repair_stale(lake) == []
+    assert read_manifest(lake.manifest_path(*key_b)) == later  # the later publication stays
+    assert Path(lake.raster_path(*key_b)).read_bytes() == b"b, later"
+    assert not storage.exists(lake.raster_path(*key_c))  # no rows: no raster
+    assert not storage.exists(lake.manifest_path(*key_d))
+    assert not storage.exists(lake.raster_path(*key_d))
+    assert journals(lake) == []
+
+
+def test_records_are_read_for_the_keys_asked_only(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    publish_with(lake, "run-1", pending("a", b"a"), pending("b", b"b"))
+    other_dataset = ("files", "q", "a")
+    records = asset_records(lake.root, [KEY, other_dataset])
+    assert list(records) == [KEY]
+    assert records[KEY].status == "ok" and records[KEY].version == 0
+    digest = hashlib.sha256(b"a").hexdigest()
+    assert [o.get("sha256") for o in records[KEY].manifest["outputs"]][1] == digest
+    assert asset_records(tmp_path / "no-lake", [KEY]) == {}
+
+
+def test_files_older_than_reads_the_age_of_local_and_s3_files(tmp_path, aws_env, empty_moto):
+    empty_moto.create_bucket(Bucket="journals")
+    for root in (str(tmp_path / "local"), "s3://journals/lake"):
+        storage.put_bytes(storage.join(root, "j", "x.json"), b"{}")
+        storage.put_bytes(storage.join(root, "j", "x.txt"), b"")
+        assert storage.files_older_than(storage.join(root, "j"), ".json", 3600) == []
+        assert storage.files_older_than(storage.join(root, "j"), ".json", -60) == [
+            storage.join(root, "j", "x.json")
+        ]
