@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from publications import pending
 
 from spikelab.exceptions import IngestFailedError, LakeKeyConflictError
 from spikelab.flows import ingest_files, run_summary
@@ -32,14 +33,11 @@ from spikelab.io.lake import (
     safe_key,
 )
 from spikelab.io.manifest import (
-    build_manifest,
     read_manifest,
     record_failure,
-    spikedata_summary,
     write_manifest,
 )
 from spikelab.io.storage import put_bytes
-from spikelab.io.units_table import units_arrow_table
 from spikelab.loaders.formats import npz_holds_objects
 from spikelab.spikedata import SpikeData
 from spikelab.tasks.load import counted_warnings, staging_dir
@@ -492,32 +490,12 @@ def test_record_failure_beside_a_good_manifest_or_as_a_failed_one(tmp_path):
 # --- 13: the publisher batches commits, and one asset that cannot be published fails alone ----
 
 
-def pending(lake, asset_id, quality):
-    """A pending publication of a two-unit asset whose ``quality`` attribute is given."""
-    target = {"source": "files", "dataset_id": "p", "asset_id": asset_id}
-    sd = SpikeData(
-        [np.array([1.0, 2.0]), np.array([3.0])],
-        length=10.0,
-        neuron_attributes=[{"quality": quality}, {"quality": quality}],
-    )
-    return {
-        "target": target,
-        "status": "ok",
-        "units": units_arrow_table(sd, **target),
-        "manifest": build_manifest(**target, status="ok", spikedata=spikedata_summary(sd)),
-        "outputs": [],
-        "raster": b"\x89PNG raster",
-        "seconds": 0.5,
-        "note": None,
-    }
-
-
 def test_the_publisher_commits_a_batch_at_once_and_isolates_a_bad_asset(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     logger = logging.getLogger("test-publisher")
     with Publisher(lake, "run-1", logger, batch_size=3, max_delay_seconds=60) as publisher:
         for name in ("a", "b", "c"):
-            publisher.add(pending(lake, name, 0.5))
+            publisher.add(pending(name))
     assert [entry["version"] for entry in history(lake.root)] == [0]  # one commit for three
     first = publisher.outcomes()
     assert {key[2]: o["status"] for key, o in first.items()} == {"a": "ok", "b": "ok", "c": "ok"}
@@ -528,7 +506,7 @@ def test_the_publisher_commits_a_batch_at_once_and_isolates_a_bad_asset(tmp_path
     # "good" cannot join the float column: that batch fails, and is committed asset by asset
     with Publisher(lake, "run-2", logger, batch_size=3, max_delay_seconds=60) as publisher:
         for name, quality in (("d", 0.25), ("a", "good"), ("e", 0.75)):
-            publisher.add(pending(lake, name, quality))
+            publisher.add(pending(name, quality=quality))
     second = publisher.outcomes()
     assert {key[2]: o["status"] for key, o in second.items()} == {
         "d": "ok",
@@ -547,7 +525,7 @@ def test_the_publisher_commits_after_its_delay_without_waiting_for_a_batch(tmp_p
     with Publisher(
         lake, "run-1", logging.getLogger("test"), batch_size=100, max_delay_seconds=0.2
     ) as publisher:
-        publisher.add(pending(lake, "a", 1.0))
+        publisher.add(pending("a", quality=1.0))
         deadline = time.monotonic() + 20
         while not publisher.outcomes() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from publications import pending
 
 from spikelab.flows._publish import Publisher
 from spikelab.flows.files import ingest_files
 from spikelab.io import storage
 from spikelab.io.delta_lake import asset_records, assets_index, publish
 from spikelab.io.lake import Lake
-from spikelab.io.manifest import build_manifest, outputs_intact, read_manifest, spikedata_summary
+from spikelab.io.manifest import outputs_intact, read_manifest
 from spikelab.io.publish_journal import JOURNAL_FOLDER, repair_stale, write_journal
-from spikelab.io.units_table import units_arrow_table
-from spikelab.spikedata import SpikeData
 
 KEY = ("files", "p", "a")
 
@@ -31,7 +30,7 @@ KILLED_WRITER = textwrap.dedent(
     from spikelab.flows._publish import Publisher
     from spikelab.io import storage
     from spikelab.io.lake import Lake
-    from test_publish_journal import pending
+    from publications import pending
 
     put_bytes = storage.put_bytes
 
@@ -46,26 +45,6 @@ KILLED_WRITER = textwrap.dedent(
         publisher.add(pending("a", b"raster of a"))
     """
 )
-
-
-def pending(asset_id, raster, quality=0.5):
-    """A pending publication of a two-unit asset whose raster is ``raster``."""
-    target = {"source": "files", "dataset_id": "p", "asset_id": asset_id}
-    sd = SpikeData(
-        [np.array([1.0, 2.0]), np.array([3.0])],
-        length=10.0,
-        neuron_attributes=[{"quality": quality}, {"quality": quality}],
-    )
-    return {
-        "target": target,
-        "status": "ok",
-        "units": units_arrow_table(sd, **target),
-        "manifest": build_manifest(**target, status="ok", spikedata=spikedata_summary(sd)),
-        "outputs": [],
-        "raster": raster,
-        "seconds": 0.5,
-        "note": None,
-    }
 
 
 def journals(lake):
@@ -130,7 +109,7 @@ def test_a_finished_publisher_leaves_no_journal_even_when_a_batch_is_retried(tmp
     lake = Lake(str(tmp_path / "lake"))
     publish_with(lake, "run-1", pending("a", b"a1"))
     # "good" cannot join the float column: the batch fails and is committed asset by asset
-    outcomes = publish_with(lake, "run-2", pending("c", b"c1"), pending("b", b"b1", "good"))
+    outcomes = publish_with(lake, "run-2", pending("c", b"c1"), pending("b", b"b1", quality="good"))
     assert outcomes[("files", "p", "c")]["status"] == "ok"
     assert outcomes[("files", "p", "b")]["status"] == "failed"
     assert journals(lake) == []
