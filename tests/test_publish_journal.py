@@ -117,18 +117,23 @@ def test_a_finished_publisher_leaves_no_journal_even_when_a_batch_is_retried(tmp
 
 def test_a_stale_journal_never_undoes_a_later_publication(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
-    key_b, key_c, key_d = (("files", "p", name) for name in "bcd")
+    key_b, key_c, key_d, key_e = (("files", "p", name) for name in "bcde")
     publish_with(lake, "run-1", pending("b", b"b, later"), pending("c", b"c, good"))
     later = read_manifest(lake.manifest_path(*key_b))
+    publish_with(lake, "run-2", pending("e", b"e"))  # a writer that died only before the removal
+    finished = read_manifest(lake.manifest_path(*key_e))
     # c then failed and its rows were removed, by a writer that died before its raster went
-    publish(lake.root, [(key_c, None, {"status": "failed"})], flow_run_id="run-2")
-    stale = write_journal(lake, {key_b: b"b, earlier", key_c: b"", key_d: b"d, never landed"})
+    publish(lake.root, [(key_c, None, {"status": "failed"})], flow_run_id="run-3")
+    stale = write_journal(
+        lake, {key_b: b"b, earlier", key_c: b"", key_d: b"d, never landed", key_e: b"e"}
+    )
     unreadable = storage.join(lake.root, JOURNAL_FOLDER, "cut.json")
     storage.put_bytes(unreadable, b'{"assets": [')
     age([stale, unreadable])
 
     assert repair_stale(lake) == []
     assert read_manifest(lake.manifest_path(*key_b)) == later  # the later publication stays
+    assert read_manifest(lake.manifest_path(*key_e)) == finished
     assert Path(lake.raster_path(*key_b)).read_bytes() == b"b, later"
     assert not storage.exists(lake.raster_path(*key_c))  # no rows: no raster
     assert not storage.exists(lake.manifest_path(*key_d))

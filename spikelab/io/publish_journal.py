@@ -21,9 +21,9 @@ from typing import Any
 
 from spikelab.io import delta_lake, storage
 from spikelab.io.atomic import STALE_AFTER_SECONDS
-from spikelab.io.delta_lake import AssetKey
+from spikelab.io.delta_lake import AssetKey, AssetRecord
 from spikelab.io.lake import Lake
-from spikelab.io.manifest import put_manifest, with_table_version
+from spikelab.io.manifest import put_manifest, read_manifest, with_table_version
 
 JOURNAL_FOLDER = "journals"
 
@@ -45,8 +45,9 @@ def repair_stale(lake: Lake, *, older_than_seconds: float = STALE_AFTER_SECONDS)
     Younger journals may belong to a commit going on at the same time and are kept. For
     each asset of a stale journal: if its row is ``ok`` and its manifest names this
     journal's raster (by sha256), the raster and the manifest (stamped with the row's
-    version) are written; if its row is not ``ok``, its raster is removed, as the
-    publisher would have; otherwise (no row, or a later publication) nothing is done.
+    version) are written unless the manifest already records that version; if its row is
+    not ``ok``, its raster is removed, as the publisher would have; otherwise (no row, or a
+    later publication) nothing is done.
 
     Returns
     -------
@@ -65,7 +66,7 @@ def repair_stale(lake: Lake, *, older_than_seconds: float = STALE_AFTER_SECONDS)
                 continue
             if record.status != "ok":
                 storage.remove(lake.raster_path(*key))
-            elif _names_raster(record.manifest, lake.raster_path(*key), raster):
+            elif _left_unwritten(lake, key, record, raster):
                 storage.put_bytes(lake.raster_path(*key), raster)
                 put_manifest(
                     lake.manifest_path(*key), with_table_version(record.manifest, record.version)
@@ -76,7 +77,7 @@ def repair_stale(lake: Lake, *, older_than_seconds: float = STALE_AFTER_SECONDS)
 
 
 def _rasters(path: str) -> dict[AssetKey, bytes]:
-    """The rasters a journal holds, by asset key; none if it is unreadable (cut short)."""
+    """The rasters a journal holds, by asset key; none if the file is not a journal."""
     try:
         entries: Iterable[dict[str, Any]] = json.loads(storage.get_bytes(path))["assets"]
         return {
@@ -87,10 +88,21 @@ def _rasters(path: str) -> dict[AssetKey, bytes]:
         return {}
 
 
-def _names_raster(manifest: Mapping[str, Any], path: str, raster: bytes) -> bool:
-    """Tell whether ``manifest`` lists ``raster`` as the file at ``path``."""
+def _left_unwritten(lake: Lake, key: AssetKey, record: AssetRecord, raster: bytes) -> bool:
+    """Tell whether ``record`` names ``raster`` and the asset's manifest lacks its version.
+
+    A row naming another raster is a later publication; a manifest recording the row's
+    version means the writer got that far.
+    """
+    path = lake.raster_path(*key)
     digest = hashlib.sha256(raster).hexdigest()
-    return any(
+    if not any(
         output.get("path") == path and output.get("sha256") == digest
-        for output in manifest.get("outputs") or []
-    )
+        for output in record.manifest.get("outputs") or []
+    ):
+        return False
+    try:
+        written = read_manifest(lake.manifest_path(*key)).get("table_version")
+    except (FileNotFoundError, ValueError):
+        return True
+    return bool(written != record.version)
