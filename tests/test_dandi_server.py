@@ -384,7 +384,7 @@ def test_exit_closes_kept_alive_connections_promptly(tmp_path):
             asset_id = dandi.add_asset(DANDISET, "a.nwb", b"x")
             assert session.get(f"{dandi.api_base}/assets/{asset_id}/").status_code == 200
             started = time.monotonic()
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 5  # a kept-alive handler left waiting blocks forever
         with pytest.raises(requests.exceptions.ConnectionError):
             session.get(f"{dandi.api_base}/assets/{asset_id}/", timeout=2)
 
