@@ -7,10 +7,12 @@ current snapshot, or at the one ``as_of`` names (a version number or a time).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:  # pandas takes ~0.25 s to import: only find_units and lake_summary need it
     import pandas as pd
@@ -297,7 +299,7 @@ def find_units(
 
 def export_units(
     lake: str | os.PathLike[str],
-    destination: str,
+    destination: str | os.PathLike[str] | BinaryIO,
     file_format: str,
     *,
     as_of: AsOf = None,
@@ -305,15 +307,23 @@ def export_units(
 ) -> None:
     """Write the matching units (see :func:`find_units`) as CSV or Parquet, via DuckDB.
 
-    ``destination`` may be ``/dev/stdout``. Nothing goes through pandas, so large answers
-    stream out quickly.
+    ``destination`` is a file path, or a binary stream (standard output) that is sent the
+    file's bytes: DuckDB reopens a path, which would empty a file the stream appends to.
+    Nothing goes through pandas, so large answers stream out quickly.
     """
     from spikelab.io.delta_read import connect
 
+    if not isinstance(destination, str | os.PathLike):
+        with tempfile.TemporaryDirectory(prefix="spikelab-export-") as folder:
+            exported = os.path.join(folder, f"units.{file_format}")
+            export_units(lake, exported, file_format, as_of=as_of, **filters)
+            with open(exported, "rb") as source:
+                shutil.copyfileobj(source, destination)
+        return
     connection = connect(lake, as_of)
     query = units_sql(connection, **filters)
     options = "FORMAT csv, HEADER" if file_format == "csv" else "FORMAT parquet"
-    connection.execute(f"COPY ({query}) TO {_literal(destination)} ({options})")
+    connection.execute(f"COPY ({query}) TO {_literal(str(destination))} ({options})")
 
 
 def history_rows(lake: str | os.PathLike[str], limit: int | None = None) -> list[tuple[Any, ...]]:

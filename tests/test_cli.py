@@ -513,6 +513,19 @@ def big_lake(tmp_path_factory):
     return root
 
 
+def test_csv_on_stdout_appends_to_what_the_stream_already_holds(big_lake, tmp_path):
+    answer = tmp_path / "answer.csv"
+    answer.write_bytes(b"FIRST\n")
+    argv = [sys.executable, "-m", "spikelab.cli", "lake", "units", "--region", "CA1"]
+    with answer.open("ab") as stream:  # like `>> answer.csv`
+        subprocess.run([*argv, "--format", "csv", "--lake", big_lake], stdout=stream, check=True)
+        stream.write(b"LAST\n")
+    lines = answer.read_bytes().splitlines()
+    assert lines[0] == b"FIRST" and lines[-1] == b"LAST"
+    frame = pd.read_csv(io.BytesIO(b"\n".join(lines[1:-1])))
+    assert len(frame) == 20_000 and set(frame["location_label"]) == {"CA1"}
+
+
 @pytest.mark.parametrize("output", ["table", "csv"])
 def test_lake_units_into_a_closed_pipe_ends_quietly(big_lake, output):
     with subprocess.Popen(

@@ -47,7 +47,8 @@ def _units(args: argparse.Namespace) -> None:
         print(format_rows(columns, rows) if rows else "no matching units")
         return
     sys.stdout.flush()
-    export_units(args.lake, args.output or "/dev/stdout", args.format, as_of=args.as_of, **filters)
+    destination = args.output or sys.stdout.buffer
+    export_units(args.lake, destination, args.format, as_of=args.as_of, **filters)
     if args.output:
         print(f"units -> {args.output}")
 
