@@ -1,11 +1,14 @@
 """A small but realistic synthetic dataset: one NWB file, one KiloSort folder, one HDF5 file.
 
-Used by ``spikelab demo`` and by the tests. Spike trains are Poisson with refractory
+Used by ``spikelab demo`` (which keeps one copy, see :func:`kept_demo_dataset`) and by
+the tests. Spike trains are Poisson with refractory
 periods and lognormal rates; the NWB file has a probe with two shanks in CA1 and DG.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from spikelab.spikedata import SpikeData
 FS_HZ = 30_000.0
 DURATION_S = 60.0
 REGIONS = ("CA1", "DG")
+DEMO_INPUTS = ("session.nwb", "kilosort", "spikes.h5")
 
 
 def poisson_trains(rng: np.random.Generator, n_units: int, duration_s: float) -> list[np.ndarray]:
@@ -110,8 +114,28 @@ def write_demo_dataset(folder: str | Path, seed: int = 7) -> list[Path]:
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    return [
-        write_nwb(root / "session.nwb", rng),
-        write_kilosort(root / "kilosort", rng),
-        write_hdf5(root / "spikes.h5", rng),
-    ]
+    nwb, kilosort, hdf5 = (root / name for name in DEMO_INPUTS)
+    return [write_nwb(nwb, rng), write_kilosort(kilosort, rng), write_hdf5(hdf5, rng)]
+
+
+def kept_demo_dataset(folder: str | Path) -> list[Path]:
+    """The three demo inputs in ``folder``, written there only when one is missing.
+
+    Later demos find the same files, so they skip what the lake already holds rather than
+    adding the dataset again under new keys. The files are written into a temporary folder
+    beside ``folder`` and renamed into place: a killed demo leaves no half-written dataset.
+    Delete ``folder`` to have the dataset written afresh.
+    """
+    root = Path(folder)
+    inputs = [root / name for name in DEMO_INPUTS]
+    if all(path.exists() for path in inputs):
+        return inputs
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    write_demo_dataset(staging)
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        staging.rename(root)
+    except OSError:  # another demo put its copy in place first
+        shutil.rmtree(staging)
+    return inputs

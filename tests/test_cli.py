@@ -111,6 +111,24 @@ def test_lake_that_is_a_file(tmp_path, capsys):
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
+def test_the_kept_demo_dataset_is_written_once_and_made_whole_again(tmp_path):
+    import h5py
+
+    from spikelab.demo_data import kept_demo_dataset
+
+    nwb, kilosort, hdf5 = kept_demo_dataset(tmp_path / "demo")
+    written = nwb.stat().st_mtime_ns
+    assert kept_demo_dataset(tmp_path / "demo") == [nwb, kilosort, hdf5]
+    assert nwb.stat().st_mtime_ns == written  # found, not written again
+    with h5py.File(hdf5) as handle:
+        spikes = handle["spike_times"][:]
+    hdf5.unlink()
+    assert kept_demo_dataset(tmp_path / "demo")[2] == hdf5
+    with h5py.File(hdf5) as handle:  # the same seeded spikes
+        np.testing.assert_array_equal(handle["spike_times"][:], spikes)
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no staging folder left
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_demo_end_to_end(tmp_path, capfd, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -129,6 +147,11 @@ def test_demo_end_to_end(tmp_path, capfd, monkeypatch):
     assert run(["lake", "units", "--region", "CA1", "--lake", str(lake), "--format", "csv"]) == 0
     frame = pd.read_csv(io.StringIO(capfd.readouterr().out))
     assert len(frame) == 12 and set(frame["location_label"]) == {"CA1"}
+    # a second demo finds the same inputs: nothing is added again under new keys
+    assert run(["demo", "--lake", "spikelab-lake"]) == 0
+    assert "0 loaded, 3 skipped, 0 failed" in capfd.readouterr().out
+    assert connect(lake).execute("SELECT count(*) FROM units").fetchone() == (50,)
+    assert len(Lake(lake).manifest_files()) == 3
 
 
 @pytest.mark.usefixtures("prefect_harness")

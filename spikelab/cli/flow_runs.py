@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -248,14 +247,14 @@ def print_run(summary: dict[str, Any], lake: str) -> bool:
 
 def demo(lake: str, keep_server: bool) -> bool:
     """Ingest the synthetic dataset; return whether any input failed."""
-    with tempfile.TemporaryDirectory(prefix="spikelab-demo-") as folder:
-        with prefect_backend(keep_server=keep_server) as backend:
-            from spikelab.demo_data import write_demo_dataset
-            from spikelab.flows import ingest_files
+    with prefect_backend(keep_server=keep_server) as backend:
+        from spikelab.demo_data import kept_demo_dataset
+        from spikelab.flows import ingest_files
+        from spikelab.tasks import cache_dir
 
-            inputs = write_demo_dataset(Path(folder) / "demo")
-            print(f"wrote a synthetic dataset: {', '.join(p.name for p in inputs)}")
-            (summary,) = _call_flow(ingest_files, backend, [str(p) for p in inputs], lake=lake)
+        inputs = kept_demo_dataset(cache_dir() / "demo")
+        print(f"synthetic dataset in {inputs[0].parent}: {', '.join(p.name for p in inputs)}")
+        (summary,) = _call_flow(ingest_files, backend, [str(p) for p in inputs], lake=lake)
     failed = print_run(summary, lake)
     lake_summary(lake)
     print(f"\nquery it: spikelab lake units --region CA1 --lake {lake}")
