@@ -135,8 +135,15 @@ def healthy(api_url: str, timeout: float = 5.0) -> bool:
 
 
 def port_is_free(port: int) -> bool:
-    """Whether nothing listens on ``127.0.0.1:port``."""
+    """Whether nothing listens on ``127.0.0.1:port``.
+
+    The test binds as the server will: asyncio's servers set ``SO_REUSEADDR`` on Unix, so
+    there a port whose last server has stopped, with connections still in TIME_WAIT, counts
+    as free. (On Windows that option would let a bind steal a listening port.)
+    """
     with socket.socket() as sock:
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:

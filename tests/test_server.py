@@ -212,6 +212,21 @@ def test_start_on_a_taken_port_is_a_usage_error(prefect_home, capsys):
     assert not server.record_path().exists()
 
 
+@pytest.mark.skipif(os.name == "nt", reason="Windows servers bind without SO_REUSEADDR")
+def test_a_port_a_stopped_server_left_in_time_wait_is_free():
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio binds
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the server closes first: its port stays in TIME_WAIT
+            client.recv(1)
+        assert not server.port_is_free(port)  # listening: taken
+    assert server.port_is_free(port)  # only TIME_WAIT left: a new server can bind it
+
+
 @pytest.mark.parametrize("kind", ["dead", "another program"])
 def test_status_and_stop_tell_a_stale_record(prefect_home, capsys, kind):
     if kind == "dead":
