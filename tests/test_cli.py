@@ -336,7 +336,9 @@ def test_lake_summary_of_an_empty_or_missing_lake(tmp_path, capsys, state):
         (lake / "runs").mkdir()
     assert run(["lake", "summary", "--lake", str(lake)]) == 0
     captured = capsys.readouterr()
-    assert captured.out == "the lake is empty\n" and captured.err == ""
+    assert captured.out == "the lake is empty\n"
+    missing_note = f"spikelab: no lake at {lake} (check --lake or SPIKELAB_LAKE)\n"
+    assert captured.err == (missing_note if state == "missing" else "")
     frame = lake_summary(lake)
     assert len(frame) == 0 and tuple(frame.columns) == SUMMARY_COLUMNS
 

@@ -214,7 +214,9 @@ def test_an_empty_lake(tmp_path, capsys, state):
         ("compact", "the lake is empty: nothing to compact"),
     ]:
         assert run(["lake", question, "--lake", str(lake)]) == 0
-        assert capsys.readouterr().out == answer + "\n"
+        captured = capsys.readouterr()
+        assert captured.out == answer + "\n"
+        assert ("no lake at" in captured.err) == (state == "missing")
 
 
 def old_lake(root: Path) -> Lake:

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from spikelab.cli.parser import UsageError
 
 
 def answer(args: argparse.Namespace) -> None:
-    """Answer one ``spikelab lake`` question."""
+    """Answer one ``spikelab lake`` question.
+
+    A local lake folder that does not exist answers as an empty lake, with a note on
+    stderr: a mistyped ``--lake`` should not pass for a lake with nothing in it.
+    """
+    from spikelab.io import storage
+
+    if args.question != "migrate" and not storage.is_remote(args.lake):
+        if not Path(args.lake).exists():
+            print(
+                f"spikelab: no lake at {args.lake} (check --lake or SPIKELAB_LAKE)", file=sys.stderr
+            )
     if args.question == "summary":
         lake_summary(args.lake, args.as_of)
     elif args.question == "units":
