@@ -16,13 +16,6 @@ def answer(args: argparse.Namespace) -> None:
     A local lake folder that does not exist answers as an empty lake, with a note on
     stderr: a mistyped ``--lake`` should not pass for a lake with nothing in it.
     """
-    from spikelab.io import storage
-
-    if args.question != "migrate" and not storage.is_remote(args.lake):
-        if not Path(args.lake).exists():
-            print(
-                f"spikelab: no lake at {args.lake} (check --lake or SPIKELAB_LAKE)", file=sys.stderr
-            )
     if args.question == "summary":
         lake_summary(args.lake, args.as_of)
     elif args.question == "units":
@@ -33,6 +26,11 @@ def answer(args: argparse.Namespace) -> None:
         _compact(args.lake, args.retention_hours)
     else:
         _migrate(args.old, args.new)
+        return
+    from spikelab.io.storage import is_remote  # loaded by the answer already
+
+    if not is_remote(args.lake) and not Path(args.lake).exists():
+        print(f"spikelab: no lake at {args.lake} (check --lake or SPIKELAB_LAKE)", file=sys.stderr)
 
 
 def lake_summary(lake: str, as_of: str | None = None) -> None:
