@@ -295,6 +295,30 @@ def test_parser_lists_every_command():
         assert command in help_text
 
 
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        run(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"spikelab {version('spikelab')}\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "status_line"),
+    [
+        (["lake"], "0  answered (a lake folder that does not exist answers as an empty lake)"),
+        (["server"], "2  usage error: bad option, port taken"),
+    ],
+)
+def test_lake_and_server_help_give_their_own_exit_statuses(command, status_line, capsys):
+    with pytest.raises(SystemExit):
+        run([*command, "--help"])
+    text = capsys.readouterr().out
+    assert "exit status:" in text and status_line in text
+    assert "every input or asset landed" not in text  # the ingest commands' statuses
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "fast"])
 def test_min_rate_must_be_a_finite_non_negative_number(value, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:

@@ -15,6 +15,18 @@ exit status:
   1  some input or asset failed, the others landed (server status: not running)
   2  usage or configuration error: bad option, missing file or config, port taken
 """
+LAKE_EXIT_CODES = """\
+exit status:
+  0  answered (a lake folder that does not exist answers as an empty lake)
+  1  the lake could not be read or written (the error says why)
+  2  usage error: bad option, a version or time the lake does not have
+"""
+SERVER_EXIT_CODES = """\
+exit status:
+  0  done (status: the server runs)
+  1  the server could not start or stop (status: no server runs)
+  2  usage error: bad option, port taken
+"""
 # Python keyword arguments that messages from the library may name, and their CLI options.
 _OPTIONS = {
     "format": "--format",
@@ -172,7 +184,12 @@ def _as_of_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_lake(commands: Any) -> None:
-    lake = commands.add_parser("lake", help="ask the lake, see its history, maintain it")
+    lake = commands.add_parser(
+        "lake",
+        help="ask the lake, see its history, maintain it",
+        epilog=LAKE_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     questions = lake.add_subparsers(dest="question", required=True, metavar="QUESTION")
     summary = questions.add_parser("summary", help="assets, units and spikes per dataset")
     _as_of_argument(summary)
@@ -182,7 +199,12 @@ def _add_lake(commands: Any) -> None:
     units.add_argument("--source", choices=["dandi", "ibl", "files"], help="one source only")
     units.add_argument("--dataset", help="one dataset id only")
     units.add_argument("--min-rate", type=_finite(0.0), help="minimum firing rate in Hz")
-    units.add_argument("--format", default="table", choices=["table", "csv", "parquet"])
+    units.add_argument(
+        "--format",
+        default="table",
+        choices=["table", "csv", "parquet"],
+        help="a table to read (default), CSV (to stdout or --output) or Parquet (--output)",
+    )
     units.add_argument("--output", help="file to write (required with --format parquet)")
     _as_of_argument(units)
     _lake_argument(units)
@@ -219,7 +241,7 @@ def _add_server(commands: Any) -> None:
         help="a local Prefect server that makes every flow-running command faster",
         description="Start, stop or check one local Prefect server (127.0.0.1) that every "
         "spikelab command then uses; its PID and URL are kept in $PREFECT_HOME.",
-        epilog=EXIT_CODES,
+        epilog=SERVER_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = server.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -241,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_ingest(commands)
     _add_lake(commands)
@@ -254,3 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server(commands)
     commands.add_parser("serve", help="serve the nightly, manual and IBL-region deployments")
     return parser
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spikelab")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
