@@ -229,9 +229,16 @@ def finish_killed_publications(lake: Lake) -> None:
     """Write the rasters and manifests of assets a killed run committed but left unwritten.
 
     Only journals untouched for an hour count: younger ones may belong to a run going on
-    at the same time (see :mod:`spikelab.io.publish_journal`).
+    at the same time (see :mod:`spikelab.io.publish_journal`). A failure here is logged,
+    not raised: it concerns an earlier run, and the next run tries again.
     """
-    repaired = repair_stale(lake)
+    try:
+        repaired = repair_stale(lake)
+    except Exception as error:  # noqa: BLE001 - this run's own assets have landed
+        get_run_logger().warning(
+            "could not finish a killed run's publications: %s", one_line(error)
+        )
+        return
     if repaired:
         get_run_logger().warning(
             "wrote the raster and manifest of %d asset(s) a killed run had committed: %s",

@@ -129,7 +129,9 @@ def test_a_stale_journal_never_undoes_a_later_publication(tmp_path):
     )
     unreadable = storage.join(lake.root, JOURNAL_FOLDER, "cut.json")
     storage.put_bytes(unreadable, b'{"assets": [')
-    age([stale, unreadable])
+    foreign = storage.join(lake.root, JOURNAL_FOLDER, "foreign.json")
+    storage.put_bytes(foreign, b'{"assets": [{"key": [1, 2, 3], "raster": ""}]}')
+    age([stale, unreadable, foreign])
 
     assert repair_stale(lake) == []
     assert read_manifest(lake.manifest_path(*key_b)) == later  # the later publication stays
@@ -162,3 +164,18 @@ def test_files_older_than_reads_the_age_of_local_and_s3_files(tmp_path, aws_env,
         assert storage.files_older_than(storage.join(root, "j"), ".json", -60) == [
             storage.join(root, "j", "x.json")
         ]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_repair_that_fails_is_logged_and_the_run_still_lands(tmp_path, monkeypatch, caplog):
+    from spikelab.demo_data import write_hdf5
+    from spikelab.flows import _runs
+
+    def unreachable(lake):
+        raise OSError(f"{lake.root}/journals: access denied")
+
+    monkeypatch.setattr(_runs, "repair_stale", unreachable)
+    source = write_hdf5(tmp_path / "spikes.h5", np.random.default_rng(5))
+    summary = ingest_files([str(source)], lake=str(tmp_path / "lake"))
+    assert summary["counts"] == {"ok": 1, "skipped": 0, "failed": 0}
+    assert "could not finish a killed run's publications: OSError: " in caplog.text

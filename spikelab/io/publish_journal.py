@@ -80,11 +80,14 @@ def _rasters(path: str) -> dict[AssetKey, bytes]:
     """The rasters a journal holds, by asset key; none if the file is not a journal."""
     try:
         entries: Iterable[dict[str, Any]] = json.loads(storage.get_bytes(path))["assets"]
-        return {
-            (entry["key"][0], entry["key"][1], entry["key"][2]): base64.b64decode(entry["raster"])
-            for entry in entries
-        }
-    except (ValueError, KeyError, TypeError, IndexError):
+        rasters = {}
+        for entry in entries:
+            source, dataset_id, asset_id = entry["key"]
+            if not all(isinstance(part, str) for part in (source, dataset_id, asset_id)):
+                return {}
+            rasters[source, dataset_id, asset_id] = base64.b64decode(entry["raster"])
+        return rasters
+    except (ValueError, KeyError, TypeError):
         return {}
 
 
