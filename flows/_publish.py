@@ -160,11 +160,14 @@ class Publisher:
             )
             for p in batch
         ]
-        journal = write_journal(self.lake, {key_of(p["target"]): p["raster"] or b"" for p in batch})
+        journal = None
         try:
+            journal = write_journal(
+                self.lake, {key_of(p["target"]): p["raster"] or b"" for p in batch}
+            )
             version = self.writer.publish(publications, flow_run_id=self.flow_run_id)
         except Exception as error:  # noqa: BLE001 - the assets fail, the run goes on
-            storage.remove(journal)  # each asset is committed again under a journal of its own
+            self._drop(journal)  # each asset is committed again under a journal of its own
             if len(batch) > 1:
                 for pending in batch:
                     self._commit([pending])
@@ -173,7 +176,16 @@ class Publisher:
             return
         for pending in batch:
             self._finish(pending, version)
-        storage.remove(journal)
+        self._drop(journal)
+
+    def _drop(self, journal: str | None) -> None:
+        """Remove a batch's journal; one that stays is only work for a later run's repair."""
+        if journal is None:
+            return
+        try:
+            storage.remove(journal)
+        except Exception as error:  # noqa: BLE001 - the assets have landed
+            self.logger.warning("could not remove the journal %s: %s", journal, one_line(error))
 
     def _outputs(self, pending: Pending) -> list[dict[str, Any]]:
         """The outputs an ok asset's manifest lists: its table rows, its raster, the rest."""

@@ -15,10 +15,10 @@ from publications import pending
 
 from spikelab.flows._publish import Publisher
 from spikelab.flows.files import ingest_files
-from spikelab.io import storage
+from spikelab.io import publish_journal, storage
 from spikelab.io.delta_lake import asset_records, assets_index, publish
 from spikelab.io.lake import Lake
-from spikelab.io.manifest import outputs_intact, read_manifest
+from spikelab.io.manifest import outputs_intact, put_manifest, read_manifest
 from spikelab.io.publish_journal import JOURNAL_FOLDER, repair_stale, write_journal
 
 KEY = ("files", "p", "a")
@@ -28,7 +28,7 @@ KILLED_WRITER = textwrap.dedent(
     import logging, os, signal, sys
 
     from spikelab.flows._publish import Publisher
-    from spikelab.io import storage
+    from spikelab.io import publish_journal, storage
     from spikelab.io.lake import Lake
     from publications import pending
 
@@ -115,6 +115,25 @@ def test_a_finished_publisher_leaves_no_journal_even_when_a_batch_is_retried(tmp
     assert journals(lake) == []
 
 
+def test_a_journal_that_cannot_be_written_fails_only_that_try(tmp_path, monkeypatch):
+    from spikelab.flows import _publish
+
+    lake = Lake(str(tmp_path / "lake"))
+    calls = []
+
+    def flaky(lake, rasters):
+        calls.append(sorted(rasters))
+        if len(calls) == 1:
+            raise OSError("journals: connection reset")
+        return write_journal(lake, rasters)
+
+    monkeypatch.setattr(_publish, "write_journal", flaky)
+    outcomes = publish_with(lake, "run-1", pending("a", b"a"), pending("b", b"b"))
+    assert {key[2]: o["status"] for key, o in outcomes.items()} == {"a": "ok", "b": "ok"}
+    assert [len(keys) for keys in calls] == [2, 1, 1]  # the batch, then each asset alone
+    assert journals(lake) == []
+
+
 def test_a_stale_journal_never_undoes_a_later_publication(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     key_b, key_c, key_d, key_e = (("files", "p", name) for name in "bcde")
@@ -122,8 +141,11 @@ def test_a_stale_journal_never_undoes_a_later_publication(tmp_path):
     later = read_manifest(lake.manifest_path(*key_b))
     publish_with(lake, "run-2", pending("e", b"e"))  # a writer that died only before the removal
     finished = read_manifest(lake.manifest_path(*key_e))
-    # c then failed and its rows were removed, by a writer that died before its raster went
-    publish(lake.root, [(key_c, None, {"status": "failed"})], flow_run_id="run-3")
+    # c then failed: its failure recorded, its rows removed, by a writer that died before its
+    # raster went
+    failure = {**read_manifest(lake.manifest_path(*key_c)), "status": "failed", "outputs": []}
+    put_manifest(lake.manifest_path(*key_c), failure)
+    publish(lake.root, [(key_c, None, failure)], flow_run_id="run-3")
     stale = write_journal(
         lake, {key_b: b"b, earlier", key_c: b"", key_d: b"d, never landed", key_e: b"e"}
     )
@@ -140,6 +162,25 @@ def test_a_stale_journal_never_undoes_a_later_publication(tmp_path):
     assert not storage.exists(lake.raster_path(*key_c))  # no rows: no raster
     assert not storage.exists(lake.manifest_path(*key_d))
     assert not storage.exists(lake.raster_path(*key_d))
+    assert journals(lake) == []
+
+
+def test_a_publication_landing_while_a_journal_is_repaired_is_kept(tmp_path, monkeypatch):
+    lake = Lake(str(tmp_path / "lake"))
+    key_a, key_c = ("files", "p", "a"), ("files", "p", "c")
+    publish_with(lake, "run-1", pending("a", b"a, first"))
+    failure = {"status": "failed", "outputs": []}
+    publish(lake.root, [(key_c, None, failure)], flow_run_id="run-1")
+    read_by_the_repair = asset_records(lake.root, [key_a, key_c])  # then another run publishes
+    publish_with(lake, "run-2", pending("a", b"a, second"), pending("c", b"c, second"))
+    newer = {key: read_manifest(lake.manifest_path(*key)) for key in (key_a, key_c)}
+    monkeypatch.setattr(publish_journal.delta_lake, "asset_records", lambda *_: read_by_the_repair)
+    age([write_journal(lake, {key_a: b"a, first", key_c: b""})])
+
+    assert repair_stale(lake) == []
+    assert {key: read_manifest(lake.manifest_path(*key)) for key in (key_a, key_c)} == newer
+    assert Path(lake.raster_path(*key_a)).read_bytes() == b"a, second"
+    assert Path(lake.raster_path(*key_c)).read_bytes() == b"c, second"
     assert journals(lake) == []
 
 

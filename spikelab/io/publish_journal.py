@@ -43,11 +43,14 @@ def repair_stale(lake: Lake, *, older_than_seconds: float = STALE_AFTER_SECONDS)
     """Finish the work of journals older than ``older_than_seconds``, then remove them.
 
     Younger journals may belong to a commit going on at the same time and are kept. For
-    each asset of a stale journal: if its row is ``ok`` and its manifest names this
-    journal's raster (by sha256), the raster and the manifest (stamped with the row's
-    version) are written unless the manifest already records that version; if its row is
-    not ``ok``, its raster is removed, as the publisher would have; otherwise (no row, or a
-    later publication) nothing is done.
+    each asset of a stale journal, by its row in the assets table and its manifest:
+
+    - row ``ok`` and naming this journal's raster (by sha256), manifest not yet recording
+      that version or a later one: the raster and the manifest (from the row, stamped with
+      its version) are written;
+    - row not ``ok`` (its units were deleted) and manifest not ``ok``: the raster is
+      removed, as the publisher would have;
+    - otherwise (no row, a later publication, the work already done): nothing.
 
     Returns
     -------
@@ -64,9 +67,11 @@ def repair_stale(lake: Lake, *, older_than_seconds: float = STALE_AFTER_SECONDS)
             record = records.get(key)
             if record is None:
                 continue
+            written = _manifest(lake, key)
             if record.status != "ok":
-                storage.remove(lake.raster_path(*key))
-            elif _left_unwritten(lake, key, record, raster):
+                if written.get("status") != "ok":
+                    storage.remove(lake.raster_path(*key))
+            elif _names(record, raster) and not _records_version(written, record.version):
                 storage.put_bytes(lake.raster_path(*key), raster)
                 put_manifest(
                     lake.manifest_path(*key), with_table_version(record.manifest, record.version)
@@ -77,7 +82,7 @@ def repair_stale(lake: Lake, *, older_than_seconds: float = STALE_AFTER_SECONDS)
 
 
 def _rasters(path: str) -> dict[AssetKey, bytes]:
-    """The rasters a journal holds, by asset key; none if the file is not a journal."""
+    """The rasters a journal holds, by asset key; none if the file is not a journal (or gone)."""
     try:
         entries: Iterable[dict[str, Any]] = json.loads(storage.get_bytes(path))["assets"]
         rasters = {}
@@ -87,25 +92,28 @@ def _rasters(path: str) -> dict[AssetKey, bytes]:
                 return {}
             rasters[source, dataset_id, asset_id] = base64.b64decode(entry["raster"])
         return rasters
-    except (ValueError, KeyError, TypeError):
+    except (FileNotFoundError, ValueError, KeyError, TypeError):  # gone: another run's repair
         return {}
 
 
-def _left_unwritten(lake: Lake, key: AssetKey, record: AssetRecord, raster: bytes) -> bool:
-    """Tell whether ``record`` names ``raster`` and the asset's manifest lacks its version.
-
-    A row naming another raster is a later publication; a manifest recording the row's
-    version means the writer got that far.
-    """
-    path = lake.raster_path(*key)
-    digest = hashlib.sha256(raster).hexdigest()
-    if not any(
-        output.get("path") == path and output.get("sha256") == digest
-        for output in record.manifest.get("outputs") or []
-    ):
-        return False
+def _manifest(lake: Lake, key: AssetKey) -> dict[str, Any]:
+    """The asset's manifest as it is on disk; empty when there is none (or it is not JSON)."""
     try:
-        written = read_manifest(lake.manifest_path(*key)).get("table_version")
+        return read_manifest(lake.manifest_path(*key))
     except (FileNotFoundError, ValueError):
-        return True
-    return bool(written != record.version)
+        return {}
+
+
+def _names(record: AssetRecord, raster: bytes) -> bool:
+    """Tell whether the row's manifest lists ``raster`` (by sha256) among its PNG outputs."""
+    digest = hashlib.sha256(raster).hexdigest()
+    return any(
+        str(output.get("path", "")).endswith(".png") and output.get("sha256") == digest
+        for output in record.manifest.get("outputs") or []
+    )
+
+
+def _records_version(manifest: Mapping[str, Any], version: int | None) -> bool:
+    """Tell whether a manifest records ``version`` or a later one (a later run's work)."""
+    written = manifest.get("table_version")
+    return isinstance(written, int) and version is not None and written >= version
