@@ -133,9 +133,12 @@ def kept_demo_dataset(folder: str | Path) -> list[Path]:
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     write_demo_dataset(staging)
-    shutil.rmtree(root, ignore_errors=True)
     try:
         staging.rename(root)
-    except OSError:  # another demo put its copy in place first
-        shutil.rmtree(staging)
+    except OSError:  # a folder is there: another demo's whole copy, or an incomplete one
+        if all(path.exists() for path in inputs):
+            shutil.rmtree(staging)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+            staging.rename(root)
     return inputs

@@ -308,8 +308,8 @@ def export_units(
     """Write the matching units (see :func:`find_units`) as CSV or Parquet, via DuckDB.
 
     ``destination`` is a file path, or a binary stream (standard output) that is sent the
-    file's bytes: DuckDB reopens a path, which would empty a file the stream appends to.
-    Nothing goes through pandas, so large answers stream out quickly.
+    bytes of a temporary file once it is written: DuckDB reopens a path, which would empty
+    a file the stream appends to. Nothing goes through pandas, so large answers are fast.
     """
     from spikelab.io.delta_read import connect
 
