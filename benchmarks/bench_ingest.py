@@ -23,7 +23,7 @@ CPU over a second), as in ``bench_pipeline.py``. Then the
 per-asset steps are timed outside Prefect on the same files, one after the other in this
 process, to show where an asset's time goes: the NWB load (pynwb), the units table (an
 Arrow table in memory, as the flow builds it), the raster PNG, the manifest (built and
-written), and one commit of 16 assets (per asset). The exit
+written), one commit of 16 assets and its journal (per asset). The exit
 status is 1 when the throughput goal is missed.
 """
 
@@ -47,9 +47,11 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from spikelab.flows import ingest_files  # noqa: E402
-from spikelab.io import delta_lake, export_spikedata_to_nwb  # noqa: E402
+from spikelab.io import delta_lake, export_spikedata_to_nwb, storage  # noqa: E402
 from spikelab.io.delta_read import history  # noqa: E402
+from spikelab.io.lake import Lake  # noqa: E402
 from spikelab.io.manifest import build_manifest, put_manifest, spikedata_summary  # noqa: E402
+from spikelab.io.publish_journal import write_journal  # noqa: E402
 from spikelab.io.raster_plot import raster_png  # noqa: E402
 from spikelab.io.units_table import units_arrow_table  # noqa: E402
 from spikelab.loaders import load_spikedata_from_nwb  # noqa: E402
@@ -98,7 +100,7 @@ def timed_run(call: object) -> tuple[float, float, object]:
 def step_times(paths: list[Path], lake: Path) -> dict[str, float]:
     """Mean ms per asset of each step, run outside Prefect, one after the other."""
     per_step = dict.fromkeys(("load", "units table", "raster PNG", "manifest"), 0.0)
-    tables = []
+    tables, rasters = [], {}
     for index, path in enumerate(paths):
         key = {"source": "files", "dataset_id": "steps", "asset_id": f"a{index}"}
         start = time.perf_counter()
@@ -106,7 +108,7 @@ def step_times(paths: list[Path], lake: Path) -> dict[str, float]:
         loaded = time.perf_counter()
         tables.append(units_arrow_table(sd, **key))
         tabled = time.perf_counter()
-        raster_png(sd, title=str(index))
+        rasters[("files", "steps", f"a{index}")] = raster_png(sd, title=str(index))
         drawn = time.perf_counter()
         manifest = build_manifest(**key, status="ok", spikedata=spikedata_summary(sd))
         put_manifest(lake / "manifests" / f"a{index}.json", manifest)
@@ -124,6 +126,10 @@ def step_times(paths: list[Path], lake: Path) -> dict[str, float]:
     start = time.perf_counter()
     delta_lake.publish(lake, batch)
     steps[f"commit of {BATCH} (per asset)"] = 1000.0 * (time.perf_counter() - start) / BATCH
+    start = time.perf_counter()
+    journal = write_journal(Lake(lake), {key: rasters[key] for key in list(rasters)[:BATCH]})
+    storage.remove(journal)
+    steps[f"journal of {BATCH} (per asset)"] = 1000.0 * (time.perf_counter() - start) / BATCH
     return steps
 
 
