@@ -631,8 +631,10 @@ def test_raw_asset_to_zarr(archive, tmp_path, private_tmp):
         np.testing.assert_array_equal(recording.get_traces(), TRACES)
     assert sorted(p.name for p in destination.parent.iterdir()) == ["raw.zarr", "raw.zarr.json"]
     assert list(private_tmp.iterdir()) == []
+    requests_before = archive.count()
     with pytest.raises(FileExistsError, match="pass overwrite=True"):
         load_recording_from_dandi(archive.ids["raw"], destination, api_base=archive.api_base)
+    assert archive.count() == requests_before  # refused before any request
     again = load_recording_from_dandi(
         archive.ids["raw"], destination, api_base=archive.api_base, overwrite=True, keep_nwb=True
     )

@@ -20,7 +20,11 @@ from spikelab.exceptions import (
     UnsafeRemoteDataError,
 )
 from spikelab.ids import normalize_dandiset_id, normalize_version
-from spikelab.io.nwb_recording import save_nwb_recording_as_zarr, write_sidecar
+from spikelab.io.nwb_recording import (
+    save_nwb_recording_as_zarr,
+    write_sidecar,
+    zarr_destination,
+)
 from spikelab.loaders.dandi._client import (
     DEFAULT_API_BASE,
     DandiAsset,
@@ -439,9 +443,7 @@ def load_recording_from_dandi(
     ValueError
         The file has no ElectricalSeries SpikeInterface can open.
     """
-    destination = Path(zarr_dest).absolute()
-    if destination.exists() and not overwrite:
-        raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
+    destination = zarr_destination(zarr_dest, overwrite=overwrite)  # before downloading
     with (
         _described(
             asset_id, dandiset_id, version, api_token, api_base, request_timeout_seconds

@@ -15,6 +15,14 @@ from spikelab.io.atomic import atomic_write
 from spikelab.loaders.nwb import SESSION_KEYS, load_spikedata_from_nwb
 
 
+def zarr_destination(zarr_dest: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """``zarr_dest`` made absolute; FileExistsError if it exists and ``overwrite`` is False."""
+    destination = Path(zarr_dest).absolute()
+    if destination.exists() and not overwrite:
+        raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
+    return destination
+
+
 def save_nwb_recording_as_zarr(
     nwb_path: str | os.PathLike[str],
     zarr_dest: str | os.PathLike[str],
@@ -60,9 +68,7 @@ def save_nwb_recording_as_zarr(
     ValueError
         The file has no ElectricalSeries SpikeInterface can open.
     """
-    destination = Path(zarr_dest).absolute()
-    if destination.exists() and not overwrite:
-        raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
+    destination = zarr_destination(zarr_dest, overwrite=overwrite)
     extractors = import_optional("spikeinterface.extractors", "sorting")
     nwb_metadata = load_spikedata_from_nwb(nwb_path, allow_no_units=True).metadata
     try:
