@@ -29,8 +29,9 @@ LOCATION_PARAMETERS = frozenset({"path", "lake"})
 
 
 def cache_dir() -> Path:
-    """Local working area for downloads and staged outputs (``SPIKELAB_CACHE_DIR``)."""
+    """Local working area for downloads and staged outputs (``SPIKELAB_CACHE_DIR``), absolute."""
     folder = Path(os.environ.get("SPIKELAB_CACHE_DIR") or Path.home() / ".cache" / "spikelab")
+    folder = folder.absolute()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -599,3 +599,12 @@ def test_lake_units_into_a_closed_pipe_ends_quietly(big_lake, output):
         assert command.wait(timeout=120) == 0
         assert b"unit_id" in first
         assert command.stderr.read() == b""
+
+
+def test_a_relative_cache_folder_is_made_absolute(tmp_path, monkeypatch):
+    from spikelab.tasks import cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPIKELAB_CACHE_DIR", "relative-cache")
+    folder = cache_dir()
+    assert folder == tmp_path / "relative-cache" and folder.is_dir()
