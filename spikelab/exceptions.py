@@ -124,3 +124,13 @@ class LakeSchemaError(SpikelabError, ValueError):
 
 class LakeVersionError(SpikelabError, ValueError):
     """A requested lake version or time does not exist in the table's history."""
+
+
+class ExternalLinkError(SpikelabError, ValueError):
+    """A file points outside itself (an HDF5 external or soft link, a Zarr link or symlink).
+
+    A file is read only from itself: spikelab refuses links that leave the file (or the
+    group that holds spike-sorting results) and links that dangle, so a downloaded or
+    streamed file cannot pull data from the reading machine. For a trusted local HDF5 file,
+    pass ``allow_external_links=True`` to follow its external links.
+    """
