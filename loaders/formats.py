@@ -7,6 +7,7 @@ names, headers and small attribute sets, never at the spike data.
 from __future__ import annotations
 
 import ast
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from spikelab.exceptions import FileFormatError
 from spikelab.loaders._common import open_hdf5
 
 FORMATS = ("auto", "nwb", "kilosort", "hdf5", "spikelab_npz", "pickle")
@@ -49,9 +51,11 @@ def detect_format(path: Path) -> str:
         )
     fmt = _SUFFIXES.get(path.suffix.lower())
     if fmt is None:
+        clue = f"its suffix {path.suffix!r}" if path.suffix else "its name (it has no suffix)"
         raise ValueError(
-            f"cannot tell the format of {path} from its suffix; pass --format (format=) one "
-            f"of {', '.join(FORMATS[1:])}"
+            f"cannot tell the format of {path} from {clue}: known suffixes are "
+            f"{', '.join(_SUFFIXES)}; rename the file, or give its format with format= "
+            f"(one of {', '.join(FORMATS[1:])})"
         )
     if fmt == "hdf5":
         with open_hdf5(path) as handle:
@@ -92,19 +96,67 @@ def sniffed_options(path: Path, kind: str) -> dict[str, Any]:
 def kilosort_options(folder: Path) -> dict[str, Any]:
     """The sampling rate from the folder's ``params.py`` (``sample_rate = ...``).
 
+    ``params.py`` is read, never run: ``sample_rate`` must be a plain number.
+
     Raises
     ------
+    FileFormatError
+        When ``params.py`` is not valid Python text, or its ``sample_rate`` is code (a call,
+        a name, arithmetic) or not a positive number; the message names the file and line.
     ValueError
         When ``params.py`` is missing or gives no sample_rate.
     """
     params = folder / "params.py"
-    if params.is_file():
-        for statement in ast.parse(params.read_text()).body:
-            if isinstance(statement, ast.Assign) and any(
-                getattr(t, "id", None) == "sample_rate" for t in statement.targets
-            ):
-                return {"fs_Hz": float(ast.literal_eval(statement.value))}
-    raise ValueError(f"{folder}: no sample_rate in params.py; the KiloSort folder needs one")
+    if not params.is_file():
+        raise ValueError(
+            f"{folder}: no params.py; a KiloSort folder needs one with a line like "
+            "sample_rate = 30000.0"
+        )
+    for statement in _parse_params(params).body:
+        if isinstance(statement, ast.Assign) and any(
+            getattr(t, "id", None) == "sample_rate" for t in statement.targets
+        ):
+            return {"fs_Hz": _sample_rate(params, statement)}
+    raise ValueError(
+        f"{params}: no sample_rate line; add one such as sample_rate = 30000.0 "
+        "(the recording's sampling rate in Hz)"
+    )
+
+
+_PARAMS_HINT = "KiloSort writes params.py as plain name = value lines, e.g. sample_rate = 30000.0"
+
+
+def _parse_params(params: Path) -> ast.Module:
+    """Parse ``params.py`` without running it; a file that is not Python text is named."""
+    try:
+        return ast.parse(params.read_bytes(), filename=str(params))
+    except SyntaxError as error:
+        where = f", line {error.lineno}" if error.lineno else ""
+        raise FileFormatError(
+            f"{params}{where}: not valid Python ({error.msg}); {_PARAMS_HINT}: fix the "
+            "file or export the folder again"
+        ) from None
+
+
+def _sample_rate(params: Path, statement: ast.Assign) -> float:
+    """The number a ``sample_rate = ...`` statement gives, refusing code and non-numbers."""
+    where = f"{params}, line {statement.lineno}"
+    text = ast.get_source_segment(params.read_text(errors="replace"), statement.value)
+    shown = text if text is not None else ast.unparse(statement.value)
+    try:
+        value = ast.literal_eval(statement.value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise FileFormatError(
+            f"{where}: sample_rate = {shown} is code, not a number; spikelab reads params.py "
+            f"without running it: write the rate in Hz as a number, e.g. sample_rate = 30000.0"
+        ) from None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and value > 0 and math.isfinite(value)):
+        raise FileFormatError(
+            f"{where}: sample_rate = {shown} is not a positive, finite number of Hz; write "
+            "the recording's rate, e.g. sample_rate = 30000.0"
+        )
+    return float(value)
 
 
 def hdf5_options(path: Path) -> dict[str, Any]:
