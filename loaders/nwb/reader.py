@@ -12,7 +12,13 @@ import h5py
 import numpy as np
 
 from spikelab._optional import import_optional, is_installed
-from spikelab.exceptions import FileFormatError, NoUnitsError, RemoteError, StreamingError
+from spikelab.exceptions import (
+    ExternalLinkError,
+    FileFormatError,
+    NoUnitsError,
+    RemoteError,
+    StreamingError,
+)
 from spikelab.http import redact
 from spikelab.loaders._common import (
     errors_naming,
@@ -23,6 +29,11 @@ from spikelab.loaders._common import (
 )
 from spikelab.loaders.nwb import _h5py, _pynwb
 from spikelab.loaders.nwb._checks import text_value
+from spikelab.loaders.nwb._links import (
+    check_hdf5_links,
+    check_whole_hdf5_file,
+    check_zarr_store,
+)
 from spikelab.loaders.nwb._remote_hdf5 import is_url, open_remote_hdf5
 from spikelab.loaders.nwb._table import (
     METADATA_KEYS,
@@ -45,6 +56,7 @@ def load_spikedata_from_nwb(
     start_time_ms: float | None = None,
     allow_no_units: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    allow_external_links: bool = False,
 ) -> SpikeData:
     """Load the spike trains of an NWB file's Units table, from a path, a URL or a Zarr folder.
 
@@ -82,6 +94,11 @@ def load_spikedata_from_nwb(
         without spike times (that case also warns), instead of raising.
     cache_dir : str or PathLike or None, default: None
         For URLs: remfile's disk cache of fetched chunks.
+    allow_external_links : bool, default: False
+        Follow the HDF5 external links of a local file (to other files on this machine),
+        Zarr links to other stores and symlinks leaving a Zarr folder. Only for trusted
+        local files: a file is otherwise read only from itself, and a URL's links are never
+        followed whatever this says.
 
     Returns
     -------
@@ -108,6 +125,11 @@ def load_spikedata_from_nwb(
         rule: text where numbers belong, columns of different lengths, a spike index that
         is fractional, decreasing or past the end of the times, a column that declares
         more values than the file stores.
+    ExternalLinkError
+        (a ValueError) The file links outside itself: an HDF5 external link (or a column
+        stored in other files) without ``allow_external_links``, a soft link that dangles
+        or leaves the Units or electrodes group, a Zarr link, reference or symlink leading
+        outside the store. Checked before anything is read, also before pynwb opens it.
     ImportError
         A Zarr folder without hdmf-zarr installed (``pip install 'spikelab[nwbzarr]'``).
     """
@@ -120,14 +142,15 @@ def load_spikedata_from_nwb(
         return load_remote_nwb(str(filepath), cache_dir=cache_dir, **ladders)
     if Path(filepath).is_dir():
         folder = Path(filepath)
-        return assemble(str(folder), *_read_zarr(folder, str(folder)), **ladders)
+        contents = _read_zarr(folder, str(folder), allow_external_links=allow_external_links)
+        return assemble(str(folder), *contents, **ladders)
     path = existing_file(filepath, "NWB file")
     source = str(path)
     contents = None
     if prefer_pynwb and is_installed("pynwb"):
         try:
-            contents = _read_with_pynwb(path, source)
-        except FileFormatError:
+            contents = _read_with_pynwb(path, source, allow_external_links=allow_external_links)
+        except (FileFormatError, ExternalLinkError):
             raise
         except Exception as error:  # noqa: BLE001 - any pynwb failure falls back to h5py
             warnings.warn(
@@ -137,7 +160,7 @@ def load_spikedata_from_nwb(
                 stacklevel=2,
             )
     if contents is None:
-        contents = _read_with_h5py(path, source)
+        contents = _read_with_h5py(path, source, allow_external_links=allow_external_links)
     return assemble(source, *contents, **ladders)
 
 
@@ -156,13 +179,16 @@ def load_remote_nwb(
 ) -> SpikeData:
     """Stream an NWB file's Units from ``url`` (see :func:`load_spikedata_from_nwb`).
 
-    ``size_bytes``, the file's size when the caller knows it, saves a round trip.
+    ``size_bytes``, the file's size when the caller knows it, saves a round trip. The
+    file's links are checked before anything is read: one that leads outside the file
+    raises :class:`ExternalLinkError` (never a StreamingError, so no download follows).
     """
     with open_remote_hdf5(url, size_bytes=size_bytes, cache_dir=cache_dir) as remote:
         try:
+            check_hdf5_links(remote.handle, redact(url), remote=True)
             remote.prefetch(_h5py.datasets_read(remote.handle))
-            contents = read_h5py_contents(remote.handle, redact(url))
-        except RemoteError:
+            contents = read_h5py_contents(remote.handle, redact(url), remote=True)
+        except (RemoteError, ExternalLinkError):
             raise
         except FileFormatError as error:  # broken bytes or columns: a download may tell
             raise StreamingError(str(error)) from error
@@ -191,9 +217,11 @@ def has_electrical_series(nwb_path: str | os.PathLike[str]) -> bool:
         )
 
 
-def _read_with_pynwb(path: Path, source: str) -> Contents:
+def _read_with_pynwb(path: Path, source: str, *, allow_external_links: bool) -> Contents:
     pynwb = import_optional("pynwb", "nwb")
     with open_hdf5(path, _NWB_FILE) as handle:
+        # pynwb builds every object of the file: every link is checked before it opens it
+        check_whole_hdf5_file(handle, source, allow_external=allow_external_links)
         with pynwb.NWBHDF5IO(file=handle, mode="r", load_namespaces=True) as io:
             return _pynwb_contents(io.read(), handle, source, "pynwb")
 
@@ -207,13 +235,14 @@ def _pynwb_contents(nwbfile: Any, root: Any, source: str, reader: str) -> Conten
     return units, electrodes, metadata, reader
 
 
-def _read_zarr(folder: Path, source: str) -> Contents:
+def _read_zarr(folder: Path, source: str, *, allow_external_links: bool) -> Contents:
     """Read a Zarr-backed NWB folder (written by hdmf-zarr's NWBZarrIO)."""
     if not any((folder / marker).is_file() for marker in (".zgroup", "zarr.json")):
         raise FileFormatError(
             f"{source} is a folder but not a Zarr store (no .zgroup or zarr.json in it); "
             "pass an .nwb file or an .nwb.zarr folder written by hdmf-zarr"
         )
+    check_zarr_store(folder, source, allow_external=allow_external_links)
     hdmf_zarr = import_optional("hdmf_zarr", "nwbzarr")
     zarr = import_optional("zarr", "nwbzarr")
     try:
@@ -221,7 +250,7 @@ def _read_zarr(folder: Path, source: str) -> Contents:
             return _pynwb_contents(
                 io.read(), zarr.open_group(str(folder), mode="r"), source, "hdmf-zarr"
             )
-    except FileFormatError:
+    except (FileFormatError, ExternalLinkError):
         raise
     except Exception as error:  # noqa: BLE001 - hdmf-zarr raises many kinds; name them all
         raise FileFormatError(
@@ -230,14 +259,22 @@ def _read_zarr(folder: Path, source: str) -> Contents:
         ) from error
 
 
-def _read_with_h5py(path: Path, source: str) -> Contents:
+def _read_with_h5py(path: Path, source: str, *, allow_external_links: bool) -> Contents:
     with open_hdf5(path, _NWB_FILE) as handle:
-        return read_h5py_contents(handle, source)
+        return read_h5py_contents(handle, source, allow_external_links=allow_external_links)
 
 
-def read_h5py_contents(handle: h5py.File, source: str) -> Contents:
-    """Read Units, electrodes and metadata from an open h5py file (local or remote)."""
+def read_h5py_contents(
+    handle: h5py.File, source: str, *, remote: bool = False, allow_external_links: bool = False
+) -> Contents:
+    """Read Units, electrodes and metadata from an open h5py file (local or remote).
+
+    The links of the groups read are checked first (see :func:`check_hdf5_links`): a
+    ``remote`` file's links never leave it; a local one's external links are followed only
+    with ``allow_external_links``.
+    """
     try:
+        check_hdf5_links(handle, source, remote=remote, allow_external=allow_external_links)
         metadata = _h5py.read_metadata(handle)
         metadata.update(_file_attributes(handle))
         units = _h5py.read_units(handle, source)
