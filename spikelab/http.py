@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import posixpath
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
@@ -74,6 +75,66 @@ def redact(url: str) -> str:
     """
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_and_path(url: str) -> tuple[tuple[str, str, int | None], str] | None:
+    """``((scheme, host, port), path)`` with dot segments resolved; None when unparsable."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # a port out of range
+        return None
+    scheme = parts.scheme.lower()
+    origin = (scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme))
+    # a server may decode %2e%2e before it resolves dot segments: judge the decoded path
+    path = posixpath.normpath("/" + unquote(parts.path))
+    return origin, "/" if path == "//" else path
+
+
+def is_under(url: str, base: str) -> bool:
+    """Tell whether ``url`` lies under ``base``: same origin, a path at or below base's.
+
+    The scheme, host and port must agree (default ports included) and the path, with
+    ``.``/``..`` segments resolved (also percent-encoded ones), must be ``base``'s path or
+    lie below it, segment by segment: ``/api-other`` is not under ``/api``.
+
+    Examples
+    --------
+    >>> is_under("https://h.org/api/assets/?page=2", "https://h.org/api")
+    True
+    >>> is_under("https://h.org/api/../admin/", "https://h.org/api")
+    False
+    """
+    target, home = _origin_and_path(url), _origin_and_path(base)
+    if target is None or home is None or target[0] != home[0]:
+        return False
+    path, root = target[1], home[1].rstrip("/")
+    return path == root or path.startswith(root + "/") or root == ""
+
+
+class ScopedAuthSession(requests.Session):
+    """A ``requests.Session`` whose ``Authorization`` header stays under ``auth_scope``.
+
+    requests keeps the header when a redirect stays on the same host; this session drops
+    it whenever a redirect leaves ``auth_scope`` (another path of the same host too).
+    With ``auth_scope`` None it behaves as ``requests.Session``.
+    """
+
+    def __init__(self, auth_scope: str | None = None) -> None:
+        super().__init__()
+        self.auth_scope = auth_scope
+
+    def rebuild_auth(
+        self, prepared_request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
+        """Drop the header as requests does, and also when the redirect leaves the scope."""
+        super().rebuild_auth(prepared_request, response)
+        url = prepared_request.url or ""
+        if self.auth_scope is not None and not is_under(url, self.auth_scope):
+            prepared_request.headers.pop("Authorization", None)
 
 
 class _Retry(Retry):
@@ -131,7 +192,9 @@ class RetryPolicy:
         time.sleep(min(delay, MAX_DELAY_SECONDS))
 
 
-def new_session(policy: RetryPolicy | None = None, *, pool_size: int = 10) -> requests.Session:
+def new_session(
+    policy: RetryPolicy | None = None, *, pool_size: int = 10, auth_scope: str | None = None
+) -> requests.Session:
     """A ``requests.Session`` whose every request follows ``policy`` (default: 5 tries).
 
     Parameters
@@ -140,8 +203,11 @@ def new_session(policy: RetryPolicy | None = None, *, pool_size: int = 10) -> re
         Retries of 429/5xx answers and failed connections.
     pool_size : int, default: 10
         Connections kept per host (requests sent from several threads at once).
+    auth_scope : str | None, default: None
+        A URL prefix: an ``Authorization`` header never follows a redirect to a URL
+        outside it (see :class:`ScopedAuthSession`).
     """
-    session = requests.Session()
+    session = ScopedAuthSession(auth_scope)
     adapter = HTTPAdapter(
         max_retries=(policy or RetryPolicy()).urllib3_retry(),
         pool_connections=pool_size,

@@ -6,14 +6,25 @@ and DANDI asset records with fields of the wrong type or unusable paths.
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from spikelab.cli.parser import cli_words
-from spikelab.exceptions import FileFormatError
+from spikelab.exceptions import FileFormatError, UnsafeRemoteDataError
+from spikelab.loaders import list_dandi_assets, load_spikedata_from_dandi
+from spikelab.loaders.dandi import DandiClient
 from spikelab.loaders.formats import FORMATS, detect_format, kilosort_options
+
+ASSET = "0b3e8d3c-55a4-4f1e-9a55-2a0c8e7c1f00"
+TOKEN = "s3cr3t-token"
 
 # ------------------------------------------------------------------ KiloSort params.py
 
@@ -108,3 +119,159 @@ def test_unknown_suffix_names_the_file_and_the_formats(tmp_path, name, clue):
     shown = cli_words(message)  # as `spikelab ingest files` prints it
     assert f"give its format with --format (one of {', '.join(FORMATS[1:])})" in shown
     assert "(--format )" not in shown and "--format --format" not in shown
+
+
+# ------------------------------------------------------------------ a scripted server
+
+
+@dataclass
+class Scripted:
+    """An HTTP server on 127.0.0.1 answering scripted routes and recording every request."""
+
+    routes: dict[str, tuple[int, dict[str, str], Any]] = field(default_factory=dict)
+    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    base: str = ""
+
+    def headers_of(self, path: str) -> list[dict[str, str]]:
+        return [headers for seen_path, headers in self.seen if seen_path == path]
+
+
+@pytest.fixture
+def scripted() -> Iterator[Scripted]:
+    state = Scripted()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            state.seen.append((self.path, dict(self.headers.items())))
+            status, headers, payload = state.routes.get(
+                self.path, (404, {}, {"detail": "Not found."})
+            )
+            body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
+    thread.start()
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _record(**fields: Any) -> dict[str, Any]:
+    record = {
+        "identifier": ASSET,
+        "path": "sub-01/sub-01_ecephys.nwb",
+        "contentSize": 10,
+        "digest": {"dandi:dandi-etag": "0" * 32 + "-1"},
+        "contentUrl": [],
+    }
+    return {**record, **fields}
+
+
+# ------------------------------------------------------------------ DANDI asset records
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"contentSize": "10"}, r"with contentSize '10', which is not a whole number of bytes"),
+        ({"contentSize": 10.5}, r"with contentSize 10.5, which is not a whole number"),
+        ({"contentSize": -1}, r"with contentSize -1, which is not a whole number"),
+        ({"contentSize": True}, r"with contentSize True, which is not a whole number"),
+        ({"path": "sub-01/a\x00.nwb"}, r"with path 'sub-01/a\\x00.nwb', which holds the control"),
+        (
+            {"path": "sub-01/a\n.nwb"},
+            r"with path .*, which holds the control character '\\n' at position 8",
+        ),
+        ({"path": 5}, r"without a text path \(it sent 5\)"),
+        ({"digest": ["x"]}, r"with digest \['x'\], which is not a mapping"),
+    ],
+)
+def test_a_malformed_asset_record_is_refused_where_it_enters(scripted, tmp_path, fields, problem):
+    scripted.routes[f"/api/assets/{ASSET}/"] = (200, {}, _record(**fields))
+    api = f"{scripted.base}/api"
+    expected = f"the DANDI server {re.escape(api)} described asset {ASSET} {problem}"
+    with DandiClient(api) as client, pytest.raises(UnsafeRemoteDataError, match=expected):
+        client.describe(ASSET)
+    with pytest.raises(UnsafeRemoteDataError, match=expected):  # and no download is tried
+        load_spikedata_from_dandi(ASSET, api_base=api, download_dir=tmp_path)
+    assert [path for path, _ in scripted.seen if "download" in path] == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"size": "10"}, r"with size '10', which is not a whole number of bytes"),
+        ({"path": "a\x00.nwb"}, r"with path 'a\\x00.nwb', which holds the control character"),
+    ],
+)
+def test_a_malformed_listing_entry_is_refused_or_reported(scripted, entry, problem):
+    listing = {
+        "count": 1,
+        "next": None,
+        "results": [{"asset_id": ASSET, "path": "a.nwb", "size": 10, **entry}],
+    }
+    scripted.routes["/api/dandisets/000123/versions/draft/assets/?page_size=100"] = (
+        200,
+        {},
+        listing,
+    )
+    api = f"{scripted.base}/api"
+    with pytest.raises(UnsafeRemoteDataError, match=f"described asset {ASSET} {problem}"):
+        list(list_dandi_assets("000123", api_base=api))
+    (reported,) = list_dandi_assets("000123", api_base=api, on_unsafe="report")
+    assert re.search(problem, reported["refused"])
+    assert reported["asset_id"].startswith("refused-")
+
+
+# ------------------------------------------------------------------ the token's scope
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "/elsewhere/file",  # another path of the API's host
+        "/api-other/file",  # a sibling whose name starts like the API's
+        "/api/../elsewhere/file",  # dot segments that leave the API
+        "{base}/elsewhere/file",  # absolute, same host
+    ],
+)
+def test_the_token_does_not_follow_a_redirect_out_of_the_api(scripted, location):
+    scripted.routes[f"/api/assets/{ASSET}/"] = (
+        302,
+        {"Location": location.format(base=scripted.base)},
+        b"",
+    )
+    scripted.routes["/elsewhere/file"] = (200, {}, _record())
+    scripted.routes["/api-other/file"] = (200, {}, _record())
+    with DandiClient(f"{scripted.base}/api", TOKEN) as client:
+        client.describe(ASSET)
+    (api,) = scripted.headers_of(f"/api/assets/{ASSET}/")
+    assert api["Authorization"] == f"token {TOKEN}"
+    landed = [headers for path, headers in scripted.seen if not path.startswith("/api/")]
+    assert len(landed) == 1
+    assert "Authorization" not in landed[0]
+    assert TOKEN not in json.dumps(landed[0])
+
+
+def test_the_token_follows_a_redirect_inside_the_api(scripted):
+    scripted.routes[f"/api/assets/{ASSET}/"] = (301, {"Location": f"/api/assets/{ASSET}/v2/"}, b"")
+    scripted.routes[f"/api/assets/{ASSET}/v2/"] = (200, {}, _record())
+    with DandiClient(f"{scripted.base}/api", TOKEN) as client:
+        assert client.describe(ASSET).size == 10
+    (moved,) = scripted.headers_of(f"/api/assets/{ASSET}/v2/")
+    assert moved["Authorization"] == f"token {TOKEN}"

@@ -17,7 +17,14 @@ from typing import Any
 import requests
 
 from spikelab.exceptions import RemoteError, UnsafeRemoteDataError
-from spikelab.http import TRANSIENT_ERRORS, RetryPolicy, attempts_of, new_session, redact
+from spikelab.http import (
+    TRANSIENT_ERRORS,
+    RetryPolicy,
+    attempts_of,
+    is_under,
+    new_session,
+    redact,
+)
 from spikelab.ids import DANDISET_VERSION
 
 DEFAULT_API_BASE = "https://api.dandiarchive.org/api"
@@ -64,6 +71,65 @@ def check_server_id(kind: str, value: object, api_base: str) -> str:
             "that --api-base points at a DANDI archive you trust"
         )
     return value.lower() if pattern is _ASSET_ID else value
+
+
+# Characters no asset path may hold: NUL breaks every file call, the others break logs.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_asset_size(value: object, asset_id: str, api_base: str, field: str) -> int | None:
+    """Return an asset's size as the server sent it: a whole number of bytes, or None.
+
+    Parameters
+    ----------
+    value : object
+        What the server sent (``contentSize`` of a record, ``size`` of a listing entry).
+    asset_id : str
+        The asset, named in the error.
+    api_base : str
+        The server, named in the error.
+    field : str
+        The API's name of the field, named in the error.
+
+    Raises
+    ------
+    UnsafeRemoteDataError
+        ``value`` is not None and not a non-negative integer (a string, a float, a bool).
+    """
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    raise UnsafeRemoteDataError(
+        f"the DANDI server {api_base} described asset {asset_id} with {field} {value!r}, "
+        "which is not a whole number of bytes; spikelab refuses the record: check that "
+        "--api-base points at a DANDI archive, or report the asset to the archive"
+    )
+
+
+def check_asset_path(value: object, asset_id: str, api_base: str, field: str = "path") -> str:
+    """Return an asset's path as the server sent it, refusing one no file can have.
+
+    Only the text is checked here (non-empty, no NUL or other control character); where
+    the path may be written is checked where a file is written.
+
+    Raises
+    ------
+    UnsafeRemoteDataError
+        ``value`` is not text, is empty, or holds a control character.
+    """
+    if not isinstance(value, str) or not value:
+        raise UnsafeRemoteDataError(
+            f"the DANDI server {api_base} described asset {asset_id} without a text {field} "
+            f"(it sent {value!r}); spikelab refuses the record"
+        )
+    bad = _CONTROL.search(value)
+    if bad:
+        raise UnsafeRemoteDataError(
+            f"the DANDI server {api_base} described asset {asset_id} with {field} {value!r}, "
+            f"which holds the control character {bad.group()!r} at position {bad.start()}; "
+            "no file can have that name, so spikelab refuses the record: report the asset "
+            "to the archive"
+        )
+    return value
 
 
 def parse_asset_reference(reference: str, api_base: str) -> tuple[str, str]:
@@ -171,8 +237,9 @@ class DandiClient:
     """Talk to one DANDI API: every request goes through :meth:`request`.
 
     Creating a client does no network I/O. The token (argument, else ``DANDI_API_TOKEN``)
-    is sent as ``Authorization: token ...`` only to URLs under ``api_base``, never to the
-    blob store the downloads redirect to, and never appears in messages. Retries follow
+    is sent as ``Authorization: token ...`` only to URLs under ``api_base`` (its path
+    included), also after redirects: never to the blob store the downloads redirect to, nor
+    to another path of the API's host, and it never appears in messages. Retries follow
     :class:`spikelab.http.RetryPolicy`.
 
     Parameters
@@ -207,7 +274,7 @@ class DandiClient:
         self.policy = RetryPolicy(
             max_attempts, DEFAULT_BACKOFF_SECONDS if backoff_seconds is None else backoff_seconds
         )
-        self.session = new_session(self.policy)
+        self.session = new_session(self.policy, auth_scope=self.api_base)
 
     def __enter__(self) -> DandiClient:
         return self
@@ -232,8 +299,12 @@ class DandiClient:
         return path if path.startswith(("http://", "https://")) else self.api_base + path
 
     def is_api_url(self, url: str) -> bool:
-        """Tell whether ``url`` lies under ``api_base`` (the only place the token goes)."""
-        return url == self.api_base or url.startswith((self.api_base + "/", self.api_base + "?"))
+        """Tell whether ``url`` lies under ``api_base`` (the only place the token goes).
+
+        Same scheme, host and port, and a path at or below the API's once ``..`` segments
+        are resolved (see :func:`spikelab.http.is_under`).
+        """
+        return is_under(url, self.api_base)
 
     def request(
         self,
@@ -339,25 +410,29 @@ class DandiClient:
         Raises
         ------
         UnsafeRemoteDataError
-            ``asset_id`` is not a UUID (checked before any request), or the record has no
-            text path.
+            ``asset_id`` is not a UUID (checked before any request), or the record's
+            ``path`` is not usable text or its ``contentSize`` not a whole number of bytes.
         RemoteError
             The archive refused or kept failing.
         """
         identifier = check_server_id("asset_id", asset_id, self.api_base)
         record: dict[str, Any] = self.get_json(f"/assets/{identifier}/")
-        path = record.get("path") or f"{identifier}.nwb"
-        if not isinstance(path, str):
-            raise UnsafeRemoteDataError(
-                f"the DANDI server {self.api_base} described asset {identifier} without a text path"
-            )
+        base = self.api_base
+        path = check_asset_path(record.get("path") or f"{identifier}.nwb", identifier, base)
+        size = check_asset_size(record.get("contentSize"), identifier, base, "contentSize")
         digests = record.get("digest") or {}
+        if not isinstance(digests, dict):
+            raise UnsafeRemoteDataError(
+                f"the DANDI server {self.api_base} described asset {identifier} with digest "
+                f"{digests!r}, which is not a mapping of digest kinds to values; spikelab "
+                "refuses the record"
+            )
         urls = tuple(u for u in record.get("contentUrl") or [] if isinstance(u, str))
         return DandiAsset(
             asset_id=identifier,
             api_base=self.api_base,
             path=path,
-            size=record.get("contentSize"),
+            size=size,
             digests=tuple(sorted((str(k), str(v)) for k, v in digests.items() if v)),
             content_urls=urls,
             blob_url=next(

@@ -29,6 +29,8 @@ from spikelab.loaders.dandi._client import (
     DEFAULT_API_BASE,
     DandiAsset,
     DandiClient,
+    check_asset_path,
+    check_asset_size,
     check_server_id,
     parse_asset_reference,
 )
@@ -58,7 +60,8 @@ def list_dandi_assets(
     """Iterate over the assets of a dandiset version, one API page at a time.
 
     Every identifier the server lists is checked before it is used (asset, blob and Zarr
-    ids must be UUIDs); the asset path is only contained later, where a file is written.
+    ids must be UUIDs; the path must be text without control characters, the size a whole
+    number of bytes); the asset path is only contained later, where a file is written.
 
     Parameters
     ----------
@@ -97,7 +100,7 @@ def list_dandi_assets(
     RemoteError
         The archive refused or kept failing a request.
     UnsafeRemoteDataError
-        With ``on_unsafe="raise"``: the server listed a malformed identifier.
+        With ``on_unsafe="raise"``: the server listed a malformed identifier, path or size.
     """
     dandiset = normalize_dandiset_id(dandiset_id)
     version = normalize_version(version)
@@ -124,16 +127,12 @@ def list_dandi_assets(
 
 
 def _listed_asset(client: DandiClient, record: Mapping[str, Any]) -> dict[str, Any]:
-    """One listing entry as an asset dict, its identifiers checked."""
+    """One listing entry as an asset dict, its identifiers, path and size checked."""
     asset_id = check_server_id("asset_id", record.get("asset_id"), client.api_base)
-    if not isinstance(record.get("path"), str):
-        raise UnsafeRemoteDataError(
-            f"the DANDI server {client.api_base} listed asset {asset_id} without a text path"
-        )
     asset = {
         "asset_id": asset_id,
-        "path": record["path"],
-        "size": record.get("size"),
+        "path": check_asset_path(record.get("path"), asset_id, client.api_base),
+        "size": check_asset_size(record.get("size"), asset_id, client.api_base, "size"),
         "download_url": client.url(f"/assets/{asset_id}/download/"),
     }
     if record.get("modified"):
