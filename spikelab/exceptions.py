@@ -134,3 +134,12 @@ class ExternalLinkError(SpikelabError, ValueError):
     streamed file cannot pull data from the reading machine. For a trusted local HDF5 file,
     pass ``allow_external_links=True`` to follow its external links.
     """
+
+
+class HostUnreachableError(RemoteError):
+    """A remote host's name does not resolve, or the host refused the connection.
+
+    Asking again at once does not help (the machine is offline, the name is wrong, nothing
+    listens on the port), so spikelab fails at once instead of retrying; the message reads
+    ``cannot reach <host>: <why>``.
+    """
