@@ -134,6 +134,21 @@ def healthy(api_url: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def reachable(api_url: str, timeout: float = 5.0) -> bool:
+    """Whether anything answers HTTP at ``api_url`` (an error status counts as an answer).
+
+    A refused connection, an unknown host or a timeout is unreachable; a server that
+    answers the health check with 401 (one that wants a key) is reached.
+    """
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def port_is_free(port: int) -> bool:
     """Whether nothing listens on ``127.0.0.1:port``.
 
@@ -339,7 +354,25 @@ class TemporaryServer:
         self.stop()
 
 
-def start_server(port: int | None = None) -> tuple[ServerRecord, bool]:
+@dataclass(frozen=True)
+class ServerStart:
+    """What :func:`start_server` did.
+
+    The server's record, whether this call started it, and why the server does not listen
+    on port 4200 when it was free to choose one (else None).
+    """
+
+    record: ServerRecord
+    started: bool
+    port_note: str | None = None
+
+
+def export_line(record: ServerRecord) -> str:
+    """The shell line that points ``prefect`` commands at the server (with its ``/api``)."""
+    return f"export PREFECT_API_URL={record.api_url}"
+
+
+def start_server(port: int | None = None) -> ServerStart:
     """Start the persistent server, or find the one already running.
 
     Parameters
@@ -350,8 +383,9 @@ def start_server(port: int | None = None) -> tuple[ServerRecord, bool]:
 
     Returns
     -------
-    tuple of (ServerRecord, bool)
-        The server's record, and whether this call started it.
+    ServerStart
+        The server's record, whether this call started it, and (when ``port`` is None and
+        port 4200 was taken) why it listens on another port.
 
     Raises
     ------
@@ -362,7 +396,7 @@ def start_server(port: int | None = None) -> tuple[ServerRecord, bool]:
     """
     status, record = server_status()
     if status == "running" and record is not None:
-        return record, False
+        return ServerStart(record, started=False)
     if status == "not responding" and record is not None:
         raise PrefectServerError(
             f"the spikelab Prefect server (PID {record.pid}, port {record.port}) runs but does "
@@ -370,6 +404,7 @@ def start_server(port: int | None = None) -> tuple[ServerRecord, bool]:
         )
     record_path().unlink(missing_ok=True)  # stale
     chosen = _choose_port(port)
+    note = None if port is not None or chosen == DEFAULT_PORT else _default_port_taken(chosen)
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)
     log = home / LOG_NAME
@@ -396,7 +431,7 @@ def start_server(port: int | None = None) -> tuple[ServerRecord, bool]:
         stop_process(process)
         record_path().unlink(missing_ok=True)
         raise
-    return record, True
+    return ServerStart(record, started=True, port_note=note)
 
 
 def _choose_port(port: int | None) -> int:
@@ -409,6 +444,21 @@ def _choose_port(port: int | None) -> int:
             f"set PREFECT_API_URL=http://{HOST}:{port}/api"
         )
     return port
+
+
+def _default_port_taken(chosen: int) -> str:
+    """Why the server listens on ``chosen``: port 4200 was taken, and by what."""
+    usual = f"http://{HOST}:{DEFAULT_PORT}/api"
+    if healthy(usual, timeout=2.0):
+        return (
+            f"port {DEFAULT_PORT} is taken by another Prefect server (not one spikelab "
+            f"started), so this one listens on port {chosen}; to use that one instead, "
+            f"`spikelab server stop` and export PREFECT_API_URL={usual}"
+        )
+    return (
+        f"port {DEFAULT_PORT} is taken by another program, so the server listens on port "
+        f"{chosen} (--port N chooses one)"
+    )
 
 
 def _write_record(record: ServerRecord) -> None:
@@ -477,13 +527,16 @@ def flow_backend(
         return
     record = running_server()
     if record is None and keep_server:
-        record, _ = start_server()
+        start = start_server()
+        record = start.record
         if say:
             print(
                 "spikelab: started a Prefect server that keeps running "
                 "(`spikelab server stop` stops it)",
                 file=sys.stderr,
             )
+            if start.port_note:
+                print(f"spikelab: {start.port_note}", file=sys.stderr)
     if record is not None:
         if say:
             print(f"spikelab: Prefect UI at {record.address}", file=sys.stderr)

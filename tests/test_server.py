@@ -267,3 +267,67 @@ def test_two_starts_at_once_cannot_both_record_a_server(prefect_home):
         server._write_record(server.ServerRecord(pid=2, port=4202, started="t1", log="b"))
     assert server.read_record() == first
     assert [p.name for p in prefect_home.iterdir()] == [server.RECORD_NAME]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens once the socket closes
+
+
+@pytest.mark.parametrize("where", ["environment", "profile"])
+def test_a_configured_api_nobody_answers_is_a_configuration_error(tmp_path, where):
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    home = tmp_path / "prefect-home"
+    env = _environment(home)
+    if where == "environment":
+        env["PREFECT_API_URL"] = url
+    else:
+        home.mkdir()
+        Path(env["PREFECT_PROFILES_PATH"]).write_text(
+            f'active = "stale"\n[profiles.stale]\nPREFECT_API_URL = "{url}"\n'
+        )
+    result = subprocess.run(
+        [*SPIKELAB, "ingest", "files", str(_one_input(tmp_path)), "--lake", str(tmp_path / "l")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()  # one line, no traceback
+    assert f"PREFECT_API_URL={url}" in line and "does not answer" in line
+    assert "unset PREFECT_API_URL" in line and "spikelab server start" in line
+    assert not (tmp_path / "l").exists()
+
+
+def test_start_says_why_it_left_port_4200_and_what_to_export(shared_home, monkeypatch, capsys):
+    monkeypatch.setenv("PREFECT_HOME", str(shared_home))
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(shared_home / "p.toml"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with socket.socket() as usual:  # take 4200 unless something already holds it
+        try:
+            usual.bind(("127.0.0.1", server.DEFAULT_PORT))
+            usual.listen()
+        except OSError:
+            pass
+        assert not server.port_is_free(server.DEFAULT_PORT)
+        start = subprocess.run(
+            [*SPIKELAB, "server", "start"],
+            env=_environment(shared_home),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    try:
+        assert start.returncode == 0, start.stderr
+        record = server.read_record()
+        assert record is not None and record.port != server.DEFAULT_PORT
+        assert f"port {server.DEFAULT_PORT} is taken by another" in start.stdout
+        assert f"listens on port {record.port}" in start.stdout
+        export = f"export PREFECT_API_URL=http://127.0.0.1:{record.port}/api"
+        assert start.stdout.splitlines()[-1].strip() == export
+        assert run(["server", "status"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1].strip() == export
+    finally:
+        assert run(["server", "stop"]) == 0

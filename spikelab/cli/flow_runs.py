@@ -86,11 +86,37 @@ def _flush_prefect_logs() -> None:
         APILogWorker.drain_all(timeout=5, at_exit=False)
 
 
+def _check_configured_api() -> None:
+    """Refuse a configured Prefect API that nothing answers at (a usage error, exit 2).
+
+    Raises
+    ------
+    UsageError
+        ``PREFECT_API_URL`` (environment or active Prefect profile) names an address where
+        no server answers: the message names it and says what to do.
+    """
+    from spikelab.server import configured_api_url, reachable
+
+    url = configured_api_url()
+    if not url or reachable(url):
+        return
+    if os.environ.get("PREFECT_API_URL"):
+        where, fix = "", "`unset PREFECT_API_URL`"
+    else:
+        where, fix = " (from the active Prefect profile)", "`prefect config unset PREFECT_API_URL`"
+    raise UsageError(
+        f"PREFECT_API_URL={url}{where} does not answer (no Prefect server there): start that "
+        f"server, or {fix} to let spikelab use its own (`spikelab server start` keeps one "
+        "running)"
+    )
+
+
 @contextmanager
 def prefect_backend(keep_server: bool = False) -> Iterator[Any]:
     """A reachable Prefect API for the block (see :func:`spikelab.server.flow_backend`)."""
     from spikelab.server import flow_backend
 
+    _check_configured_api()
     with flow_backend(keep_server=keep_server) as temporary:
         try:
             yield temporary

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from spikelab.cli.flow_runs import prefect_backend
 from spikelab.cli.parser import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from spikelab.server import ServerRecord
 
 
 def server_command(action: str, port: int | None) -> int:
@@ -11,10 +16,14 @@ def server_command(action: str, port: int | None) -> int:
     from spikelab import server
 
     if action == "start":
-        record, started = server.start_server(port)
-        verb = "started" if started else "already running:"
+        start = server.start_server(port)
+        record = start.record
+        verb = "started" if start.started else "already running:"
         print(f"{verb} Prefect server {record.address} (PID {record.pid}, log {record.log})")
+        if start.port_note:
+            print(start.port_note)
         print(f"Prefect UI: {record.address}; every spikelab command now uses this server")
+        _print_export(record)
         return EXIT_OK
     if action == "stop":
         print(server.stop_server())
@@ -35,7 +44,16 @@ def _server_status() -> int:
         )
     else:
         print(f"{status}: Prefect server {found.address} (PID {found.pid})")
+        _print_export(found)
     return EXIT_OK if status == "running" else EXIT_FAILED
+
+
+def _print_export(record: ServerRecord) -> None:
+    """Say how to point ``prefect`` commands (deploy, work pools, workers) at the server."""
+    from spikelab import server
+
+    print("for `prefect` commands (work-pool create, deploy, worker start), run first:")
+    print(f"  {server.export_line(record)}")
 
 
 def serve() -> None:
