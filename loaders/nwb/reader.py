@@ -206,14 +206,19 @@ Contents = tuple[UnitsColumns | NoSpikeTimes | None, ElectrodesColumns | None, d
 
 
 def has_electrical_series(nwb_path: str | os.PathLike[str]) -> bool:
-    """Tell whether an NWB file holds an ElectricalSeries in ``acquisition`` (raw traces)."""
+    """Tell whether an NWB file holds an ElectricalSeries in ``acquisition`` (raw traces).
+
+    Only the file itself is looked at: an external link in ``acquisition`` is not followed.
+    """
     with open_hdf5(Path(nwb_path), _NWB_FILE) as handle:
         acquisition = handle.get("acquisition")
         if not isinstance(acquisition, h5py.Group):
             return False
         return any(
             text_value(item.attrs.get("neurodata_type")) == "ElectricalSeries"
-            for item in acquisition.values()
+            for name in acquisition.keys()
+            if not isinstance(acquisition.get(name, getlink=True), h5py.ExternalLink)
+            and (item := acquisition.get(name)) is not None
         )
 
 
