@@ -142,8 +142,8 @@ def load_spikedata_from_nwb(
         return load_remote_nwb(str(filepath), cache_dir=cache_dir, **ladders)
     if Path(filepath).is_dir():
         folder = Path(filepath)
-        contents = _read_zarr(folder, str(folder), allow_external_links=allow_external_links)
-        return assemble(str(folder), *contents, **ladders)
+        zarr_contents = _read_zarr(folder, str(folder), allow_external_links=allow_external_links)
+        return assemble(str(folder), *zarr_contents, **ladders)
     path = existing_file(filepath, "NWB file")
     source = str(path)
     contents = None
