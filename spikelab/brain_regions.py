@@ -29,9 +29,11 @@ How a label is mapped (``RegionMatch.region_match`` says which step decided)
 
    The alias table is consulted *before* the case-insensitive steps, not after as a last
    resort: a curated entry beats a guess. The case in point is ``TS`` (tail of striatum,
-   alias → ``CP``), which ignoring case is Allen ``ts``, the solitary tract. The packaged
-   table has no alias equal to an Allen name or acronym (a test checks it), so for it the
-   order only decides such case-folded collisions.
+   alias → ``CP``), which ignoring case is Allen ``ts``, the solitary tract; likewise ``EC``
+   (entorhinal cortex, not ``ec`` the external capsule) and ``HC`` (hippocampus, not ``hc``
+   the hippocampal commissures). The packaged table has no alias equal to an Allen name or
+   exact acronym other than its primate collisions (a test checks it), so for it the order
+   only decides these case-folded collisions.
 5. A trailing layer ("VISp layer 5", "V1 L2/3", "M1 layer 5"): the rest is mapped as above,
    then the layer structure (``VISp5``, ``VISp2/3``, ``MOp5``) is taken when Allen has one,
    else the rest's structure; the match kind is the rest's.
