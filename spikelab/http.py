@@ -5,7 +5,9 @@ the Brain-Wide Map table on S3) goes through here:
 
 - :func:`new_session` mounts urllib3's :class:`~urllib3.util.Retry` built from a
   :class:`RetryPolicy`, so 429 and 5xx answers and connections that fail before an answer
-  are retried inside each request, honouring ``Retry-After``, with jittered backoff;
+  are retried inside each request, honouring ``Retry-After``, with jittered backoff; a
+  host that cannot be reached (its name does not resolve, or it refuses the connection)
+  fails at once (:func:`unreachable`, :func:`unreachable_host`);
 - failures while a body is read (a dropped connection, a body shorter than announced)
   happen after urllib3 has handed the answer over, so :func:`call_with_retries` and
   :func:`download_verified` retry them with the same policy;
@@ -22,21 +24,29 @@ import math
 import os
 import posixpath
 import random
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
+import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util import Retry
 
-from spikelab.exceptions import DigestMismatchError, RemoteError, UnsafeRemoteDataError
+from spikelab.exceptions import (
+    DigestMismatchError,
+    HostUnreachableError,
+    RemoteError,
+    UnsafeRemoteDataError,
+)
 
 USER_AGENT = "spikelab (https://github.com/spikelab)"
 #: Answers worth asking again for.
@@ -137,13 +147,79 @@ class ScopedAuthSession(requests.Session):
             prepared_request.headers.pop("Authorization", None)
 
 
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what it wraps: causes, contexts, a MaxRetryError's reason, wrapped args."""
+    seen: set[int] = set()
+    stack = [error]
+    while stack and len(seen) < 32:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += [arg for arg in current.args if isinstance(arg, BaseException)]
+        stack.extend(item for item in linked if isinstance(item, BaseException))
+
+
+def unreachable(error: BaseException) -> str | None:
+    """Say why a host cannot be reached at all, or None for any other failure.
+
+    A name that does not resolve (offline, or a wrong name) and a refused connection
+    (nothing listens) are not worth retrying soon; resets, timeouts and 5xx answers are.
+
+    Examples
+    --------
+    >>> unreachable(ConnectionRefusedError(111, "Connection refused"))[:40]
+    'the connection was refused (Connection r'
+    """
+    causes = list(_causes(error))
+    if any(isinstance(c, socket.gaierror | urllib3.exceptions.NameResolutionError) for c in causes):
+        detail = next((c.strerror for c in causes if isinstance(c, socket.gaierror)), None)
+        return (
+            f"its name does not resolve ({detail or 'no address'}); check the host name and "
+            "the network connection"
+        )
+    for cause in causes:
+        if isinstance(cause, ConnectionRefusedError):
+            return (
+                f"the connection was refused ({cause.strerror or cause}); check the address "
+                "and port, and that the server runs"
+            )
+    return None
+
+
+def unreachable_host(url: str, error: BaseException) -> str | None:
+    """``cannot reach <host>: <why>`` when ``error`` means the host is unreachable, else None."""
+    why = unreachable(error)
+    if why is None:
+        return None
+    parts = urlsplit(url)
+    return f"cannot reach {parts.netloc or url}: {why}"
+
+
 class _Retry(Retry):
     """urllib3's Retry with spikelab's waits.
 
     The first retry already waits (``backoff_factor`` seconds, doubling after, each
     multiplied by a random factor in [0.5, 1.5]); ``Retry-After: 0`` means no wait; no
-    wait exceeds :data:`MAX_DELAY_SECONDS`.
+    wait exceeds :data:`MAX_DELAY_SECONDS`. A host that cannot be reached (its name does
+    not resolve, or it refuses the connection) is not tried again: see :func:`unreachable`.
     """
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: urllib3.BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: urllib3.connectionpool.ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Retry:
+        """Count one failed try, giving up at once when the host is unreachable."""
+        if error is not None and unreachable(error) is not None:
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error  # type: ignore[arg-type]
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def get_backoff_time(self) -> float:
         delay = self.backoff_factor * 2 ** max(len(self.history) - 1, 0)
@@ -232,12 +308,15 @@ def call_with_retries(
 ) -> T:
     """Return ``call()``, calling again after a transient failure (the last one propagates).
 
-    For failures the session cannot retry itself: those raised while a body is read.
+    For failures the session cannot retry itself: those raised while a body is read. An
+    unreachable host (see :func:`unreachable`) is not called again.
     """
     for attempt in range(1, policy.attempts):
         try:
             return call()
-        except transient:
+        except transient as error:
+            if unreachable(error) is not None:
+                raise
             policy.wait(attempt)
     return call()
 
@@ -492,6 +571,8 @@ def download_verified(
         Every complete download differed from the published size or a digest.
     RemoteError
         The transfer kept failing, or took longer than ``timeout_seconds``.
+    HostUnreachableError
+        The source's host does not resolve or refuses the connection (not retried).
     UnsafeRemoteDataError
         The partial file or its marker would resolve outside the destination's folder.
     """
@@ -556,6 +637,9 @@ def _transfer(
                 if have < size:
                     raise IncompleteBodyError(f"the body ended at byte {have} of {size}")
             except source.transient as error:
+                why = unreachable(error)
+                if why is not None:  # asking again at once will not help
+                    raise HostUnreachableError(f"cannot download {source.name}: {why}") from None
                 failures += 1
                 if failures >= limits.policy.attempts:
                     raise RemoteError(

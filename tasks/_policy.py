@@ -14,8 +14,8 @@ import requests
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
-from spikelab.exceptions import RemoteError
-from spikelab.http import TRANSIENT_ERRORS
+from spikelab.exceptions import HostUnreachableError, RemoteError
+from spikelab.http import TRANSIENT_ERRORS, unreachable
 from spikelab.loaders import LOADER_VERSIONS
 
 # Network tasks: 4 retries, 2 s, 4 s, 8 s, 16 s apart (each +/- 50 % jitter).
@@ -72,12 +72,17 @@ def _transient_status(status: int | None) -> bool:
 def is_transient(error: BaseException) -> bool:
     """Tell whether a failure may pass on a later try: network, timeouts, HTTP 5xx and 429.
 
-    A :class:`~spikelab.exceptions.RemoteError` without a status is transient (our clients
+    A host that cannot be reached at all (its name does not resolve, it refuses the
+    connection: :class:`~spikelab.exceptions.HostUnreachableError`, or the same failure
+    raised by requests or urllib3) is permanent. A
+    :class:`~spikelab.exceptions.RemoteError` without a status is transient (our clients
     raise it when the network kept failing or a transfer timed out); with a status, only
     429 and 5xx are. Everything else is permanent: unsafe identifiers or paths, malformed
     files (``FileFormatError``, ``ValueError``, ``KeyError``), digest mismatches, other HTTP
     answers, missing local files.
     """
+    if isinstance(error, HostUnreachableError) or unreachable(error) is not None:
+        return False  # offline, a wrong host name, nothing listening: not within minutes
     if isinstance(error, RemoteError):
         return error.status is None or _transient_status(error.status)
     if isinstance(error, requests.HTTPError):

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from spikelab.exceptions import RemoteError, UnsafeRemoteDataError
+from spikelab.exceptions import HostUnreachableError, RemoteError, UnsafeRemoteDataError
 from spikelab.http import (
     TRANSIENT_ERRORS,
     RetryPolicy,
@@ -24,6 +24,7 @@ from spikelab.http import (
     is_under,
     new_session,
     redact,
+    unreachable_host,
 )
 from spikelab.ids import DANDISET_VERSION
 
@@ -252,7 +253,8 @@ class DandiClient:
         Connect and read timeout of each request.
     max_attempts : int, default: 5
         Tries per request for connection errors and statuses 429/500/502/503/504, and
-        per broken download body.
+        per broken download body. A host whose name does not resolve, or that refuses the
+        connection, is tried once.
     backoff_seconds : float | None, default: None
         First retry delay (None: ``DEFAULT_BACKOFF_SECONDS``); doubles each attempt, with
         jitter, unless the server sends ``Retry-After``.
@@ -323,6 +325,9 @@ class DandiClient:
         RemoteError
             A 4xx answer (at once), or a transient failure on the last attempt. The
             message names the method, the URL without its query and the status.
+        HostUnreachableError
+            The API's name does not resolve or it refused the connection (at once, no
+            retries): ``cannot reach <host>: <why>``.
         """
         target = self.url(url)
         sent_headers = dict(headers or {})
@@ -339,6 +344,9 @@ class DandiClient:
                 timeout=self.timeout_seconds,
             )
         except TRANSIENT_ERRORS as error:
+            cannot_reach = unreachable_host(target, error)
+            if cannot_reach is not None:  # offline, a wrong name, nothing listening
+                raise HostUnreachableError(cannot_reach) from None
             raise RemoteError(
                 f"{method} {redact(target)} failed after {self.max_attempts} attempts: "
                 f"{type(error).__name__}"

@@ -93,6 +93,20 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
+def _failure_line(error: Exception) -> str:
+    """One line for an unexpected failure; a remote service's own message as it stands.
+
+    ``cannot reach api.dandiarchive.org: ...`` says everything: neither the flow run that
+    carried it nor the class name is shown then.
+    """
+    from spikelab.exceptions import RemoteError
+
+    cause = error.__cause__ if isinstance(error, FlowRunError) else error
+    if isinstance(cause, RemoteError):
+        return one_line(str(cause))
+    return f"{type(error).__name__}: {one_line(str(error))}"
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 some input failed, 2 usage)."""
     from spikelab.exceptions import PrefectServerError, ServerPortInUseError
@@ -115,7 +129,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if _is_broken_pipe(error):
             _quiet_stdout()
             return EXIT_OK
-        print(f"spikelab: error: {type(error).__name__}: {one_line(str(error))}", file=sys.stderr)
+        print(f"spikelab: error: {_failure_line(error)}", file=sys.stderr)
         return EXIT_FAILED
 
 
