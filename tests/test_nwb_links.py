@@ -318,3 +318,16 @@ def test_streamed_two_dimensional_spike_times_are_refused(archive):
         load_spikedata_from_dandi(
             archive.two_d, api_base=archive.api_base, stream=True, stream_only=True
         )
+
+
+def test_documented_defaults_match_the_signature():
+    import inspect
+    import re
+
+    documented = dict(
+        re.findall(r"^\s*(\w+) : [^\n]*?, default: (.+)$", load_spikedata_from_nwb.__doc__, re.M)
+    )
+    parameters = inspect.signature(load_spikedata_from_nwb).parameters
+    assert documented["allow_external_links"] == "False"
+    for name, text in documented.items():
+        assert repr(parameters[name].default) == text, name
