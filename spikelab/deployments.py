@@ -3,6 +3,11 @@
 Deployments carry no ``lake`` parameter: each flow run writes to the lake the operator
 names once, in the ``SPIKELAB_LAKE`` environment variable of the worker (or of
 ``spikelab serve``), so where ``prefect deploy`` ran never matters.
+
+Served deployments are named ``<name>-served``: a Prefect deployment is known by its flow
+and its name, and serving under the names ``prefect deploy`` registered would rewrite those
+deployments (their runs would then look for code in a folder that was never recorded). So
+both can be registered on one server, each run by what registered it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from spikelab.io.lake import LAKE_ENV
 
 # Shipped in the package (spikelab.deployment_files); edited in the top-level deployments/.
 PREFECT_FILE = Path(str(files("spikelab.deployment_files"))) / "prefect.yaml"
+SERVED_SUFFIX = "-served"
 
 
 def check_lake_variable() -> str | None:
@@ -44,8 +50,17 @@ def deployment_specs(prefect_file: Path = PREFECT_FILE) -> list[dict[str, Any]]:
     return specs
 
 
+def served_name(name: str) -> str:
+    """The name ``spikelab serve`` gives the deployment ``prefect deploy`` names ``name``."""
+    return f"{name}{SERVED_SUFFIX}"
+
+
 def serve_all(prefect_file: Path = PREFECT_FILE) -> None:
     """Serve every deployment of ``prefect_file`` (schedules included) until interrupted.
+
+    Each is registered as :func:`served_name` of its name, with a module-path entrypoint,
+    so it neither rewrites what ``prefect deploy`` registered nor depends on the folder
+    this process started in.
 
     Raises
     ------
@@ -54,6 +69,7 @@ def serve_all(prefect_file: Path = PREFECT_FILE) -> None:
     """
     check_lake_variable()
     from prefect import serve
+    from prefect.deployments.runner import EntrypointType
     from prefect.flows import load_flow_from_entrypoint
 
     deployments: list[Any] = []
@@ -62,11 +78,12 @@ def serve_all(prefect_file: Path = PREFECT_FILE) -> None:
         cron = next((s["cron"] for s in spec.get("schedules", []) if "cron" in s), None)
         deployments.append(
             flow.to_deployment(
-                name=spec["name"],
+                name=served_name(spec["name"]),
                 description=spec.get("description"),
                 parameters=spec.get("parameters") or {},
                 tags=spec.get("tags") or [],
                 cron=cron,
+                entrypoint_type=EntrypointType.MODULE_PATH,
             )
         )
     serve(*deployments)
