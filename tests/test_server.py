@@ -305,7 +305,8 @@ def test_start_says_why_it_left_port_4200_and_what_to_export(shared_home, monkey
     monkeypatch.setenv("PREFECT_HOME", str(shared_home))
     monkeypatch.setenv("PREFECT_PROFILES_PATH", str(shared_home / "p.toml"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with socket.socket() as usual:  # take 4200 unless something already holds it
+    with socket.socket() as usual:  # take 4200 unless something already listens there
+        usual.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past a TIME_WAIT
         try:
             usual.bind(("127.0.0.1", server.DEFAULT_PORT))
             usual.listen()
