@@ -31,6 +31,7 @@ from spikelab.flows._runs import (
     manifest_path,
     outcome,
 )
+from spikelab.exceptions import LakeKeyConflictError
 from spikelab.io import delta_lake, storage
 from spikelab.io.lake import Lake
 from spikelab.io.manifest import put_manifest, record_failure, with_table_version
@@ -157,6 +158,7 @@ class Publisher:
                 key_of(p["target"]),
                 p["units"] if p["units"] is not None else delta_lake.UNITS_SCHEMA.empty_table(),
                 p["manifest"],
+                p.get("owner"),
             )
             for p in batch
         ]
@@ -227,11 +229,19 @@ class Publisher:
             self._done[key] = result
 
     def _fail(self, pending: Pending, error: Exception) -> None:
-        """Record an asset whose commit failed, keeping its last good publication if any."""
+        """Record an asset whose commit failed, keeping its last good publication if any.
+
+        An asset refused because its key belongs to another input records nothing.
+        """
         target = pending["target"]
         message = one_line(error)
         log_failure(self.logger, "/".join(key_of(target)), message, error)
         path = manifest_path(self.lake, target)
+        if isinstance(error, LakeKeyConflictError):  # the key and its manifest are another's
+            result = outcome(target, "failed", pending["seconds"], path, {}, error=message)
+            with self._wakeup:
+                self._done[key_of(target)] = result
+            return
         manifest = pending["manifest"]
         recorded = record_failure(
             path,

@@ -226,19 +226,27 @@ def remove_leftovers(lake: Lake) -> None:
 
 
 def finish_killed_publications(lake: Lake) -> None:
-    """Write the rasters and manifests of assets a killed run committed but left unwritten.
+    """Make good what killed runs left: unpublished rows, and unwritten rasters and manifests.
 
-    Only journals untouched for an hour count: younger ones may belong to a run going on
-    at the same time (see :mod:`spikelab.io.publish_journal`). A failure here is logged,
-    not raised: it concerns an earlier run, and the next run tries again.
+    Units rows that no assets row names go (a run killed between its two commits, see
+    :func:`spikelab.io.delta_lake.remove_unpublished`); the rasters and manifests of assets
+    a killed run committed are written. Only leftovers an hour old count: younger ones may
+    belong to a run going on at the same time (see :mod:`spikelab.io.publish_journal`). A
+    failure here is logged, not raised: it concerns an earlier run, and the next run tries
+    again.
     """
     try:
+        removed = delta_lake.remove_unpublished(lake.root)
         repaired = repair_stale(lake)
     except Exception as error:  # noqa: BLE001 - this run's own assets have landed
         get_run_logger().warning(
             "could not finish a killed run's publications: %s", one_line(error)
         )
         return
+    if removed:
+        get_run_logger().warning(
+            "removed the units rows of %d publication(s) a killed or refused run left", removed
+        )
     if repaired:
         get_run_logger().warning(
             "wrote the raster and manifest of %d asset(s) a killed run had committed: %s",

@@ -223,7 +223,10 @@ def ingest_file(
             flow_run_id=current_flow_run_id(),
         )
 
-    return guarded(lake, target, work, source_reference=recorded, input={"path": recorded})
+    result = guarded(lake, target, work, source_reference=recorded, input={"path": recorded})
+    if "target" in result:  # a pending publication: the key is this input's
+        result["owner"] = recorded
+    return result
 
 
 @flow(name="ingest-files", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]

@@ -35,7 +35,6 @@ UNIT_COLUMNS = (
 )
 SUMMARY_COLUMNS = ("source", "dataset", "assets", "units", "spikes", "failed", "skipped")
 HISTORY_COLUMNS = ("version", "timestamp", "operation", "flow_run_id", "assets")
-_SKEW_MS = 60_000  # how far apart two writers' clocks may be
 
 SummaryRow = tuple[str, str, int, int, int, int, int]
 # Where each count of a summary row comes from: a status of the assets table (``ok`` is
@@ -68,14 +67,15 @@ def summary_rows(lake: str | os.PathLike[str], as_of: AsOf = None) -> list[Summa
         :func:`spikelab.io.delta_read.open_units`); the assets table is read at the commit
         that went with that version.
     """
-    from spikelab.io.delta_read import open_units
+    from spikelab.io.delta_read import open_assets, open_units
 
     units = open_units(lake, as_of)
+    assets = open_assets(lake, units, as_of)
     counts: dict[tuple[str, str], dict[str, int]] = {}
     if units is not None:
-        for source, dataset, rows, spikes in _unit_counts(units):
+        for source, dataset, rows, spikes in _unit_counts(units, assets):
             counts[(source, dataset)] = {"units": rows, "spikes": spikes}
-    for (source, dataset, status), number in _asset_counts(lake, units, as_of).items():
+    for (source, dataset, status), number in _asset_counts(assets).items():
         found = counts.setdefault((source, dataset), {})
         found[status] = found.get(status, 0) + number
     return [_summary_row(key, found) for key, found in sorted(counts.items())]
@@ -86,25 +86,24 @@ def _summary_row(key: tuple[str, str], found: dict[str, int]) -> SummaryRow:
     return (*key, ok, units, spikes, failed, skipped)
 
 
-def _unit_counts(units: DeltaTable) -> list[tuple[str, str, int, int]]:
-    """(source, dataset, units, spikes) per dataset, reading three small columns."""
+def _unit_counts(units: DeltaTable, assets: DeltaTable | None) -> list[tuple[str, str, int, int]]:
+    """(source, dataset, units, spikes) per dataset of the published rows (four columns)."""
+    from spikelab.io.delta_read import published_filter
+
+    where = published_filter(units, assets)
     rows = _query(
         units,
         "SELECT source, dataset_id, count(*) AS units, "
         "CAST(coalesce(sum(n_spikes), 0) AS BIGINT) AS spikes FROM snapshot "
-        "GROUP BY source, dataset_id",
+        f"{'WHERE ' + where if where else ''} GROUP BY source, dataset_id",
+        assets if where else None,
     )
     return [(r["source"], r["dataset_id"], r["units"], r["spikes"]) for r in rows]
 
 
-def _asset_counts(
-    lake: str | os.PathLike[str], units: DeltaTable | None, as_of: AsOf
-) -> Counter[tuple[str, str, str]]:
+def _asset_counts(assets: DeltaTable | None) -> Counter[tuple[str, str, str]]:
     """How many assets of each (source, dataset, status) the assets table records."""
-    from spikelab.io.delta_lake import assets_uri, open_table
-
-    assets = open_table(assets_uri(lake))
-    if assets is None or (as_of is not None and not _travel(lake, assets, units, as_of)):
+    if assets is None:
         return Counter()
     rows = _query(
         assets,
@@ -114,65 +113,24 @@ def _asset_counts(
     return Counter({(r["source"], r["dataset_id"], r["status"]): r["assets"] for r in rows})
 
 
-def _query(table: DeltaTable, sql: str) -> list[dict[str, Any]]:
+def _query(
+    table: DeltaTable, sql: str, published: DeltaTable | None = None
+) -> list[dict[str, Any]]:
     """Rows of ``sql`` over ``table``'s loaded snapshot, named ``snapshot``.
 
-    delta-rs answers it itself (locally or on S3, reading only the columns named), so a
-    summary needs neither DuckDB nor pyarrow.dataset, which would import pandas (~0.3 s).
+    ``published``, the assets table, is registered as ``assets`` when given. delta-rs
+    answers it itself (locally or on S3, reading only the columns named), so a summary
+    needs neither DuckDB nor pyarrow.dataset, which would import pandas (~0.3 s).
     """
     import pyarrow as pa
     from deltalake import QueryBuilder
 
-    answer = QueryBuilder().register("snapshot", table).execute(sql)
+    builder = QueryBuilder().register("snapshot", table)
+    if published is not None:
+        builder = builder.register("assets", published)
+    answer = builder.execute(sql)
     rows: list[dict[str, Any]] = pa.RecordBatchReader.from_stream(answer).read_all().to_pylist()
     return rows
-
-
-def _travel(
-    lake: str | os.PathLike[str], assets: DeltaTable, units: DeltaTable | None, as_of: AsOf
-) -> bool:
-    """Load the assets version that goes with ``as_of``; False if there is none.
-
-    For a time, that is the last assets version committed at or before it; for a version
-    number, the assets commit published together with that units version.
-    """
-    from spikelab.io.delta_lake import assets_uri
-    from spikelab.io.delta_read import first_commit_after, parse_as_of
-
-    when = parse_as_of(as_of) if as_of is not None else None
-    if isinstance(when, datetime):
-        uri = assets_uri(lake)
-        version = first_commit_after(uri, assets.version(), when.timestamp() * 1000) - 1
-    else:
-        version = _paired_version(lake, assets, units) if units is not None else -1
-    if version >= 0:
-        assets.load_as_version(version)
-    return version >= 0
-
-
-def _paired_version(lake: str | os.PathLike[str], assets: DeltaTable, units: DeltaTable) -> int:
-    """The assets version published with ``units``' loaded version; -1 if there is none.
-
-    Each publication commits to ``units``, then to ``assets`` with the same tag: look for
-    the tag of the newest tagged units version at or below the loaded one among the assets
-    versions committed after it (a minute's clock skew between writers allowed).
-    """
-    from spikelab.io.delta_lake import COMMIT_TAG, assets_uri, commit_info, units_uri
-    from spikelab.io.delta_read import first_commit_after
-
-    for version in range(units.version(), -1, -1):
-        info = commit_info(units_uri(lake), version) or {}
-        wanted = (info.get(COMMIT_TAG) or {}).get("commit")
-        if wanted is not None:
-            break
-    else:
-        return -1
-    uri = assets_uri(lake)
-    start = first_commit_after(uri, assets.version(), info["timestamp"] - _SKEW_MS)
-    for version in range(start, assets.version() + 1):
-        if ((commit_info(uri, version) or {}).get(COMMIT_TAG) or {}).get("commit") == wanted:
-            return version
-    return -1
 
 
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -10,7 +10,7 @@ writes the raster and the manifest (recording the table version).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pyarrow as pa
 from prefect import task
@@ -28,7 +28,9 @@ class Pending(TypedDict):
     ``manifest`` is complete but for the outputs the publisher adds (the table rows and
     the raster); ``outputs`` lists other outputs already written (a raw Zarr store);
     ``raster`` is the PNG to put beside the manifest; ``seconds`` is the time the asset's
-    task took; ``note`` goes into the outcome's ``error`` column of an ok asset.
+    task took; ``note`` goes into the outcome's ``error`` column of an ok asset;
+    ``owner``, when set, is the input the key belongs to: the commit refuses the asset if
+    the lake gives the key to another (see :class:`spikelab.io.delta_lake.Publication`).
     """
 
     target: Target
@@ -39,6 +41,7 @@ class Pending(TypedDict):
     raster: bytes | None
     seconds: float
     note: str | None
+    owner: NotRequired[str]
 
 
 def prepare_publication(

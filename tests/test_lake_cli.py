@@ -164,7 +164,7 @@ def test_a_bad_as_of_is_a_usage_error(lake, as_of, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert (
-        "versions 0 to 2" if as_of == "7" else "lake history" if as_of[0] == "2" else "ISO"
+        "versions 0 to 3" if as_of == "7" else "lake history" if as_of[0] == "2" else "ISO"
     ) in err
 
 
@@ -172,6 +172,7 @@ def test_history_lists_versions_runs_and_asset_counts(lake, capfd):
     rows = lines(_history(lake, capfd))
     assert rows[0] == ["version", "timestamp", "operation", "flow_run_id", "assets"]
     assert [(r[0], r[2], r[3], r[4]) for r in rows[1:]] == [
+        ("3", "DELETE", "run-3", "1"),  # the rows run-3's publication replaced
         ("2", "WRITE", "run-3", "1"),
         ("1", "WRITE", "run-2", "3"),
         ("0", "WRITE", "run-1", "2"),
@@ -186,7 +187,7 @@ def test_compact_merges_files_and_keeps_the_answers(lake, capsys):
     assert len(before) == 7
     assert run(["lake", "compact", "--retention-hours", "0", "--lake", lake]) == 0
     out = capsys.readouterr().out
-    assert "units: 2 files merged into 1, " in out and "assets: " in out
+    assert "units: 3 files merged into 1, " in out and "assets: " in out
     parts = [p for p in os.listdir(Path(lake, "tables", "units")) if p.endswith(".parquet")]
     assert len(parts) == 1  # retention 0: the files the compaction replaced are gone
     pd.testing.assert_frame_equal(find_units(lake), before)
@@ -195,7 +196,7 @@ def test_compact_merges_files_and_keeps_the_answers(lake, capsys):
         ("dandi", "000002", 1, 1, 1, 0, 0),
     ]
     operations = [row[2] for row in history_rows(lake)]
-    assert operations[-5:] == ["OPTIMIZE", "WRITE", "WRITE", "WRITE", "WRITE"]
+    assert operations[-6:] == ["OPTIMIZE", "WRITE", "DELETE", "WRITE", "WRITE", "WRITE"]
 
 
 def test_compact_default_retention_matches_the_library():

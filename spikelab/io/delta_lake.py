@@ -15,11 +15,23 @@ Only the files a table's ``_delta_log`` names belong to the table: a file left b
 killed writer, or anything else dropped into the folder, is never read (``compact`` deletes
 such files once they are older than its retention, so keep nothing of your own there).
 
-Publishing (:func:`publish`) is one commit to ``units`` that replaces the published assets'
-rows, then one commit to ``assets`` recording them with the units version they landed in.
-A reader of ``units`` therefore sees an asset whole or not at all. If a writer dies between
-the two commits, ``assets`` still shows the previous state, so the asset is published again
-by the next run, which replaces its rows rather than adding to them.
+Publishing (:func:`publish`) takes up to three commits. First the assets' units are
+appended to ``units``, each asset's rows tagged with a new ``publication`` id; then one
+commit to ``assets`` records each asset with its ``publication`` and the units version it
+landed in (this is the commit that publishes: a unit row counts only while its asset's row
+names its publication); last, the rows of the publications they replaced are deleted.
+Readers (:mod:`spikelab.io.delta_read`) keep only the rows an assets row names, so they
+see an asset whole or not at all, and never rows of an unfinished publication. A writer
+killed between the commits leaves rows no assets row names: :func:`remove_unpublished`
+(run at the end of every flow run and by ``lake compact``) deletes them once they are an
+hour old, so the two tables agree again without the inputs coming back.
+
+The assets commit is also where a key's ownership is decided: an asset published with an
+``owner`` (the input a key belongs to) is refused with
+:class:`~spikelab.exceptions.LakeKeyConflictError` when the key's row names another
+owner, checked on the snapshot the commit is made against; Delta's conflict detection
+fails the commit if another writer changed the key's row since, and the check is made
+again on the new snapshot.
 
 Unit metadata and spike trains share the ``units`` table: Parquet stores each column apart,
 so a query that does not name ``spike_times_ms`` never reads it (``benchmarks/bench_lake.py``
@@ -42,7 +54,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spikelab.exceptions import LakeCommitError, LakeSchemaError
+from spikelab.exceptions import LakeCommitError, LakeKeyConflictError, LakeSchemaError
 from spikelab.io import storage
 
 if TYPE_CHECKING:
@@ -74,6 +86,7 @@ UNITS_SCHEMA = pa.schema(
         ("location_label", pa.string()),
         ("group_name", pa.string()),
         ("electrode", pa.int32()),
+        ("publication", pa.string()),
     ]
 )
 ASSETS_SCHEMA = pa.schema(
@@ -90,28 +103,35 @@ ASSETS_SCHEMA = pa.schema(
         ("version", pa.int64()),
         ("flow_run_id", pa.string()),
         ("published_at", pa.timestamp("us", tz="UTC")),
+        ("publication", pa.string()),
+        ("owner", pa.string()),
     ]
 )
 _FOOTER_KEY = b"spikelab"
 COMMIT_TAG = "spikelab"
 _MAX_ATTEMPTS = 8
+# A publication id starts with its creation time (ms since the epoch), so rows no assets
+# row names can be told from a publication still going on: those go after an hour.
+UNPUBLISHED_AFTER_SECONDS = 3600.0
 _T = TypeVar("_T")
 
 AssetKey = tuple[str, str, str]
 
 
 class Publication(NamedTuple):
-    """One finished asset to publish: its key, its units, its manifest.
+    """One finished asset to publish: its key, its units, its manifest, its owner.
 
     ``units`` is an Arrow table as built by ``spikelab.io.units_table.units_arrow_table``
     (its ``spikelab`` schema metadata is kept in the assets table), or None for an asset
     with no units to publish (a failed load): then only its assets row changes and any
-    units published before stay.
+    units published before stay. ``owner`` names the input the key belongs to (a local
+    file's path); the commit refuses a key whose row names another owner. None: no check.
     """
 
     key: AssetKey
     units: pa.Table | None
     manifest: Mapping[str, Any]
+    owner: str | None = None
 
 
 class AssetState(NamedTuple):
@@ -234,22 +254,102 @@ class LakeWriter:
         flow_run_id: str | None = None,
         max_attempts: int = _MAX_ATTEMPTS,
     ) -> int | None:
-        """Publish finished assets in one commit per table, as :func:`publish` does."""
+        """Publish finished assets, as :func:`publish` does (see the module docstring)."""
         batch = [Publication(*entry) for entry in assets]
         if not batch:
             return None
         _check_keys(batch)
         tag = {"flow_run_id": flow_run_id, "assets": len(batch), "commit": uuid.uuid4().hex}
+        ids = _publication_ids(batch)
+        _check_owners(batch, self._published(batch))  # early: no rows written for nothing
         with_units = [entry for entry in batch if entry.units is not None]
         version = None
         if with_units:
-            units = _combined_units(with_units)
-            version = self._commit(
-                units_uri(self.root), units, _predicate(with_units), tag, max_attempts
-            )
-        rows = _assets_rows(batch, version, flow_run_id)
-        self._commit(assets_uri(self.root), rows, _predicate(batch), tag, max_attempts)
+            units = _combined_units(with_units, ids)
+            version = self._commit(units_uri(self.root), units, None, tag, max_attempts)
+        try:
+            replaced = self._commit_assets(batch, ids, version, flow_run_id, tag, max_attempts)
+        except BaseException:
+            if with_units:  # unpublished rows: removed now, or by a later remove_unpublished
+                self._delete_quietly(_publications_predicate(ids[e.key] for e in with_units))
+            raise
+        superseded = _superseded(with_units, replaced)
+        if superseded:
+            self._delete(superseded, tag, max_attempts)
         return version
+
+    def _published(self, batch: Sequence[Publication]) -> dict[AssetKey, Published]:
+        """The assets rows of ``batch``'s keys at the assets table's newest version."""
+        table = self._latest(assets_uri(self.root))
+        return _published_rows(table, [entry.key for entry in batch])
+
+    def _commit_assets(
+        self,
+        batch: Sequence[Publication],
+        ids: Mapping[AssetKey, str],
+        version: int | None,
+        flow_run_id: str | None,
+        tag: dict[str, Any],
+        attempts: int,
+    ) -> dict[AssetKey, Published]:
+        """Record ``batch`` in the assets table; the rows it replaced, by key.
+
+        The owners are checked on the snapshot the commit is made against: if another
+        writer changes one of these rows meanwhile, Delta fails the commit as a conflict
+        and the next attempt checks again.
+        """
+        uri = assets_uri(self.root)
+        if self._latest(uri) is None:
+            self._create_assets_table(uri)
+        replaced: dict[AssetKey, Published] = {}
+
+        def rows(table: DeltaTable | None) -> pa.Table:
+            replaced.clear()
+            replaced.update(_published_rows(table, [entry.key for entry in batch]))
+            _check_owners(batch, replaced)
+            return _assets_rows(batch, version, flow_run_id, ids, replaced)
+
+        self._commit(uri, rows, _predicate(batch), tag, attempts)
+        return dict(replaced)
+
+    def _create_assets_table(self, uri: str) -> None:
+        """Create the empty assets table before its first rows.
+
+        Two writers creating a table with their rows would both land: delta-rs turns the
+        second creation into an append, so this table, whose commits decide ownership, is
+        made empty first and only ever written against a snapshot.
+        """
+        from deltalake import DeltaTable
+
+        DeltaTable.create(
+            uri,
+            ASSETS_SCHEMA,
+            mode="ignore",
+            configuration=TABLE_CONFIGURATION,
+            storage_options=storage_options(uri),
+        )
+
+    def _delete(self, predicate: str, tag: dict[str, Any], attempts: int) -> None:
+        """Delete the units rows matching ``predicate`` in one commit."""
+        from deltalake import CommitProperties
+
+        def delete() -> None:
+            table = self._latest(units_uri(self.root))
+            if table is not None:
+                table.delete(
+                    predicate,
+                    commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),
+                    post_commithook_properties=publish_hooks(),
+                )
+
+        _retrying(delete, f"deleting replaced rows of {units_uri(self.root)}", attempts)
+
+    def _delete_quietly(self, predicate: str) -> None:
+        """Delete unpublished rows of a failed publication; a failure leaves them for later."""
+        try:
+            self._delete(predicate, {"commit": uuid.uuid4().hex, "assets": 0}, 2)
+        except Exception:  # noqa: BLE001 - remove_unpublished deletes them within the hour
+            return
 
     def _latest(self, uri: str) -> DeltaTable | None:
         """The table at ``uri`` at its newest version; None while there is no table."""
@@ -263,28 +363,144 @@ class LakeWriter:
         return table
 
     def _commit(
-        self, uri: str, data: pa.Table, predicate: str, tag: dict[str, Any], attempts: int
+        self,
+        uri: str,
+        data: pa.Table | Callable[[DeltaTable | None], pa.Table],
+        predicate: str | None,
+        tag: dict[str, Any],
+        attempts: int,
     ) -> int:
-        """Replace the rows matching ``predicate`` with ``data`` in one commit; its version."""
+        """Append ``data``, or replace the rows matching ``predicate`` with it; its version.
+
+        ``data`` may be a function of the table's snapshot, called at each attempt.
+        """
         from deltalake import CommitProperties, write_deltalake
 
         def write() -> int:
             table = self._latest(uri)  # at each attempt: the latest schema and files
-            write_deltalake(
-                uri if table is None else table,
-                _conform(data, table, uri),
-                mode="overwrite",
-                predicate=predicate,
-                schema_mode="merge",
-                storage_options=storage_options(uri) if table is None else None,
-                configuration=TABLE_CONFIGURATION if table is None else None,
-                commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),
-                post_commithook_properties=publish_hooks(),
-            )
+            values = data(table) if callable(data) else data
+            commit = CommitProperties(custom_metadata={COMMIT_TAG: tag})
+            hooks = publish_hooks()
+            if table is None:  # mode "error": a writer who made the table first is a conflict
+                write_deltalake(
+                    uri,
+                    values,
+                    mode="error",
+                    storage_options=storage_options(uri),
+                    configuration=TABLE_CONFIGURATION,
+                    commit_properties=commit,
+                    post_commithook_properties=hooks,
+                )
+                return 0
+            values = _conform(values, table, uri)
+            if predicate is None:
+                write_deltalake(
+                    table,
+                    values,
+                    mode="append",
+                    schema_mode="merge",
+                    commit_properties=commit,
+                    post_commithook_properties=hooks,
+                )
+            else:
+                write_deltalake(
+                    table,
+                    values,
+                    mode="overwrite",
+                    predicate=predicate,
+                    schema_mode="merge",
+                    commit_properties=commit,
+                    post_commithook_properties=hooks,
+                )
             # A table object moves to the version its own write committed, whatever others do.
-            return table.version() if table is not None else _version_of(uri, tag["commit"])
+            return table.version()
 
         return _retrying(write, f"publishing {tag['assets']} asset(s) to {uri}", attempts)
+
+
+class Published(NamedTuple):
+    """An assets row as it stands before a publication replaces it."""
+
+    owner: str | None
+    publication: str | None
+
+
+def _publication_ids(batch: Sequence[Publication]) -> dict[AssetKey, str]:
+    """A new publication id per asset: its creation time in ms, then random hex."""
+    stamp = f"{int(time.time() * 1000):013d}"
+    return {entry.key: f"{stamp}-{uuid.uuid4().hex[:16]}" for entry in batch}
+
+
+def publication_age_seconds(publication: str, now: float | None = None) -> float:
+    """How old a publication id is, from the time it starts with (0 for a foreign id)."""
+    stamp, _, _ = publication.partition("-")
+    if not stamp.isdigit():
+        return 0.0
+    return (time.time() if now is None else now) - int(stamp) / 1000
+
+
+def _published_rows(
+    table: DeltaTable | None, keys: Sequence[AssetKey]
+) -> dict[AssetKey, Published]:
+    """``keys``' rows in the assets table ``table`` (as loaded): owner and publication."""
+    import pyarrow.dataset as ds
+
+    if table is None or not keys:
+        return {}
+    names = pa.schema(table.schema().to_arrow()).names
+    extra = [name for name in ("owner", "publication") if name in names]
+    data = table.to_pyarrow_dataset().to_table(
+        columns=[*KEY_COLUMNS, *extra],
+        filter=ds.field("asset_id").isin(sorted({key[2] for key in keys})),
+    )
+    wanted = set(keys)
+    found = {}
+    for row in data.to_pylist():
+        key = (row["source"], row["dataset_id"], row["asset_id"])
+        if key in wanted:
+            found[key] = Published(row.get("owner"), row.get("publication"))
+    return found
+
+
+def _check_owners(batch: Sequence[Publication], published: Mapping[AssetKey, Published]) -> None:
+    """Refuse an asset whose key's row names another owner than the asset's own.
+
+    Raises
+    ------
+    LakeKeyConflictError
+        Naming the key and both owners.
+    """
+    for entry in batch:
+        row = published.get(entry.key)
+        if entry.owner is None or row is None or row.owner is None or row.owner == entry.owner:
+            continue
+        raise LakeKeyConflictError(
+            f"lake key {'/'.join(entry.key)} already holds {row.owner}; {entry.owner} is not "
+            "written over it: run the flow again (each input then gets a distinct key) or "
+            "remove that asset first"
+        )
+
+
+def _publications_predicate(publications: Iterable[str]) -> str:
+    return f"publication IN ({', '.join(_quote(p) for p in sorted(publications))})"
+
+
+def _superseded(batch: Sequence[Publication], replaced: Mapping[AssetKey, Published]) -> str:
+    """The predicate of the units rows ``batch`` replaced; empty when there are none.
+
+    Those are the rows of each key's former publication, or, for a row written before
+    publication ids existed, the key's rows without one.
+    """
+    clauses = []
+    former = {row.publication for e in batch if (row := replaced.get(e.key)) and row.publication}
+    if former:
+        clauses.append(_publications_predicate(former))
+    clauses.extend(
+        f"({_key_predicate(e.key)} AND publication IS NULL)"
+        for e in batch
+        if (row := replaced.get(e.key)) is not None and row.publication is None
+    )
+    return " OR ".join(clauses)
 
 
 def _check_keys(batch: Sequence[Publication]) -> None:
@@ -307,19 +523,22 @@ def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def _key_predicate(key: AssetKey) -> str:
+    return " AND ".join(f"{c} = {_quote(v)}" for c, v in zip(KEY_COLUMNS, key, strict=True))
+
+
 def _predicate(batch: Sequence[Publication]) -> str:
     """The rows these assets own: one ``(source AND dataset_id AND asset_id)`` per asset."""
-    return " OR ".join(
-        "("
-        + " AND ".join(f"{c} = {_quote(v)}" for c, v in zip(KEY_COLUMNS, e.key, strict=True))
-        + ")"
-        for e in batch
-    )
+    return " OR ".join(f"({_key_predicate(e.key)})" for e in batch)
 
 
-def _combined_units(batch: Sequence[Publication]) -> pa.Table:
-    """The assets' units as one table, on the union of their columns."""
-    tables = [_lake_types(entry.units) for entry in batch if entry.units is not None]
+def _combined_units(batch: Sequence[Publication], ids: Mapping[AssetKey, str]) -> pa.Table:
+    """The assets' units as one table, on the union of their columns, with publication ids."""
+    tables = [
+        _with_publication(_lake_types(entry.units), ids[entry.key])
+        for entry in batch
+        if entry.units is not None
+    ]
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
@@ -328,6 +547,13 @@ def _combined_units(batch: Sequence[Publication]) -> pa.Table:
             f"the units of assets {keys} cannot share one table: {error}. Give the clashing "
             "attribute the same type in every asset (or publish them apart to see which)"
         ) from error
+
+
+def _with_publication(table: pa.Table, publication: str) -> pa.Table:
+    column = pa.array([publication] * table.num_rows, pa.string())
+    if "publication" in table.schema.names:
+        return table.set_column(table.schema.get_field_index("publication"), "publication", column)
+    return table.append_column("publication", column)
 
 
 def _lake_types(table: pa.Table) -> pa.Table:
@@ -418,17 +644,6 @@ def _is_conflict(error: Exception) -> bool:
     )
 
 
-def _version_of(uri: str, commit: str) -> int:
-    """The version of the commit tagged ``commit`` (searched from the newest down)."""
-    table = open_table(uri)
-    newest = table.version() if table is not None else -1
-    for version in range(newest, -1, -1):
-        info = commit_info(uri, version) or {}
-        if (info.get(COMMIT_TAG) or {}).get("commit") == commit:
-            return version
-    raise LakeCommitError(f"{uri}: commit {commit} landed but is not in the table's log")
-
-
 def commit_info(uri: str, version: int) -> dict[str, Any] | None:
     """The ``commitInfo`` of one version, read from its log file; None once it is cleaned.
 
@@ -447,10 +662,18 @@ def commit_info(uri: str, version: int) -> dict[str, Any] | None:
     return None
 
 
-def _assets_rows(batch: Sequence[Publication], version: int | None, run: str | None) -> pa.Table:
+def _assets_rows(
+    batch: Sequence[Publication],
+    version: int | None,
+    run: str | None,
+    ids: Mapping[AssetKey, str],
+    replaced: Mapping[AssetKey, Published],
+) -> pa.Table:
+    """The assets rows of ``batch``; an asset without units keeps its former publication."""
     now = datetime.now(UTC)
     rows = []
     for entry in batch:
+        former = replaced.get(entry.key)
         manifest = dict(entry.manifest)
         landed = version if entry.units is not None else None
         if landed is not None:
@@ -469,6 +692,10 @@ def _assets_rows(batch: Sequence[Publication], version: int | None, run: str | N
                 "version": landed,
                 "flow_run_id": manifest.get("flow_run_id") or run,
                 "published_at": now,
+                "publication": ids[entry.key]
+                if entry.units is not None
+                else (former.publication if former else None),
+                "owner": entry.owner,
             }
         )
     return pa.Table.from_pylist(rows, schema=ASSETS_SCHEMA)
@@ -525,6 +752,79 @@ def asset_records(
     return records
 
 
+def remove_unpublished(
+    lake_root: str | os.PathLike[str],
+    *,
+    older_than_seconds: float = UNPUBLISHED_AFTER_SECONDS,
+    max_attempts: int = _MAX_ATTEMPTS,
+) -> int:
+    """Delete units rows that no assets row names, in one commit; how many publications.
+
+    Such rows are a killed writer's (between its units and assets commits), a refused
+    publication's, or a replaced publication whose deletion did not happen. Publications
+    younger than ``older_than_seconds`` may still be going on and are kept. Rows written
+    before publication ids existed go once their asset's row names a publication.
+    """
+    units, assets = open_table(units_uri(lake_root)), open_table(assets_uri(lake_root))
+    if units is None or "publication" not in pa.schema(units.schema().to_arrow()).names:
+        return 0
+    named, keys = _named_publications(assets)
+    stale = [
+        publication
+        for publication in _column_values(units, "publication")
+        if publication not in named and publication_age_seconds(publication) > older_than_seconds
+    ]
+    legacy = [key for key in _legacy_keys(units) if key in keys]
+    clauses = ([_publications_predicate(stale)] if stale else []) + [
+        f"({_key_predicate(key)} AND publication IS NULL)" for key in legacy
+    ]
+    if clauses:
+        writer = LakeWriter(lake_root)
+        tag = {"commit": uuid.uuid4().hex, "assets": 0, "removed_unpublished": len(stale)}
+        writer._delete(" OR ".join(clauses), tag, max_attempts)
+    return len(stale) + len(legacy)
+
+
+def _named_publications(assets: DeltaTable | None) -> tuple[set[str], set[AssetKey]]:
+    """The publications the assets table names, and the keys whose row names one."""
+    if assets is None or "publication" not in pa.schema(assets.schema().to_arrow()).names:
+        return set(), set()
+    data = assets.to_pyarrow_table(columns=[*KEY_COLUMNS, "publication"]).to_pydict()
+    named, keys = set(), set()
+    for source, dataset_id, asset_id, publication in zip(
+        *(data[name] for name in (*KEY_COLUMNS, "publication")), strict=True
+    ):
+        if publication is not None:
+            named.add(publication)
+            keys.add((source, dataset_id, asset_id))
+    return named, keys
+
+
+def _column_values(table: DeltaTable, column: str) -> set[str]:
+    """The distinct non-null values of one string column, read by delta-rs alone."""
+    from deltalake import QueryBuilder
+
+    answer = (
+        QueryBuilder()
+        .register("t", table)
+        .execute(f"SELECT DISTINCT {column} AS value FROM t WHERE {column} IS NOT NULL")
+    )
+    return set(pa.RecordBatchReader.from_stream(answer).read_all().column("value").to_pylist())
+
+
+def _legacy_keys(table: DeltaTable) -> set[AssetKey]:
+    """The keys of units rows written without a publication id."""
+    from deltalake import QueryBuilder
+
+    answer = (
+        QueryBuilder()
+        .register("t", table)
+        .execute("SELECT DISTINCT source, dataset_id, asset_id FROM t WHERE publication IS NULL")
+    )
+    rows = pa.RecordBatchReader.from_stream(answer).read_all().to_pylist()
+    return {(r["source"], r["dataset_id"], r["asset_id"]) for r in rows}
+
+
 def compact(
     lake_root: str | os.PathLike[str],
     *,
@@ -533,6 +833,7 @@ def compact(
 ) -> dict[str, dict[str, int]]:
     """Bin-pack both tables' small files, delete unreferenced old files and old log files.
 
+    Units rows of unfinished publications are deleted first (:func:`remove_unpublished`).
     Readers keep a consistent snapshot throughout: compaction is one commit that swaps
     files with the same rows, and vacuum only deletes files that no version younger than
     ``retention_hours`` uses (nor any version at all, e.g. files of killed writers). A
@@ -555,6 +856,7 @@ def compact(
         Per table (``units``, ``assets``): ``files_removed``, ``files_added``,
         ``files_vacuumed`` and the ``version`` after compaction.
     """
+    remove_unpublished(lake_root, max_attempts=max_attempts)
     report = {}
     for name, uri in (("units", units_uri(lake_root)), ("assets", assets_uri(lake_root))):
         if open_table(uri) is None:

@@ -14,11 +14,20 @@ import pyarrow as pa
 
 from spikelab.exceptions import LakeVersionError
 from spikelab.io import storage
-from spikelab.io.delta_lake import COMMIT_TAG, UNITS_SCHEMA, commit_info, open_table, units_uri
+from spikelab.io.delta_lake import (
+    COMMIT_TAG,
+    UNITS_SCHEMA,
+    assets_uri,
+    commit_info,
+    open_table,
+    units_uri,
+)
 
 if TYPE_CHECKING:
     import duckdb
     from deltalake import DeltaTable
+
+_SKEW_MS = 60_000  # how far apart two writers' clocks may be
 
 
 def open_units(
@@ -67,6 +76,75 @@ def open_units(
     return table
 
 
+def open_assets(
+    lake_root: str | os.PathLike[str],
+    units: DeltaTable | None,
+    as_of: int | str | datetime | None = None,
+) -> DeltaTable | None:
+    """The assets table that goes with ``units`` as :func:`open_units` loaded it.
+
+    The latest version when ``as_of`` is None; else the assets commit published together
+    with the units version that ``as_of`` picked (or, when that commit never came, the
+    last one before it), so a time reads the publication whose units commit it follows;
+    for a time, a later assets commit made at or before it (a failed asset's) counts too.
+    None when there is no assets table, or no version of it goes with ``units``.
+    """
+    assets = open_table(assets_uri(lake_root))
+    if assets is None or as_of is None:
+        return assets
+    version = _paired_version(lake_root, assets, units) if units is not None else -1
+    when = parse_as_of(as_of)
+    if isinstance(when, datetime):
+        uri = assets_uri(lake_root)
+        version = max(
+            version, first_commit_after(uri, assets.version(), when.timestamp() * 1000) - 1
+        )
+    if version < 0:
+        return None
+    assets.load_as_version(version)
+    return assets
+
+
+def _paired_version(
+    lake_root: str | os.PathLike[str], assets: DeltaTable, units: DeltaTable
+) -> int:
+    """The assets version published with ``units``' loaded version; -1 if there is none.
+
+    Each publication commits to ``units``, then to ``assets`` with the same tag: look for
+    the tag of the newest tagged units version at or below the loaded one among the assets
+    versions committed after it (a minute's clock skew between writers allowed). When no
+    assets commit carries it (its writer was killed), the last assets version committed
+    before that units version goes with it.
+    """
+    for version in range(units.version(), -1, -1):
+        info = commit_info(units_uri(lake_root), version) or {}
+        wanted = (info.get(COMMIT_TAG) or {}).get("commit")
+        if wanted is not None:
+            break
+    else:
+        return -1
+    uri = assets_uri(lake_root)
+    start = first_commit_after(uri, assets.version(), info["timestamp"] - _SKEW_MS)
+    for version in range(start, assets.version() + 1):
+        if ((commit_info(uri, version) or {}).get(COMMIT_TAG) or {}).get("commit") == wanted:
+            return version
+    return first_commit_after(uri, assets.version(), info["timestamp"]) - 1
+
+
+def published_filter(units: DeltaTable, assets: DeltaTable | None) -> str:
+    """A SQL condition keeping the units rows of finished publications; empty for all rows.
+
+    A row counts when the ``assets`` table's row of its asset names its ``publication``
+    (rows from before publication ids existed always count). The condition reads the
+    assets table as ``assets``.
+    """
+    if "publication" not in pa.schema(units.schema().to_arrow()).names:
+        return ""
+    if assets is None or "publication" not in pa.schema(assets.schema().to_arrow()).names:
+        return "publication IS NULL"
+    return "(publication IS NULL OR publication IN (SELECT publication FROM assets))"
+
+
 def first_commit_after(uri: str, newest: int, millis: float) -> int:
     """The first version of ``uri`` committed after ``millis`` (``newest + 1`` if none).
 
@@ -110,8 +188,9 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with a ``units`` view over the units table's snapshot.
 
-    The view reads the latest version, or the one :func:`open_units` picks for ``as_of``;
-    it holds the table's columns plus ``dataset`` (the same as ``dataset_id``, as the
+    The view reads the latest version, or the one :func:`open_units` picks for ``as_of``,
+    keeping only the rows of finished publications (see :func:`published_filter`); it
+    holds the table's columns plus ``dataset`` (the same as ``dataset_id``, as the
     Hive layout named it) unless a column of that name exists. An empty lake gives an
     empty view with the fixed columns. Only the columns a query names are read.
 
@@ -134,9 +213,26 @@ def connect(
         snapshot = table.to_pyarrow_dataset() if table is not None else UNITS_SCHEMA.empty_table()
         connection.register("units_snapshot", snapshot)
         source, names = "units_snapshot", snapshot.schema.names
+    where = (
+        published_filter(table, _published(lake_root, table, as_of, connection)) if table else ""
+    )
     alias = "" if "dataset" in names else ", dataset_id AS dataset"
-    connection.execute(f"CREATE VIEW units AS SELECT *{alias} FROM {source}")
+    condition = f" WHERE {where}" if where else ""
+    connection.execute(f"CREATE VIEW units AS SELECT *{alias} FROM {source}{condition}")
     return connection
+
+
+def _published(
+    lake_root: str | os.PathLike[str],
+    units: DeltaTable,
+    as_of: int | str | datetime | None,
+    connection: duckdb.DuckDBPyConnection,
+) -> DeltaTable | None:
+    """Register the publications of the assets table paired with ``units`` as ``assets``."""
+    assets = open_assets(lake_root, units, as_of)
+    if assets is not None and "publication" in pa.schema(assets.schema().to_arrow()).names:
+        connection.register("assets", assets.to_pyarrow_table(columns=["publication"]))
+    return assets
 
 
 def _plain_files(table: DeltaTable) -> bool:
