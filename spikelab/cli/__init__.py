@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from spikelab.cli._panics import follow_on_panics_dropped
 from spikelab.cli.flow_runs import (
     FlowRunError,
     demo,
@@ -41,6 +42,8 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",  # progress bars and a summary say what happens
 }
+# Commands that may write Delta tables (delta-rs): their stderr drops follow-on panics.
+_WRITING_COMMANDS = frozenset({"ingest", "demo", "lake"})
 __all__ = [
     "DEFAULT_RETENTION_HOURS",
     "FlowRunError",
@@ -115,7 +118,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
     try:
-        return _dispatch(args)
+        if args.command not in _WRITING_COMMANDS:
+            return _dispatch(args)
+        with follow_on_panics_dropped():  # a full disk: one line, not a dozen Rust panics
+            return _dispatch(args)
     except (UsageError, ServerPortInUseError, FileNotFoundError, ValueError) as error:
         print(f"spikelab: error: {cli_words(str(error))}", file=sys.stderr)
         return EXIT_USAGE
