@@ -31,7 +31,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Protocol, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -215,10 +215,10 @@ class _Retry(Retry):
         error: Exception | None = None,
         _pool: urllib3.connectionpool.ConnectionPool | None = None,
         _stacktrace: TracebackType | None = None,
-    ) -> Retry:
+    ) -> Self:
         """Count one failed try, giving up at once when the host is unreachable."""
         if error is not None and unreachable(error) is not None:
-            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error  # type: ignore[arg-type]
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def get_backoff_time(self) -> float:
