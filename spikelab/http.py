@@ -218,7 +218,7 @@ class _Retry(Retry):
     ) -> Self:
         """Count one failed try, giving up at once when the host is unreachable."""
         if error is not None and unreachable(error) is not None:
-            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error  # type: ignore[arg-type]
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def get_backoff_time(self) -> float:
