@@ -170,12 +170,12 @@ def test_a_bad_as_of_is_a_usage_error(lake, as_of, capsys):
 
 def test_history_lists_versions_runs_and_asset_counts(lake, capfd):
     rows = lines(_history(lake, capfd))
-    assert rows[0] == ["version", "timestamp", "operation", "flow_run_id", "assets"]
-    assert [(r[0], r[2], r[3], r[4]) for r in rows[1:]] == [
-        ("3", "DELETE", "run-3", "1"),  # the rows run-3's publication replaced
-        ("2", "WRITE", "run-3", "1"),
-        ("1", "WRITE", "run-2", "3"),
-        ("0", "WRITE", "run-1", "2"),
+    assert rows[0] == ["version", "timestamp", "operation", "flow_run_id", "assets", "readable"]
+    assert [(r[0], r[2], r[3], r[4], r[5]) for r in rows[1:]] == [
+        ("3", "DELETE", "run-3", "1", "yes"),  # the rows run-3's publication replaced
+        ("2", "WRITE", "run-3", "1", "yes"),
+        ("1", "WRITE", "run-2", "3", "yes"),
+        ("0", "WRITE", "run-1", "2", "yes"),
     ]
     assert run(["lake", "history", "--limit", "1", "--lake", lake]) == 0
     assert len(lines(capfd.readouterr().out)) == 2

@@ -24,6 +24,10 @@ def answer(args: argparse.Namespace) -> None:
         _history(args.lake, args.limit)
     elif args.question == "compact":
         _compact(args.lake, args.retention_hours)
+    elif args.question == "remove":
+        _remove(args)
+    elif args.question == "export":
+        _export(args)
     else:
         _migrate(args.old, args.new)
         return
@@ -64,10 +68,48 @@ def _units(args: argparse.Namespace) -> None:
 
 
 def _history(lake: str, limit: int | None) -> None:
-    from spikelab.lake_queries import HISTORY_COLUMNS, format_rows, history_rows
+    from spikelab.io.delta_read import history
+    from spikelab.lake_queries import HISTORY_COLUMNS, format_rows
 
-    rows = history_rows(lake, limit)
-    print(format_rows(HISTORY_COLUMNS, rows) if rows else "the lake has no versions yet")
+    columns = (*HISTORY_COLUMNS, "readable")  # no: `lake compact` deleted its files
+    rows = [
+        (*(entry[name] for name in HISTORY_COLUMNS), "yes" if entry["readable"] else "no")
+        for entry in history(lake, limit)
+    ]
+    print(format_rows(columns, rows) if rows else "the lake has no versions yet")
+
+
+def _remove(args: argparse.Namespace) -> None:
+    from spikelab.io.lake_remove import remove_assets
+
+    removed = remove_assets(args.lake, assets=args.asset, dataset=args.dataset, source=args.source)
+    if not removed.assets:
+        raise UsageError(f"no asset in lake {args.lake} matches {removed.asked}")
+    for source, dataset_id, asset_id in removed.assets:
+        print(f"removed {source}/{dataset_id}/{asset_id}")
+    print(
+        f"{len(removed.assets)} asset(s), {removed.units} units rows and {removed.files} "
+        f"manifest/raster files removed; `--as-of {removed.last_version}` still reads them "
+        "until `spikelab lake compact`"
+        if removed.last_version is not None
+        else f"{len(removed.assets)} asset(s) and {removed.files} manifest/raster files removed"
+    )
+
+
+def _export(args: argparse.Namespace) -> None:
+    from spikelab.io.lake_export import export_selection
+
+    written = export_selection(
+        args.lake,
+        args.output,
+        args.format,
+        regions=args.region,
+        source=args.source,
+        dataset=args.dataset,
+        min_rate_hz=args.min_rate,
+        as_of=args.as_of,
+    )
+    print(f"{written.units} units of {written.assets} asset(s) -> {written.path}")
 
 
 def _compact(lake: str, retention_hours: int) -> None:

@@ -157,7 +157,20 @@ def _add_ingest(commands: Any) -> None:
     _refresh_argument(ibl)
     _runner_arguments(ibl)
     files = sources.add_parser("files", help="local NWB / KiloSort / HDF5 / npz / pickle inputs")
-    files.add_argument("paths", nargs="+", help="files or KiloSort folders")
+    files.add_argument(
+        "paths",
+        nargs="+",
+        help="files, KiloSort folders, or folders holding them (searched recursively)",
+    )
+    files.add_argument(
+        "--glob",
+        metavar="PATTERN",
+        help="in folders, take the files matching PATTERN, e.g. '*.nwb' or 'sub-*/*.h5' "
+        "(default: NWB files, .nwb.zarr stores and KiloSort folders)",
+    )
+    files.add_argument(
+        "--dataset", metavar="NAME", help="dataset to land in (default: each input's folder)"
+    )
     files.add_argument(
         "--format",
         default="auto",
@@ -209,6 +222,7 @@ def _add_lake(commands: Any) -> None:
     units.add_argument("--output", help="file to write (required with --format parquet)")
     _as_of_argument(units)
     _lake_argument(units)
+    _add_remove_and_export(questions)
     history = questions.add_parser(
         "history", help="the lake's versions: when, which flow run, how many assets"
     )
@@ -234,6 +248,33 @@ def _add_lake(commands: Any) -> None:
     )
     migrate.add_argument("old", metavar="OLD", help="root of the lake in the old layout")
     migrate.add_argument("new", metavar="NEW", help="root of the new lake (empty or missing)")
+
+
+def _add_remove_and_export(questions: Any) -> None:
+    remove = questions.add_parser(
+        "remove",
+        help="remove assets or a whole dataset (their rows, manifests and rasters)",
+        description="Remove assets from the lake: one commit to the assets table unpublishes "
+        "them, then their units rows, manifests and rasters are deleted. `--as-of` still "
+        "reads them until `spikelab lake compact` deletes the old files.",
+    )
+    chosen = remove.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--asset", action="append", metavar="ID", help="asset id (repeatable)")
+    chosen.add_argument("--dataset", metavar="NAME", help="every asset of this dataset")
+    remove.add_argument("--source", choices=["dandi", "ibl", "files"], help="one source only")
+    _lake_argument(remove)
+    export = questions.add_parser(
+        "export",
+        help="write the matching units with their spike trains (NWB, SpikeLab .npz, Parquet)",
+    )
+    export.add_argument("--region", action="append", default=[], help="brain region (repeatable)")
+    export.add_argument("--source", choices=["dandi", "ibl", "files"], help="one source only")
+    export.add_argument("--dataset", help="one dataset id only")
+    export.add_argument("--min-rate", type=_finite(0.0), help="minimum firing rate in Hz")
+    export.add_argument("--format", required=True, choices=["nwb", "npz", "parquet"])
+    export.add_argument("--output", required=True, metavar="FILE", help="file to write")
+    _as_of_argument(export)
+    _lake_argument(export)
 
 
 def _add_server(commands: Any) -> None:

@@ -15,11 +15,15 @@ import pyarrow as pa
 from spikelab.exceptions import LakeVersionError
 from spikelab.io import storage
 from spikelab.io.delta_lake import (
+    ASSETS_TABLE,
     COMMIT_TAG,
+    REGIONS_TABLE,
+    SESSIONS_TABLE,
     UNITS_SCHEMA,
     assets_uri,
     commit_info,
     open_table,
+    table_uri,
     units_uri,
 )
 
@@ -55,13 +59,15 @@ def open_units(
             raise LakeVersionError(f"{uri} has no table yet, so no version {as_of!r} to read")
         return table
     version = parse_as_of(as_of)
+    newest = table.version()
     if isinstance(version, int):
-        if not 0 <= version <= table.version():
+        if not 0 <= version <= newest:
             raise LakeVersionError(
-                f"{uri} has versions 0 to {table.version()}, not {version}; "
-                "see `spikelab lake history`"
+                f"{uri} has versions 0 to {newest}, not {version}; see `spikelab lake history`"
             )
         table.load_as_version(version)
+        if version != newest:
+            _check_readable(lake_root, table, as_of)
         return table
     first = _first_commit_time(uri)
     if first is not None and version < first:
@@ -71,9 +77,89 @@ def open_units(
         )
     # By commit times, as `history` shows them: delta-rs would go by the log files'
     # modification times, a few milliseconds later, and could pick the version before.
-    number = first_commit_after(uri, table.version(), version.timestamp() * 1000) - 1
+    number = first_commit_after(uri, newest, version.timestamp() * 1000) - 1
     table.load_as_version(number if number >= 0 and commit_info(uri, number) else version)
+    if table.version() != newest:
+        _check_readable(lake_root, table, as_of)
     return table
+
+
+def _check_readable(
+    lake_root: str | os.PathLike[str], table: DeltaTable, as_of: int | str | datetime
+) -> None:
+    """Refuse a loaded older version whose data files ``lake compact`` deleted.
+
+    The version counts as readable when its units files, and those of the assets version
+    that goes with it (:func:`open_assets`), are all still there.
+
+    Raises
+    ------
+    LakeVersionError
+        Naming the version and the oldest version that can still be read.
+    """
+    if _readable(lake_root, table, as_of):
+        return
+    oldest = oldest_readable_version(lake_root)
+    raise LakeVersionError(
+        f"version {table.version()} is older than the retention window: oldest readable "
+        f"version is {oldest} (`spikelab lake compact` deleted the files of older versions; "
+        "see `spikelab lake history`)"
+    )
+
+
+def _readable(
+    lake_root: str | os.PathLike[str], units: DeltaTable, as_of: int | str | datetime
+) -> bool:
+    """Whether ``units`` (loaded at an older version) and its assets version can be read."""
+    if not _files_present(units):
+        return False
+    assets = open_assets(lake_root, units, as_of)
+    return assets is None or _files_present(assets)
+
+
+def _files_present(table: DeltaTable) -> bool:
+    """Whether every data file of ``table``'s loaded version is still there.
+
+    Only files the table's newest version does not use are looked for (vacuum never
+    deletes those), one request each on an object store.
+    """
+    latest = open_table(table.table_uri)
+    if latest is None:
+        return False
+    if latest.version() == table.version():
+        return True
+    current = set(latest.file_uris())
+    wanted = [path for path in table.file_uris() if path not in current]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return all(pool.map(storage.exists, wanted))
+
+
+def oldest_readable_version(lake_root: str | os.PathLike[str]) -> int | None:
+    """The oldest units version that ``as_of`` can read (None when there is no table).
+
+    Found by bisecting between the oldest version still in the log and the newest: vacuum
+    deletes the files of the oldest versions first, so the readable ones are the newest.
+    """
+    uri = units_uri(lake_root)
+    table = open_table(uri)
+    if table is None:
+        return None
+    newest = table.version()
+
+    def readable(version: int) -> bool:
+        table.load_as_version(version)
+        return _readable(lake_root, table, version)
+
+    low, high = first_commit_after(uri, newest, -1.0), newest
+    if low >= high or readable(low):  # nothing vacuumed yet: one look
+        return low
+    while low < high:
+        middle = (low + high) // 2
+        if readable(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def open_assets(
@@ -92,7 +178,7 @@ def open_assets(
     assets = open_table(assets_uri(lake_root))
     if assets is None or as_of is None:
         return assets
-    version = _paired_version(lake_root, assets, units) if units is not None else -1
+    version = _paired_version(lake_root, assets, ASSETS_TABLE, units) if units is not None else -1
     when = parse_as_of(as_of)
     if isinstance(when, datetime):
         uri = assets_uri(lake_root)
@@ -106,15 +192,15 @@ def open_assets(
 
 
 def _paired_version(
-    lake_root: str | os.PathLike[str], assets: DeltaTable, units: DeltaTable
+    lake_root: str | os.PathLike[str], other: DeltaTable, name: str, units: DeltaTable
 ) -> int:
-    """The assets version published with ``units``' loaded version; -1 if there is none.
+    """The version of the table ``name`` published with ``units``' loaded version; -1 if none.
 
-    Each publication commits to ``units``, then to ``assets`` with the same tag: look for
-    the tag of the newest tagged units version at or below the loaded one among the assets
-    versions committed after it (a minute's clock skew between writers allowed). When no
-    assets commit carries it (its writer was killed), the last assets version committed
-    before that units version goes with it.
+    Each publication commits to ``units``, then to the other tables with the same tag:
+    look for the tag of the newest tagged units version at or below the loaded one among
+    the versions of ``other`` committed after it (a minute's clock skew between writers
+    allowed). When no commit there carries it (its writer was killed), the last version
+    committed before that units version goes with it.
     """
     for version in range(units.version(), -1, -1):
         info = commit_info(units_uri(lake_root), version) or {}
@@ -123,12 +209,12 @@ def _paired_version(
             break
     else:
         return -1
-    uri = assets_uri(lake_root)
-    start = first_commit_after(uri, assets.version(), info["timestamp"] - _SKEW_MS)
-    for version in range(start, assets.version() + 1):
+    uri = table_uri(lake_root, name)
+    start = first_commit_after(uri, other.version(), info["timestamp"] - _SKEW_MS)
+    for version in range(start, other.version() + 1):
         if ((commit_info(uri, version) or {}).get(COMMIT_TAG) or {}).get("commit") == wanted:
             return version
-    return first_commit_after(uri, assets.version(), info["timestamp"]) - 1
+    return first_commit_after(uri, other.version(), info["timestamp"]) - 1
 
 
 def published_filter(units: DeltaTable, assets: DeltaTable | None) -> str:
@@ -136,13 +222,13 @@ def published_filter(units: DeltaTable, assets: DeltaTable | None) -> str:
 
     A row counts when the ``assets`` table's row of its asset names its ``publication``
     (rows from before publication ids existed always count). The condition reads the
-    assets table as ``assets``.
+    assets table's ``publication`` column as ``publications``.
     """
     if "publication" not in pa.schema(units.schema().to_arrow()).names:
         return ""
     if assets is None or "publication" not in pa.schema(assets.schema().to_arrow()).names:
         return "publication IS NULL"
-    return "(publication IS NULL OR publication IN (SELECT publication FROM assets))"
+    return "(publication IS NULL OR publication IN (SELECT publication FROM publications))"
 
 
 def first_commit_after(uri: str, newest: int, millis: float) -> int:
@@ -213,26 +299,54 @@ def connect(
         snapshot = table.to_pyarrow_dataset() if table is not None else UNITS_SCHEMA.empty_table()
         connection.register("units_snapshot", snapshot)
         source, names = "units_snapshot", snapshot.schema.names
-    where = (
-        published_filter(table, _published(lake_root, table, as_of, connection)) if table else ""
-    )
+    assets = open_assets(lake_root, table, as_of) if table is not None else None
+    if assets is not None and "publication" in pa.schema(assets.schema().to_arrow()).names:
+        connection.register("publications", assets.to_pyarrow_table(columns=["publication"]))
+    where = published_filter(table, assets) if table is not None else ""
     alias = "" if "dataset" in names else ", dataset_id AS dataset"
     condition = f" WHERE {where}" if where else ""
     connection.execute(f"CREATE VIEW units AS SELECT *{alias} FROM {source}{condition}")
+    _sessions_view(connection, lake_root, table, assets)
+    _regions_view(connection, lake_root)
     return connection
 
 
-def _published(
-    lake_root: str | os.PathLike[str],
-    units: DeltaTable,
-    as_of: int | str | datetime | None,
+def _sessions_view(
     connection: duckdb.DuckDBPyConnection,
-) -> DeltaTable | None:
-    """Register the publications of the assets table paired with ``units`` as ``assets``."""
-    assets = open_assets(lake_root, units, as_of)
-    if assets is not None and "publication" in pa.schema(assets.schema().to_arrow()).names:
-        connection.register("assets", assets.to_pyarrow_table(columns=["publication"]))
-    return assets
+    lake_root: str | os.PathLike[str],
+    units: DeltaTable | None,
+    assets: DeltaTable | None,
+) -> None:
+    """A ``sessions`` view: one row per published asset, as of the units snapshot."""
+    from spikelab.io.brain_columns import SESSIONS_SCHEMA
+
+    sessions = open_table(table_uri(lake_root, SESSIONS_TABLE))
+    if sessions is not None and units is not None and assets is not None:
+        version = _paired_version(lake_root, sessions, SESSIONS_TABLE, units)
+        if version < 0:
+            sessions = None
+        elif version != sessions.version():
+            sessions.load_as_version(version)
+    if sessions is None or units is None:
+        connection.register("sessions_snapshot", SESSIONS_SCHEMA.empty_table())
+        connection.execute("CREATE VIEW sessions AS SELECT * FROM sessions_snapshot")
+        return
+    connection.register("sessions_snapshot", sessions.to_pyarrow_dataset())
+    where = published_filter(sessions, assets)
+    condition = f" WHERE {where}" if where else ""
+    connection.execute(f"CREATE VIEW sessions AS SELECT * FROM sessions_snapshot{condition}")
+
+
+def _regions_view(connection: duckdb.DuckDBPyConnection, lake_root: str | os.PathLike[str]) -> None:
+    """A ``regions`` view: the Allen CCF 2017 structure tree the lake maps units onto."""
+    from spikelab.brain_regions import ontology_schema
+
+    regions = open_table(table_uri(lake_root, REGIONS_TABLE))
+    snapshot = (
+        regions.to_pyarrow_dataset() if regions is not None else ontology_schema().empty_table()
+    )
+    connection.register("regions_snapshot", snapshot)
+    connection.execute("CREATE VIEW regions AS SELECT * FROM regions_snapshot")
 
 
 def _plain_files(table: DeltaTable) -> bool:
@@ -254,8 +368,10 @@ def history(lake_root: str | os.PathLike[str], limit: int | None = None) -> list
     list of dict
         ``version``, ``timestamp`` (aware UTC datetime), ``operation`` (``WRITE``,
         ``OPTIMIZE`` ...), ``flow_run_id`` and ``assets`` (the number of assets published;
-        both None for commits spikelab's publishing did not make). Versions whose log
-        files were cleaned up (after ``delta.logRetentionDuration``, 30 days) are left out.
+        both None for commits spikelab's publishing did not make) and ``readable`` (False
+        once ``lake compact`` deleted files the version needs: ``as_of`` refuses it).
+        Versions whose log files were cleaned up (after ``delta.logRetentionDuration``)
+        are left out.
     """
     uri = units_uri(lake_root)
     table = open_table(uri)
@@ -265,6 +381,7 @@ def history(lake_root: str | os.PathLike[str], limit: int | None = None) -> list
     versions = range(newest, max(-1, newest - limit) if limit is not None else -1, -1)
     with ThreadPoolExecutor(max_workers=8) as pool:  # one request each on an object store
         infos = list(pool.map(lambda version: commit_info(uri, version), versions))
+    oldest = oldest_readable_version(lake_root) or 0
     entries = []
     for version, info in zip(versions, infos, strict=True):
         if info is None:
@@ -277,6 +394,7 @@ def history(lake_root: str | os.PathLike[str], limit: int | None = None) -> list
                 "operation": info.get("operation"),
                 "flow_run_id": tag.get("flow_run_id"),
                 "assets": tag.get("assets"),
+                "readable": version >= oldest,
             }
         )
     return entries

@@ -1,0 +1,219 @@
+"""Remove assets, or a whole dataset, from the lake.
+
+Removing mirrors publishing (see :mod:`spikelab.io.delta_lake`): one commit to the assets
+table deletes the assets' rows, and from that commit on no reader sees their units (a units
+row counts only while an assets row names its publication). Then their units rows, their
+rows of ``tables/sessions`` when that table exists, and their manifests and rasters are
+deleted. A removal killed after the first commit leaves only unpublished rows, which
+:func:`~spikelab.io.delta_lake.remove_unpublished` deletes later.
+
+Every version stays readable with ``--as-of`` until ``lake compact`` vacuums its files.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pyarrow as pa
+
+from spikelab.io import storage
+from spikelab.io.delta_lake import (
+    COMMIT_TAG,
+    KEY_COLUMNS,
+    AssetKey,
+    _retrying,
+    assets_uri,
+    open_table,
+    publish_hooks,
+    units_uri,
+)
+from spikelab.io.lake import Lake
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+SESSIONS_TABLE = "tables/sessions"
+_MAX_ATTEMPTS = 8
+
+
+class Removal(NamedTuple):
+    """What :func:`remove_assets` removed.
+
+    ``asked`` describes the selection in words; ``assets`` are the removed keys;
+    ``units`` the number of units rows deleted; ``files`` the manifests and rasters
+    deleted; ``last_version`` the newest units-table version that still holds the removed
+    rows (read it with ``as_of``), or None when the assets had no units rows.
+    """
+
+    asked: str
+    assets: list[AssetKey]
+    units: int
+    files: int
+    last_version: int | None
+
+
+def remove_assets(
+    lake_root: str | os.PathLike[str],
+    *,
+    assets: Sequence[str] | None = None,
+    dataset: str | None = None,
+    source: str | None = None,
+    max_attempts: int = _MAX_ATTEMPTS,
+) -> Removal:
+    """Remove assets from the lake: their assets rows first, in one commit, then the rest.
+
+    Parameters
+    ----------
+    lake_root : str or PathLike
+        Lake root folder or ``s3://`` URL.
+    assets : sequence of str | None, default: None
+        Asset ids to remove (in any dataset, unless ``dataset``/``source`` narrow them).
+    dataset : str | None, default: None
+        Remove every asset of this dataset id.
+    source : str | None, default: None
+        Only assets of this source (``dandi``, ``ibl``, ``files``).
+    max_attempts : int, default: 8
+        Commits that conflict with other writers are retried this many times.
+
+    Returns
+    -------
+    Removal
+        What was removed; no assets when nothing matched.
+
+    Raises
+    ------
+    ValueError
+        When neither ``assets`` nor ``dataset`` is given.
+    LakeCommitError
+        When a commit still conflicted after ``max_attempts`` tries.
+    """
+    if not assets and dataset is None:
+        raise ValueError("remove_assets needs assets=[...] or dataset=NAME: which to remove")
+    asked = _described(assets, dataset, source)
+    root = str(lake_root)
+    table = open_table(assets_uri(root))
+    if table is None:
+        return Removal(asked, [], 0, 0, None)
+    rows = _matching_rows(table, assets, dataset, source)
+    if not rows:
+        return Removal(asked, [], 0, 0, None)
+    keys = sorted({key for key, _ in rows})
+    publications = sorted({publication for _, publication in rows if publication is not None})
+    tag = {"commit": uuid.uuid4().hex, "assets": 0, "removed": len(keys)}
+    _delete(assets_uri(root), lambda _: _keys_predicate(keys), tag, max_attempts)
+    units = open_table(units_uri(root))
+    last_version = None if units is None else units.version()
+    rows_of = partial(_rows_predicate, keys, publications)
+    removed_units = _delete(units_uri(root), rows_of, tag, max_attempts)
+    if removed_units == 0:
+        last_version = None
+    _delete(storage.join(_root(root), SESSIONS_TABLE), rows_of, tag, max_attempts)
+    return Removal(asked, keys, removed_units, _remove_files(Lake(root), keys), last_version)
+
+
+def _root(lake_root: str) -> str:
+    text = lake_root.rstrip("/")
+    return text if storage.is_remote(text) else os.path.abspath(text)
+
+
+def _described(assets: Sequence[str] | None, dataset: str | None, source: str | None) -> str:
+    parts = []
+    if assets:
+        parts.append(f"asset {', '.join(assets)}")
+    if dataset is not None:
+        parts.append(f"dataset {dataset}")
+    if source is not None:
+        parts.append(f"source {source}")
+    return " in ".join(parts)
+
+
+def _matching_rows(
+    table: DeltaTable,
+    assets: Sequence[str] | None,
+    dataset: str | None,
+    source: str | None,
+) -> list[tuple[AssetKey, str | None]]:
+    """The keys of the assets rows that match, each with the publication its row names."""
+    names = pa.schema(table.schema().to_arrow()).names
+    columns = [*KEY_COLUMNS, *(["publication"] if "publication" in names else [])]
+    found = []
+    for row in table.to_pyarrow_table(columns=columns).to_pylist():
+        if assets and row["asset_id"] not in assets:
+            continue
+        if dataset is not None and row["dataset_id"] != dataset:
+            continue
+        if source is not None and row["source"] != source:
+            continue
+        key = (row["source"], row["dataset_id"], row["asset_id"])
+        found.append((key, row.get("publication")))
+    return found
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _key_predicate(key: AssetKey) -> str:
+    return " AND ".join(f"{c} = {_quote(v)}" for c, v in zip(KEY_COLUMNS, key, strict=True))
+
+
+def _keys_predicate(keys: Sequence[AssetKey]) -> str:
+    return " OR ".join(f"({_key_predicate(key)})" for key in keys)
+
+
+def _rows_predicate(
+    keys: Sequence[AssetKey], publications: Sequence[str], columns: Sequence[str]
+) -> str:
+    """The rows the removed assets rows named: their publications, or keyed rows without one.
+
+    Rows of a publication still going on for one of these keys are left alone (a writer
+    publishing the key again after the removal keeps its rows). A table without a
+    ``publication`` column (written before publication ids) loses every row of the keys.
+    """
+    if "publication" not in columns:
+        return _keys_predicate(keys)
+    clauses = [f"({_key_predicate(key)} AND publication IS NULL)" for key in keys]
+    if publications:
+        clauses.insert(0, f"publication IN ({', '.join(_quote(p) for p in publications)})")
+    return " OR ".join(clauses)
+
+
+def _delete(
+    uri: str, predicate: Callable[[list[str]], str], tag: dict[str, Any], attempts: int
+) -> int:
+    """Delete the rows of the table at ``uri`` that ``predicate(its columns)`` names; how many.
+
+    A missing table, or one without the key columns, deletes nothing.
+    """
+    from deltalake import CommitProperties
+
+    def delete() -> int:
+        table = open_table(uri)
+        if table is None:
+            return 0
+        names = pa.schema(table.schema().to_arrow()).names
+        if not set(KEY_COLUMNS) <= set(names):
+            return 0
+        metrics = table.delete(
+            predicate(names),
+            commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),
+            post_commithook_properties=publish_hooks(),
+        )
+        return int(metrics.get("num_deleted_rows") or 0)
+
+    return _retrying(delete, f"removing assets from {uri}", attempts)
+
+
+def _remove_files(lake: Lake, keys: Sequence[AssetKey]) -> int:
+    """Delete the keys' manifests and rasters; how many were there."""
+    removed = 0
+    for key in keys:
+        for path in (lake.manifest_path(*key), lake.raster_path(*key)):
+            if storage.exists(path):
+                storage.remove(path)
+                removed += 1
+    return removed
