@@ -118,7 +118,7 @@ def _query(
 ) -> list[dict[str, Any]]:
     """Rows of ``sql`` over ``table``'s loaded snapshot, named ``snapshot``.
 
-    ``published``, the assets table, is registered as ``assets`` when given. delta-rs
+    ``published``, the assets table, is registered as ``publications`` when given. delta-rs
     answers it itself (locally or on S3, reading only the columns named), so a summary
     needs neither DuckDB nor pyarrow.dataset, which would import pandas (~0.3 s).
     """
@@ -127,7 +127,7 @@ def _query(
 
     builder = QueryBuilder().register("snapshot", table)
     if published is not None:
-        builder = builder.register("assets", published)
+        builder = builder.register("publications", published)
     answer = builder.execute(sql)
     rows: list[dict[str, Any]] = pa.RecordBatchReader.from_stream(answer).read_all().to_pylist()
     return rows

@@ -94,7 +94,7 @@ def test_whole_and_fractional_attributes_share_a_float_column(tmp_path):
 def test_a_column_of_another_kind_is_refused_and_the_table_is_unchanged(tmp_path):
     publish(tmp_path, [entry(A, spikes(1, extra={"quality": 0.5}))])
     before = rows(tmp_path)
-    with pytest.raises(LakeSchemaError, match="column 'quality'.*holds double.*Rename"):
+    with pytest.raises(LakeSchemaError, match="column 'attr_quality'.*holds double.*Rename"):
         publish(tmp_path, [entry(B, spikes(1, extra={"quality": "good"}))])
     assert rows(tmp_path) == before
     assert open_table(units_uri(tmp_path)).version() == 0
@@ -378,5 +378,5 @@ def test_a_writer_kept_open_sees_what_other_writers_committed(tmp_path):
     assert assets_index(tmp_path)[A].content_id == "c4"
     assert assets_index(tmp_path)[A].version == version == 3  # a delete commit after each re-publish
     publish(tmp_path, [entry(("files", "d", "c"), spikes(1, extra={"quality": 0.5}))])
-    with pytest.raises(LakeSchemaError, match="column 'quality'.*holds double"):
+    with pytest.raises(LakeSchemaError, match="column 'attr_quality'.*holds double"):
         writer.publish([entry(B, spikes(1, extra={"quality": "good"}))])  # the new column seen

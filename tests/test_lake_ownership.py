@@ -109,9 +109,13 @@ def race(tmp_path, lake, rounds):
         # the loser's appended rows are gone (it deletes what it could not publish)
         assert delta_lake.remove_unpublished(lake, older_than_seconds=0) == 0
         assert units_rows(lake) == expected
-        delta_lake.LakeWriter(lake)._delete(
-            delta_lake._key_predicate(KEY), {"commit": "reset", "assets": 0}, 3
-        )
+        for name in delta_lake.PUBLISHED_TABLES:
+            delta_lake.LakeWriter(lake)._delete(
+                delta_lake.table_uri(lake, name),
+                delta_lake._key_predicate(KEY),
+                {"commit": "reset", "assets": 0},
+                3,
+            )
         assets = open_table(delta_lake.assets_uri(lake))
         assets.delete(delta_lake._key_predicate(KEY))  # the next round starts with a free key
 

@@ -55,13 +55,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spikelab.exceptions import LakeCommitError, LakeKeyConflictError, LakeSchemaError
-from spikelab.io import storage
+from spikelab.io import brain_columns, storage
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable, PostCommitHookProperties
 
 UNITS_TABLE = "tables/units"
 ASSETS_TABLE = "tables/assets"
+SESSIONS_TABLE = "tables/sessions"
+REGIONS_TABLE = "tables/regions"
+# Tables whose rows carry a publication id and count only while an assets row names it.
+PUBLISHED_TABLES = (UNITS_TABLE, SESSIONS_TABLE)
 DEFAULT_RETENTION_HOURS = 168  # Delta's own default: a week of time travel after compaction
 # Log files and replaced data files are kept as long as each other: a version can be read
 # back only while both are there. compact() removes the expired ones.
@@ -152,6 +156,11 @@ def units_uri(lake_root: str | os.PathLike[str]) -> str:
 def assets_uri(lake_root: str | os.PathLike[str]) -> str:
     """Where the assets table lives under a lake root."""
     return storage.join(_root(lake_root), ASSETS_TABLE)
+
+
+def table_uri(lake_root: str | os.PathLike[str], table: str) -> str:
+    """Where one of the lake's tables (e.g. :data:`SESSIONS_TABLE`) lives under a root."""
+    return storage.join(_root(lake_root), table)
 
 
 def _root(lake_root: str | os.PathLike[str]) -> str:
@@ -246,6 +255,7 @@ class LakeWriter:
     def __init__(self, lake_root: str | os.PathLike[str]) -> None:
         self.root = _root(lake_root)
         self._tables: dict[str, DeltaTable] = {}
+        self._regions_checked = False
 
     def publish(
         self,
@@ -265,8 +275,12 @@ class LakeWriter:
         with_units = [entry for entry in batch if entry.units is not None]
         version = None
         if with_units:
+            self._ensure_regions(tag, max_attempts)
+            _record_mapping(with_units)
             units = _combined_units(with_units, ids)
             version = self._commit(units_uri(self.root), units, None, tag, max_attempts)
+            sessions = _sessions(with_units, ids)
+            self._commit(table_uri(self.root, SESSIONS_TABLE), sessions, None, tag, max_attempts)
         try:
             replaced = self._commit_assets(batch, ids, version, flow_run_id, tag, max_attempts)
         except BaseException:
@@ -275,8 +289,20 @@ class LakeWriter:
             raise
         superseded = _superseded(with_units, replaced)
         if superseded:
-            self._delete(superseded, tag, max_attempts)
+            for name in PUBLISHED_TABLES:
+                self._delete(table_uri(self.root, name), superseded, tag, max_attempts)
         return version
+
+    def _ensure_regions(self, tag: dict[str, Any], attempts: int) -> None:
+        """Write the ontology as ``tables/regions`` once, when iblatlas can give it."""
+        uri = table_uri(self.root, REGIONS_TABLE)
+        if self._regions_checked or self._latest(uri) is not None:
+            self._regions_checked = True
+            return
+        tree = brain_columns.ontology()
+        if tree is not None:
+            self._commit(uri, tree, None, tag, attempts)
+        self._regions_checked = True
 
     def _published(self, batch: Sequence[Publication]) -> dict[AssetKey, Published]:
         """The assets rows of ``batch``'s keys at the assets table's newest version."""
@@ -329,12 +355,12 @@ class LakeWriter:
             storage_options=storage_options(uri),
         )
 
-    def _delete(self, predicate: str, tag: dict[str, Any], attempts: int) -> None:
-        """Delete the units rows matching ``predicate`` in one commit."""
+    def _delete(self, uri: str, predicate: str, tag: dict[str, Any], attempts: int) -> None:
+        """Delete the rows of the table at ``uri`` matching ``predicate`` in one commit."""
         from deltalake import CommitProperties
 
         def delete() -> None:
-            table = self._latest(units_uri(self.root))
+            table = self._latest(uri)
             if table is not None:
                 table.delete(
                     predicate,
@@ -342,14 +368,16 @@ class LakeWriter:
                     post_commithook_properties=publish_hooks(),
                 )
 
-        _retrying(delete, f"deleting replaced rows of {units_uri(self.root)}", attempts)
+        _retrying(delete, f"deleting replaced rows of {uri}", attempts)
 
     def _delete_quietly(self, predicate: str) -> None:
         """Delete unpublished rows of a failed publication; a failure leaves them for later."""
-        try:
-            self._delete(predicate, {"commit": uuid.uuid4().hex, "assets": 0}, 2)
-        except Exception:  # noqa: BLE001 - remove_unpublished deletes them within the hour
-            return
+        tag = {"commit": uuid.uuid4().hex, "assets": 0}
+        for name in PUBLISHED_TABLES:
+            try:
+                self._delete(table_uri(self.root, name), predicate, tag, 2)
+            except Exception:  # noqa: BLE001 - remove_unpublished deletes them within the hour
+                continue
 
     def _latest(self, uri: str) -> DeltaTable | None:
         """The table at ``uri`` at its newest version; None while there is no table."""
@@ -423,6 +451,33 @@ class Published(NamedTuple):
 
     owner: str | None
     publication: str | None
+
+
+def _record_mapping(batch: Sequence[Publication]) -> None:
+    """Copy what mapped each asset's regions (its units' footer) into its manifest, in place.
+
+    The caller's manifest is then the one the assets row and the manifest file agree on.
+    """
+    for entry in batch:
+        footer = (entry.units.schema.metadata or {}) if entry.units is not None else {}
+        regions = json.loads(footer[_FOOTER_KEY]).get("regions") if _FOOTER_KEY in footer else None
+        if regions is not None and isinstance(entry.manifest, dict):
+            entry.manifest["regions"] = regions
+
+
+def _sessions(batch: Sequence[Publication], ids: Mapping[AssetKey, str]) -> pa.Table:
+    """One sessions row per asset, tagged with its publication."""
+    rows = [
+        {
+            **brain_columns.session_row(
+                entry.key, entry.manifest, entry.units.num_rows if entry.units else 0
+            ),
+            "publication": ids[entry.key],
+        }
+        for entry in batch
+    ]
+    schema = brain_columns.SESSIONS_SCHEMA.append(pa.field("publication", pa.string()))
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _publication_ids(batch: Sequence[Publication]) -> dict[AssetKey, str]:
@@ -758,31 +813,37 @@ def remove_unpublished(
     older_than_seconds: float = UNPUBLISHED_AFTER_SECONDS,
     max_attempts: int = _MAX_ATTEMPTS,
 ) -> int:
-    """Delete units rows that no assets row names, in one commit; how many publications.
+    """Delete rows that no assets row names (units, sessions); how many units publications.
 
     Such rows are a killed writer's (between its units and assets commits), a refused
     publication's, or a replaced publication whose deletion did not happen. Publications
     younger than ``older_than_seconds`` may still be going on and are kept. Rows written
     before publication ids existed go once their asset's row names a publication.
     """
-    units, assets = open_table(units_uri(lake_root)), open_table(assets_uri(lake_root))
-    if units is None or "publication" not in pa.schema(units.schema().to_arrow()).names:
-        return 0
-    named, keys = _named_publications(assets)
-    stale = [
-        publication
-        for publication in _column_values(units, "publication")
-        if publication not in named and publication_age_seconds(publication) > older_than_seconds
-    ]
-    legacy = [key for key in _legacy_keys(units) if key in keys]
-    clauses = ([_publications_predicate(stale)] if stale else []) + [
-        f"({_key_predicate(key)} AND publication IS NULL)" for key in legacy
-    ]
-    if clauses:
-        writer = LakeWriter(lake_root)
-        tag = {"commit": uuid.uuid4().hex, "assets": 0, "removed_unpublished": len(stale)}
-        writer._delete(" OR ".join(clauses), tag, max_attempts)
-    return len(stale) + len(legacy)
+    named, keys = _named_publications(open_table(assets_uri(lake_root)))
+    writer = LakeWriter(lake_root)
+    removed = 0
+    for name in PUBLISHED_TABLES:
+        uri = table_uri(lake_root, name)
+        table = open_table(uri)
+        if table is None or "publication" not in pa.schema(table.schema().to_arrow()).names:
+            continue
+        stale = [
+            publication
+            for publication in _column_values(table, "publication")
+            if publication not in named
+            and publication_age_seconds(publication) > older_than_seconds
+        ]
+        legacy = [key for key in _legacy_keys(table) if key in keys]
+        clauses = ([_publications_predicate(stale)] if stale else []) + [
+            f"({_key_predicate(key)} AND publication IS NULL)" for key in legacy
+        ]
+        if clauses:
+            tag = {"commit": uuid.uuid4().hex, "assets": 0, "removed_unpublished": len(stale)}
+            writer._delete(uri, " OR ".join(clauses), tag, max_attempts)
+        if name == UNITS_TABLE:
+            removed = len(stale) + len(legacy)
+    return removed
 
 
 def _named_publications(assets: DeltaTable | None) -> tuple[set[str], set[AssetKey]]:

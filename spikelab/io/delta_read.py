@@ -15,11 +15,15 @@ import pyarrow as pa
 from spikelab.exceptions import LakeVersionError
 from spikelab.io import storage
 from spikelab.io.delta_lake import (
+    ASSETS_TABLE,
     COMMIT_TAG,
+    REGIONS_TABLE,
+    SESSIONS_TABLE,
     UNITS_SCHEMA,
     assets_uri,
     commit_info,
     open_table,
+    table_uri,
     units_uri,
 )
 
@@ -174,7 +178,7 @@ def open_assets(
     assets = open_table(assets_uri(lake_root))
     if assets is None or as_of is None:
         return assets
-    version = _paired_version(lake_root, assets, units) if units is not None else -1
+    version = _paired_version(lake_root, assets, ASSETS_TABLE, units) if units is not None else -1
     when = parse_as_of(as_of)
     if isinstance(when, datetime):
         uri = assets_uri(lake_root)
@@ -188,15 +192,15 @@ def open_assets(
 
 
 def _paired_version(
-    lake_root: str | os.PathLike[str], assets: DeltaTable, units: DeltaTable
+    lake_root: str | os.PathLike[str], other: DeltaTable, name: str, units: DeltaTable
 ) -> int:
-    """The assets version published with ``units``' loaded version; -1 if there is none.
+    """The version of the table ``name`` published with ``units``' loaded version; -1 if none.
 
-    Each publication commits to ``units``, then to ``assets`` with the same tag: look for
-    the tag of the newest tagged units version at or below the loaded one among the assets
-    versions committed after it (a minute's clock skew between writers allowed). When no
-    assets commit carries it (its writer was killed), the last assets version committed
-    before that units version goes with it.
+    Each publication commits to ``units``, then to the other tables with the same tag:
+    look for the tag of the newest tagged units version at or below the loaded one among
+    the versions of ``other`` committed after it (a minute's clock skew between writers
+    allowed). When no commit there carries it (its writer was killed), the last version
+    committed before that units version goes with it.
     """
     for version in range(units.version(), -1, -1):
         info = commit_info(units_uri(lake_root), version) or {}
@@ -205,12 +209,12 @@ def _paired_version(
             break
     else:
         return -1
-    uri = assets_uri(lake_root)
-    start = first_commit_after(uri, assets.version(), info["timestamp"] - _SKEW_MS)
-    for version in range(start, assets.version() + 1):
+    uri = table_uri(lake_root, name)
+    start = first_commit_after(uri, other.version(), info["timestamp"] - _SKEW_MS)
+    for version in range(start, other.version() + 1):
         if ((commit_info(uri, version) or {}).get(COMMIT_TAG) or {}).get("commit") == wanted:
             return version
-    return first_commit_after(uri, assets.version(), info["timestamp"]) - 1
+    return first_commit_after(uri, other.version(), info["timestamp"]) - 1
 
 
 def published_filter(units: DeltaTable, assets: DeltaTable | None) -> str:
@@ -218,13 +222,13 @@ def published_filter(units: DeltaTable, assets: DeltaTable | None) -> str:
 
     A row counts when the ``assets`` table's row of its asset names its ``publication``
     (rows from before publication ids existed always count). The condition reads the
-    assets table as ``assets``.
+    assets table's ``publication`` column as ``publications``.
     """
     if "publication" not in pa.schema(units.schema().to_arrow()).names:
         return ""
     if assets is None or "publication" not in pa.schema(assets.schema().to_arrow()).names:
         return "publication IS NULL"
-    return "(publication IS NULL OR publication IN (SELECT publication FROM assets))"
+    return "(publication IS NULL OR publication IN (SELECT publication FROM publications))"
 
 
 def first_commit_after(uri: str, newest: int, millis: float) -> int:
@@ -295,26 +299,54 @@ def connect(
         snapshot = table.to_pyarrow_dataset() if table is not None else UNITS_SCHEMA.empty_table()
         connection.register("units_snapshot", snapshot)
         source, names = "units_snapshot", snapshot.schema.names
-    where = (
-        published_filter(table, _published(lake_root, table, as_of, connection)) if table else ""
-    )
+    assets = open_assets(lake_root, table, as_of) if table is not None else None
+    if assets is not None and "publication" in pa.schema(assets.schema().to_arrow()).names:
+        connection.register("publications", assets.to_pyarrow_table(columns=["publication"]))
+    where = published_filter(table, assets) if table is not None else ""
     alias = "" if "dataset" in names else ", dataset_id AS dataset"
     condition = f" WHERE {where}" if where else ""
     connection.execute(f"CREATE VIEW units AS SELECT *{alias} FROM {source}{condition}")
+    _sessions_view(connection, lake_root, table, assets)
+    _regions_view(connection, lake_root)
     return connection
 
 
-def _published(
-    lake_root: str | os.PathLike[str],
-    units: DeltaTable,
-    as_of: int | str | datetime | None,
+def _sessions_view(
     connection: duckdb.DuckDBPyConnection,
-) -> DeltaTable | None:
-    """Register the publications of the assets table paired with ``units`` as ``assets``."""
-    assets = open_assets(lake_root, units, as_of)
-    if assets is not None and "publication" in pa.schema(assets.schema().to_arrow()).names:
-        connection.register("assets", assets.to_pyarrow_table(columns=["publication"]))
-    return assets
+    lake_root: str | os.PathLike[str],
+    units: DeltaTable | None,
+    assets: DeltaTable | None,
+) -> None:
+    """A ``sessions`` view: one row per published asset, as of the units snapshot."""
+    from spikelab.io.brain_columns import SESSIONS_SCHEMA
+
+    sessions = open_table(table_uri(lake_root, SESSIONS_TABLE))
+    if sessions is not None and units is not None and assets is not None:
+        version = _paired_version(lake_root, sessions, SESSIONS_TABLE, units)
+        if version < 0:
+            sessions = None
+        elif version != sessions.version():
+            sessions.load_as_version(version)
+    if sessions is None or units is None:
+        connection.register("sessions_snapshot", SESSIONS_SCHEMA.empty_table())
+        connection.execute("CREATE VIEW sessions AS SELECT * FROM sessions_snapshot")
+        return
+    connection.register("sessions_snapshot", sessions.to_pyarrow_dataset())
+    where = published_filter(sessions, assets)
+    condition = f" WHERE {where}" if where else ""
+    connection.execute(f"CREATE VIEW sessions AS SELECT * FROM sessions_snapshot{condition}")
+
+
+def _regions_view(connection: duckdb.DuckDBPyConnection, lake_root: str | os.PathLike[str]) -> None:
+    """A ``regions`` view: the Allen CCF 2017 structure tree the lake maps units onto."""
+    from spikelab.brain_regions import ontology_schema
+
+    regions = open_table(table_uri(lake_root, REGIONS_TABLE))
+    snapshot = (
+        regions.to_pyarrow_dataset() if regions is not None else ontology_schema().empty_table()
+    )
+    connection.register("regions_snapshot", snapshot)
+    connection.execute("CREATE VIEW regions AS SELECT * FROM regions_snapshot")
 
 
 def _plain_files(table: DeltaTable) -> bool:

@@ -17,6 +17,15 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from spikelab.io import storage
+from spikelab.io.brain_columns import (
+    ATLAS_ID_ATTRIBUTE,
+    QUALITY_SOURCES,
+    REGION_FIELDS,
+    default_mapper,
+    mapping_provenance,
+    quality_column,
+    region_columns,
+)
 from spikelab.io.json_codec import decode, encode
 from spikelab.spikedata import SpikeData
 
@@ -40,9 +49,13 @@ _FIXED_COLUMNS = frozenset(
         "location_label",
         "group_name",
         "electrode",
+        "publication",
+        "quality",
+        *(name for name, _ in REGION_FIELDS),
     }
 )
 _SCALARS = (bool, int, float, str)
+_QUALITY_NAMES = frozenset(QUALITY_SOURCES)
 
 
 def write_units_table(
@@ -175,6 +188,19 @@ def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: 
         name = f"attr_{key}" if key in _FIXED_COLUMNS else str(key)
         columns[name] = column
         attribute_columns[name] = str(key)  # JSON keeps text keys as they are
+    mapper = default_mapper()
+    species = sd.metadata.get("species")
+    columns.update(
+        region_columns(
+            columns["location_label"].to_pylist(),
+            [entry.get(ATLAS_ID_ATTRIBUTE) for entry in attributes],
+            species if isinstance(species, str) else None,
+            mapper,
+        )
+    )
+    columns["quality"] = quality_column(
+        {name: columns[name].to_pylist() for name in columns if name in _QUALITY_NAMES}, sd.N
+    )
     footer = {
         "schema_version": SCHEMA_VERSION,
         "source": source,
@@ -190,6 +216,7 @@ def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: 
         "attribute_columns": attribute_columns,
         "skipped_columns": skipped,
         "metadata": encode(sd.metadata),
+        "regions": mapping_provenance(mapper),
     }
     table = pa.table(columns)
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(footer).encode()})
