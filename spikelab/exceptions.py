@@ -122,6 +122,15 @@ class LakeSchemaError(SpikelabError, ValueError):
     """An asset's units do not fit the lake table's columns (a column's type disagrees)."""
 
 
+class UnknownRegionError(SpikelabError, ValueError):
+    """A brain region asked for is no Allen CCF 2017 structure the lake knows.
+
+    Regions are Allen acronyms (``CA1``, ``HPF``, ``VISp``) or structure names
+    (``hippocampal formation``), matched without case; ``spikelab lake regions`` lists
+    the regions the lake's units landed in.
+    """
+
+
 class LakeVersionError(SpikelabError, ValueError):
     """A requested lake version or time does not exist in the table's history."""
 
