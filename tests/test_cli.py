@@ -149,7 +149,10 @@ def test_demo_end_to_end(tmp_path, capfd, monkeypatch):
     assert len(frame) == 12 and set(frame["location_label"]) == {"CA1"}
     # a second demo finds the same inputs: nothing is added again under new keys
     assert run(["demo", "--lake", "spikelab-lake"]) == 0
-    assert "0 loaded, 3 skipped, 0 failed" in capfd.readouterr().out
+    again = capfd.readouterr().out  # the headline agrees with the summary's skipped column
+    assert "0 loaded, 3 unchanged, 0 skipped, 0 failed" in again
+    assert ["files", "demo", "3", "50"] == again.splitlines()[-3].split()[:4]
+    assert again.splitlines()[-3].split()[-1] == "0"
     assert connect(lake).execute("SELECT count(*) FROM units").fetchone() == (50,)
     assert len(Lake(lake).manifest_files()) == 3
 

@@ -259,11 +259,22 @@ def run_ingest(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def print_run(summary: dict[str, Any], lake: str) -> bool:
-    """Print a run's counts and one line per failed asset; return whether any failed."""
+    """Print a run's counts and one line per failed asset; return whether any failed.
+
+    Assets skipped because the lake already holds them as they are count as
+    ``unchanged``; ``skipped`` counts only those the lake records as skipped (a Zarr
+    asset, say), as the ``skipped`` column of ``spikelab lake summary`` does.
+    """
     counts = summary["counts"]
+    unchanged = sum(
+        1
+        for asset in summary.get("assets", [])
+        if asset.get("status") == "skipped" and not asset.get("error")
+    )
+    kept = f"{unchanged} unchanged, " if unchanged else ""
     print(
-        f"{counts['ok']} loaded, {counts['skipped']} skipped, {counts['failed']} failed "
-        f"-> lake {lake}"
+        f"{counts['ok']} loaded, {kept}{counts['skipped'] - unchanged} skipped, "
+        f"{counts['failed']} failed -> lake {lake}"
     )
     for asset in summary.get("assets", []):
         if asset["status"] == "failed":
