@@ -26,6 +26,8 @@ UNIT_COLUMNS = (
     "asset_id",
     "unit_id",
     "location_label",
+    "region",
+    "quality",
     "firing_rate_hz",
     "n_spikes",
     "electrode",
@@ -133,6 +135,42 @@ def _query(
     return rows
 
 
+REGION_LEVELS = {"beryl": "region_beryl", "cosmos": "region_cosmos", "allen": "region"}
+REGION_COLUMNS = ("region", "units", "assets")
+UNMAPPED_COLUMNS = ("location_label", "region_match", "units", "assets")
+
+
+def region_rows(
+    lake: str | os.PathLike[str], level: str = "beryl", as_of: AsOf = None
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Units per region at a level, and the labels the lake could not map, with counts.
+
+    Returns
+    -------
+    tuple of two lists
+        ``(region, units, assets)`` rows, most units first; then ``(location_label,
+        region_match, units, assets)`` for the units without a region (the curator's to-do
+        list: add aliases, then ``spikelab lake remap``).
+    """
+    from spikelab.io.delta_read import connect
+
+    column = REGION_LEVELS[level]
+    connection = connect(lake, as_of)
+    available = {row[0] for row in connection.execute("DESCRIBE units").fetchall()}
+    if column not in available:
+        return [], []
+    counted = "count(*) AS units, count(DISTINCT source || '/' || dataset_id || '/' || asset_id)"
+    mapped = connection.execute(
+        f"SELECT {column}, {counted} FROM units WHERE region_id IS NOT NULL "
+        f"GROUP BY {column} ORDER BY units DESC, {column}"
+    ).fetchall()
+    unmapped = connection.execute(
+        f"SELECT location_label, coalesce(region_match, 'not mapped'), {counted} FROM units "
+        "WHERE region_id IS NULL GROUP BY ALL ORDER BY units DESC, location_label NULLS LAST"
+    ).fetchall()
+    return mapped, unmapped
+
+
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Rows as a plain text table, columns right-aligned under their names.
 
@@ -162,32 +200,115 @@ def _literal(value: str | float) -> str:
     return repr(float(value))
 
 
+def region_ids(connection: Any, texts: Sequence[str]) -> list[int]:
+    """The Allen structure ids that region texts name, by the lake's ``regions`` view.
+
+    A text matches an acronym exactly, else an acronym or a structure name without
+    regard to case (and, for names, punctuation).
+
+    Raises
+    ------
+    UnknownRegionError
+        If a text names no structure, or the lake has no regions table yet.
+    """
+    from spikelab.exceptions import UnknownRegionError
+
+    if not texts:
+        return []
+    rows = connection.execute("SELECT id, acronym, name FROM regions").fetchall()
+    if not rows:
+        raise UnknownRegionError(
+            "the lake has no regions table yet, so regions cannot be matched: install "
+            "iblatlas (pip install 'spikelab[ibl]') and run `spikelab lake remap`, or use "
+            "--region-label to match the labels as written"
+        )
+    exact = {acronym: i for i, acronym, _ in rows}
+    folded = {_fold(acronym): i for i, acronym, _ in rows}
+    named = {_fold(name): i for i, _, name in rows if name}
+    ids = []
+    for text in texts:
+        found = exact.get(text.strip())
+        found = found if found is not None else folded.get(_fold(text))
+        found = found if found is not None else named.get(_fold(text))
+        if found is None:
+            raise UnknownRegionError(
+                f"--region {text!r} is no Allen CCF 2017 structure: give an acronym (CA1, "
+                "HPF, VISp) or a structure name (hippocampal formation); `spikelab lake "
+                "regions` lists the regions in the lake, --region-label matches raw labels"
+            )
+        ids.append(found)
+    return ids
+
+
+def _fold(text: str) -> str:
+    """Lower case, runs of other characters than letters and digits as one space."""
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
 def units_sql(
     connection: Any,
     *,
     regions: Sequence[str] = (),
+    region_labels: Sequence[str] = (),
     source: str | None = None,
     dataset: str | None = None,
     min_rate_hz: float | None = None,
+    species: str | None = None,
+    good: bool = False,
+    columns: Sequence[str] = (),
     with_spike_times: bool = False,
 ) -> str:
-    """The SELECT over the ``units`` view for these filters."""
+    """The SELECT over the ``units`` view (and ``sessions``, when asked for) for these filters.
+
+    ``regions`` keep units mapped to a structure or anything below it; ``columns`` adds
+    units or sessions columns to the default ones.
+    """
+    from spikelab.session_fields import normalise_species
+
     available = {row[0] for row in connection.execute("DESCRIBE units").fetchall()}
+    session_columns = {row[0] for row in connection.execute("DESCRIBE sessions").fetchall()}
     conditions = []
-    if regions:
-        conditions.append(f"location_label IN ({', '.join(_literal(r) for r in regions)})")
+    ids = region_ids(connection, regions)
+    if ids:
+        listed = ", ".join(map(str, ids))
+        conditions.append(
+            "u.region_id IN (SELECT id FROM regions WHERE "
+            f"list_has_any(ancestors, [{listed}]::BIGINT[]))"
+        )
+    if region_labels:
+        conditions.append(f"u.location_label IN ({', '.join(_literal(r) for r in region_labels)})")
     for column, value in (("source", source), ("dataset", dataset)):
         if value is not None:
-            conditions.append(f"{column} = {_literal(value)}")
+            conditions.append(f"u.{column} = {_literal(value)}")
     if min_rate_hz is not None:
-        conditions.append(f"firing_rate_hz >= {_literal(min_rate_hz)}")
-    columns = [c for c in UNIT_COLUMNS if c in available]
-    if with_spike_times:
-        columns.append("spike_times_ms")
+        conditions.append(f"u.firing_rate_hz >= {_literal(min_rate_hz)}")
+    if good:
+        conditions.append("u.quality = 'good'")
+    join = species is not None
+    if species is not None:
+        conditions.append(f"s.species = {_literal(normalise_species(species) or species)}")
+    selected = [f"u.{c}" for c in UNIT_COLUMNS if c in available]
+    for name in columns:
+        if name in available and name not in UNIT_COLUMNS:
+            selected.append(f"u.{name}")
+        elif name in session_columns - {"source", "dataset_id", "asset_id", "publication"}:
+            selected.append(f"s.{name}")
+            join = True
+        elif name not in UNIT_COLUMNS:
+            known = sorted((available | session_columns) - {"publication"})
+            raise ValueError(f"--columns {name!r} is no column of the lake; known: {known}")
+    if with_spike_times and "u.spike_times_ms" not in selected:
+        selected.append("u.spike_times_ms")
+    sessions = (
+        " LEFT JOIN sessions s ON s.source = u.source AND s.dataset_id = u.dataset_id "
+        "AND s.asset_id = u.asset_id"
+        if join
+        else ""
+    )
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     return (
-        f"SELECT {', '.join(columns)} FROM units{where} "
-        "ORDER BY source, dataset, asset_id, unit_index"
+        f"SELECT {', '.join(selected)} FROM units u{sessions}{where} "
+        "ORDER BY u.source, u.dataset, u.asset_id, u.unit_index"
     )
 
 
@@ -206,9 +327,13 @@ def find_units(
     lake: str | os.PathLike[str],
     *,
     regions: Sequence[str] = (),
+    region_labels: Sequence[str] = (),
     source: str | None = None,
     dataset: str | None = None,
     min_rate_hz: float | None = None,
+    species: str | None = None,
+    good: bool = False,
+    columns: Sequence[str] = (),
     with_spike_times: bool = False,
     as_of: AsOf = None,
 ) -> pd.DataFrame:
@@ -219,12 +344,20 @@ def find_units(
     lake : str or PathLike
         Lake root.
     regions : sequence of str, default: ()
-        Brain-region acronyms; a unit matches when its ``location_label`` is one of them
-        exactly.
+        Allen CCF 2017 structures (acronyms or names, any case); a unit matches when its
+        ``region`` is one of them or lies below one (``HPF`` keeps CA1, DG ...).
+    region_labels : sequence of str, default: ()
+        Labels as written; a unit matches when its raw ``location_label`` is one of them.
     source, dataset : str | None, default: None
         Keep one source (``dandi``, ``ibl``, ``files``) or one dataset id.
     min_rate_hz : float | None, default: None
         Keep units firing at least this fast.
+    species : str | None, default: None
+        Keep units of subjects of this species (``mouse`` or ``Mus musculus``).
+    good : bool, default: False
+        Keep units whose ``quality`` is ``good``.
+    columns : sequence of str, default: ()
+        More columns of the units or sessions tables to return (``sex``, ``age_days`` ...).
     with_spike_times : bool, default: False
         Also return each unit's ``spike_times_ms``.
     as_of : int, str or datetime, optional
@@ -239,6 +372,8 @@ def find_units(
     ------
     LakeVersionError
         If ``as_of`` names a version or time the table does not have.
+    UnknownRegionError
+        If a region names no Allen structure.
     """
     from spikelab.io.delta_read import connect
 
@@ -246,9 +381,13 @@ def find_units(
     query = units_sql(
         connection,
         regions=regions,
+        region_labels=region_labels,
         source=source,
         dataset=dataset,
         min_rate_hz=min_rate_hz,
+        species=species,
+        good=good,
+        columns=columns,
         with_spike_times=with_spike_times,
     )
     frame: pd.DataFrame = connection.execute(query).df()

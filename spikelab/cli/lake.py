@@ -28,6 +28,10 @@ def answer(args: argparse.Namespace) -> None:
         _remove(args)
     elif args.question == "export":
         _export(args)
+    elif args.question == "regions":
+        _regions(args)
+    elif args.question == "remap":
+        _remap(args)
     else:
         _migrate(args.old, args.new)
         return
@@ -50,12 +54,7 @@ def _units(args: argparse.Namespace) -> None:
 
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet needs --output FILE")
-    filters: dict[str, Any] = {
-        "regions": args.region,
-        "source": args.source,
-        "dataset": args.dataset,
-        "min_rate_hz": args.min_rate,
-    }
+    filters = {**unit_filters(args), "columns": args.columns}
     if args.format == "table":
         columns, rows = matching_units(args.lake, as_of=args.as_of, **filters)
         print(format_rows(columns, rows) if rows else "no matching units")
@@ -103,13 +102,48 @@ def _export(args: argparse.Namespace) -> None:
         args.lake,
         args.output,
         args.format,
-        regions=args.region,
-        source=args.source,
-        dataset=args.dataset,
-        min_rate_hz=args.min_rate,
         as_of=args.as_of,
+        **unit_filters(args),
     )
     print(f"{written.units} units of {written.assets} asset(s) -> {written.path}")
+
+
+def unit_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The unit filters of ``lake units`` and ``lake export``, as find_units takes them."""
+    return {
+        "regions": args.region,
+        "region_labels": args.region_label,
+        "source": args.source,
+        "dataset": args.dataset,
+        "min_rate_hz": args.min_rate,
+        "species": args.species,
+        "good": args.good,
+    }
+
+
+def _regions(args: argparse.Namespace) -> None:
+    from spikelab.lake_queries import REGION_COLUMNS, UNMAPPED_COLUMNS, format_rows, region_rows
+
+    mapped, unmapped = region_rows(args.lake, args.level, args.as_of)
+    print(format_rows(REGION_COLUMNS, mapped) if mapped else "no unit is mapped to a region")
+    if unmapped:
+        print("\nlabels not mapped (add aliases, then `spikelab lake remap`):")
+        print(format_rows(UNMAPPED_COLUMNS, unmapped))
+
+
+def _remap(args: argparse.Namespace) -> None:
+    from spikelab.io.lake_remap import remap
+
+    report = remap(args.lake, aliases=args.region_aliases)
+    if report["version"] is None:
+        print("the lake has no units: nothing to remap")
+    else:
+        print(
+            f"remapped {report['rows']} units ({report['changed']} changed) with alias table "
+            f"{report['aliases_version']}: now version {report['version']}"
+        )
+    if report["sessions_added"]:
+        print(f"added {report['sessions_added']} sessions row(s)")
 
 
 def _compact(lake: str, retention_hours: int) -> None:

@@ -209,10 +209,15 @@ def _add_lake(commands: Any) -> None:
     _as_of_argument(summary)
     _lake_argument(summary)
     units = questions.add_parser("units", help="units matching filters, across every source")
-    units.add_argument("--region", action="append", default=[], help="brain region (repeatable)")
-    units.add_argument("--source", choices=["dandi", "ibl", "files"], help="one source only")
-    units.add_argument("--dataset", help="one dataset id only")
-    units.add_argument("--min-rate", type=_finite(0.0), help="minimum firing rate in Hz")
+    _unit_filters(units)
+    units.add_argument(
+        "--columns",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="more columns: any units column (attr_quality, region_beryl, spike_times_ms for "
+        "parquet ...) or sessions column (species, sex, age_days, subject_id, lab ...)",
+    )
     units.add_argument(
         "--format",
         default="table",
@@ -223,6 +228,7 @@ def _add_lake(commands: Any) -> None:
     _as_of_argument(units)
     _lake_argument(units)
     _add_remove_and_export(questions)
+    _add_regions(questions)
     history = questions.add_parser(
         "history", help="the lake's versions: when, which flow run, how many assets"
     )
@@ -250,6 +256,56 @@ def _add_lake(commands: Any) -> None:
     migrate.add_argument("new", metavar="NEW", help="root of the new lake (empty or missing)")
 
 
+def _unit_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        help="Allen CCF structure, acronym or name, any case; its substructures too "
+        "(repeatable: HPF, CA1, VISp, 'hippocampal formation')",
+    )
+    parser.add_argument(
+        "--region-label",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="brain region label exactly as the file wrote it (repeatable)",
+    )
+    parser.add_argument("--source", choices=["dandi", "ibl", "files"], help="one source only")
+    parser.add_argument("--dataset", help="one dataset id only")
+    parser.add_argument("--min-rate", type=_finite(0.0), help="minimum firing rate in Hz")
+    parser.add_argument("--species", help="subjects of one species (mouse, 'Mus musculus' ...)")
+    parser.add_argument("--good", action="store_true", help="only units whose quality is good")
+
+
+def _add_regions(questions: Any) -> None:
+    regions = questions.add_parser(
+        "regions", help="units per brain region, and the labels the lake could not map"
+    )
+    regions.add_argument(
+        "--level",
+        choices=["beryl", "cosmos", "allen"],
+        default="beryl",
+        help="count by Beryl (default), Cosmos or full Allen structures",
+    )
+    _as_of_argument(regions)
+    _lake_argument(regions)
+    remap = questions.add_parser(
+        "remap",
+        help="map every unit onto brain regions again (after the alias table changed)",
+        description="Recompute the region and quality columns of every unit from its raw "
+        "label, in one commit, without loading any source file again; adds the regions and "
+        "sessions tables to a lake written before they existed.",
+    )
+    remap.add_argument(
+        "--region-aliases",
+        metavar="FILE",
+        help="your alias CSV (alias,acronym,kind,reason), added to the packaged one "
+        "(default: $SPIKELAB_REGION_ALIASES)",
+    )
+    _lake_argument(remap)
+
+
 def _add_remove_and_export(questions: Any) -> None:
     remove = questions.add_parser(
         "remove",
@@ -267,10 +323,7 @@ def _add_remove_and_export(questions: Any) -> None:
         "export",
         help="write the matching units with their spike trains (NWB, SpikeLab .npz, Parquet)",
     )
-    export.add_argument("--region", action="append", default=[], help="brain region (repeatable)")
-    export.add_argument("--source", choices=["dandi", "ibl", "files"], help="one source only")
-    export.add_argument("--dataset", help="one dataset id only")
-    export.add_argument("--min-rate", type=_finite(0.0), help="minimum firing rate in Hz")
+    _unit_filters(export)
     export.add_argument("--format", required=True, choices=["nwb", "npz", "parquet"])
     export.add_argument("--output", required=True, metavar="FILE", help="file to write")
     _as_of_argument(export)
