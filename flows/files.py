@@ -1,16 +1,22 @@
 """Ingest local files (NWB, KiloSort/Phy folders, HDF5, SpikeLab .npz, pickles) into the lake.
 
-Lake keys: an input lands under ``dataset=<its parent folder's name>`` as
-``<its name>``, the key it has always had, unless that key already belongs to another input
-(a manifest there records another path, or another input of the same run comes first in
-path order); then its key gets a short hash of its absolute path (``<name>-<hash>``). So
-``a/x/s.nwb`` and ``b/x/s.nwb`` both land, each input keeps its key from run to run, and a
-manifest that records another input is never overwritten (that input fails instead, with
-:class:`~spikelab.exceptions.LakeKeyConflictError`, if two runs race for one key).
+Inputs: each path given is a file, a KiloSort folder or a ``.nwb.zarr`` store, or a folder
+searched recursively for them (:func:`expand_inputs`: NWB files, ``.nwb.zarr`` stores and
+KiloSort folders, or what a glob pattern names).
+
+Lake keys: an input lands under ``dataset=<its parent folder's name>`` (or the dataset
+the caller names) as ``<its name>``, the key it has always had, unless that key already
+belongs to another input (a manifest there records another path, or another input of the
+same run comes first in path order); then its key gets a short hash of its absolute path
+(``<name>-<hash>``). So ``a/x/s.nwb`` and ``b/x/s.nwb`` both land, each input keeps its key
+from run to run, and a manifest that records another input is never overwritten (that
+input fails instead, with :class:`~spikelab.exceptions.LakeKeyConflictError`, if two runs
+race for one key).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import time
 from collections.abc import Sequence
@@ -44,6 +50,7 @@ from spikelab.loaders.formats import (
     FORMATS,
     detect_format,
     input_files,
+    is_zarr_nwb,
     npz_holds_objects,
     sniffed_options,
 )
@@ -71,13 +78,87 @@ def printable_path(path: str | os.PathLike[str]) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def base_target(location: Path) -> Target:
-    """An input's own lake key: its parent folder's name and its name."""
+def base_target(location: Path, dataset: str | None = None) -> Target:
+    """An input's own lake key: ``dataset`` (default: its parent folder's name) and its name."""
     return {
         "source": "files",
-        "dataset_id": safe_key(location.parent.name or "root"),
+        "dataset_id": safe_key(dataset if dataset is not None else location.parent.name or "root"),
         "asset_id": safe_key(location.name),
     }
+
+
+def _is_single_input(folder: Path) -> bool:
+    """A folder that is one input (a KiloSort folder or a Zarr NWB store), not searched."""
+    return (folder / "spike_times.npy").is_file() or is_zarr_nwb(folder)
+
+
+def _chosen(relative: str, glob: str | None, is_folder: bool) -> bool:
+    """Whether a path found in a folder is an input: by ``glob``, else NWB or an input folder.
+
+    A pattern without ``/`` is matched against the name, one with ``/`` against the path
+    relative to the folder searched (``*`` also crosses ``/``).
+    """
+    name = relative.rsplit("/", 1)[-1]
+    if glob is not None:
+        return fnmatch.fnmatchcase(relative if "/" in glob else name, glob)
+    return is_folder or name.lower().endswith(".nwb")
+
+
+def expand_inputs(paths: Sequence[str], glob: str | None = None) -> list[Path]:
+    """The inputs the paths name: files and input folders as they are, folders searched.
+
+    A folder that is not itself an input is searched recursively (top down, by name) for NWB
+    files (``*.nwb``), ``.nwb.zarr`` stores and KiloSort folders (holding
+    ``spike_times.npy``); with ``glob``, for the files and input folders it matches
+    instead (their format is then told as for any input, by suffix). Input folders are
+    not searched further, and names starting with ``.`` (partial or hidden files) are
+    left out. Paths are absolute, each once, in the order found.
+
+    Raises
+    ------
+    ValueError
+        When a folder holds no input, naming it and what was looked for.
+    """
+    found: dict[Path, None] = {}
+    for text in map(str, paths):
+        location = Path(input_path(text)).resolve()
+        if not location.is_dir() or _is_single_input(location):
+            found.setdefault(location, None)
+            continue
+        inside = list(_search(location, glob))
+        if not inside:
+            wanted = (
+                f"nothing matching --glob {glob}"
+                if glob is not None
+                else "no NWB file (*.nwb), .nwb.zarr store or KiloSort folder (spike_times.npy)"
+            )
+            raise ValueError(
+                f"{printable_path(location)} holds {wanted}; give the files themselves, or "
+                "choose them with --glob PATTERN (e.g. '*.h5')"
+            )
+        for path in inside:
+            found.setdefault(path, None)
+    return list(found)
+
+
+def _as_parameter(location: Path) -> str:
+    """A found input as the task gets it: its path, or a ``file://`` URI if not UTF-8."""
+    text = str(location)
+    return text if printable_path(text) == text else location.as_uri()
+
+
+def _search(folder: Path, glob: str | None) -> list[Path]:
+    """The inputs under ``folder`` (see :func:`expand_inputs`), folder by folder, by name."""
+    inputs = []
+    for parent, folders, files in os.walk(folder):
+        here = Path(parent)
+        singles = {name for name in folders if _is_single_input(here / name)}
+        folders[:] = sorted(n for n in folders if n not in singles and not n.startswith("."))
+        for name in sorted([*singles, *files]):
+            relative = (here / name).relative_to(folder).as_posix()
+            if not name.startswith(".") and _chosen(relative, glob, name in singles):
+                inputs.append(here / name)
+    return inputs
 
 
 def recorded_input(manifest: dict[str, Any]) -> str | None:
@@ -98,7 +179,9 @@ def key_owner(lake: Lake, target: Target) -> str | None:
         return None
 
 
-def assign_targets(lake: Lake, locations: Sequence[Path]) -> list[Target]:
+def assign_targets(
+    lake: Lake, locations: Sequence[Path], dataset: str | None = None
+) -> list[Target]:
     """One distinct lake key per input (absolute, distinct ``locations``).
 
     An input keeps :func:`base_target` when its key is free or already its own; when the
@@ -106,7 +189,7 @@ def assign_targets(lake: Lake, locations: Sequence[Path]) -> list[Target]:
     gets :func:`~spikelab.io.lake.distinct_key` of its name and path.
     """
     names = [printable_path(location) for location in locations]
-    bases = [base_target(location) for location in locations]
+    bases = [base_target(location, dataset) for location in locations]
     claims: dict[tuple[str, str], list[int]] = {}
     for index, base in enumerate(bases):
         claims.setdefault((base["dataset_id"], base["asset_id"]), []).append(index)
@@ -236,17 +319,21 @@ def ingest_files(
     lake: str | None = None,
     refresh: bool = False,
     trust_pickles: bool = False,
+    dataset: str | None = None,
+    glob: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest local spike files and KiloSort/Phy folders into the lake.
+    """Ingest local spike files, KiloSort/Phy folders and folders of them into the lake.
 
     Parameters
     ----------
     paths : list of str
-        Files (``.nwb``, ``.h5``/``.hdf5``, ``.npz``, ``.p``/``.pkl``/``.pickle``) or
-        KiloSort folders. A name that is not valid UTF-8 must come as a ``file://`` URI
-        (``Path(p).absolute().as_uri()``): Prefect cannot send it as text. Such an input
-        then fails alone, named, and the others land. An input given twice (or through
-        two links to one file) is ingested once.
+        Files (``.nwb``, ``.h5``/``.hdf5``, ``.npz``, ``.p``/``.pkl``/``.pickle``),
+        KiloSort folders, ``.nwb.zarr`` stores, or folders holding them: a folder is
+        searched recursively for NWB files, ``.nwb.zarr`` stores and KiloSort folders
+        (see :func:`expand_inputs`). A name that is not valid UTF-8 must come as a
+        ``file://`` URI (``Path(p).absolute().as_uri()``): Prefect cannot send it as text.
+        Such an input then fails alone, named, and the others land. An input given twice
+        (or through two links to one file, or found in two folders given) is ingested once.
     format : str, default: "auto"
         ``auto`` tells each path's format from its suffix (or ``spike_times.npy`` for a
         folder); or one of ``nwb``, ``kilosort``, ``hdf5``, ``spikelab_npz``, ``pickle``.
@@ -258,23 +345,33 @@ def ingest_files(
     trust_pickles : bool, default: False
         Load pickles and ``.npz`` files with object arrays. Unpickling runs whatever code
         the file holds, so these inputs fail unless the caller trusts them.
+    dataset : str | None, default: None
+        The dataset every input lands in; None: each input's parent folder's name.
+    glob : str | None, default: None
+        In folders, take what this pattern matches instead of NWB files, ``.nwb.zarr``
+        stores and KiloSort folders: a pattern without ``/`` is matched against names
+        (``*.h5``), one with ``/`` against the path inside the folder (``sub-*/*.nwb``).
 
     Returns
     -------
     dict
-        The run summary. Files land under ``source=files``, ``dataset=<parent folder>``
-        (keys: see the module docstring). When any input failed, the run ends ``Failed``
-        and calling the flow raises :class:`~spikelab.exceptions.IngestFailedError`; call
-        it with ``return_state=True`` and use :func:`spikelab.flows.run_summary` to get the
-        summary either way.
+        The run summary. Files land under ``source=files``, ``dataset=<dataset>`` or
+        ``dataset=<parent folder>`` (keys: see the module docstring). When any input
+        failed, the run ends ``Failed`` and calling the flow raises
+        :class:`~spikelab.exceptions.IngestFailedError`; call it with
+        ``return_state=True`` and use :func:`spikelab.flows.run_summary` to get the summary
+        either way.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if dataset is not None and not dataset.strip():
+        raise ValueError("dataset must name a dataset (or be None), got an empty name")
     where = Lake(resolve_lake(lake))
-    inputs: dict[Path, str] = {}  # one entry per file, in the order given
-    for text in map(str, paths):
-        inputs.setdefault(Path(input_path(text)).resolve(), text)
-    targets = assign_targets(where, list(inputs))
+    given = {Path(input_path(str(text))).resolve(): str(text) for text in paths}
+    inputs: dict[Path, str] = {}  # one entry per input, in the order given or found
+    for location in expand_inputs(list(map(str, paths)), glob):
+        inputs.setdefault(location, given.get(location) or _as_parameter(location))
+    targets = assign_targets(where, list(inputs), dataset)
     index = known_assets(where, refresh)
     futures = ingest_file.map(
         list(inputs.values()),
@@ -290,6 +387,8 @@ def ingest_files(
         "lake": where.root,
         "refresh": refresh,
         "trust_pickles": trust_pickles,
+        "dataset": dataset,
+        "glob": glob,
     }
     outcomes = publish_results(where, list(futures), "files")
     return finish_run(where, "ingest-files", parameters, outcomes)  # type: ignore[return-value]

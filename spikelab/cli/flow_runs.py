@@ -168,10 +168,18 @@ def _ingest_files(args: argparse.Namespace) -> list[dict[str, Any]]:
     options: dict[str, Any] = {"format": args.format, "lake": args.lake, "refresh": args.refresh}
     if args.trust_pickles:
         options["trust_pickles"] = True
+    options.update(
+        {name: getattr(args, name) for name in ("dataset", "glob") if getattr(args, name)}
+    )
     with prefect_backend() as backend:
         from spikelab.flows import ingest_files
+        from spikelab.flows.files import expand_inputs
 
         paths = [str(Path(path).resolve()) for path in usable]
+        try:
+            expand_inputs(paths, args.glob)  # a folder with no input: before the run
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         summaries = _call_flow(_on_runner(ingest_files, args), backend, paths, **options)
     return _with_failures(summaries, failed)
 
