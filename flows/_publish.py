@@ -17,12 +17,13 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
 from prefect.logging import get_run_logger
 
+from spikelab.exceptions import LakeKeyConflictError
 from spikelab.flows._runs import (
     Outcome,
     current_flow_run_id,
@@ -31,7 +32,6 @@ from spikelab.flows._runs import (
     manifest_path,
     outcome,
 )
-from spikelab.exceptions import LakeKeyConflictError
 from spikelab.io import delta_lake, storage
 from spikelab.io.lake import Lake
 from spikelab.io.manifest import put_manifest, record_failure, with_table_version
@@ -288,3 +288,39 @@ def publish_results(
         result = item.result() if isinstance(item, PrefectFuture) else item
         outcomes.append(published[key_of(result["target"])] if "target" in result else result)
     return outcomes
+
+
+def publish_as_they_come(
+    lake: Lake,
+    decided: Sequence[Outcome | Pending | None],
+    results: Iterable[tuple[int, Outcome | Pending]],
+    label: str,
+) -> list[Outcome]:
+    """Every asset's outcome, in the order of ``decided``, once the publishable are published.
+
+    ``decided`` holds what the flow knew before any task ran (an outcome, a pending
+    publication, or None for an asset a task run decides); ``results`` yields
+    ``(index, outcome or pending)`` for each None, in any order, as the task runs finish.
+    Each pending publication goes to one :class:`Publisher` as soon as it is known and
+    nothing else keeps it, so memory does not grow with the number of assets. A progress
+    bar shows the assets finishing on a terminal.
+    """
+    from tqdm import tqdm
+
+    slots: list[Outcome | tuple[str, str, str] | None] = []
+    with Publisher(lake, current_flow_run_id(), get_run_logger()) as publisher:
+
+        def take(item: Outcome | Pending) -> Outcome | tuple[str, str, str]:
+            if "target" in item:
+                publisher.add(item)  # type: ignore[arg-type]
+                return key_of(item["target"])  # type: ignore[typeddict-item]
+            return item  # type: ignore[return-value]
+
+        slots = [None if item is None else take(item) for item in decided]
+        total = sum(item is None for item in decided)
+        with tqdm(total=total, desc=label, unit="asset", disable=None, leave=False) as bar:
+            for index, result in results:
+                slots[index] = take(result)
+                bar.update()
+    published = publisher.outcomes()
+    return [published[slot] if isinstance(slot, tuple) else slot for slot in slots]  # type: ignore[misc]

@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import os
+import queue
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow, task, unmapped
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from spikelab.config import CONFIG_DIR, DandisetsConfig, load_config
+from spikelab.config import (
+    CONFIG_DIR,
+    MAX_CONCURRENCY,
+    DandisetsConfig,
+    Transfer,
+    load_config,
+    resolve_concurrency,
+)
 from spikelab.exceptions import DigestMismatchError, UnsafeRemoteDataError
-from spikelab.flows._publish import publish_results
+from spikelab.flows._publish import publish_as_they_come
 from spikelab.flows._runs import (
     Outcome,
     current_flow_run_id,
     finish_run,
     guarded,
-    in_order,
     is_current,
     key_of,
     known_assets,
@@ -27,7 +39,6 @@ from spikelab.flows._runs import (
     run_state,
     run_summary,
     skipped,
-    staged_or_reload,
 )
 from spikelab.ids import normalize_dandiset_id, normalize_version
 from spikelab.io import delta_lake
@@ -44,19 +55,15 @@ from spikelab.tasks.dandi import (
     download_dandi_asset,
     expire_downloads,
     list_dandi_assets,
+    load_downloaded,
+    load_streamed,
     record_digest_failure,
     remove_download,
 )
-from spikelab.tasks.load import (
-    StagedUnits,
-    Target,
-    load_dandi_streamed,
-    load_nwb,
-    read_staged,
-)
+from spikelab.tasks.load import Loaded, Target
 from spikelab.tasks.outputs import Pending, convert_raw_to_zarr, prepare_publication
 
-MAX_CONCURRENT_ASSETS = 4
+MAX_ASSETS_PER_TASK_RUN = 8
 
 
 def asset_target(dandiset_id: str, asset: dict[str, Any]) -> Target:
@@ -162,66 +169,58 @@ def input_fields(record: DandiAsset, metadata: dict[str, Any], content_id: str) 
     }
 
 
-@task(name="ingest-dandi-asset", task_run_name="ingest {asset[path]}")
-def ingest_dandi_asset(
-    asset: dict[str, Any],
-    dandiset_id: str,
-    version: str,
-    lake: Lake,
-    known: AssetState | None,
-    raw_zarr: bool,
-    api_base: str,
-    refresh: bool,
-    transfer: str = "stream",
-) -> Outcome | Pending:
-    """Ingest one asset: describe, skip if unchanged, stream or download, load, stage.
+@dataclass(frozen=True)
+class DandiRun:
+    """What every asset of one dandiset run shares (one value per task run, not per asset)."""
 
-    ``known`` is what the lake holds for the asset (None: nothing, or a refresh). A
-    download that fails its digest check is recorded in the cache; a later streamed load
-    of the same asset and digest then says so in its manifest (input field
+    dandiset_id: str
+    version: str
+    lake: Lake
+    api_base: str
+    raw_zarr: bool
+    transfer: str
+
+
+def ingest_asset(
+    asset: dict[str, Any], known: AssetState | None, run: DandiRun
+) -> Outcome | Pending:
+    """Ingest one asset: describe, skip if unchanged, stream or download, load, prepare.
+
+    Plain steps in one task run, the data kept in memory from the read to the returned
+    publication. ``known`` is what the lake holds for the asset (None: nothing, or a
+    refresh). A download that fails its digest check is recorded in the cache; a later
+    streamed load of the same asset and digest then says so in its manifest (input field
     ``digest_failed_before``, an entry in ``warnings``) and in the run summary's ``error``
     column, and logs a warning.
     """
-    target = asset_target(dandiset_id, asset)
-    reference = asset_reference(api_base, dandiset_id, version, asset["asset_id"])
+    target = asset_target(run.dandiset_id, asset)
+    reference = asset_reference(run.api_base, run.dandiset_id, run.version, asset["asset_id"])
 
-    def load(record: DandiAsset, content_id: str) -> tuple[str | None, StagedUnits]:
-        if transfer == "stream" and not raw_zarr:  # raw traces need the whole file
-            staged = staged_or_reload(
-                load_dandi_streamed,
-                refresh,
-                asset_id=record,  # the loader takes the record: no second metadata request
-                api_base=api_base,
-                target=target,
-                content_id=content_id,
-                version=version,
-            )
-            return None, staged
+    def load(record: DandiAsset) -> tuple[str | None, Loaded]:
+        if run.transfer == "stream" and not run.raw_zarr:  # raw traces need the whole file
+            return None, load_streamed(record, target)
         path = download_dandi_asset(record)
-        staged = staged_or_reload(
-            load_nwb, refresh, path=path, target=target, content_id=content_id, allow_no_units=True
-        )
-        return path, staged
+        return path, load_downloaded(path, target)
 
     def work(started: float) -> Outcome | Pending:
-        record = describe_dandi_asset(asset["asset_id"], api_base, dandiset_id, version)
+        record = describe_dandi_asset(asset["asset_id"], run.api_base, run.dandiset_id, run.version)
         content_id = asset_content_id(record)
         if is_current(known, content_id):
-            return skipped(lake, target, started, known)
+            return skipped(run.lake, target, started, known)
         try:
-            path, staged = load(record, content_id)
+            path, loaded = load(record)
         except DigestMismatchError as error:
             record_digest_failure(record, error)
             raise
-        metadata = staged["metadata"]
+        metadata = loaded["metadata"]
         failed_before = None
         if metadata.get("digest_verified", True):
             clear_digest_failure(record)
         else:
             failed_before = digest_failure(record)
         outputs = []
-        if path is not None and raw_zarr and has_electrical_series(path):
-            raw = convert_raw_to_zarr(path, lake, target)
+        if path is not None and run.raw_zarr and has_electrical_series(path):
+            raw = convert_raw_to_zarr.fn(path, run.lake, target)
             outputs.append({"path": raw["zarr_path"], "sha256": None, "rows": raw["n_samples"]})
         note = None
         if failed_before is not None:
@@ -229,9 +228,9 @@ def ingest_dandi_asset(
             get_run_logger().warning("%s: %s", asset["asset_id"], note)
         pending = prepare_publication(
             target,
-            read_staged(staged),
+            loaded,
             seconds=time.monotonic() - started,
-            version=version,
+            version=run.version,
             source_reference=reference,
             input={
                 "url": reference,
@@ -247,12 +246,91 @@ def ingest_dandi_asset(
             remove_download(path)
         return pending
 
-    return guarded(lake, target, work, version=version, source_reference=reference)
+    return guarded(run.lake, target, work, version=run.version, source_reference=reference)
+
+
+class AssetResults(list[Outcome | Pending]):
+    """A task run's per-asset results, shown short in Prefect's logs (not their contents)."""
+
+    def __repr__(self) -> str:
+        return f"<results of {len(self)} asset(s)>"
+
+
+@task(
+    name="ingest-dandi-assets",
+    task_run_name="ingest {label}",
+    cache_policy=NO_CACHE,  # the lake's assets table decides what is loaded again
+    persist_result=False,  # the results go to the flow's publisher, in memory
+)
+def ingest_dandi_assets(
+    assets: list[dict[str, Any]], known: list[AssetState | None], run: DandiRun, label: str
+) -> list[Outcome | Pending] | State:
+    """Ingest a few assets of a dandiset, one after the other (see :func:`ingest_asset`).
+
+    The task run ends ``Failed``, naming the failed assets, when any of them failed; its
+    result is each asset's outcome or pending publication either way. No Prefect retries:
+    the HTTP layer retries each request's transient failures, and an asset that failed is
+    loaded again by the next run (the lake does not hold it).
+    """
+    results = AssetResults(ingest_asset(a, k, run) for a, k in zip(assets, known, strict=True))
+    failed = [a["path"] for a, r in zip(assets, results, strict=True) if r["status"] == "failed"]
+    if failed:
+        message = f"{len(failed)} of {len(assets)} asset(s) failed: {', '.join(failed)}"
+        return Failed(message=message, data=results)
+    return results
+
+
+def batch_size(changed: int, concurrency: int) -> int:
+    """Assets per task run: one when there are few, up to ``MAX_ASSETS_PER_TASK_RUN``.
+
+    Enough task runs that every one of ``concurrency`` slots gets about two; a task run
+    costs the Prefect server about 20 KB of database and 50 ms of CPU, so a large
+    dandiset shares them among a few assets.
+    """
+    return max(1, min(MAX_ASSETS_PER_TASK_RUN, -(-changed // (2 * concurrency))))
+
+
+def batch_label(assets: Sequence[dict[str, Any]]) -> str:
+    """A task run's name: its asset's path, or the first path and how many more."""
+    first = str(assets[0]["path"])
+    return first if len(assets) == 1 else f"{first} (+{len(assets) - 1} more)"
+
+
+def run_in_flight(
+    batches: Iterable[list[int]],
+    submit: Callable[[list[int]], PrefectFuture[Any]],
+    window: int,
+) -> Iterator[tuple[int, Outcome | Pending]]:
+    """Submit ``batches`` (lists of asset indexes), at most ``window`` task runs at once.
+
+    Yields ``(index, result)`` as each task run finishes, and forgets its future, so the
+    run holds at most ``window`` task runs' data whatever the number of assets.
+    """
+    finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
+    running: dict[PrefectFuture[Any], list[int]] = {}
+    pending = iter(batches)
+
+    def fill() -> None:
+        while len(running) < window and (batch := next(pending, None)) is not None:
+            future = submit(batch)
+            running[future] = batch
+            future.add_done_callback(finished.put)
+
+    fill()
+    while running:
+        future = finished.get()
+        indexes = running.pop(future)
+        fill()
+        results = future.result(raise_on_failure=False)
+        if isinstance(results, BaseException):  # a crash, not a failed asset
+            raise results
+        yield from zip(indexes, results, strict=True)
 
 
 @flow(
     name="ingest-dandiset",
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENT_ASSETS),  # type: ignore[arg-type]
+    # threads are made as needed: the run keeps at most `concurrency` task runs going
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY),  # type: ignore[arg-type]
 )
 def ingest_dandiset(
     dandiset_id: str,
@@ -263,9 +341,10 @@ def ingest_dandiset(
     max_assets: int | None = None,
     api_base: str = DEFAULT_API_BASE,
     refresh: bool = False,
-    transfer: str = "stream",
+    transfer: Transfer = "stream",
+    concurrency: int | None = None,
 ) -> dict[str, Any]:
-    """Ingest a dandiset version's NWB assets into the lake, a few assets at a time.
+    """Ingest a dandiset version's NWB assets into the lake, many assets at a time.
 
     Assets whose published digest is already in the lake are ``skipped``; an asset that
     fails is recorded ``failed`` with its error and the run goes on. A listing entry whose
@@ -275,6 +354,10 @@ def ingest_dandiset(
     ``DANDI_API_TOKEN`` (never a parameter). Each run starts by deleting partial downloads
     of the cache older than ``SPIKELAB_PARTIAL_MAX_AGE_HOURS`` (default 72); younger ones
     are resumed.
+
+    One task run ingests one changed asset, or a few of them (up to 8) in a large run; it
+    ends ``Failed`` when one of its assets failed. Requests to the API are capped at
+    ``SPIKELAB_DANDI_REQUESTS_PER_SECOND`` (default 40) per second.
 
     Parameters
     ----------
@@ -294,12 +377,15 @@ def ingest_dandiset(
     api_base : str, default: the public archive
         DANDI API root.
     refresh : bool, default: False
-        Ignore the lake and the task cache: load everything again.
+        Ignore the lake: load everything again.
     transfer : {"stream", "download"}, default: "stream"
         ``stream`` reads only each asset's Units over HTTP range requests (the whole-file
         digest is then not checked; the manifest says so), falling back to the verified
         download when streaming fails; ``download`` always downloads and verifies. Raw
         Zarr conversion always downloads.
+    concurrency : int | None, default: None
+        Assets read at once (1 to 256). None: ``$SPIKELAB_CONCURRENCY``, else 16 per core
+        (32 to 128). The CPU-bound steps of at most one asset per core run at once.
 
     Returns
     -------
@@ -308,6 +394,7 @@ def ingest_dandiset(
     """
     if transfer not in ("stream", "download"):
         raise ValueError(f"transfer must be 'stream' or 'download', got {transfer!r}")
+    in_flight = resolve_concurrency(concurrency)
     dandiset = normalize_dandiset_id(dandiset_id)
     version = normalize_version(version)
     where = Lake(resolve_lake(lake))
@@ -317,29 +404,27 @@ def ingest_dandiset(
         assets = assets[:max_assets]
     index = known_assets(where, refresh)
     known = [index.get(key_of(asset_target(dandiset, asset))) for asset in assets]
-    items: list[Any] = []
+    del index
+    decided: list[Outcome | Pending | None] = []
     for asset, state in zip(assets, known, strict=True):  # decided without a task run
         if "refused" in asset:
-            items.append(refused_outcome(where, dandiset, version, asset))
+            decided.append(refused_outcome(where, dandiset, version, asset))
         elif is_zarr_asset(asset):
-            items.append(zarr_outcome(where, dandiset, version, api_base, asset))
+            decided.append(zarr_outcome(where, dandiset, version, api_base, asset))
         else:
-            items.append(unchanged_outcome(where, state, dandiset, asset))
-    changed = [i for i, item in enumerate(items) if item is None]
-    items = in_order(
-        items,
-        ingest_dandi_asset.map(
-            [assets[i] for i in changed],
-            dandiset_id=unmapped(dandiset),
-            version=unmapped(version),
-            lake=unmapped(where),
-            known=[known[i] for i in changed],
-            raw_zarr=unmapped(raw_zarr),
-            api_base=unmapped(api_base),
-            refresh=unmapped(refresh),
-            transfer=unmapped(transfer),
-        ),
-    )
+            decided.append(unchanged_outcome(where, state, dandiset, asset))
+    changed = [i for i, item in enumerate(decided) if item is None]
+    size = batch_size(len(changed), in_flight)
+    run = DandiRun(dandiset, version, where, api_base, raw_zarr, transfer)
+
+    def submit(batch: list[int]) -> PrefectFuture[Any]:
+        chosen = [assets[i] for i in batch]
+        return ingest_dandi_assets.submit(
+            chosen, [known[i] for i in batch], run, batch_label(chosen)
+        )
+
+    batches = (changed[i : i + size] for i in range(0, len(changed), size))
+    results = run_in_flight(batches, submit, max(1, -(-in_flight // size)))
     parameters = {
         "dandiset_id": dandiset,
         "version": version,
@@ -348,8 +433,9 @@ def ingest_dandiset(
         "max_assets": max_assets,
         "refresh": refresh,
         "transfer": transfer,
+        "concurrency": in_flight,
     }
-    outcomes = publish_results(where, items, dandiset)
+    outcomes = publish_as_they_come(where, decided, results, dandiset)
     return finish_run(where, "ingest-dandiset", parameters, outcomes)  # type: ignore[return-value]
 
 
@@ -359,6 +445,7 @@ def ingest_dandisets(
     lake: str | None = None,
     api_base: str = DEFAULT_API_BASE,
     refresh: bool = False,
+    concurrency: int | None = None,
 ) -> list[dict[str, Any]]:
     """The nightly run: ingest every dandiset listed in ``config`` (a YAML file), then compact.
 
@@ -367,6 +454,19 @@ def ingest_dandisets(
     keep a consistent snapshot meanwhile. Every dandiset is ingested even when an earlier
     one had failed assets; the run then ends ``Failed`` (like ``ingest-dandiset``),
     carrying the list of summaries.
+
+    Parameters
+    ----------
+    config : str, default: the packaged ``configs/dandisets.yaml``
+        The YAML list of dandisets.
+    lake : str | None, default: None
+        Lake root (None: ``$SPIKELAB_LAKE``, else ``./spikelab-lake``).
+    api_base : str, default: the public archive
+        DANDI API root.
+    refresh : bool, default: False
+        Load every asset again.
+    concurrency : int | None, default: None
+        Assets read at once, as for :func:`ingest_dandiset`.
 
     Returns
     -------
@@ -386,6 +486,7 @@ def ingest_dandisets(
                 api_base=api_base,
                 refresh=refresh,
                 transfer=entry.transfer,
+                concurrency=concurrency,
                 return_state=True,
             )
         )

@@ -18,6 +18,57 @@ from spikelab.ids import normalize_dandiset_id, normalize_version
 
 CONFIG_DIR = Path(str(files("spikelab.configs")))
 Model = TypeVar("Model", bound=BaseModel)
+CONCURRENCY_ENV = "SPIKELAB_CONCURRENCY"
+MAX_CONCURRENCY = 256
+TaskRunnerName = Literal["threads", "dask"]
+Transfer = Literal["stream", "download"]
+
+
+def cpu_slots() -> int:
+    """How many CPU-bound steps (decode, table, raster) may run at once: the usable cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_concurrency() -> int:
+    """Assets in flight at once when nothing says otherwise: 16 per core, 32 to 128.
+
+    Remote reads mostly wait on the link (a DANDI asset costs a few round trips of
+    100-200 ms), so many assets are read at once; the CPU-bound steps stay bounded by
+    :func:`cpu_slots`.
+    """
+    return min(128, max(32, 16 * cpu_slots()))
+
+
+def resolve_concurrency(concurrency: int | None = None) -> int:
+    """The number of assets a run reads at once.
+
+    ``concurrency`` when given, else ``$SPIKELAB_CONCURRENCY``, else
+    :func:`default_concurrency`.
+
+    Raises
+    ------
+    ValueError
+        The value (or the environment variable) is not a whole number from 1 to 256.
+    """
+    where = "concurrency"
+    value: object = concurrency
+    if value is None and os.environ.get(CONCURRENCY_ENV):
+        where, value = CONCURRENCY_ENV, os.environ[CONCURRENCY_ENV]
+    if value is None:
+        return default_concurrency()
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_CONCURRENCY or isinstance(value, bool):
+        raise ValueError(
+            f"{where}={value!r} is not a whole number from 1 to {MAX_CONCURRENCY}: set how "
+            f"many assets a run reads at once (default {default_concurrency()} here)"
+        )
+    return number
 
 
 class DandisetEntry(BaseModel):
@@ -29,7 +80,7 @@ class DandisetEntry(BaseModel):
     version: str = "draft"
     path_glob: str = "*.nwb"
     max_assets: int | None = Field(default=None, ge=1)
-    transfer: Literal["stream", "download"] = "stream"
+    transfer: Transfer = "stream"
 
     @field_validator("id", mode="before")
     @classmethod

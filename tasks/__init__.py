@@ -3,7 +3,7 @@
 from spikelab.tasks._policy import cache_dir
 from spikelab.tasks.dandi import describe_dandi_asset, download_dandi_asset, list_dandi_assets
 from spikelab.tasks.ibl import load_ibl_probe, query_ibl_probes
-from spikelab.tasks.load import load_and_prepare, load_dandi_streamed, load_nwb
+from spikelab.tasks.load import load_and_prepare
 from spikelab.tasks.outputs import convert_raw_to_zarr, prepare_publication
 
 __all__ = [
@@ -13,9 +13,7 @@ __all__ = [
     "download_dandi_asset",
     "list_dandi_assets",
     "load_and_prepare",
-    "load_dandi_streamed",
     "load_ibl_probe",
-    "load_nwb",
     "prepare_publication",
     "query_ibl_probes",
 ]

@@ -1,6 +1,15 @@
-"""Prefect tasks that talk to the DANDI archive (transient failures retried with backoff).
+"""The DANDI steps of an asset's task run: list, describe, download, load (plain functions).
 
-Everything these tasks write lives under ``<cache>/downloads`` (the asset files and their
+The listing is a Prefect task; the per-asset steps are plain functions that the flow's one
+task run per batch of assets calls (:func:`spikelab.flows.dandi.ingest_dandi_assets`), so an
+asset costs no task run of its own per step and its data stays in memory from the read to
+the publication. Transient network failures are retried by the HTTP layer
+(:mod:`spikelab.http`: 429 with ``Retry-After``, 5xx, resets, with backoff) inside each
+request; Prefect does not retry them again. One :class:`DandiClient` per API and process
+is shared by every thread (:func:`api_client`), so connections are reused and the API's
+requests-per-second cap holds for the whole run.
+
+Everything these steps write lives under ``<cache>/downloads`` (the asset files and their
 partial downloads) and ``<cache>/dandi-digest-failures`` (a record per asset whose download
 did not match its published digest). Paths are built only from identifiers checked by
 :func:`spikelab.loaders.dandi._client.check_server_id` and resolved before use. An asset
@@ -12,7 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +32,7 @@ from prefect import task
 
 from spikelab.http import contained
 from spikelab.loaders import list_dandi_assets as list_assets
+from spikelab.loaders import load_spikedata_from_dandi, load_spikedata_from_nwb
 from spikelab.loaders.dandi import (
     DandiAsset,
     DandiClient,
@@ -28,27 +41,57 @@ from spikelab.loaders.dandi import (
     file_matches,
     safe_destination,
 )
-from spikelab.tasks._policy import NETWORK_RETRIES, cache_dir, retry_unless_client_error
+from spikelab.tasks._policy import cache_dir, retry_unless_client_error
+from spikelab.tasks.load import Loaded, Target, load_and_prepare
 
-_NETWORK: dict[str, Any] = {**NETWORK_RETRIES, "retry_condition_fn": retry_unless_client_error}
+LISTING_PAGE_SIZE = 1000  # the largest page the DANDI API gives
+# The listing fails the whole run, so it gets one more try half a minute later: an outage
+# longer than the HTTP layer's own retries (a few seconds) may be over by then.
+_LISTING_RETRIES: dict[str, Any] = {
+    "retries": 1,
+    "retry_delay_seconds": 30,
+    "retry_condition_fn": retry_unless_client_error,
+}
+_CLIENT_CONNECTIONS = 64  # connections a shared client keeps per host
+_clients: dict[tuple[str, str | None], DandiClient] = {}
+_clients_lock = threading.Lock()
 
 
-@task(name="list-dandi-assets", **_NETWORK)
+@task(name="list-dandi-assets", **_LISTING_RETRIES)
 def list_dandi_assets(
     dandiset_id: str, version: str, path_glob: str | None, api_base: str
 ) -> list[dict[str, Any]]:
-    """List a dandiset version's assets (the token, if any, comes from DANDI_API_TOKEN).
+    """List a dandiset version's assets, 1000 a page (the token comes from DANDI_API_TOKEN).
 
     An entry with a malformed identifier comes back with ``refused`` set (see
     :func:`spikelab.loaders.list_dandi_assets`), so the flow records it and goes on.
     """
     listing = list_assets(
-        dandiset_id, version=version, path_glob=path_glob, api_base=api_base, on_unsafe="report"
+        dandiset_id,
+        version=version,
+        path_glob=path_glob,
+        api_base=api_base,
+        page_size=LISTING_PAGE_SIZE,
+        on_unsafe="report",
     )
     return list(listing)
 
 
-@task(name="describe-dandi-asset", **_NETWORK)
+def api_client(api_base: str) -> DandiClient:
+    """The shared client of one DANDI API in this process (made on first use, kept open).
+
+    Keyed by the API and the ``DANDI_API_TOKEN`` in force, so a changed token gets a
+    client of its own.
+    """
+    key = (api_base.rstrip("/"), os.environ.get("DANDI_API_TOKEN") or None)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = DandiClient(api_base, pool_size=_CLIENT_CONNECTIONS)
+            _clients[key] = client
+        return client
+
+
 def describe_dandi_asset(
     asset_id: str, api_base: str, dandiset_id: str | None = None, version: str = "draft"
 ) -> DandiAsset:
@@ -57,8 +100,28 @@ def describe_dandi_asset(
     ``dandiset_id`` and ``version`` come normalised from the flow and are kept in the
     record, which the later steps (download, streamed load) take instead of asking again.
     """
-    with DandiClient(api_base) as client:
-        return client.describe(asset_id, dandiset_id=dandiset_id, version=version)
+    return api_client(api_base).describe(asset_id, dandiset_id=dandiset_id, version=version)
+
+
+def load_streamed(record: DandiAsset, target: Target) -> Loaded:
+    """Read a described asset's Units over HTTP range requests into a publishable form.
+
+    Falls back to a verified download when streaming fails (with a counted warning).
+    """
+    load = partial(
+        load_spikedata_from_dandi,
+        record,
+        dandiset_id=target["dataset_id"],
+        version=record.version,
+        allow_no_units=True,
+        stream=True,
+    )
+    return load_and_prepare(target, load)
+
+
+def load_downloaded(path: str, target: Target) -> Loaded:
+    """Load a downloaded asset's Units into a publishable form."""
+    return load_and_prepare(target, partial(load_spikedata_from_nwb, path, allow_no_units=True))
 
 
 def downloads_dir() -> Path:
@@ -75,7 +138,6 @@ def expire_downloads() -> list[Path]:
     return expire_stale_downloads(downloads_dir())
 
 
-@task(name="download-dandi-asset", **_NETWORK)
 def download_dandi_asset(asset: DandiAsset) -> str:
     """Download and verify one described asset into the local cache; return its path.
 
@@ -87,8 +149,8 @@ def download_dandi_asset(asset: DandiAsset) -> str:
     destination = contained(root, safe_destination(folder, asset.path), "download")
     if file_matches(destination, asset):
         return str(destination)
-    with DandiClient(asset.api_base) as client:
-        download_asset(client, client.blob_url(asset.asset_id), asset, destination)
+    client = api_client(asset.api_base)
+    download_asset(client, client.blob_url(asset.asset_id), asset, destination)
     return str(destination)
 
 

@@ -1,11 +1,11 @@
-"""Loading an asset: in memory for local files, or as a cached Prefect task for remote ones.
+"""Loading an asset into what its publication needs: a units table and a raster, in memory.
 
-Local files are loaded in their flow's per-asset task (:func:`load_and_prepare`: nothing
-is written before publishing). Remote assets are loaded by cached tasks that stage the
-units table and raster locally (:func:`load_and_stage`), so a failed publication does not
-fetch them again. The tasks return small references (paths and summaries), never
-SpikeData, so nothing large goes through Prefect's result storage. Their cache keys come
-from the content's identity (see :func:`spikelab.tasks._policy.content_cache_key`).
+Local files and DANDI assets are loaded inside their flow's task run
+(:func:`load_and_prepare`: data in, data out, nothing written before publishing); the
+lake's assets table, not a Prefect cache, decides what is loaded again. IBL probes still
+go through a cached task that stages the units table and raster locally
+(:func:`load_and_stage`). The CPU-bound part (units table, raster) of at most
+:func:`spikelab.config.cpu_slots` assets runs at once, however many are being read.
 Warnings raised while an input is loaded are counted into its result (and so its
 manifest), and logged once.
 """
@@ -24,17 +24,16 @@ from typing import Any, TypedDict, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
 from prefect.logging import get_run_logger
 
+from spikelab.config import cpu_slots
 from spikelab.io.atomic import STALE_AFTER_SECONDS, remove_older_than
 from spikelab.io.json_codec import to_plain
 from spikelab.io.manifest import spikedata_summary
 from spikelab.io.raster_plot import raster_png, write_raster_png
 from spikelab.io.units_table import skipped_columns, units_arrow_table, write_units_table
-from spikelab.loaders import load_spikedata_from_dandi, load_spikedata_from_nwb
 from spikelab.spikedata import SpikeData
-from spikelab.tasks._policy import cache_dir, content_cache_key
+from spikelab.tasks._policy import cache_dir
 
 _LOGGED_MESSAGE_LENGTH = 300
 _Result = TypeVar("_Result", "StagedUnits", "Loaded")
@@ -77,6 +76,7 @@ class Loaded(TypedDict):
     skipped_columns: dict[str, str]
 
 
+_CPU = threading.BoundedSemaphore(cpu_slots())  # CPU-bound steps running at once
 _collectors: dict[int, Counter[str]] = {}
 _collectors_lock = threading.Lock()
 _saved_state: list[warnings.catch_warnings] = []
@@ -168,18 +168,23 @@ def stage(sd: SpikeData, target: Target) -> StagedUnits:
 
 
 def prepare(sd: SpikeData, target: Target) -> Loaded:
-    """Build ``sd``'s units table and raster plot in memory (nothing is written)."""
-    units = units_arrow_table(sd, **target)
-    return {
-        "units": units,
-        "raster": raster_png(
+    """Build ``sd``'s units table and raster plot in memory (nothing is written).
+
+    At most :func:`spikelab.config.cpu_slots` calls run at once in a process.
+    """
+    with _CPU:
+        units = units_arrow_table(sd, **target)
+        raster = raster_png(
             sd, title=f"{target['source']} {target['dataset_id']} {target['asset_id']}"
-        ),
-        "spikedata": spikedata_summary(sd),
-        "metadata": to_plain(sd.metadata),
-        "warnings": {},
-        "skipped_columns": skipped_columns(units),
-    }
+        )
+        return {
+            "units": units,
+            "raster": raster,
+            "spikedata": spikedata_summary(sd),
+            "metadata": to_plain(sd.metadata),
+            "warnings": {},
+            "skipped_columns": skipped_columns(units),
+        }
 
 
 def read_staged(staged: StagedUnits) -> Loaded:
@@ -259,36 +264,3 @@ def remove_stale_staged(*, older_than_seconds: float = STALE_AFTER_SECONDS) -> l
     """
     staged = (path for path in staging_dir().iterdir() if path.is_file())
     return remove_older_than(staged, older_than_seconds)
-
-
-_CACHED: dict[str, Any] = {"persist_result": True}
-
-
-@task(name="load-nwb", cache_key_fn=content_cache_key("nwb"), **_CACHED)
-def load_nwb(
-    path: str, target: Target, content_id: str, allow_no_units: bool = False
-) -> StagedUnits:
-    """Load an NWB file's Units."""
-    return load_and_stage(
-        target, partial(load_spikedata_from_nwb, path, allow_no_units=allow_no_units)
-    )
-
-
-@task(name="load-dandi-streamed", cache_key_fn=content_cache_key("dandi"), **_CACHED)
-def load_dandi_streamed(
-    asset_id: str, api_base: str, target: Target, content_id: str, version: str
-) -> StagedUnits:
-    """Load a DANDI asset's Units over HTTP range requests (downloading only on failure).
-
-    The token, if any, comes from ``DANDI_API_TOKEN``.
-    """
-    load = partial(
-        load_spikedata_from_dandi,
-        asset_id,
-        dandiset_id=target["dataset_id"],
-        version=version,
-        api_base=api_base,
-        allow_no_units=True,
-        stream=True,
-    )
-    return load_and_stage(target, load)

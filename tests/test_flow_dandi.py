@@ -306,8 +306,9 @@ def test_a_permanent_error_fails_its_task_at_once(archive, tmp_path, monkeypatch
     (asset,) = summary["assets"]
     assert asset["status"] == "failed"
     assert asset["error"].startswith("UnsafeRemoteDataError: refusing asset path '../../escape")
-    (download,) = task_runs_of(summary["flow_run_id"], "download-dandi-asset")
-    assert (download.run_count, download.state_type.value) == (1, "FAILED")
+    (task_run,) = task_runs_of(summary["flow_run_id"], "ingest ../../escape.nwb")
+    assert (task_run.run_count, task_run.state_type.value) == (1, "FAILED")
+    assert task_run.state.message == "1 of 1 asset(s) failed: ../../escape.nwb"
     assert asset["seconds"] < 5  # four retries would have waited 2 + 4 + 8 + 16 s (+/- 50 %)
     assert archive.count("blob", match="escape") == 0
 

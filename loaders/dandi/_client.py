@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -30,6 +32,10 @@ from spikelab.ids import DANDISET_VERSION
 
 DEFAULT_API_BASE = "https://api.dandiarchive.org/api"
 DEFAULT_BACKOFF_SECONDS = 0.5
+# Politeness: requests per second one process sends to one API host (listing pages,
+# asset records, download redirects; never the blob store). DANDI rate-limits clients.
+REQUESTS_PER_SECOND_ENV = "SPIKELAB_DANDI_REQUESTS_PER_SECOND"
+DEFAULT_REQUESTS_PER_SECOND = 40.0
 SHA256 = "dandi:sha2-256"
 ETAG = "dandi:dandi-etag"
 _ASSET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
@@ -234,6 +240,50 @@ class DandiAsset:
         )
 
 
+def requests_per_second() -> float:
+    """The cap on API requests per second (``SPIKELAB_DANDI_REQUESTS_PER_SECOND``; 0: none).
+
+    Raises
+    ------
+    ValueError
+        The variable is not a number >= 0.
+    """
+    text = os.environ.get(REQUESTS_PER_SECOND_ENV) or str(DEFAULT_REQUESTS_PER_SECOND)
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if not rate >= 0:
+        raise ValueError(
+            f"{REQUESTS_PER_SECOND_ENV}={text!r} is not a number >= 0: set the most requests "
+            f"per second spikelab sends to a DANDI API (default {DEFAULT_REQUESTS_PER_SECOND:g},"
+            " 0 for no cap)"
+        )
+    return rate
+
+
+class _Pacer:
+    """Space the requests one process sends to each API host (process-wide, thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+
+    def wait(self, host: str, per_second: float) -> None:
+        """Sleep until ``host`` may get its next request (at most ``per_second`` a second)."""
+        if per_second <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next.get(host, now))
+            self._next[host] = slot + 1.0 / per_second
+        if slot > now:
+            time.sleep(slot - now)
+
+
+_PACER = _Pacer()
+
+
 class DandiClient:
     """Talk to one DANDI API: every request goes through :meth:`request`.
 
@@ -258,6 +308,11 @@ class DandiClient:
     backoff_seconds : float | None, default: None
         First retry delay (None: ``DEFAULT_BACKOFF_SECONDS``); doubles each attempt, with
         jitter, unless the server sends ``Retry-After``.
+    pool_size : int, default: 10
+        Connections kept open to each host (a client shared by many threads needs more).
+
+    Requests to the API (not to the blob store) are paced process-wide to at most
+    ``SPIKELAB_DANDI_REQUESTS_PER_SECOND`` (default 40) per API host.
     """
 
     def __init__(
@@ -268,6 +323,7 @@ class DandiClient:
         timeout_seconds: float = 30.0,
         max_attempts: int = 5,
         backoff_seconds: float | None = None,
+        pool_size: int = 10,
     ) -> None:
         self.api_base = api_base.rstrip("/")
         self._token = token or os.environ.get("DANDI_API_TOKEN") or None
@@ -276,7 +332,9 @@ class DandiClient:
         self.policy = RetryPolicy(
             max_attempts, DEFAULT_BACKOFF_SECONDS if backoff_seconds is None else backoff_seconds
         )
-        self.session = new_session(self.policy, auth_scope=self.api_base)
+        self.session = new_session(self.policy, pool_size=pool_size, auth_scope=self.api_base)
+        self._per_second = requests_per_second()
+        self._host = self.api_base.split("://", 1)[-1].split("/", 1)[0]
 
     def __enter__(self) -> DandiClient:
         return self
@@ -331,8 +389,11 @@ class DandiClient:
         """
         target = self.url(url)
         sent_headers = dict(headers or {})
-        if self._token and self.is_api_url(target):
+        to_api = self.is_api_url(target)
+        if self._token and to_api:
             sent_headers["Authorization"] = f"token {self._token}"
+        if to_api:
+            _PACER.wait(self._host, self._per_second)
         try:
             response = self.session.request(
                 method,
