@@ -207,6 +207,7 @@ def _ingest_dandi(args: argparse.Namespace) -> list[dict[str, Any]]:
             max_assets=args.max_assets,
             refresh=args.refresh,
             transfer=args.transfer,
+            concurrency=args.concurrency,
             **options,
         )
 
@@ -233,6 +234,7 @@ def _ingest_nightly(args: argparse.Namespace) -> list[dict[str, Any]]:
             config=str(config),
             lake=args.lake,
             refresh=args.refresh,
+            concurrency=args.concurrency,
             **options,
         )
 

@@ -43,6 +43,7 @@ _OPTIONS = {
     "lake": "--lake",
     "refresh": "--refresh",
     "transfer": "--transfer",
+    "concurrency": "--concurrency",
 }
 _KEYWORD = re.compile(r"\b(" + "|".join(_OPTIONS) + r")=(?:(True)\b| ?)")
 _TWICE = re.compile(r"(--[a-z-]+) (?:/|or) \1\b")
@@ -106,6 +107,14 @@ def _refresh_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _concurrency_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency",
+        type=_count(1),
+        help="assets read at once (default: $SPIKELAB_CONCURRENCY, else 16 per core, 32-128)",
+    )
+
+
 def _runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task-runner",
@@ -135,6 +144,7 @@ def _add_ingest(commands: Any) -> None:
     dandi.add_argument("--api-base", help="DANDI API root (default: the public archive)")
     _lake_argument(dandi)
     _refresh_argument(dandi)
+    _concurrency_argument(dandi)
     _runner_arguments(dandi)
     nightly = sources.add_parser("nightly", help="every dandiset of a config file")
     nightly.add_argument(
@@ -143,6 +153,7 @@ def _add_ingest(commands: Any) -> None:
     nightly.add_argument("--api-base", help="DANDI API root (default: the public archive)")
     _lake_argument(nightly)
     _refresh_argument(nightly)
+    _concurrency_argument(nightly)
     ibl = sources.add_parser("ibl", help="IBL Brain-Wide Map probes in some brain regions")
     ibl.add_argument("--regions", nargs="+", required=True, help="Beryl acronyms, e.g. MOs MOp")
     ibl.add_argument("--min-units", type=_count(0), default=0, help="good units a probe needs")
