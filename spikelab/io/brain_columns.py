@@ -34,8 +34,9 @@ REGION_FIELDS = (
 QUALITY_FIELD = ("quality", pa.string())
 # Unit attributes that hold a quality label, in the order they are asked: NWB's ``quality``
 # (kept as ``attr_quality``: ``quality`` is the lake's own scale), Phy's ``group`` and
-# ``KSLabel``, IBL's ``label`` (the fraction of single-unit metrics passed).
-QUALITY_SOURCES = ("attr_quality", "quality", "group", "KSLabel", "label")
+# ``KSLabel`` and ``label`` as the loader names it, IBL's ``label`` (the fraction of
+# single-unit metrics passed, kept as ``qc_label``).
+QUALITY_SOURCES = ("attr_quality", "quality", "group", "KSLabel", "label", "qc_label")
 ATLAS_ID_ATTRIBUTE = "atlas_id"
 SESSIONS_SCHEMA = pa.schema(
     [

@@ -56,6 +56,9 @@ _FIXED_COLUMNS = frozenset(
 )
 _SCALARS = (bool, int, float, str)
 _QUALITY_NAMES = frozenset(QUALITY_SOURCES)
+# IBL's ``label`` is a number (the fraction of QC metrics passed), Phy's a word: a lake may
+# hold both, so a numeric ``label`` has a column of its own.
+NUMERIC_LABEL_COLUMN = "qc_label"
 
 
 def write_units_table(
@@ -186,6 +189,8 @@ def units_arrow_table(sd: SpikeData, *, source: str, dataset_id: str, asset_id: 
             skipped[str(key)] = reason
             continue
         name = f"attr_{key}" if key in _FIXED_COLUMNS else str(key)
+        if key == "label" and not pa.types.is_string(column.type):
+            name = NUMERIC_LABEL_COLUMN  # IBL's QC fraction beside Phy's text label, one lake
         columns[name] = column
         attribute_columns[name] = str(key)  # JSON keeps text keys as they are
     mapper = default_mapper()
