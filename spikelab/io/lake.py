@@ -12,7 +12,8 @@ Layout under a lake root (a folder or a URL)::
 
 Each manifest records the units table version its asset's rows landed in.
 :func:`connect` and :func:`open_lake` read the units table, optionally as of an older
-version or time.
+version or time; :func:`lake_spikedata` gives the units a query selects back as SpikeData,
+one per asset (see :mod:`spikelab.io.lake_export`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from spikelab.io import storage
+from spikelab.io.lake_export import lake_spikedata as lake_spikedata  # spike trains out
 
 if TYPE_CHECKING:
     from datetime import datetime
