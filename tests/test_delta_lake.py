@@ -376,7 +376,7 @@ def test_a_writer_kept_open_sees_what_other_writers_committed(tmp_path):
     )
     assert sorted(units.fetchall()) == sorted([(A[2], 4), (B[2], 2)])
     assert assets_index(tmp_path)[A].content_id == "c4"
-    assert assets_index(tmp_path)[A].version == version == 3  # a delete commit after each re-publish
+    assert assets_index(tmp_path)[A].version == version == 3  # a delete after each republish
     publish(tmp_path, [entry(("files", "d", "c"), spikes(1, extra={"quality": 0.5}))])
     with pytest.raises(LakeSchemaError, match="column 'attr_quality'.*holds double"):
         writer.publish([entry(B, spikes(1, extra={"quality": "good"}))])  # the new column seen
