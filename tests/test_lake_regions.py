@@ -242,3 +242,43 @@ def test_quality_is_one_scale(lake, tmp_path):
     assert (frame["quality"] == frame["label"]).all()  # Phy's labels, as the folder says
     good = find_units(lake, source="files", dataset=dataset, good=True)
     assert len(good) == (frame["quality"] == "good").sum() > 0
+
+
+@pytest.fixture
+def fresh_mapper(monkeypatch):
+    """The process's mapper is built once: start and end with none, and no user aliases."""
+    from spikelab.brain_regions import ALIASES_ENV
+    from spikelab.io import brain_columns
+
+    monkeypatch.setenv(ALIASES_ENV, "")  # recorded, so the CLI's setting is undone after
+    monkeypatch.delenv(ALIASES_ENV)
+    brain_columns.default_mapper.cache_clear()
+    yield
+    brain_columns.default_mapper.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_mapper")
+def test_ingest_with_the_users_alias_file_records_it_in_the_manifest(tmp_path, capfd):
+    path = tmp_path / "odd" / "session.nwb"
+    path.parent.mkdir()
+    write_corpus_file(path, "Mus musculus", [(0, {"label": "our M1 bit"})])
+    aliases = tmp_path / "aliases.csv"
+    aliases.write_text('alias,acronym,kind,reason\n"our M1 bit",MOp,alias,the lab calls it so\n')
+    lake = str(tmp_path / "lake")
+    argv = ["ingest", "files", str(path), "--lake", lake]
+    assert run([*argv, "--region-aliases", str(aliases)]) == 0
+    (unit,) = find_units(lake, columns=["region_match"]).itertuples()
+    assert (unit.region, unit.region_match) == ("MOp", "alias")
+    manifest = json.loads(
+        Path(lake, "manifests/source=files/dataset=odd/session.nwb.json").read_text()
+    )
+    assert str(aliases) in manifest["regions"]["aliases"]
+    assert (
+        manifest["regions"]["aliases_version"]
+        == json.loads(_manifest(lake, "session.nwb"))["regions"]["aliases_version"]
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("alias,acronym,kind,reason\nx,NotAnAcronym,alias,oops\n")
+    capfd.readouterr()
+    assert run([*argv, "--refresh", "--region-aliases", str(bad)]) == 2
+    assert "bad.csv" in capfd.readouterr().err

@@ -255,10 +255,29 @@ def _ingest_ibl(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
 
 
+def use_region_aliases(path: str) -> None:
+    """Map regions with the user's alias file too: checked now, used by the flow's loads.
+
+    The file is read once here, so a bad line is a usage error before any flow runs; the
+    flow's mapper reads ``$SPIKELAB_REGION_ALIASES``.
+    """
+    from spikelab.brain_regions import ALIASES_ENV, AliasTable, RegionMapper
+    from spikelab.io.brain_columns import ontology
+
+    location = os.path.abspath(path)
+    aliases = AliasTable.load(location)
+    tree = ontology()
+    if tree is not None:
+        RegionMapper(tree, aliases)  # every alias must name an Allen acronym
+    os.environ[ALIASES_ENV] = location
+
+
 def run_ingest(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Run the ingest flow the arguments name; return its run summaries."""
     if getattr(args, "dask_address", None) and args.task_runner != "dask":
         raise UsageError("--dask-address needs --task-runner dask")
+    if args.region_aliases:
+        use_region_aliases(args.region_aliases)
     run_source = {
         "files": _ingest_files,
         "dandi": _ingest_dandi,

@@ -101,6 +101,15 @@ def _lake_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _aliases_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--region-aliases",
+        metavar="FILE",
+        help="your region alias CSV (alias,acronym,kind,reason), used beside the packaged "
+        "one to map brain-region labels (default: $SPIKELAB_REGION_ALIASES)",
+    )
+
+
 def _refresh_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refresh", action="store_true", help="load everything again, even unchanged inputs"
@@ -143,6 +152,7 @@ def _add_ingest(commands: Any) -> None:
     dandi.add_argument("--max-assets", type=_count(1), help="ingest at most this many assets")
     dandi.add_argument("--api-base", help="DANDI API root (default: the public archive)")
     _lake_argument(dandi)
+    _aliases_argument(dandi)
     _refresh_argument(dandi)
     _concurrency_argument(dandi)
     _runner_arguments(dandi)
@@ -152,6 +162,7 @@ def _add_ingest(commands: Any) -> None:
     )
     nightly.add_argument("--api-base", help="DANDI API root (default: the public archive)")
     _lake_argument(nightly)
+    _aliases_argument(nightly)
     _refresh_argument(nightly)
     _concurrency_argument(nightly)
     ibl = sources.add_parser("ibl", help="IBL Brain-Wide Map probes in some brain regions")
@@ -165,6 +176,7 @@ def _add_ingest(commands: Any) -> None:
     )
     ibl.add_argument("--max-probes", type=_count(1), help="ingest at most this many probes")
     _lake_argument(ibl)
+    _aliases_argument(ibl)
     _refresh_argument(ibl)
     _runner_arguments(ibl)
     files = sources.add_parser("files", help="local NWB / KiloSort / HDF5 / npz / pickle inputs")
@@ -195,6 +207,7 @@ def _add_ingest(commands: Any) -> None:
         "the file carries, so give this only for files you trust",
     )
     _lake_argument(files)
+    _aliases_argument(files)
     _refresh_argument(files)
     _runner_arguments(files)
 
