@@ -72,3 +72,11 @@ def test_history_of_an_uncompacted_lake_is_all_readable(tmp_path):
     publish(root, [entry("a", [[2.0]])])
     assert [v["readable"] for v in history(root)] == [True] * len(history(root))
     assert open_units(root, as_of=0).version() == 0
+
+
+def test_the_newest_version_reads_after_compaction_by_number_too(compacted):
+    root, _ = compacted
+    newest = open_units(root).version()  # the compaction's own commit: no publication tag
+    latest = connect(root).execute("SELECT count(*) FROM units").fetchone()
+    assert connect(root, as_of=newest).execute("SELECT count(*) FROM units").fetchone() == latest
+    assert summary_rows(root, as_of=newest) == summary_rows(root)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
 _SKEW_MS = 60_000  # how far apart two writers' clocks may be
+_SAME_ROWS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})  # operations that keep rows
 
 
 def open_units(
@@ -213,8 +214,23 @@ def _paired_version(
     start = first_commit_after(uri, other.version(), info["timestamp"] - _SKEW_MS)
     for version in range(start, other.version() + 1):
         if ((commit_info(uri, version) or {}).get(COMMIT_TAG) or {}).get("commit") == wanted:
-            return version
-    return first_commit_after(uri, other.version(), info["timestamp"]) - 1
+            return _past_compactions(uri, version, other.version())
+    found = first_commit_after(uri, other.version(), info["timestamp"]) - 1
+    return _past_compactions(uri, found, other.version()) if found >= 0 else found
+
+
+def _past_compactions(uri: str, version: int, newest: int) -> int:
+    """``version``, or the last of the commits right after it that changed no rows.
+
+    Compaction and checkpoints (commits without spikelab's tag) keep the rows and may be
+    all that is left readable once vacuum deleted the files they replaced.
+    """
+    while version < newest:
+        info = commit_info(uri, version + 1)
+        if info is None or COMMIT_TAG in info or info.get("operation") not in _SAME_ROWS:
+            break
+        version += 1
+    return version
 
 
 def published_filter(units: DeltaTable, assets: DeltaTable | None) -> str:
