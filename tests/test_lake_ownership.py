@@ -243,3 +243,55 @@ def test_time_travel_reads_only_finished_publications(tmp_path):
     version = open_table(units_uri(lake)).version()
     assert connect(lake, as_of=version).execute("SELECT count(*) FROM units").fetchone() == (2,)
     assert Path(lake).exists() and os.listdir(Path(lake, "tables", "units"))
+
+
+def write_units_file(path, n):
+    """An HDF5 file of ``n`` units (the paired-arrays layout the files flow detects)."""
+    import h5py
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as handle:
+        handle["idces"] = np.repeat(np.arange(n), 2).astype(np.int64)
+        handle["times"] = np.tile([1.0, 2.0], n)
+        handle.attrs["time_unit"] = "ms"
+        handle.attrs["length_ms"] = 10.0
+    return path
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_two_ingest_runs_racing_for_the_same_keys_both_report_the_truth(tmp_path):
+    """Two `ingest files` runs with the same file names, different contents, one lake."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spikelab.flows import ingest_files, run_summary
+
+    for round_ in range(3):
+        lake = tmp_path / f"lake-{round_}"
+        sides = {
+            side: [str(write_units_file(tmp_path / f"{side}{round_}" / "A" / f"s{i}.h5", n))
+                   for i in range(3)]
+            for side, n in (("x", 3), ("y", 5))
+        }  # fmt: skip
+        with ThreadPoolExecutor(2) as pool:
+            states = list(
+                pool.map(
+                    lambda paths, lake=lake: ingest_files(paths, lake=str(lake), return_state=True),
+                    sides.values(),
+                )
+            )
+        reported = {}  # key -> units, of every asset a run says landed
+        for state in states:
+            for asset in run_summary(state)["assets"]:
+                key = (asset["dataset_id"], asset["asset_id"])
+                if asset["status"] == "ok":
+                    assert key not in reported, f"two runs say they published {key}"
+                    reported[key] = asset["units"]
+                else:
+                    assert "already holds" in asset["error"]  # the loser says why
+        rows = (
+            connect(lake)
+            .execute("SELECT dataset_id, asset_id, count(*) FROM units GROUP BY ALL")
+            .fetchall()
+        )
+        assert {(d, a): n for d, a, n in rows} == reported  # nothing lost, nothing extra
