@@ -16,17 +16,16 @@ import h5py
 import numpy as np
 
 from spikelab.exceptions import FileFormatError
+from spikelab.loaders import SOURCES
 from spikelab.loaders._common import open_hdf5
 
-FORMATS = ("auto", "nwb", "kilosort", "hdf5", "spikelab_npz", "pickle")
-_SUFFIXES = {
-    ".nwb": "nwb",
-    ".npz": "spikelab_npz",
-    ".p": "pickle",
-    ".pkl": "pickle",
-    ".pickle": "pickle",
-    ".h5": "hdf5",
-    ".hdf5": "hdf5",
+# Derived from the one registry (spikelab.loaders.SOURCES): "auto", then the local formats.
+FORMATS: tuple[str, ...] = (
+    "auto",
+    *(source.name for source in SOURCES if source.local_format),
+)
+_SUFFIXES: dict[str, str] = {
+    suffix: source.name for source in SOURCES for suffix in source.suffixes
 }
 
 

@@ -148,6 +148,61 @@ def test_registered_loader_loads(tmp_path, source):
     assert [np.round(t, 9).tolist() for t in sd.train] == expected
 
 
+def test_registry_names_and_suffixes_are_unique():
+    names = [source.name for source in loaders.SOURCES]
+    suffixes = [suffix for source in loaders.SOURCES for suffix in source.suffixes]
+    assert len(names) == len(set(names))
+    assert len(suffixes) == len(set(suffixes))
+    assert all(suffix.startswith(".") and suffix == suffix.lower() for suffix in suffixes)
+
+
+def test_everything_is_derived_from_the_registry(tmp_path):
+    """LOADERS, LOADER_VERSIONS, FORMATS, the suffix table and __all__ follow SOURCES."""
+    from spikelab.loaders import formats
+
+    for source in loaders.SOURCES:
+        assert loaders.LOADERS[source.name] is source.loader
+        assert loaders.LOADER_VERSIONS[source.name] == source.version
+        assert (source.name in formats.FORMATS) is source.local_format
+        for function in (source.loader, *source.helpers):
+            assert function.__name__ in loaders.__all__
+            assert getattr(loaders, function.__name__) is function
+        for suffix in source.suffixes:
+            assert formats.detect_format(_empty_file(tmp_path, suffix)) == source.name
+    assert len(loaders.LOADERS) == len(loaders.LOADER_VERSIONS) == len(loaders.SOURCES)
+
+
+def _empty_file(folder, suffix):
+    path = folder / f"x{suffix}"
+    if suffix in (".h5", ".hdf5"):
+        with h5py.File(path, "w"):
+            pass
+    else:
+        path.write_bytes(b"")
+    return path
+
+
+def test_the_derived_names_keep_their_values():
+    """The public names are derived now; their values are the ones callers were given."""
+    from spikelab.loaders.formats import FORMATS
+
+    assert FORMATS == ("auto", "nwb", "kilosort", "hdf5", "spikelab_npz", "pickle")
+    assert loaders.LOADER_VERSIONS == {
+        "dandi": "2",
+        "hdf5": "2",
+        "hdf5_raw_thresholded": "2",
+        "ibl": "2",
+        "kilosort": "2",
+        "nwb": "2",
+        "pickle": "1",
+        "spikeinterface": "2",
+        "spikeinterface_recording": "1",
+        "spikelab_npz": "1",
+    }
+    assert list(loaders.LOADERS) == list(loaders.LOADER_VERSIONS)
+    assert loaders.__all__ == ["LOADERS", "LOADER_VERSIONS", *sorted(SEED_API_FUNCTIONS)]
+
+
 def test_upstream_module_exposes_the_same_functions():
     for name in loaders.__all__:
         assert getattr(upstream, name) is getattr(loaders, name)
