@@ -10,13 +10,18 @@ per commit. The same assets are also written in today's Hive layout (one Parquet
 ``write_units_table``). Then, in one run:
 
 region query
-    ``location_label = 'CA1'`` through ``spikelab.lake_queries.units_sql`` on a DuckDB
-    connection from :func:`spikelab.io.delta_read.connect`, in process (best of
-    ``--repeats``), before and after :func:`spikelab.io.delta_lake.compact`; then the same
-    as the whole ``spikelab lake units --region CA1 --format csv`` command (a fresh process:
-    interpreter start, imports, query, CSV out); against the query spikelab ran on the Hive
+    The exact label ``location_label = 'CA1'`` (``--region-label CA1``) through
+    ``spikelab.lake_queries.units_sql`` on a DuckDB connection from
+    :func:`spikelab.io.delta_read.connect`, in process (best of ``--repeats``), before and
+    after :func:`spikelab.io.delta_lake.compact`; against the query spikelab ran on the Hive
     layout (DuckDB ``read_parquet`` with ``union_by_name``), pandas over the Hive files, and
-    pandas over the Delta table (``to_pandas``).
+    pandas over the Delta table (``to_pandas``). Then the hierarchy: ``--region HPF`` (the
+    hippocampal formation's subtree, over labels spelled as labs spell them), in process and
+    as the whole ``spikelab lake units --region HPF --format csv`` command (a fresh process:
+    interpreter start, imports, query, CSV out), beside the exact-label command.
+remap and mapping
+    ``spikelab lake remap`` of the whole lake (one commit), and the cost of mapping one
+    distinct label (a fresh mapper per label set, so nothing is cached).
 spike trains
     The same query also returning ``spike_times_ms``: the part the region query skips.
 skip check
@@ -69,14 +74,25 @@ from spikelab.io.delta_lake import (
 )
 from spikelab.io.delta_read import connect, history
 from spikelab.io.lake import Lake
+from spikelab.io.lake_remap import remap
 from spikelab.io.units_table import units_arrow_table, write_units_table
 from spikelab.lake_queries import units_sql
 from spikelab.spikedata import SpikeData
 
-REGIONS = np.array(["CA1", "CA3", "DG", "MOs", "MOp", "VISp", "LP", "PO"])
+# Region labels as labs write them: several spellings of hippocampal structures among others.
+REGIONS = np.array(["CA1", "ca1", "CA1sp", "dorsal CA3", "DG", "MOs", "MOp", "VISp5", "LP", "PO"])
+HPF_LABELS = {"CA1", "ca1", "CA1sp", "dorsal CA3", "DG"}
 SOURCES = ("dandi", "ibl", "files")
 EXTRA = {"dandi": "snr", "ibl": "presence_ratio", "files": "amplitude"}
-GOALS = {"query": 1.0, "cli": 1.5, "s3": 2.0, "skip": 2.0, "commit": 0.150}
+GOALS = {
+    "query": 1.0,
+    "cli": 1.5,
+    "s3": 2.0,
+    "skip": 2.0,
+    "commit": 0.150,
+    "remap": 60.0,
+    "label_ms": 1.0,
+}
 FULL = {"units": 1_000_000, "assets": 20_000, "versions": 20_000, "s3_assets": 2_000}
 QUICK = {"units": 50_000, "assets": 1_000, "versions": 1_000, "s3_assets": 200}
 
@@ -144,10 +160,32 @@ def best_of(repeats: int, run: Callable[[], Any]) -> tuple[float, Any]:
 def delta_query(
     root: str, as_of: int | None = None, with_spike_times: bool = False
 ) -> pd.DataFrame:
-    """The region query on the Delta lake, as the CLI runs it."""
+    """The exact-label query on the Delta lake, as the CLI runs it."""
     connection = connect(root, as_of=as_of)
-    query = units_sql(connection, regions=["CA1"], with_spike_times=with_spike_times)
+    query = units_sql(connection, region_labels=["CA1"], with_spike_times=with_spike_times)
     return connection.execute(query).df()
+
+
+def subtree_query(root: str) -> pd.DataFrame:
+    """The hippocampal formation and every structure below it, as the CLI runs it."""
+    connection = connect(root)
+    return connection.execute(units_sql(connection, regions=["HPF"])).df()
+
+
+def label_cost_ms() -> float:
+    """Milliseconds to map one distinct label with a new mapper (no cache), median of 5."""
+    from spikelab.brain_regions import AliasTable, RegionMapper
+    from spikelab.io.brain_columns import ontology
+
+    labels = [f"{label} {i}" for i in range(20) for label in REGIONS] + list(REGIONS)
+    tree, aliases = ontology(), AliasTable.load()
+    times = []
+    for _ in range(5):
+        mapper = RegionMapper(tree, aliases)
+        start = time.perf_counter()
+        mapper.map_labels(labels, "Mus musculus")
+        times.append((time.perf_counter() - start) * 1000 / len(set(labels)))
+    return statistics.median(times)
 
 
 def pandas_hive(hive: Path) -> pd.DataFrame:
@@ -165,11 +203,21 @@ def pandas_delta(root: str) -> pd.DataFrame:
     return frame[frame["location_label"] == "CA1"]
 
 
-def cli_command(root: str, env: dict[str, str] | None = None) -> None:
-    """The whole ``spikelab lake units --region CA1 --format csv`` command, output dropped."""
-    command = [sys.executable, "-m", "spikelab.cli", "lake", "units", "--region", "CA1"]
+def cli_command(
+    root: str,
+    env: dict[str, str] | None = None,
+    region: tuple[str, str] = ("--region-label", "CA1"),
+) -> None:
+    """The whole ``spikelab lake units <region> --format csv`` command, output dropped."""
+    command = [sys.executable, "-m", "spikelab.cli", "lake", "units", *region]
     command += ["--format", "csv", "--lake", root]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+
+
+def by_delta_labels(root: str) -> pd.Series:
+    """Every published unit's raw label (to check the subtree query's count)."""
+    connection = connect(root)
+    return connection.execute("SELECT location_label FROM units").df()["location_label"]
 
 
 def hive_query(hive: Path) -> pd.DataFrame:
@@ -187,7 +235,8 @@ def hive_query(hive: Path) -> pd.DataFrame:
         f"'{pattern}', hive_partitioning=true, union_by_name=true, "
         "hive_types={'source': VARCHAR, 'dataset': VARCHAR})"
     )
-    return connection.execute(units_sql(connection, regions=["CA1"])).df()
+    connection.execute("CREATE VIEW sessions AS SELECT NULL AS species WHERE false")
+    return connection.execute(units_sql(connection, region_labels=["CA1"])).df()
 
 
 def _one_unit(asset_id: str) -> Publication:
@@ -396,6 +445,18 @@ def main() -> int:
     _same(found, expected, "after compaction")
     note("  the same with spike_times_ms", best_of(reps, lambda: delta_query(where, None, True)))
     note("delta, whole CLI command", best_of(reps, lambda: cli_command(where)))
+    hpf = note("region HPF (subtree), in process", best_of(reps, lambda: subtree_query(where)))
+    note(
+        "region HPF, whole CLI command",
+        best_of(reps, lambda: cli_command(where, region=("--region", "HPF"))),
+    )
+    if len(hpf) != int(by_delta_labels(where).isin(HPF_LABELS).sum()):
+        raise SystemExit(f"--region HPF found {len(hpf)} units, not every hippocampal label")
+    per_label = label_cost_ms()
+    print(f"{'mapping one distinct label':<40}{per_label:>10.3f} ms")
+    remapped = note("lake remap, whole lake", best_of(1, lambda: remap(where)))
+    if remapped["rows"] != args.units or remapped["changed"]:
+        raise SystemExit(f"remap rewrote {remapped['rows']} rows, changed {remapped['changed']}")
     by_delta = note("pandas over the Delta table", best_of(1, lambda: pandas_delta(where)))
     if not len(expected) == len(by_pandas) == len(by_delta):
         raise SystemExit(f"answers differ: {len(expected)}, {len(by_pandas)}, {len(by_delta)}")
@@ -408,9 +469,17 @@ def main() -> int:
           f"{figures['pandas over the Hive files'] / query:.0f}x faster than pandas over the "
           f"Hive files and {figures['pandas over the Delta table'] / query:.0f}x faster than "
           "pandas over the Delta table\n", flush=True)  # fmt: skip
+    in_process = figures["region HPF (subtree), in process"] / query
+    command = figures["region HPF, whole CLI command"] / figures["delta, whole CLI command"]
+    print(f"--region HPF ({len(hpf):,} units, a subtree) takes {in_process:.2f}x the "
+          f"exact-label query in process and {command:.2f}x as a whole command\n")  # fmt: skip
     checks = [
-        ("region query in process", query, GOALS["query"]),
-        ("region query, whole CLI command", figures["delta, whole CLI command"], GOALS["cli"]),
+        ("exact-label query in process", query, GOALS["query"]),
+        ("exact-label query, whole CLI command", figures["delta, whole CLI command"], GOALS["cli"]),
+        ("region HPF in process", figures["region HPF (subtree), in process"], GOALS["query"]),
+        ("region HPF, whole CLI command", figures["region HPF, whole CLI command"], GOALS["cli"]),
+        ("lake remap", figures["lake remap, whole lake"], GOALS["remap"]),
+        ("mapping per distinct label (ms)", per_label, GOALS["label_ms"]),
         ("skip check", figures["skip check (assets_index)"], GOALS["skip"]),
     ]
     if args.s3:

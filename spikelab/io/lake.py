@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from spikelab.io import storage
-from spikelab.io.lake_export import lake_spikedata as lake_spikedata  # spike trains out
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -166,3 +165,12 @@ def connect(
     from spikelab.io import delta_read
 
     return delta_read.connect(root, as_of)
+
+
+def __getattr__(name: str) -> object:
+    """``lake_spikedata`` (spike trains out), imported on first use: it needs h5py and NumPy."""
+    if name == "lake_spikedata":
+        from spikelab.io.lake_export import lake_spikedata
+
+        return lake_spikedata
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
