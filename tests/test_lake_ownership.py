@@ -19,6 +19,7 @@ from spikelab.exceptions import LakeKeyConflictError
 from spikelab.io import delta_lake
 from spikelab.io.delta_lake import Publication, assets_index, open_table, publish, units_uri
 from spikelab.io.delta_read import connect
+from spikelab.io.lake import open_lake
 from spikelab.io.units_table import units_arrow_table
 from spikelab.lake_queries import summary_rows
 from spikelab.spikedata import SpikeData
@@ -183,6 +184,7 @@ def test_a_kill_between_the_two_commits_is_never_counted_and_is_removed(tmp_path
     kill_between_commits(tmp_path, lake)
     assert units_rows(lake) == 6  # the killed writer's 4 rows are in the table...
     assert visible(lake) == 2  # ...but no reader counts them
+    assert open_lake(lake).count_rows() == 2
     assert summary_rows(lake) == [("files", "A", 1, 2, 2, 0, 0)]
     assert assets_index(lake)[KEY].content_id is None
     assert delta_lake.remove_unpublished(lake) == 0  # young: it may be a writer going on

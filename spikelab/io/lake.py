@@ -141,7 +141,8 @@ def open_lake(
     """The lake's units table (latest, or as of a version or time) as a pyarrow dataset.
 
     An empty lake gives an empty dataset with the table's fixed columns. ``as_of`` is read
-    as by :func:`spikelab.io.delta_read.open_units`.
+    as by :func:`spikelab.io.delta_read.open_units`. Only rows of finished publications are
+    in it (see :func:`spikelab.io.delta_read.published_filter`).
     """
     import pyarrow.dataset as ds  # pulls in pandas: only for callers that want a dataset
 
@@ -151,7 +152,15 @@ def open_lake(
     table = delta_read.open_units(root, as_of)
     if table is None:
         return ds.dataset(UNITS_SCHEMA.empty_table())
-    return table.to_pyarrow_dataset()
+    units = table.to_pyarrow_dataset()
+    if "publication" not in units.schema.names:
+        return units
+    assets = delta_read.open_assets(root, table, as_of)
+    named = []
+    if assets is not None and "publication" in assets.schema().to_arrow().names:
+        named = assets.to_pyarrow_table(columns=["publication"]).column(0).drop_null()
+    publication = ds.field("publication")
+    return units.filter(publication.is_null() | publication.isin(named))
 
 
 def connect(
