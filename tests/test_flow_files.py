@@ -117,8 +117,7 @@ def test_unknown_format_is_refused(tmp_path):
 
 
 def test_a_zarr_nwb_folder_is_ingested_as_nwb_and_its_chunks_are_its_content(tmp_path):
-    from test_nwb import rich_nwbfile
-    from test_nwb_zarr import write_zarr
+    from nwb_fixtures import rich_nwbfile, write_zarr
 
     folder = write_zarr(rich_nwbfile(), tmp_path / "session.nwb.zarr")
     assert detect_format(folder) == "nwb"

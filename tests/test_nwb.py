@@ -1,89 +1,22 @@
 import sys
 import warnings
-from datetime import UTC, datetime
 
 import h5py
 import numpy as np
 import pytest
-from pynwb import NWBHDF5IO, NWBFile
-from pynwb.ecephys import ElectricalSeries
-from pynwb.file import Subject
+from nwb_fixtures import (
+    BOTH_PATHS,
+    new_nwbfile,
+    no_units_file,
+    rich_nwbfile,
+    write,
+)
 
 from spikelab.exceptions import DandiReadinessWarning
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.io.nwb import dandi_problems
 from spikelab.loaders import load_spikedata_from_nwb
 from spikelab.spikedata import SpikeData
-
-START = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
-UNIT_TIMES_S = {11: [0.5, 0.25, 1.0], 12: [], 13: [2.0, 2.0, 3.5]}  # unsorted, empty, duplicate
-BOTH_PATHS = pytest.mark.parametrize("prefer_pynwb", [True, False], ids=["pynwb", "h5py"])
-
-
-def rich_nwbfile() -> NWBFile:
-    nwbfile = NWBFile(
-        session_description="two shanks in hippocampus",
-        identifier="session-42",
-        session_start_time=START,
-        subject=Subject(
-            subject_id="mouse-7",
-            species="Mus musculus",
-            sex="F",
-            age="P90D",
-            date_of_birth=datetime(2024, 1, 1, tzinfo=UTC),
-        ),
-    )
-    probe = nwbfile.create_device(name="probe-b", description="silicon probe")
-    nwbfile.create_device(name="probe-a", description="silicon probe")
-    shanks = [
-        nwbfile.create_electrode_group(
-            name=f"shank{i}", description="shank", location=region, device=probe
-        )
-        for i, region in enumerate(["CA1", "DG"])
-    ]
-    for channel, (region, group) in enumerate([("CA1", 0), ("CA1", 0), ("DG", 1)]):
-        nwbfile.add_electrode(
-            id=100 + channel,
-            x=10.0 * channel,
-            y=20.0,
-            z=-30.0,
-            location=region,
-            group=shanks[group],
-        )
-    region = nwbfile.create_electrode_table_region([0, 1, 2], "all electrodes")
-    nwbfile.add_acquisition(
-        ElectricalSeries(
-            name="ElectricalSeries",
-            data=np.zeros((3000, 3), dtype=np.int16),
-            electrodes=region,
-            rate=30000.0,
-        )
-    )
-    nwbfile.add_unit_column(name="quality", description="curation label")
-    nwbfile.add_unit_column(name="snr", description="signal to noise")
-    nwbfile.add_unit_column(name="waveform_peak", description="2-D column, not scalar")
-    for (unit_id, times), electrode, quality, snr in zip(
-        UNIT_TIMES_S.items(), [1, 2, 0], ["good", "mua", "good"], [5.5, 1.0, 3.25], strict=True
-    ):
-        nwbfile.add_unit(
-            id=unit_id,
-            spike_times=times,
-            electrodes=[electrode],
-            quality=quality,
-            snr=snr,
-            waveform_peak=[1.0, 2.0],
-            obs_intervals=[[0.0, 4.0]],
-        )
-    return nwbfile
-
-
-def write(nwbfile: NWBFile, path, attrs=None):
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwbfile)
-    if attrs:
-        with h5py.File(path, "r+") as handle:
-            handle.attrs.update(attrs)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -178,12 +111,6 @@ def test_length_and_start_ladders(tmp_path, prefer_pynwb):
         load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb, start_time_ms=300.0)
 
 
-def no_units_file(path):
-    nwbfile = NWBFile(session_description="raw only", identifier="raw-1", session_start_time=START)
-    nwbfile.create_device(name="probe", description="d")
-    return write(nwbfile, path)
-
-
 @BOTH_PATHS
 def test_file_without_units(tmp_path, prefer_pynwb):
     path = no_units_file(tmp_path / "raw.nwb")
@@ -198,7 +125,7 @@ def test_file_without_units(tmp_path, prefer_pynwb):
 
 @BOTH_PATHS
 def test_units_without_spike_times(tmp_path, prefer_pynwb):
-    nwbfile = NWBFile(session_description="s", identifier="i", session_start_time=START)
+    nwbfile = new_nwbfile()
     nwbfile.add_unit_column(name="quality", description="q")
     nwbfile.add_unit(quality="good")
     path = write(nwbfile, tmp_path / "nospikes.nwb")

@@ -11,35 +11,20 @@ import math
 import h5py
 import numpy as np
 import pytest
-from pynwb import NWBFile
-from test_nwb import BOTH_PATHS, START, write
+from nwb_fixtures import (
+    BOTH_PATHS,
+    add_shank,
+    new_nwbfile,
+    replace_dataset,
+    series_file,
+    two_units,
+    units_only_file,
+    waveforms_only_file,
+    write,
+)
 
 from spikelab.exceptions import FileFormatError, NoUnitsError
 from spikelab.loaders import load_spikedata_from_nwb
-
-
-def units_only_file(path, *, location=None, with_electrodes=False, electrode_group=False):
-    """Two units; optionally a per-unit ``location`` column and an electrodes table."""
-    nwbfile = NWBFile(session_description="edges", identifier="edge-1", session_start_time=START)
-    device = nwbfile.create_device(name="probe", description="probe")
-    group = nwbfile.create_electrode_group(
-        name="shankA", description="shank", location="thalamus", device=device
-    )
-    if with_electrodes:
-        nwbfile.add_electrode(id=7, location="ADN", group=group, x=1.0, y=2.0, z=3.0)
-    if location is not None:
-        nwbfile.add_unit_column(name="location", description="brain region of the unit")
-    for index, times in enumerate([[0.5, 1.5], [2.0]]):
-        row = {"spike_times": times}
-        if location is not None:
-            row["location"] = location[index]
-        if with_electrodes:
-            row["electrodes"] = [0]
-        if electrode_group:
-            row["electrode_group"] = group
-        nwbfile.add_unit(**row)
-    return write(nwbfile, path)
-
 
 # --- 12.1: a text location column never lands in `location` ---------------------------------
 
@@ -80,12 +65,8 @@ def test_numeric_location_column_is_a_coordinate(tmp_path, prefer_pynwb):
 
 @BOTH_PATHS
 def test_columns_named_like_structural_keys_never_overwrite_them(tmp_path, prefer_pynwb):
-    nwbfile = NWBFile(session_description="s", identifier="i", session_start_time=START)
-    device = nwbfile.create_device(name="probe", description="probe")
-    group = nwbfile.create_electrode_group(
-        name="g0", description="g", location="CA3", device=device
-    )
-    nwbfile.add_electrode(id=3, location="CA3", group=group, x=0.0, y=1.0, z=2.0)
+    nwbfile = new_nwbfile()
+    add_shank(nwbfile, "g0", "CA3", electrode_id=3, xyz=(0.0, 1.0, 2.0))
     for name in ("unit_id", "electrode", "group_name"):
         nwbfile.add_unit_column(name=name, description=f"a column named {name}")
     nwbfile.add_unit(
@@ -148,15 +129,6 @@ def test_duration_is_none_when_nothing_says_it(tmp_path, prefer_pynwb):
 # --- 12.2: Units without spike_times, several *_spike_times -----------------------------------
 
 
-def waveforms_only_file(path):
-    nwbfile = NWBFile(session_description="s", identifier="wave-1", session_start_time=START)
-    nwbfile.create_device(name="probe", description="probe")
-    nwbfile.add_unit_column(name="peak_amplitude", description="uV")
-    nwbfile.add_unit(peak_amplitude=80.0)
-    nwbfile.add_unit(peak_amplitude=55.0)
-    return write(nwbfile, path)
-
-
 @BOTH_PATHS
 def test_units_without_spike_times_is_a_value_error_naming_the_file(tmp_path, prefer_pynwb):
     path = waveforms_only_file(tmp_path / "waves.nwb")
@@ -180,7 +152,7 @@ def test_units_without_spike_times_allowed_gives_no_units_and_warns(tmp_path, pr
 
 @BOTH_PATHS
 def test_exact_spike_times_wins_over_other_spike_times_columns(tmp_path, prefer_pynwb):
-    nwbfile = NWBFile(session_description="s", identifier="i", session_start_time=START)
+    nwbfile = new_nwbfile()
     nwbfile.add_unit_column(name="curated_spike_times", description="ragged", index=True)
     nwbfile.add_unit_column(name="first_spike_times", description="one per unit")
     nwbfile.add_unit(spike_times=[1.0, 2.0], curated_spike_times=[9.0], first_spike_times=1.0)
@@ -197,21 +169,6 @@ def test_exact_spike_times_wins_over_other_spike_times_columns(tmp_path, prefer_
 
 
 # --- 14: bad inputs, each one clear error naming the file and the rule --------------------------
-
-
-def replace_dataset(path, name, **create):
-    """Swap one dataset of an NWB file for another, keeping its NWB attributes."""
-    with h5py.File(path, "r+") as handle:
-        attributes = dict(handle[name].attrs)
-        del handle[name]
-        dataset = handle.create_dataset(name, **create)
-        dataset.attrs.update(attributes)
-    return path
-
-
-def two_units(path):
-    """spike_times [0.5, 1.5, 2.0], index [2, 3], ids [0, 1], both units on electrode row 0."""
-    return units_only_file(path, with_electrodes=True)
 
 
 BAD_INPUTS = {
@@ -311,10 +268,8 @@ def test_a_large_column_the_file_really_stores_is_read(tmp_path, monkeypatch):
 
 @BOTH_PATHS
 def test_a_second_table_region_column_is_left_out_by_both_readers(tmp_path, prefer_pynwb):
-    nwbfile = NWBFile(session_description="s", identifier="i", session_start_time=START)
-    device = nwbfile.create_device(name="probe", description="probe")
-    group = nwbfile.create_electrode_group(name="g", description="g", location="CA1", device=device)
-    nwbfile.add_electrode(id=0, location="CA1", group=group, x=0.0, y=0.0, z=0.0)
+    nwbfile = new_nwbfile()
+    add_shank(nwbfile, electrode_id=0)
     nwbfile.add_unit_column(
         name="peak_electrode", description="row", table=nwbfile.electrodes, index=False
     )
@@ -331,21 +286,6 @@ def test_a_lone_suffixed_spike_times_column_is_used(tmp_path):
     sd = load_spikedata_from_nwb(tmp_path / "suffix.nwb", prefer_pynwb=False)
     assert [t.tolist() for t in sd.train] == [[100.0], [200.0, 300.0]]
     assert sd.get_neuron_attribute("unit_id") == [8, 9]
-
-
-def series_file(path, **timing):
-    from pynwb.ecephys import ElectricalSeries
-
-    nwbfile = NWBFile(session_description="s", identifier="i", session_start_time=START)
-    device = nwbfile.create_device(name="probe", description="probe")
-    group = nwbfile.create_electrode_group(name="g", description="g", location="CA1", device=device)
-    nwbfile.add_electrode(id=0, location="CA1", group=group, x=0.0, y=0.0, z=0.0)
-    region = nwbfile.create_electrode_table_region([0], "the electrode")
-    nwbfile.add_acquisition(
-        ElectricalSeries(name="raw", data=np.zeros((4, 1)), electrodes=region, **timing)
-    )
-    nwbfile.add_unit(spike_times=[0.001])
-    return write(nwbfile, path)
 
 
 @BOTH_PATHS

@@ -12,8 +12,13 @@ import warnings
 import h5py
 import numpy as np
 import pytest
-from test_nwb import BOTH_PATHS
-from test_nwb_edges import replace_dataset, units_only_file
+from nwb_fixtures import (
+    BOTH_PATHS,
+    replace_dataset,
+    rich_nwbfile,
+    units_only_file,
+    write_zarr,
+)
 
 from spikelab.exceptions import ExternalLinkError, FileFormatError, StreamingError
 from spikelab.loaders import load_spikedata_from_dandi, load_spikedata_from_nwb
@@ -193,9 +198,6 @@ def test_the_opt_in_still_refuses_a_dangling_external_link(tmp_path):
 
 @pytest.fixture
 def zarr_store(tmp_path):
-    from test_nwb import rich_nwbfile
-    from test_nwb_zarr import write_zarr
-
     return write_zarr(rich_nwbfile(), tmp_path / "store" / "rich.nwb.zarr")
 
 
@@ -243,9 +245,6 @@ def _rewrite_link_source(store, source):
 
 @pytest.mark.parametrize("where", ["relative", "absolute"])
 def test_a_zarr_link_to_another_store_is_refused(zarr_store, tmp_path, where):
-    from test_nwb import rich_nwbfile
-    from test_nwb_zarr import write_zarr
-
     other = write_zarr(rich_nwbfile(), tmp_path / "other.nwb.zarr")
     source = "../../other.nwb.zarr" if where == "relative" else str(other)
     _rewrite_link_source(zarr_store, source)

@@ -3,18 +3,10 @@
 import sys
 
 import pytest
-from test_nwb import rich_nwbfile, write
+from nwb_fixtures import add_shank, new_nwbfile, rich_nwbfile, write, write_zarr
 
 from spikelab.exceptions import FileFormatError
 from spikelab.loaders import load_spikedata_from_nwb
-
-
-def write_zarr(nwbfile, path):
-    from hdmf_zarr.nwb import NWBZarrIO
-
-    with NWBZarrIO(str(path), mode="w") as io:
-        io.write(nwbfile)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +61,8 @@ def test_a_zarr_folder_that_is_not_nwb_names_it(tmp_path):
 
 def test_pickled_references_are_never_decoded(tmp_path):
     """hdmf-zarr stores object references with the pickle codec: that column is left out."""
-    from pynwb import NWBFile
-    from test_nwb import START
-
-    nwbfile = NWBFile(session_description="s", identifier="z", session_start_time=START)
-    device = nwbfile.create_device(name="probe", description="probe")
-    group = nwbfile.create_electrode_group(
-        name="shankA", description="shank", location="CA1", device=device
-    )
+    nwbfile = new_nwbfile("z")
+    group = add_shank(nwbfile, "shankA", "CA1", description="shank")
     nwbfile.add_unit(spike_times=[0.5], electrode_group=group)
     sd = load_spikedata_from_nwb(write_zarr(nwbfile, tmp_path / "refs.nwb.zarr"))
     assert sd.neuron_attributes == [{"unit_id": 0}]
