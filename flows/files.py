@@ -54,7 +54,7 @@ from spikelab.loaders.formats import (
     npz_holds_objects,
     sniffed_options,
 )
-from spikelab.tasks._policy import file_identity
+from spikelab.tasks._policy import HASH_LIMIT_BYTES, file_identity
 from spikelab.tasks.load import Target, load_and_prepare
 from spikelab.tasks.outputs import Pending, prepare_publication
 
@@ -224,6 +224,11 @@ def check_key_is_mine(lake: Lake, target: Target, recorded: str) -> None:
         )
 
 
+def _hashed(files: Sequence[Path]) -> bool:
+    """Tell whether an input's identity is its one file's sha256 (what sha256sum prints)."""
+    return len(files) == 1 and files[0].stat().st_size <= HASH_LIMIT_BYTES
+
+
 def refuse_untrusted(location: Path, kind: str, trust_pickles: bool) -> None:
     """Refuse inputs that need unpickling unless the caller trusts them.
 
@@ -287,7 +292,8 @@ def ingest_file(
         kind = detect_format(location) if fmt == "auto" else fmt
         refuse_untrusted(location, kind, trust_pickles)
         files = input_files(location, kind)
-        content_id = f"{kind}:{file_identity(files)}:v{LOADER_VERSIONS[kind]}"
+        identity = file_identity(files)
+        content_id = f"{kind}:{identity}:v{LOADER_VERSIONS[kind]}"
         if is_current(known, content_id):
             return skipped(lake, target, started, known)
         options = {**sniffed_options(location, kind), **_chosen_options(kind, trust_pickles)}
@@ -302,6 +308,7 @@ def ingest_file(
                 "format": kind,
                 "content_id": content_id,
                 "size": sum(f.stat().st_size for f in files),
+                **({"sha256": identity.removeprefix("sha256:")} if _hashed(files) else {}),
             },
             flow_run_id=current_flow_run_id(),
         )

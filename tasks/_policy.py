@@ -108,16 +108,32 @@ def retry_unless_client_error(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-def file_identity(paths: Iterable[Path], *, hash_limit_bytes: int = 2 << 30) -> str:
-    """Identify files by content: sha256 of each, or size + mtime above ``hash_limit_bytes``."""
+HASH_LIMIT_BYTES = 2 << 30  # larger files are identified by size and mtime, not hashed
+
+
+def file_identity(paths: Iterable[Path], *, hash_limit_bytes: int = HASH_LIMIT_BYTES) -> str:
+    """Identify files by content: ``sha256:<hex>``.
+
+    One file's identity is the sha256 of its bytes, as ``sha256sum`` prints it, so
+    byte-identical files share it wherever they are. Several files (a KiloSort folder) are
+    identified by the sha256 of one ``<name> <sha256>`` line per file; a file larger than
+    ``hash_limit_bytes`` counts by its size and modification time instead of its bytes.
+    """
+    files = sorted(paths)
+    digests = [_file_digest(path, hash_limit_bytes) for path in files]
+    if len(files) == 1 and not digests[0].startswith("size:"):
+        return f"sha256:{digests[0]}"
+    lines = "".join(f"{path.name} {digest}\n" for path, digest in zip(files, digests, strict=True))
+    return f"sha256:{hashlib.sha256(lines.encode()).hexdigest()}"
+
+
+def _file_digest(path: Path, hash_limit_bytes: int) -> str:
+    """A file's sha256 (hex), or ``size:<bytes>:<mtime ns>`` when it is too large to hash."""
+    stat = path.stat()
+    if stat.st_size > hash_limit_bytes:
+        return f"size:{stat.st_size}:{stat.st_mtime_ns}"
     digest = hashlib.sha256()
-    for path in sorted(paths):
-        stat = path.stat()
-        digest.update(path.name.encode())
-        if stat.st_size > hash_limit_bytes:
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-            continue
-        with path.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
