@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from prefect import flow, task, unmapped
+from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from spikelab.exceptions import LakeKeyConflictError, UntrustedPickleError
@@ -44,6 +45,7 @@ from spikelab.flows._runs import (
 )
 from spikelab.io.delta_lake import AssetState
 from spikelab.io.lake import Lake, distinct_key, resolve_lake, safe_key
+from spikelab.io.lake_remove import forget_failures
 from spikelab.io.manifest import read_manifest
 from spikelab.loaders import LOADER_VERSIONS, LOADERS
 from spikelab.loaders.formats import (
@@ -398,4 +400,30 @@ def ingest_files(
         "glob": glob,
     }
     outcomes = publish_results(where, list(futures), "files")
+    forget_earlier_failures(where, list(inputs), targets, outcomes)
     return finish_run(where, "ingest-files", parameters, outcomes)  # type: ignore[return-value]
+
+
+def forget_earlier_failures(
+    lake: Lake, locations: Sequence[Path], targets: Sequence[Target], outcomes: Sequence[Outcome]
+) -> None:
+    """Remove failed rows that inputs now in the lake left under other keys (logged).
+
+    A failure here is logged, not raised: this run's assets have landed.
+    """
+    landed = {
+        printable_path(location): key_of(target)
+        for location, target, result in zip(locations, targets, outcomes, strict=True)
+        if result["status"] in ("ok", "skipped")
+    }
+    try:
+        removed = forget_failures(lake.root, landed)
+    except Exception as error:  # noqa: BLE001 - only an earlier run's leftovers stay
+        get_run_logger().warning("could not remove earlier failures: %s", error)
+        return
+    if removed:
+        get_run_logger().info(
+            "removed %d earlier failed asset(s) of inputs that landed now: %s",
+            len(removed),
+            ", ".join("/".join(key) for key in removed),
+        )

@@ -87,3 +87,24 @@ def test_nothing_to_remove_is_a_usage_error(lake, capsys):
     with pytest.raises(SystemExit) as refused:  # argparse: one of --asset, --dataset
         run(["lake", "remove", "--lake", lake])
     assert refused.value.code == 2
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_failed_input_leaves_no_dataset_once_it_lands_elsewhere(tmp_path):
+    import numpy as np
+
+    from spikelab.demo_data import write_hdf5
+    from spikelab.flows import ingest_files, run_summary
+
+    path = tmp_path / "incoming" / "s.h5"
+    path.parent.mkdir()
+    path.write_bytes(b"not an HDF5 file")
+    lake = str(tmp_path / "lake")
+    state = ingest_files([str(path)], lake=lake, return_state=True)
+    assert run_summary(state)["counts"]["failed"] == 1
+    assert [row[:2] for row in summary_rows(lake)] == [("files", "incoming")]
+    write_hdf5(path, np.random.default_rng(4))  # fixed, and filed under its real dataset
+    summary = ingest_files([str(path)], lake=lake, dataset="mouse-42")
+    assert summary["counts"]["ok"] == 1
+    assert [row[:3] for row in summary_rows(lake)] == [("files", "mouse-42", 1)]
+    assert not (Path(lake) / "manifests/source=files/dataset=incoming/s.h5.json").exists()

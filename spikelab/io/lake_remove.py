@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -101,17 +101,54 @@ def remove_assets(
     rows = _matching_rows(table, assets, dataset, source)
     if not rows:
         return Removal(asked, [], 0, 0, None)
+    return _remove_rows(root, rows, asked, max_attempts)
+
+
+def forget_failures(
+    lake_root: str | os.PathLike[str],
+    landed: Mapping[str, AssetKey],
+    *,
+    max_attempts: int = _MAX_ATTEMPTS,
+) -> list[AssetKey]:
+    """Remove the failed rows of inputs that have now landed under another key.
+
+    ``landed`` maps an input (the ``owner`` its rows record: a local file's path) to the
+    key it landed under; a ``failed`` row of the same input under any other key (an earlier
+    run refused it, then it landed with ``--dataset``, say) would stay in ``lake summary``
+    for good. Returns the keys removed.
+    """
+    root = str(lake_root)
+    table = open_table(assets_uri(root))
+    if table is None or not landed:
+        return []
+    names = pa.schema(table.schema().to_arrow()).names
+    if "owner" not in names:
+        return []
+    rows = []
+    for row in table.to_pyarrow_table(columns=[*KEY_COLUMNS, "status", "owner"]).to_pylist():
+        key = (row["source"], row["dataset_id"], row["asset_id"])
+        if row["status"] == "failed" and row["owner"] in landed and landed[row["owner"]] != key:
+            rows.append((key, None))
+    if rows:
+        _remove_rows(root, rows, "failures of inputs that landed", max_attempts)
+    return [key for key, _ in rows]
+
+
+def _remove_rows(
+    root: str, rows: Sequence[tuple[AssetKey, str | None]], asked: str, attempts: int
+) -> Removal:
+    """Remove the assets rows of ``rows`` in one commit, then what they named."""
     keys = sorted({key for key, _ in rows})
     publications = sorted({publication for _, publication in rows if publication is not None})
     tag = {"commit": uuid.uuid4().hex, "assets": 0, "removed": len(keys)}
-    _delete(assets_uri(root), lambda _: _keys_predicate(keys), tag, max_attempts)
+    _delete(assets_uri(root), lambda _: _keys_predicate(keys), tag, attempts)
     units = open_table(units_uri(root))
     last_version = None if units is None else units.version()
     rows_of = partial(_rows_predicate, keys, publications)
-    removed_units = _delete(units_uri(root), rows_of, tag, max_attempts)
+    removed_units = _delete(units_uri(root), rows_of, tag, attempts)
     if removed_units == 0:
         last_version = None
-    _delete(storage.join(_root(root), SESSIONS_TABLE), rows_of, tag, max_attempts)
+    _delete(storage.join(_root(root), SESSIONS_TABLE), rows_of, tag, attempts)
     return Removal(asked, keys, removed_units, _remove_files(Lake(root), keys), last_version)
 
 
