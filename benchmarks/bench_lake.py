@@ -28,7 +28,7 @@ skip check
     :func:`spikelab.io.delta_lake.assets_index` over every asset.
 commit overhead
     Both tables taken to ``--versions`` versions by one-row commits (delta-rs writes a
-    checkpoint every 100), then publishing one asset (its two commits), median of 5, probed
+    checkpoint every 100), then publishing one asset (3 commits), median of 5, probed
     at 1,000, 5,000, 10,000 and 20,000 versions: with a ``LakeWriter`` kept open (as a flow
     run's publisher keeps it; the goal) and with a one-off ``publish``, against delta-rs's own
     ``write_deltalake`` of one asset with its default post-commit hooks (whose expired-log
@@ -302,7 +302,7 @@ def _age_log(log: Path, recent: int, days: float) -> None:
 
 
 def _publishing_times(root: Path, label: str) -> tuple[float, float, float]:
-    """Median seconds (of 5) to publish a new one-unit asset, its two commits.
+    """Median seconds (of 5) to publish a new one-unit asset, its 3 commits.
 
     With a :class:`LakeWriter` kept open as a flow run's publisher keeps it, with a one-off
     :func:`publish` (tables opened afresh), and, as the peer, the same asset's units
@@ -331,7 +331,7 @@ def _publishing_times(root: Path, label: str) -> tuple[float, float, float]:
         )
         peer.append(time.perf_counter() - start)
     held_s, fresh_s, peer_s = map(statistics.median, (held, fresh, peer))
-    print(f"at {label}, one asset (two commits): LakeWriter of a run {held_s:.3f} s, "
+    print(f"at {label}, one asset (three commits): LakeWriter of a run {held_s:.3f} s, "
           f"one-off publish() {fresh_s:.3f} s; write_deltalake with default hooks "
           f"{peer_s:.3f} s (one commit): {held_s / peer_s:.2f}x and {fresh_s / peer_s:.2f}x",
           flush=True)  # fmt: skip
