@@ -275,7 +275,7 @@ class LakeWriter:
         with_units = [entry for entry in batch if entry.units is not None]
         version = None
         if with_units:
-            self._ensure_regions(tag, max_attempts)
+            self.ensure_regions(tag, max_attempts)
             _record_mapping(with_units)
             units = _combined_units(with_units, ids)
             version = self._commit(units_uri(self.root), units, None, tag, max_attempts)
@@ -293,15 +293,19 @@ class LakeWriter:
                 self._delete(table_uri(self.root, name), superseded, tag, max_attempts)
         return version
 
-    def _ensure_regions(self, tag: dict[str, Any], attempts: int) -> None:
-        """Write the ontology as ``tables/regions`` once, when iblatlas can give it."""
+    def ensure_regions(self, tag: dict[str, Any], attempts: int, *, refresh: bool = False) -> None:
+        """Write the ontology as ``tables/regions`` (once, or again with ``refresh``).
+
+        Nothing happens without iblatlas. The whole table is replaced, so two writers
+        making it at once leave one copy (the ``regions`` view also keeps one row per id).
+        """
         uri = table_uri(self.root, REGIONS_TABLE)
-        if self._regions_checked or self._latest(uri) is not None:
+        if not refresh and (self._regions_checked or self._latest(uri) is not None):
             self._regions_checked = True
             return
         tree = brain_columns.ontology()
         if tree is not None:
-            self._commit(uri, tree, None, tag, attempts)
+            self._commit(uri, tree, "true", tag, attempts)
         self._regions_checked = True
 
     def _published(self, batch: Sequence[Publication]) -> dict[AssetKey, Published]:

@@ -371,7 +371,8 @@ def _regions_view(connection: duckdb.DuckDBPyConnection, lake_root: str | os.Pat
 
     regions = open_table(table_uri(lake_root, REGIONS_TABLE))
     source = _source(connection, "regions", regions, ontology_schema())
-    connection.execute(f"CREATE VIEW regions AS SELECT * FROM {source}")
+    once = "QUALIFY row_number() OVER (PARTITION BY id) = 1"  # one row per structure
+    connection.execute(f"CREATE VIEW regions AS SELECT * FROM {source} {once}")
 
 
 def _plain_files(table: DeltaTable) -> bool:

@@ -80,7 +80,7 @@ def remap(
     mapper = RegionMapper(tree, AliasTable.load(aliases))
     writer = LakeWriter(lake_root)
     tag = {"commit": uuid.uuid4().hex, "assets": 0, "remap": mapper.aliases.version}
-    writer._ensure_regions(tag, max_attempts)
+    writer.ensure_regions(tag, max_attempts, refresh=True)  # the ontology of this iblatlas
     report: dict[str, Any] = {
         "rows": 0,
         "changed": 0,
