@@ -158,3 +158,22 @@ def test_static_checks_pass(command):
     tool = Path(sys.executable).parent / command[0]
     result = subprocess.run([str(tool), *command[1:]], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_quick_start_extras_install_everything():
+    """``pip install -e '.[all,dev]'`` (the quick start) gets every optional dependency.
+
+    ``all`` names every runtime extra, so each loader's import helper finds its package;
+    ``dev`` adds the test and check tools the suite runs.
+    """
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    runtime = set(extras) - {"all", "dev"}
+    (everything,) = extras["all"]
+    named = everything.removeprefix("spikelab[").removesuffix("]").split(",")
+    assert set(named) == runtime
+    tools = {requirement.split("[")[0].split(">")[0].split("=")[0] for requirement in extras["dev"]}
+    assert {"pytest", "ruff", "mypy"} <= tools

@@ -1,7 +1,5 @@
 """Time travel after compaction: a vacuumed version is named as such, never a raw I/O error."""
 
-import time
-
 import pytest
 
 from spikelab.cli import run
@@ -26,7 +24,6 @@ def compacted(tmp_path):
     root = str(tmp_path / "lake")
     for number in range(3):
         publish(root, [entry(f"a{number}", [[1.0 + number]])])
-        time.sleep(0.02)
     publish(root, [entry("a0", [[9.0], [8.0]])])  # a re-ingest: adds and deletes rows
     assert open_units(root).version() >= 3
     before = [v["version"] for v in history(root)]
