@@ -513,7 +513,7 @@ def test_the_publisher_commits_a_batch_at_once_and_isolates_a_bad_asset(tmp_path
         "a": "failed",
         "e": "ok",
     }
-    assert second[("files", "p", "a")]["error"].startswith("LakeSchemaError: column 'quality'")
+    assert second[("files", "p", "a")]["error"].startswith("LakeSchemaError: column 'attr_quality'")
     # a's last good publication stays (its raster is intact), with the failure noted
     kept = read_manifest(second[("files", "p", "a")]["manifest"])
     assert kept["status"] == "ok" and kept["last_failure"]["flow_run_id"] == "run-2"
