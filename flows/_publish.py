@@ -41,6 +41,9 @@ from spikelab.tasks.outputs import Pending, removal
 
 BATCH_SIZE = 16
 MAX_DELAY_SECONDS = 1.0
+# A due commit takes every asset waiting, up to this many: when assets arrive faster than
+# commits land, commits grow instead of queueing (a commit's cost is mostly per commit).
+MAX_BATCH_SIZE = 256
 
 
 class Publisher:
@@ -58,7 +61,8 @@ class Publisher:
     logger : logging.Logger or LoggerAdapter
         Where failures are logged (the flow run's logger: the thread has no run context).
     batch_size : int, default: 16
-        Commit as soon as this many assets wait.
+        Commit as soon as this many assets wait (a commit then takes every waiting asset,
+        up to ``MAX_BATCH_SIZE``).
     max_delay_seconds : float, default: 1.0
         Commit once the oldest waiting asset has waited this long.
     """
@@ -130,8 +134,9 @@ class Publisher:
         with self._wakeup:
             while True:
                 if self._waiting and (self._closing or self._due()):
-                    batch = [pending for _, pending in self._waiting[: self.batch_size]]
-                    del self._waiting[: self.batch_size]
+                    size = max(self.batch_size, MAX_BATCH_SIZE)
+                    batch = [pending for _, pending in self._waiting[:size]]
+                    del self._waiting[:size]
                     return batch
                 if self._closing:
                     return None

@@ -5,6 +5,11 @@ is a round trip, so two things are fetched ahead of it, several ranges at once, 
 to remfile through its chunk cache: the file's first and last bytes when it is opened
 (superblock, root group, most metadata), and the stored bytes of the datasets a reader is
 about to read (:meth:`RemoteHDF5.prefetch`).
+
+h5py runs one call at a time in a process (its global lock), so many threads reading many
+files at once mostly wake each other up: an open file is read by at most
+:data:`H5_SLOTS` threads at once (the others wait before opening it, once its edges are
+fetched), and a prefetch gives its slot up while it waits on the network.
 """
 
 from __future__ import annotations
@@ -45,6 +50,17 @@ PART_BYTES = 8 * 1024 * 1024  # a longer range is fetched in parts of this size,
 MAX_PARALLEL_REQUESTS = 8
 RANGE_ATTEMPTS = 5
 RETRY_BACKOFF_SECONDS = 0.25  # before the second attempt; doubles each time
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+H5_SLOTS = 2 * _usable_cores()  # threads of a process inside h5py calls on remote files at once
+_H5 = threading.BoundedSemaphore(H5_SLOTS)
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
@@ -225,6 +241,8 @@ class RemoteHDF5:
         """
         ranges = [piece for dataset in datasets for piece in stored_ranges(dataset)]
         spans = _chunk_spans(ranges, self._cache)
+        if not spans:
+            return
 
         def fetch(span: tuple[int, int]) -> None:
             first = span[0] * CHUNK_BYTES
@@ -232,7 +250,11 @@ class RemoteHDF5:
             start, _, data = self._fetch(f"{first}-{last}")
             self._cache.add(start, data)
 
-        list(self._pool.map(fetch, spans))
+        _H5.release()  # the network wait leaves h5py to other threads
+        try:
+            list(self._pool.map(fetch, spans))
+        finally:
+            _H5.acquire()
 
 
 def _fetch_edges(
@@ -322,14 +344,15 @@ def open_remote_hdf5(
         remote = remfile.File(url, disk_cache=cache, _size=cache.size, _min_chunk_size=CHUNK_BYTES)
         remote.session.hooks["response"].append(count)
         try:
-            try:
-                handle = h5py.File(remote, "r")
-            except OSError as error:
-                raise StreamingError(
-                    f"{redact(url)} is not a readable NWB/HDF5 file (truncated or corrupt?): "
-                    f"{error}"
-                ) from error
-            with handle:
-                yield RemoteHDF5(handle, stats, url, fetch, cache, pool)
+            with _H5:
+                try:
+                    handle = h5py.File(remote, "r")
+                except OSError as error:
+                    raise StreamingError(
+                        f"{redact(url)} is not a readable NWB/HDF5 file (truncated or "
+                        f"corrupt?): {error}"
+                    ) from error
+                with handle:
+                    yield RemoteHDF5(handle, stats, url, fetch, cache, pool)
         finally:
             remote.close()
