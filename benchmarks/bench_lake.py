@@ -522,7 +522,7 @@ def _verdict(checks: list[tuple[str, float, float]]) -> int:
 
 
 def _same(found: pd.DataFrame, expected: pd.DataFrame, when: str) -> None:
-    keys = ["source", "dataset", "asset_id", "unit_id"]
+    keys = ["source", "dataset_id", "asset_id", "unit_id"]
     left = found[keys].astype(str).sort_values(keys).reset_index(drop=True)
     right = expected[keys].astype(str).sort_values(keys).reset_index(drop=True)
     if not left.equals(right):

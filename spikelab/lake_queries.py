@@ -22,7 +22,7 @@ AsOf = int | str | datetime | None
 
 UNIT_COLUMNS = (
     "source",
-    "dataset",
+    "dataset_id",
     "asset_id",
     "unit_id",
     "location_label",
@@ -277,7 +277,7 @@ def units_sql(
         )
     if region_labels:
         conditions.append(f"u.location_label IN ({', '.join(_literal(r) for r in region_labels)})")
-    for column, value in (("source", source), ("dataset", dataset)):
+    for column, value in (("source", source), ("dataset_id", dataset)):
         if value is not None:
             conditions.append(f"u.{column} = {_literal(value)}")
     if min_rate_hz is not None:
@@ -308,7 +308,7 @@ def units_sql(
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     return (
         f"SELECT {', '.join(selected)} FROM units u{sessions}{where} "
-        "ORDER BY u.source, u.dataset, u.asset_id, u.unit_index"
+        "ORDER BY u.source, u.dataset_id, u.asset_id, u.unit_index"
     )
 
 

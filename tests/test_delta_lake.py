@@ -72,7 +72,7 @@ def test_several_assets_land_in_one_commit_with_their_own_columns(tmp_path):
     )
     assert version == 0
     table = connect(tmp_path).execute(
-        "SELECT asset_id, snr, amp, dataset FROM units ORDER BY asset_id, unit_index"
+        "SELECT asset_id, snr, amp, dataset_id FROM units ORDER BY asset_id, unit_index"
     )
     assert table.fetchall() == [
         ("pid-1", None, "x", "eid-1"),
@@ -179,9 +179,9 @@ def test_an_empty_lake_has_an_empty_units_view(tmp_path):
     connection = connect(tmp_path / "nothing")
     columns = [row[0] for row in connection.execute("DESCRIBE units").fetchall()]
     assert columns[:4] == ["source", "dataset_id", "asset_id", "unit_index"]
-    assert "dataset" in columns and connection.execute("SELECT count(*) FROM units").fetchone() == (
-        0,
-    )
+    assert "dataset" not in columns and connection.execute(
+        "SELECT count(*) FROM units"
+    ).fetchone() == (0,)
     assert assets_index(tmp_path / "nothing") == {} and history(tmp_path / "nothing") == []
     assert open_units(tmp_path / "nothing") is None
     with pytest.raises(LakeVersionError, match="no table yet"):
@@ -319,7 +319,7 @@ def test_a_partitioned_table_written_by_another_engine_is_read_through_delta(tmp
 
     units = entry(A, spikes(2)).units.replace_schema_metadata(None)
     write_deltalake(units_uri(tmp_path), units, partition_by=["source"])
-    found = connect(tmp_path).execute("SELECT source, dataset, unit_id FROM units").fetchall()
+    found = connect(tmp_path).execute("SELECT source, dataset_id, unit_id FROM units").fetchall()
     assert sorted(found) == [("dandi", "000001", "10"), ("dandi", "000001", "11")]
 
 

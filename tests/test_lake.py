@@ -269,7 +269,7 @@ def test_duckdb_units_view(tmp_path):
     fill(root)
     connection = connect(root)
     rows = connection.execute(
-        "SELECT source, dataset, unit_id, beryl, snr FROM units ORDER BY source, unit_index"
+        "SELECT source, dataset_id, unit_id, beryl, snr FROM units ORDER BY source, unit_index"
     ).fetchall()
     assert rows == [
         ("dandi", "000888", "3", None, 2.5),

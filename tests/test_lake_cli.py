@@ -121,7 +121,7 @@ def test_summary_as_of_leaves_out_later_failures(lake):
 def test_units_table_csv_and_filters(lake, capfd):
     assert run(["lake", "units", "--region", "CA1", "--lake", lake]) == 0
     out = lines(capfd.readouterr().out)
-    assert out[0][:4] == ["source", "dataset", "asset_id", "unit_id"]
+    assert out[0][:4] == ["source", "dataset_id", "asset_id", "unit_id"]
     assert [row[:4] for row in out[1:]] == [
         ["dandi", "000001", "a", "100"],
         ["dandi", "000001", "a", "101"],

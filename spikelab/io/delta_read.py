@@ -292,10 +292,9 @@ def connect(
     """A DuckDB connection with a ``units`` view over the units table's snapshot.
 
     The view reads the latest version, or the one :func:`open_units` picks for ``as_of``,
-    keeping only the rows of finished publications (see :func:`published_filter`); it
-    holds the table's columns plus ``dataset`` (the same as ``dataset_id``, as the
-    Hive layout named it) unless a column of that name exists. An empty lake gives an
-    empty view with the fixed columns. Only the columns a query names are read.
+    keeping only the rows of finished publications (see :func:`published_filter`), with
+    the table's columns. ``sessions`` and ``regions`` views stand beside it. An empty lake
+    gives empty views with the fixed columns. Only the columns a query names are read.
 
     A local table is read by DuckDB's own Parquet reader over the snapshot's files (the
     Delta log names them; a file another column set was written with reads as nulls in
@@ -308,15 +307,13 @@ def connect(
     connection = duckdb.connect()
     table = open_units(lake_root, as_of)
     source = _source(connection, "units", table, UNITS_SCHEMA)
-    names = [row[0] for row in connection.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
     assets = open_assets(lake_root, table, as_of) if table is not None else None
     if assets is not None and "publication" in pa.schema(assets.schema().to_arrow()).names:
         published = _source(connection, "assets", assets, ASSETS_SCHEMA)
         connection.execute(f"CREATE VIEW publications AS SELECT publication FROM {published}")
     where = published_filter(table, assets) if table is not None else ""
-    alias = "" if "dataset" in names else ", dataset_id AS dataset"
     condition = f" WHERE {where}" if where else ""
-    connection.execute(f"CREATE VIEW units AS SELECT *{alias} FROM {source}{condition}")
+    connection.execute(f"CREATE VIEW units AS SELECT * FROM {source}{condition}")
     _sessions_view(connection, lake_root, table, assets)
     _regions_view(connection, lake_root)
     return connection

@@ -97,7 +97,7 @@ def lake_spikedata(
     footers = _footers(lake, as_of)
     subjects = _subjects(lake, as_of)
     result = []
-    for key, rows in frame.groupby(["source", "dataset", "asset_id"], sort=False):
+    for key, rows in frame.groupby(["source", "dataset_id", "asset_id"], sort=False):
         source_name, dataset_id, asset_id = (str(part) for part in key)
         footer = footers.get((source_name, dataset_id, asset_id), {})
         result.append(_asset_spikedata((source_name, dataset_id, asset_id), rows, footer, subjects))
