@@ -20,7 +20,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from spikelab.config import (
     CONFIG_DIR,
     MAX_CONCURRENCY,
+    Concurrency,
+    DandisetEntry,
     DandisetsConfig,
+    TaskRunnerName,
     Transfer,
     load_config,
     resolve_concurrency,
@@ -343,7 +346,7 @@ def ingest_dandiset(
     api_base: str = DEFAULT_API_BASE,
     refresh: bool = False,
     transfer: Transfer = "stream",
-    concurrency: int | None = None,
+    concurrency: Concurrency | None = None,
 ) -> dict[str, Any]:
     """Ingest a dandiset version's NWB assets into the lake, many assets at a time.
 
@@ -449,7 +452,10 @@ def ingest_dandisets(
     lake: str | None = None,
     api_base: str = DEFAULT_API_BASE,
     refresh: bool = False,
-    concurrency: int | None = None,
+    concurrency: Concurrency | None = None,
+    dandisets: list[DandisetEntry] | None = None,
+    task_runner: TaskRunnerName = "threads",
+    dask_address: str | None = None,
 ) -> list[dict[str, Any]]:
     """The nightly run: ingest every dandiset listed in ``config`` (a YAML file), then compact.
 
@@ -471,17 +477,32 @@ def ingest_dandisets(
         Load every asset again.
     concurrency : int | None, default: None
         Assets read at once, as for :func:`ingest_dandiset`.
+    dandisets : list of DandisetEntry | None, default: None
+        The dandisets to ingest (id, version, path_glob, max_assets, transfer), given in
+        the run (the Prefect UI shows a form) instead of read from ``config``.
+    task_runner : {"threads", "dask"}, default: "threads"
+        Where each dandiset's task runs go: a thread pool, or Dask (see
+        :func:`spikelab.flows.runners.with_task_runner`).
+    dask_address : str | None, default: None
+        Scheduler address of a running Dask cluster (with ``task_runner="dask"``); None
+        starts a local one per dandiset.
 
     Returns
     -------
     list of dict
         One run summary per dandiset.
     """
-    entries = load_config(os.fspath(config), DandisetsConfig).dandisets
+    from spikelab.flows.runners import with_task_runner
+
+    if dandisets is not None:
+        entries = DandisetsConfig(dandisets=dandisets).dandisets
+    else:
+        entries = load_config(os.fspath(config), DandisetsConfig).dandisets
     root = resolve_lake(lake)
+    ingest = with_task_runner(ingest_dandiset, task_runner, dask_address=dask_address)
     summaries = [
         run_summary(
-            ingest_dandiset(
+            ingest(
                 entry.id,
                 version=entry.version,
                 path_glob=entry.path_glob,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,6 +22,8 @@ CONCURRENCY_ENV = "SPIKELAB_CONCURRENCY"
 MAX_CONCURRENCY = 256
 TaskRunnerName = Literal["threads", "dask"]
 Transfer = Literal["stream", "download"]
+# A flow parameter the Prefect UI shows as a bounded number (None: the default).
+Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]
 
 
 def cpu_slots() -> int:

@@ -58,9 +58,9 @@ def served_name(name: str) -> str:
 def serve_all(prefect_file: Path = PREFECT_FILE) -> None:
     """Serve every deployment of ``prefect_file`` (schedules included) until interrupted.
 
-    Each is registered as :func:`served_name` of its name, with a module-path entrypoint,
-    so it neither rewrites what ``prefect deploy`` registered nor depends on the folder
-    this process started in.
+    Each is registered as :func:`served_name` of its name, with a module-path entrypoint
+    and the spec's ``concurrency_limit`` (the nightly's is 1), so it neither rewrites what
+    ``prefect deploy`` registered nor depends on the folder this process started in.
 
     Raises
     ------
@@ -82,6 +82,7 @@ def serve_all(prefect_file: Path = PREFECT_FILE) -> None:
                 description=spec.get("description"),
                 parameters=spec.get("parameters") or {},
                 tags=spec.get("tags") or [],
+                concurrency_limit=spec.get("concurrency_limit"),
                 cron=cron,
                 entrypoint_type=EntrypointType.MODULE_PATH,
             )

@@ -99,3 +99,69 @@ def test_serve_refuses_a_relative_spikelab_lake(monkeypatch, value, accepted, ca
     assert run(["serve"]) == 2
     assert "SPIKELAB_LAKE=relative/lake is a relative folder" in capsys.readouterr().err
     assert served == []
+
+
+def test_the_nightly_never_runs_twice_at_once():
+    nightly = next(s for s in deployment_specs() if s["name"] == "nightly-dandisets")
+    assert nightly["concurrency_limit"] == 1
+
+
+def test_serving_keeps_the_nightly_concurrency_limit(monkeypatch):
+    import prefect
+
+    from spikelab.deployments import serve_all
+
+    served = []
+    monkeypatch.setattr(prefect, "serve", lambda *deployments: served.extend(deployments))
+    serve_all()
+    limits = {d.name: d.concurrency_limit for d in served}
+    assert limits["nightly-dandisets-served"] == 1
+    assert limits["manual-dandiset-served"] is None
+
+
+def parameter_schemas():
+    """Each deployment's name and its flow's parameter schema, as the Prefect UI gets it."""
+    for spec in deployment_specs():
+        flow = load_flow_from_entrypoint(spec["entrypoint"], use_placeholder_flow=False)
+        yield spec, flow.parameters.model_dump()
+
+
+@pytest.mark.parametrize("name", ["nightly-dandisets", "manual-dandiset"])
+def test_dandi_deployment_parameters_are_typed_for_the_ui(name):
+    (schema,) = [schema for spec, schema in parameter_schemas() if spec["name"] == name]
+    properties = schema["properties"]
+    bounded = {"maximum": 256, "minimum": 1, "type": "integer"}
+    assert properties["concurrency"]["anyOf"][0] == bounded
+    if name == "manual-dandiset":
+        assert properties["transfer"]["enum"] == ["stream", "download"]
+        return
+    assert properties["task_runner"]["enum"] == ["threads", "dask"]
+    entry = schema["definitions"]["DandisetEntry"]  # a form per dandiset, not free JSON
+    assert properties["dandisets"]["anyOf"][0]["items"] == {"$ref": "#/definitions/DandisetEntry"}
+    assert entry["properties"]["transfer"]["enum"] == ["stream", "download"]
+    assert entry["required"] == ["id"]
+
+
+def test_every_deployment_parameter_has_a_type_and_its_values_validate():
+    from prefect.utilities.schema_tools import validate
+
+    for spec, schema in parameter_schemas():
+        for name, field in schema["properties"].items():
+            assert "type" in field or "anyOf" in field or "$ref" in field, (spec["name"], name)
+        validate(spec.get("parameters") or {}, schema, raise_on_error=True, ignore_required=True)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "wrong"),
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"task_runner": "ray"}, "task_runner"),
+        ({"dandisets": [{"id": "000006", "transfer": "ftp"}]}, "transfer"),
+    ],
+)
+def test_the_ui_schema_refuses_bad_nightly_values(parameters, wrong):
+    from prefect.utilities.schema_tools import ValidationError, validate
+
+    (schema,) = [s for spec, s in parameter_schemas() if spec["name"] == "nightly-dandisets"]
+    with pytest.raises(ValidationError, match=wrong):
+        validate(parameters, schema, raise_on_error=True)

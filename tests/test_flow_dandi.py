@@ -191,6 +191,43 @@ def test_nightly_flow_reads_the_config(archive, tmp_path):
     assert [s["parameters"]["dandiset_id"] for s in summaries] == ["000101", "000102"]
 
 
+def test_nightly_takes_its_dandisets_as_a_typed_parameter(archive, tmp_path):
+    """The Prefect UI's form (a list of DandisetEntry) replaces the config file."""
+    summaries = ingest_dandisets(
+        config=str(tmp_path / "no-such-config.yaml"),
+        dandisets=[{"id": "DANDI:000102", "path_glob": "*sorted*"}],
+        lake=str(tmp_path / "lake"),
+        api_base=archive.api_base,
+        concurrency=2,
+    )
+    assert [(s["parameters"]["dandiset_id"], s["counts"]["ok"]) for s in summaries] == [
+        ("000102", 1)
+    ]
+    assert summaries[0]["parameters"]["concurrency"] == 2
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "variable", "expected"),
+    [(None, None, "default"), (None, "7", 7), (3, "7", 3), (0, None, "1 to 256"), (None, "x", "x")],
+)
+def test_concurrency_comes_from_the_parameter_else_the_environment(
+    monkeypatch, concurrency, variable, expected
+):
+    from spikelab.config import default_concurrency, resolve_concurrency
+
+    if variable is None:
+        monkeypatch.delenv("SPIKELAB_CONCURRENCY", raising=False)
+    else:
+        monkeypatch.setenv("SPIKELAB_CONCURRENCY", variable)
+    if isinstance(expected, str) and expected != "default":
+        with pytest.raises(ValueError, match="is not a whole number from 1 to 256"):
+            resolve_concurrency(concurrency)
+        return
+    wanted = default_concurrency() if expected == "default" else expected
+    assert resolve_concurrency(concurrency) == wanted
+    assert 32 <= default_concurrency() <= 128
+
+
 @pytest.mark.filterwarnings("ignore:streaming asset .* downloading it instead:UserWarning")
 def test_nightly_goes_on_after_a_dandiset_with_a_failed_asset(archive, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
