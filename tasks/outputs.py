@@ -17,7 +17,7 @@ from prefect import task
 
 from spikelab.io import manifest as manifests
 from spikelab.io.lake import Lake
-from spikelab.io.nwb_recording import save_nwb_recording_as_zarr
+from spikelab.loaders.nwb.recording import save_nwb_recording_as_zarr
 from spikelab.tasks.load import Loaded, Target
 
 

@@ -90,7 +90,7 @@ def test_import_layering_contracts_hold(unpacked_wheel, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert "Contracts: 5 kept, 0 broken" in result.stdout, result.stdout + result.stderr
+    assert "Contracts: 6 kept, 0 broken" in result.stdout, result.stdout + result.stderr
 
 
 def test_an_installed_wheel_carries_its_configs_and_deployments(built_wheel, tmp_path):

@@ -20,11 +20,6 @@ from spikelab.exceptions import (
     UnsafeRemoteDataError,
 )
 from spikelab.ids import normalize_dandiset_id, normalize_version
-from spikelab.io.nwb_recording import (
-    save_nwb_recording_as_zarr,
-    write_sidecar,
-    zarr_destination,
-)
 from spikelab.loaders.dandi._client import (
     DEFAULT_API_BASE,
     DandiAsset,
@@ -40,6 +35,11 @@ from spikelab.loaders.dandi._download import (
     safe_destination,
 )
 from spikelab.loaders.nwb import load_remote_nwb, load_spikedata_from_nwb
+from spikelab.loaders.nwb.recording import (
+    save_nwb_recording_as_zarr,
+    write_sidecar,
+    zarr_destination,
+)
 from spikelab.spikedata import SpikeData
 
 # Answers of an object store to a URL that needs the archive's presigned redirect.
