@@ -147,6 +147,8 @@ def detect_threshold_crossings(
         raise ValueError(f"threshold_sigma must be positive, got {threshold_sigma!r}")
     from scipy.signal import sosfiltfilt
 
+    if n_channels == 0:  # nothing recorded: no channel, no spike
+        return Detection([], np.empty(0), n_samples)
     sos = bandpass_sos(rate, filter)
     pad = settle_samples(sos)
     step = chunk_samples or max(4 * pad, _VALUES_PER_CHUNK // max(n_channels, 1))

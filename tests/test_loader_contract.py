@@ -680,13 +680,8 @@ def test_an_empty_input_behaves_as_documented(contract, tmp_path):
             assert all(train.size == 0 for train in sd.train), options
 
 
-@pytest.mark.xfail(
-    raises=IndexError,
-    strict=True,
-    reason="spikelab/detect.py: a (0, samples) dataset raises IndexError instead of giving N = 0 "
-    "or a named ValueError",
-)
 def test_raw_traces_without_channels(tmp_path):
     with h5py.File(tmp_path / "none.h5", "w") as handle:
         handle["x"] = np.zeros((0, 50))
-    loaders.LOADERS["hdf5_raw_thresholded"](tmp_path / "none.h5", "x", fs_Hz=RAW_FS_HZ)
+    sd = loaders.LOADERS["hdf5_raw_thresholded"](tmp_path / "none.h5", "x", fs_Hz=RAW_FS_HZ)
+    assert sd.N == 0  # no channel, no unit
