@@ -297,3 +297,14 @@ def test_two_ingest_runs_racing_for_the_same_keys_both_report_the_truth(tmp_path
             .fetchall()
         )
         assert {(d, a): n for d, a, n in rows} == reported  # nothing lost, nothing extra
+
+
+def test_a_kill_between_the_two_commits_on_s3_is_hidden_then_removed(tmp_path, aws_env, empty_moto):
+    empty_moto.create_bucket(Bucket="killed")
+    lake = "s3://killed/lake"
+    publish(lake, [units_of(2, None)])
+    kill_between_commits(tmp_path, lake)
+    assert units_rows(lake) == 6 and visible(lake) == 2
+    assert summary_rows(lake) == [("files", "A", 1, 2, 2, 0, 0)]
+    assert delta_lake.remove_unpublished(lake, older_than_seconds=0) == 1
+    assert units_rows(lake) == 2 == visible(lake)
