@@ -131,6 +131,14 @@ class UnknownRegionError(SpikelabError, ValueError):
     """
 
 
+class IblLoginError(SpikelabError, ValueError):
+    """The public IBL server (OpenAlyx) needs an account and none is configured.
+
+    ONE-api no longer logs in with a shared public account: each user signs up at
+    https://openalyx.internationalbrainlab.org/signup, then gives the login to spikelab.
+    """
+
+
 class LakeVersionError(SpikelabError, ValueError):
     """A requested lake version or time does not exist in the table's history."""
 

@@ -5,12 +5,19 @@ it is importable, else from the IBL public S3 bucket) and turn ONE's records and
 arrays into SpikeData metadata.
 """
 
-from spikelab.loaders.ibl._bwm_units import DEFAULT_TAG, OPENALYX_URL, bwm_units, default_one
+from spikelab.loaders.ibl._bwm_units import (
+    DEFAULT_TAG,
+    OPENALYX_URL,
+    alyx_login,
+    bwm_units,
+    default_one,
+)
 from spikelab.loaders.ibl.probes import load_spikedata_from_ibl, query_ibl_probes
 
 __all__ = [
     "DEFAULT_TAG",
     "OPENALYX_URL",
+    "alyx_login",
     "bwm_units",
     "default_one",
     "load_spikedata_from_ibl",

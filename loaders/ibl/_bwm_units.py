@@ -37,11 +37,13 @@ if TYPE_CHECKING:
 
 from spikelab import http
 from spikelab._optional import import_optional, is_installed
-from spikelab.exceptions import RemoteError
+from spikelab.exceptions import IblLoginError, RemoteError
 from spikelab.io.atomic import atomic_write
 
 OPENALYX_URL = "https://openalyx.internationalbrainlab.org"
-PUBLIC_PASSWORD = "international"
+# The OpenAlyx account spikelab logs in with (ONE-api asks each user for their own).
+USERNAME_ENV = "SPIKELAB_ALYX_USERNAME"
+PASSWORD_ENV = "SPIKELAB_ALYX_PASSWORD"
 BUCKET = "ibl-brain-wide-map-public"
 DEFAULT_TAG = "2024_Q2_IBL_et_al_BWM"
 TABLE_NAME = "clusters.pqt"
@@ -55,7 +57,10 @@ _memo_lock = threading.Lock()
 
 
 def default_one() -> Any:
-    """Connect to the public IBL server (OpenAlyx) with its public password.
+    """Connect to the public IBL server (OpenAlyx) with the user's account.
+
+    The login is ``$SPIKELAB_ALYX_USERNAME`` (and ``$SPIKELAB_ALYX_PASSWORD``), else what
+    ``ONE.setup()`` stored on this machine (see :func:`alyx_login`).
 
     Returns
     -------
@@ -66,9 +71,38 @@ def default_one() -> Any:
     ------
     ImportError
         If ONE-api is not installed.
+    IblLoginError
+        If no login is configured.
     """
     one_api = import_optional("one.api", "ibl")
-    return one_api.ONE(base_url=OPENALYX_URL, password=PUBLIC_PASSWORD, silent=True)
+    username = alyx_login()
+    password = os.environ.get(PASSWORD_ENV) or None
+    return one_api.ONE(base_url=OPENALYX_URL, username=username, password=password, silent=True)
+
+
+def alyx_login() -> str:
+    """The OpenAlyx login: ``$SPIKELAB_ALYX_USERNAME``, else the one ONE stored.
+
+    Raises
+    ------
+    IblLoginError
+        If neither is set, saying how to get and give one.
+    """
+    username = os.environ.get(USERNAME_ENV)
+    if not username:
+        try:
+            from one import params
+        except ImportError:
+            params = None
+        stored = params.get(client=OPENALYX_URL, silent=True) if params is not None else None
+        username = getattr(stored, "ALYX_LOGIN", None)
+    if not username:
+        raise IblLoginError(
+            f"the IBL server {OPENALYX_URL} needs an account and none is configured: sign "
+            f"up at {OPENALYX_URL}/signup, then set {USERNAME_ENV} and {PASSWORD_ENV} (or "
+            "store the login once with: python -c 'from one.api import ONE; ONE.setup()')"
+        )
+    return str(username)
 
 
 def bwm_units(

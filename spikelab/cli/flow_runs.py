@@ -240,6 +240,9 @@ def _ingest_nightly(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _ingest_ibl(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from spikelab.loaders.ibl import alyx_login
+
+    alyx_login()  # no account configured: a configuration error, before any flow runs
     with prefect_backend() as backend:
         from spikelab.flows import ingest_ibl_region
 
