@@ -149,8 +149,8 @@ def region_rows(
     -------
     tuple of two lists
         ``(region, units, assets)`` rows, most units first; then ``(location_label,
-        region_match, units, assets)`` for the units without a region (the curator's to-do
-        list: add aliases, then ``spikelab lake remap``).
+        region_match, units, assets)`` for the labelled units without a region (the
+        curator's to-do list: add aliases, then ``spikelab lake remap``).
     """
     from spikelab.io.delta_read import connect
 
@@ -166,7 +166,8 @@ def region_rows(
     ).fetchall()
     unmapped = connection.execute(
         f"SELECT location_label, coalesce(region_match, 'not mapped'), {counted} FROM units "
-        "WHERE region_id IS NULL GROUP BY ALL ORDER BY units DESC, location_label NULLS LAST"
+        "WHERE region_id IS NULL AND nullif(trim(location_label), '') IS NOT NULL "
+        "GROUP BY ALL ORDER BY units DESC, location_label"
     ).fetchall()
     return mapped, unmapped
 

@@ -279,6 +279,12 @@ def test_migrate_converts_an_old_lake_and_keeps_it(tmp_path, capsys):
     assert "already holds" in capsys.readouterr().err
 
 
+def test_migrate_refuses_a_lake_that_is_already_delta(lake, tmp_path, capsys):
+    assert run(["lake", "migrate", lake, str(tmp_path / "new")]) == 2
+    assert "already a lake of Delta tables" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 def test_migrate_refuses_a_root_without_an_old_lake(tmp_path, capsys):
     assert run(["lake", "migrate", str(tmp_path / "nothing"), str(tmp_path / "new")]) == 2
     assert "holds no units/ or manifests/" in capsys.readouterr().err

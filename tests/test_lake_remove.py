@@ -84,9 +84,21 @@ def test_nothing_to_remove_is_a_usage_error(lake, capsys):
     assert "no asset in lake" in (err := capsys.readouterr().err) and "dataset nope" in err
     with pytest.raises(ValueError, match="needs assets"):
         remove_assets(lake)
-    with pytest.raises(SystemExit) as refused:  # argparse: one of --asset, --dataset
-        run(["lake", "remove", "--lake", lake])
-    assert refused.value.code == 2
+    assert run(["lake", "remove", "--lake", lake]) == 2  # neither --asset nor --dataset
+    assert "needs --asset ID or --dataset NAME" in capsys.readouterr().err
+
+
+def test_an_asset_id_with_a_dataset_removes_only_that_datasets(tmp_path, capsys):
+    lake = str(tmp_path / "lake")
+    for dataset in ("demo", "mydata"):
+        sd = SpikeData([[1.0]], length=10.0)
+        units = units_arrow_table(sd, source="files", dataset_id=dataset, asset_id="spikes.h5")
+        publish(lake, [Publication(("files", dataset, "spikes.h5"), units, {"status": "ok"})])
+    argv = ["lake", "remove", "--asset", "spikes.h5", "--dataset", "demo", "--lake", lake]
+    assert run(argv) == 0
+    assert sorted(assets_index(lake)) == [("files", "mydata", "spikes.h5")]
+    assert run(["lake", "history", "--limit", "3", "--lake", lake]) == 0
+    assert " 1 " in capsys.readouterr().out.splitlines()[-1]  # the removal counts its asset
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -81,6 +81,8 @@ def _history(lake: str, limit: int | None) -> None:
 def _remove(args: argparse.Namespace) -> None:
     from spikelab.io.lake_remove import remove_assets
 
+    if not args.asset and args.dataset is None:
+        raise UsageError("lake remove needs --asset ID or --dataset NAME (or both)")
     removed = remove_assets(args.lake, assets=args.asset, dataset=args.dataset, source=args.source)
     if not removed.assets:
         raise UsageError(f"no asset in lake {args.lake} matches {removed.asked}")
@@ -166,6 +168,8 @@ def _migrate(old: str, new: str) -> None:
     from spikelab.io.lake import resolve_lake
 
     old, new = resolve_lake(old), resolve_lake(new)
+    if open_table(units_uri(old)) is not None:
+        raise UsageError(f"{old} is already a lake of Delta tables: there is nothing to migrate")
     if not any(storage.list_files(storage.join(old, kind), "") for kind in ("units", "manifests")):
         raise UsageError(
             f"{old} holds no units/ or manifests/ files of the old layout: give the root of "

@@ -338,9 +338,13 @@ def _add_remove_and_export(questions: Any) -> None:
         "them, then their units rows, manifests and rasters are deleted. `--as-of` still "
         "reads them until `spikelab lake compact` deletes the old files.",
     )
-    chosen = remove.add_mutually_exclusive_group(required=True)
-    chosen.add_argument("--asset", action="append", metavar="ID", help="asset id (repeatable)")
-    chosen.add_argument("--dataset", metavar="NAME", help="every asset of this dataset")
+    remove.add_argument(
+        "--asset",
+        action="append",
+        metavar="ID",
+        help="asset id (repeatable; with --dataset, only that dataset's)",
+    )
+    remove.add_argument("--dataset", metavar="NAME", help="every asset of this dataset")
     remove.add_argument("--source", choices=["dandi", "ibl", "files"], help="one source only")
     _lake_argument(remove)
     export = questions.add_parser(

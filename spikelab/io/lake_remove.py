@@ -140,7 +140,7 @@ def _remove_rows(
     """Remove the assets rows of ``rows`` in one commit, then what they named."""
     keys = sorted({key for key, _ in rows})
     publications = sorted({publication for _, publication in rows if publication is not None})
-    tag = {"commit": uuid.uuid4().hex, "assets": 0, "removed": len(keys)}
+    tag = {"commit": uuid.uuid4().hex, "assets": len(keys), "removed": len(keys)}
     _delete(assets_uri(root), lambda _: _keys_predicate(keys), tag, attempts)
     units = open_table(units_uri(root))
     last_version = None if units is None else units.version()
