@@ -13,7 +13,7 @@ region query
     The exact label ``location_label = 'CA1'`` (``--region-label CA1``) through
     ``spikelab.lake_queries.units_sql`` on a DuckDB connection from
     :func:`spikelab.io.delta_read.connect`, in process (best of ``--repeats``), before and
-    after :func:`spikelab.io.delta_lake.compact`; against the query spikelab ran on the Hive
+    after :func:`spikelab.io.delta_upkeep.compact`; against the query spikelab ran on the Hive
     layout (DuckDB ``read_parquet`` with ``union_by_name``), pandas over the Hive files, and
     pandas over the Delta table (``to_pandas``). Then the hierarchy: ``--region HPF`` (the
     hippocampal formation's subtree, over labels spelled as labs spell them), in process and
@@ -66,13 +66,13 @@ from spikelab.io.delta_lake import (
     Publication,
     assets_index,
     assets_uri,
-    compact,
     open_table,
     publish,
     publish_hooks,
     units_uri,
 )
 from spikelab.io.delta_read import connect, history
+from spikelab.io.delta_upkeep import compact
 from spikelab.io.lake import Lake
 from spikelab.io.lake_remap import remap
 from spikelab.io.units_table import units_arrow_table, write_units_table

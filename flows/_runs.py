@@ -28,7 +28,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from spikelab.exceptions import IngestFailedError, LakeKeyConflictError
-from spikelab.io import delta_lake, storage
+from spikelab.io import delta_lake, delta_upkeep, storage
 from spikelab.io.delta_lake import AssetState
 from spikelab.io.lake import Lake
 from spikelab.io.manifest import record_failure
@@ -229,14 +229,14 @@ def finish_killed_publications(lake: Lake) -> None:
     """Make good what killed runs left: unpublished rows, and unwritten rasters and manifests.
 
     Units rows that no assets row names go (a run killed between its two commits, see
-    :func:`spikelab.io.delta_lake.remove_unpublished`); the rasters and manifests of assets
+    :func:`spikelab.io.delta_upkeep.remove_unpublished`); the rasters and manifests of assets
     a killed run committed are written. Only leftovers an hour old count: younger ones may
     belong to a run going on at the same time (see :mod:`spikelab.io.publish_journal`). A
     failure here is logged, not raised: it concerns an earlier run, and the next run tries
     again.
     """
     try:
-        removed = delta_lake.remove_unpublished(lake.root)
+        removed = delta_upkeep.remove_unpublished(lake.root)
         repaired = repair_stale(lake)
     except Exception as error:  # noqa: BLE001 - this run's own assets have landed
         get_run_logger().warning(

@@ -45,7 +45,7 @@ from spikelab.flows._runs import (
     skipped,
 )
 from spikelab.ids import normalize_dandiset_id, normalize_version
-from spikelab.io import delta_lake
+from spikelab.io import delta_upkeep
 from spikelab.io.delta_lake import AssetState
 from spikelab.io.lake import Lake, resolve_lake
 from spikelab.io.manifest import write_manifest
@@ -459,7 +459,7 @@ def ingest_dandisets(
 ) -> list[dict[str, Any]]:
     """The nightly run: ingest every dandiset listed in ``config`` (a YAML file), then compact.
 
-    The lake's tables are compacted at the end (:func:`spikelab.io.delta_lake.compact`:
+    The lake's tables are compacted at the end (:func:`spikelab.io.delta_upkeep.compact`:
     small files bin-packed, unreferenced old files removed, a checkpoint written); readers
     keep a consistent snapshot meanwhile. Every dandiset is ingested even when an earlier
     one had failed assets; the run then ends ``Failed`` (like ``ingest-dandiset``),
@@ -518,7 +518,7 @@ def ingest_dandisets(
         for entry in entries
     ]
     failed = sum(summary["counts"]["failed"] for summary in summaries)
-    compacted = delta_lake.compact(root)
+    compacted = delta_upkeep.compact(root)
     get_run_logger().info("lake compacted: %s", compacted)
     message = f"{len(summaries)} dandisets, {failed} failed assets"
     return run_state(message, summaries, failed=failed > 0)  # type: ignore[return-value]

@@ -9,8 +9,9 @@ import textwrap
 
 import pytest
 
-from spikelab.io.delta_lake import assets_index, compact, open_table, units_uri
+from spikelab.io.delta_lake import assets_index, open_table, units_uri
 from spikelab.io.delta_read import connect
+from spikelab.io.delta_upkeep import compact
 
 WRITER = textwrap.dedent(
     """

@@ -12,13 +12,13 @@ from spikelab.io.delta_lake import (
     AssetState,
     Publication,
     assets_index,
-    compact,
     open_table,
     publish,
     units_uri,
 )
 from spikelab.io.delta_migrate import migrate
 from spikelab.io.delta_read import connect, history, open_units, parse_as_of
+from spikelab.io.delta_upkeep import compact
 from spikelab.io.manifest import read_manifest, spikedata_summary, write_manifest
 from spikelab.io.units_table import read_units_table, units_arrow_table, write_units_table
 from spikelab.spikedata import SpikeData

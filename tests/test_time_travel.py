@@ -4,8 +4,9 @@ import pytest
 
 from spikelab.cli import run
 from spikelab.exceptions import LakeVersionError
-from spikelab.io.delta_lake import Publication, compact, publish
+from spikelab.io.delta_lake import Publication, publish
 from spikelab.io.delta_read import history, open_units
+from spikelab.io.delta_upkeep import compact
 from spikelab.io.lake import connect
 from spikelab.io.units_table import units_arrow_table
 from spikelab.lake_queries import summary_rows

@@ -149,7 +149,7 @@ def _remap(args: argparse.Namespace) -> None:
 
 
 def _compact(lake: str, retention_hours: int) -> None:
-    from spikelab.io.delta_lake import compact
+    from spikelab.io.delta_upkeep import compact
 
     report = compact(lake, retention_hours=retention_hours)
     if not report:

@@ -48,7 +48,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import pyarrow as pa
@@ -114,9 +113,6 @@ ASSETS_SCHEMA = pa.schema(
 _FOOTER_KEY = b"spikelab"
 COMMIT_TAG = "spikelab"
 _MAX_ATTEMPTS = 8
-# A publication id starts with its creation time (ms since the epoch), so rows no assets
-# row names can be told from a publication still going on: those go after an hour.
-UNPUBLISHED_AFTER_SECONDS = 3600.0
 _T = TypeVar("_T")
 
 AssetKey = tuple[str, str, str]
@@ -285,7 +281,7 @@ class LakeWriter:
             replaced = self._commit_assets(batch, ids, version, flow_run_id, tag, max_attempts)
         except BaseException:
             if with_units:  # unpublished rows: removed now, or by a later remove_unpublished
-                self._delete_quietly(_publications_predicate(ids[e.key] for e in with_units))
+                self._delete_quietly(publications_predicate(ids[e.key] for e in with_units))
             raise
         superseded = _superseded(with_units, replaced)
         if superseded:
@@ -372,7 +368,7 @@ class LakeWriter:
                     post_commithook_properties=publish_hooks(),
                 )
 
-        _retrying(delete, f"deleting replaced rows of {uri}", attempts)
+        retrying(delete, f"deleting replaced rows of {uri}", attempts)
 
     def _delete_quietly(self, predicate: str) -> None:
         """Delete unpublished rows of a failed publication; a failure leaves them for later."""
@@ -447,7 +443,7 @@ class LakeWriter:
             # A table object moves to the version its own write committed, whatever others do.
             return table.version()
 
-        return _retrying(write, f"publishing {tag['assets']} asset(s) to {uri}", attempts)
+        return retrying(write, f"publishing {tag['assets']} asset(s) to {uri}", attempts)
 
 
 class Published(NamedTuple):
@@ -540,7 +536,8 @@ def _check_owners(batch: Sequence[Publication], published: Mapping[AssetKey, Pub
         )
 
 
-def _publications_predicate(publications: Iterable[str]) -> str:
+def publications_predicate(publications: Iterable[str]) -> str:
+    """The SQL condition of the rows of these publications."""
     return f"publication IN ({', '.join(_quote(p) for p in sorted(publications))})"
 
 
@@ -553,9 +550,9 @@ def _superseded(batch: Sequence[Publication], replaced: Mapping[AssetKey, Publis
     clauses = []
     former = {row.publication for e in batch if (row := replaced.get(e.key)) and row.publication}
     if former:
-        clauses.append(_publications_predicate(former))
+        clauses.append(publications_predicate(former))
     clauses.extend(
-        f"({_key_predicate(e.key)} AND publication IS NULL)"
+        f"({key_predicate(e.key)} AND publication IS NULL)"
         for e in batch
         if (row := replaced.get(e.key)) is not None and row.publication is None
     )
@@ -582,13 +579,14 @@ def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _key_predicate(key: AssetKey) -> str:
+def key_predicate(key: AssetKey) -> str:
+    """The SQL condition of one asset's rows."""
     return " AND ".join(f"{c} = {_quote(v)}" for c, v in zip(KEY_COLUMNS, key, strict=True))
 
 
 def _predicate(batch: Sequence[Publication]) -> str:
     """The rows these assets own: one ``(source AND dataset_id AND asset_id)`` per asset."""
-    return " OR ".join(f"({_key_predicate(e.key)})" for e in batch)
+    return " OR ".join(f"({key_predicate(e.key)})" for e in batch)
 
 
 def _combined_units(batch: Sequence[Publication], ids: Mapping[AssetKey, str]) -> pa.Table:
@@ -674,7 +672,7 @@ def publish_hooks() -> PostCommitHookProperties:
     return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
-def _retrying(action: Callable[[], _T], what: str, attempts: int) -> _T:
+def retrying(action: Callable[[], _T], what: str, attempts: int) -> _T:
     """Run ``action``, retrying commit conflicts with exponential backoff and jitter."""
     from deltalake.exceptions import DeltaError
 
@@ -809,156 +807,3 @@ def asset_records(
         if key in wanted:
             records[key] = AssetRecord(row["status"], row["version"], json.loads(row["manifest"]))
     return records
-
-
-def remove_unpublished(
-    lake_root: str | os.PathLike[str],
-    *,
-    older_than_seconds: float = UNPUBLISHED_AFTER_SECONDS,
-    max_attempts: int = _MAX_ATTEMPTS,
-) -> int:
-    """Delete rows that no assets row names (units, sessions); how many units publications.
-
-    Such rows are a killed writer's (between its units and assets commits), a refused
-    publication's, or a replaced publication whose deletion did not happen. Publications
-    younger than ``older_than_seconds`` may still be going on and are kept. Rows written
-    before publication ids existed go once their asset's row names a publication.
-    """
-    named, keys = _named_publications(open_table(assets_uri(lake_root)))
-    writer = LakeWriter(lake_root)
-    removed = 0
-    for name in PUBLISHED_TABLES:
-        uri = table_uri(lake_root, name)
-        table = open_table(uri)
-        if table is None or "publication" not in pa.schema(table.schema().to_arrow()).names:
-            continue
-        stale = [
-            publication
-            for publication in _column_values(table, "publication")
-            if publication not in named
-            and publication_age_seconds(publication) > older_than_seconds
-        ]
-        legacy = [key for key in _legacy_keys(table) if key in keys]
-        clauses = ([_publications_predicate(stale)] if stale else []) + [
-            f"({_key_predicate(key)} AND publication IS NULL)" for key in legacy
-        ]
-        if clauses:
-            tag = {"commit": uuid.uuid4().hex, "assets": 0, "removed_unpublished": len(stale)}
-            writer._delete(uri, " OR ".join(clauses), tag, max_attempts)
-        if name == UNITS_TABLE:
-            removed = len(stale) + len(legacy)
-    return removed
-
-
-def _named_publications(assets: DeltaTable | None) -> tuple[set[str], set[AssetKey]]:
-    """The publications the assets table names, and the keys whose row names one."""
-    if assets is None or "publication" not in pa.schema(assets.schema().to_arrow()).names:
-        return set(), set()
-    data = assets.to_pyarrow_table(columns=[*KEY_COLUMNS, "publication"]).to_pydict()
-    named, keys = set(), set()
-    for source, dataset_id, asset_id, publication in zip(
-        *(data[name] for name in (*KEY_COLUMNS, "publication")), strict=True
-    ):
-        if publication is not None:
-            named.add(publication)
-            keys.add((source, dataset_id, asset_id))
-    return named, keys
-
-
-def _column_values(table: DeltaTable, column: str) -> set[str]:
-    """The distinct non-null values of one string column, read by delta-rs alone."""
-    from deltalake import QueryBuilder
-
-    answer = (
-        QueryBuilder()
-        .register("t", table)
-        .execute(f"SELECT DISTINCT {column} AS value FROM t WHERE {column} IS NOT NULL")
-    )
-    return set(pa.RecordBatchReader.from_stream(answer).read_all().column("value").to_pylist())
-
-
-def _legacy_keys(table: DeltaTable) -> set[AssetKey]:
-    """The keys of units rows written without a publication id."""
-    from deltalake import QueryBuilder
-
-    answer = (
-        QueryBuilder()
-        .register("t", table)
-        .execute("SELECT DISTINCT source, dataset_id, asset_id FROM t WHERE publication IS NULL")
-    )
-    rows = pa.RecordBatchReader.from_stream(answer).read_all().to_pylist()
-    return {(r["source"], r["dataset_id"], r["asset_id"]) for r in rows}
-
-
-def compact(
-    lake_root: str | os.PathLike[str],
-    *,
-    retention_hours: int = DEFAULT_RETENTION_HOURS,
-    max_attempts: int = _MAX_ATTEMPTS,
-) -> dict[str, dict[str, int]]:
-    """Bin-pack both tables' small files, delete unreferenced old files and old log files.
-
-    Units rows of unfinished publications are deleted first (:func:`remove_unpublished`).
-    Readers keep a consistent snapshot throughout: compaction is one commit that swaps
-    files with the same rows, and vacuum only deletes files that no version younger than
-    ``retention_hours`` uses (nor any version at all, e.g. files of killed writers). A
-    checkpoint is written, and log files older than the tables' ``delta.logRetentionDuration``
-    (:data:`TABLE_CONFIGURATION`: a week) are removed, so opening stays fast.
-
-    Parameters
-    ----------
-    lake_root : str or PathLike
-        Lake root.
-    retention_hours : int, default: 168
-        Time travel keeps working for versions at most this old; older versions whose files
-        were compacted away can no longer be read.
-    max_attempts : int, default: 8
-        Compaction conflicts with concurrent publishing are retried this many times.
-
-    Returns
-    -------
-    dict
-        Per table (``units``, ``assets``): ``files_removed``, ``files_added``,
-        ``files_vacuumed`` and the ``version`` after compaction.
-    """
-    remove_unpublished(lake_root, max_attempts=max_attempts)
-    report = {}
-    for name, uri in (("units", units_uri(lake_root)), ("assets", assets_uri(lake_root))):
-        if open_table(uri) is None:
-            continue
-        metrics = _retrying(partial(_compact_files, uri), f"compacting {uri}", max_attempts)
-        vacuumed = _retrying(
-            partial(_vacuum, uri, retention_hours), f"vacuuming {uri}", max_attempts
-        )
-        table = _existing(uri)
-        table.create_checkpoint()
-        table.cleanup_metadata()  # log files older than delta.logRetentionDuration
-        report[name] = {
-            "files_removed": int(metrics["numFilesRemoved"]),
-            "files_added": int(metrics["numFilesAdded"]),
-            "files_vacuumed": len(vacuumed),
-            "version": table.version(),
-        }
-    return report
-
-
-def _compact_files(uri: str) -> dict[str, Any]:
-    metrics: dict[str, Any] = _existing(uri).optimize.compact()
-    return metrics
-
-
-def _vacuum(uri: str, retention_hours: int) -> list[str]:
-    return _existing(uri).vacuum(
-        retention_hours=retention_hours,
-        dry_run=False,
-        enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS,
-        full=True,  # also files no commit named (a killed writer's), before the last checkpoint too
-    )
-
-
-def _existing(uri: str) -> DeltaTable:
-    """The table at ``uri``, which must exist."""
-    table = open_table(uri)
-    if table is None:
-        raise FileNotFoundError(f"{uri}: the Delta table disappeared while it was compacted")
-    return table

@@ -27,10 +27,10 @@ from spikelab.io.delta_lake import (
     SESSIONS_TABLE,
     AssetKey,
     LakeWriter,
-    _retrying,
     assets_uri,
     open_table,
     publish_hooks,
+    retrying,
     table_uri,
     units_uri,
 )
@@ -132,7 +132,7 @@ def _rewrite_units(
         )
         return table.version()
 
-    version = _retrying(rewrite, f"remapping {uri}", attempts)
+    version = retrying(rewrite, f"remapping {uri}", attempts)
     return {**counts, "version": version}
 
 

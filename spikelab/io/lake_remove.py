@@ -5,7 +5,7 @@ table deletes the assets' rows, and from that commit on no reader sees their uni
 row counts only while an assets row names its publication). Then their units rows, their
 rows of ``tables/sessions`` when that table exists, and their manifests and rasters are
 deleted. A removal killed after the first commit leaves only unpublished rows, which
-:func:`~spikelab.io.delta_lake.remove_unpublished` deletes later.
+:func:`~spikelab.io.delta_upkeep.remove_unpublished` deletes later.
 
 Every version stays readable with ``--as-of`` until ``lake compact`` vacuums its files.
 """
@@ -25,10 +25,12 @@ from spikelab.io.delta_lake import (
     COMMIT_TAG,
     KEY_COLUMNS,
     AssetKey,
-    _retrying,
     assets_uri,
+    key_predicate,
     open_table,
+    publications_predicate,
     publish_hooks,
+    retrying,
     units_uri,
 )
 from spikelab.io.lake import Lake
@@ -190,16 +192,8 @@ def _matching_rows(
     return found
 
 
-def _quote(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _key_predicate(key: AssetKey) -> str:
-    return " AND ".join(f"{c} = {_quote(v)}" for c, v in zip(KEY_COLUMNS, key, strict=True))
-
-
 def _keys_predicate(keys: Sequence[AssetKey]) -> str:
-    return " OR ".join(f"({_key_predicate(key)})" for key in keys)
+    return " OR ".join(f"({key_predicate(key)})" for key in keys)
 
 
 def _rows_predicate(
@@ -213,9 +207,9 @@ def _rows_predicate(
     """
     if "publication" not in columns:
         return _keys_predicate(keys)
-    clauses = [f"({_key_predicate(key)} AND publication IS NULL)" for key in keys]
+    clauses = [f"({key_predicate(key)} AND publication IS NULL)" for key in keys]
     if publications:
-        clauses.insert(0, f"publication IN ({', '.join(_quote(p) for p in publications)})")
+        clauses.insert(0, publications_predicate(publications))
     return " OR ".join(clauses)
 
 
@@ -242,7 +236,7 @@ def _delete(
         )
         return int(metrics.get("num_deleted_rows") or 0)
 
-    return _retrying(delete, f"removing assets from {uri}", attempts)
+    return retrying(delete, f"removing assets from {uri}", attempts)
 
 
 def _remove_files(lake: Lake, keys: Sequence[AssetKey]) -> int:

@@ -1,0 +1,191 @@
+"""Upkeep of the lake's Delta tables: rows of unfinished publications, compaction, vacuum.
+
+See :mod:`spikelab.io.delta_lake` for the layout and for publishing.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from spikelab.io.delta_lake import (
+    DEFAULT_RETENTION_HOURS,
+    KEY_COLUMNS,
+    PUBLISHED_TABLES,
+    UNITS_TABLE,
+    AssetKey,
+    LakeWriter,
+    assets_uri,
+    key_predicate,
+    open_table,
+    publication_age_seconds,
+    publications_predicate,
+    retrying,
+    table_uri,
+    units_uri,
+)
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+_MAX_ATTEMPTS = 8
+# A publication id starts with its creation time (ms since the epoch), so rows no assets
+# row names can be told from a publication still going on: those go after an hour.
+UNPUBLISHED_AFTER_SECONDS = 3600.0
+
+
+def remove_unpublished(
+    lake_root: str | os.PathLike[str],
+    *,
+    older_than_seconds: float = UNPUBLISHED_AFTER_SECONDS,
+    max_attempts: int = _MAX_ATTEMPTS,
+) -> int:
+    """Delete rows that no assets row names (units, sessions); how many units publications.
+
+    Such rows are a killed writer's (between its units and assets commits), a refused
+    publication's, or a replaced publication whose deletion did not happen. Publications
+    younger than ``older_than_seconds`` may still be going on and are kept. Rows written
+    before publication ids existed go once their asset's row names a publication.
+    """
+    named, keys = _named_publications(open_table(assets_uri(lake_root)))
+    writer = LakeWriter(lake_root)
+    removed = 0
+    for name in PUBLISHED_TABLES:
+        uri = table_uri(lake_root, name)
+        table = open_table(uri)
+        if table is None or "publication" not in pa.schema(table.schema().to_arrow()).names:
+            continue
+        stale = [
+            publication
+            for publication in _column_values(table, "publication")
+            if publication not in named
+            and publication_age_seconds(publication) > older_than_seconds
+        ]
+        legacy = [key for key in _legacy_keys(table) if key in keys]
+        clauses = ([publications_predicate(stale)] if stale else []) + [
+            f"({key_predicate(key)} AND publication IS NULL)" for key in legacy
+        ]
+        if clauses:
+            tag = {"commit": uuid.uuid4().hex, "assets": 0, "removed_unpublished": len(stale)}
+            writer._delete(uri, " OR ".join(clauses), tag, max_attempts)
+        if name == UNITS_TABLE:
+            removed = len(stale) + len(legacy)
+    return removed
+
+
+def _named_publications(assets: DeltaTable | None) -> tuple[set[str], set[AssetKey]]:
+    """The publications the assets table names, and the keys whose row names one."""
+    if assets is None or "publication" not in pa.schema(assets.schema().to_arrow()).names:
+        return set(), set()
+    data = assets.to_pyarrow_table(columns=[*KEY_COLUMNS, "publication"]).to_pydict()
+    named, keys = set(), set()
+    for source, dataset_id, asset_id, publication in zip(
+        *(data[name] for name in (*KEY_COLUMNS, "publication")), strict=True
+    ):
+        if publication is not None:
+            named.add(publication)
+            keys.add((source, dataset_id, asset_id))
+    return named, keys
+
+
+def _column_values(table: DeltaTable, column: str) -> set[str]:
+    """The distinct non-null values of one string column, read by delta-rs alone."""
+    from deltalake import QueryBuilder
+
+    answer = (
+        QueryBuilder()
+        .register("t", table)
+        .execute(f"SELECT DISTINCT {column} AS value FROM t WHERE {column} IS NOT NULL")
+    )
+    return set(pa.RecordBatchReader.from_stream(answer).read_all().column("value").to_pylist())
+
+
+def _legacy_keys(table: DeltaTable) -> set[AssetKey]:
+    """The keys of units rows written without a publication id."""
+    from deltalake import QueryBuilder
+
+    answer = (
+        QueryBuilder()
+        .register("t", table)
+        .execute("SELECT DISTINCT source, dataset_id, asset_id FROM t WHERE publication IS NULL")
+    )
+    rows = pa.RecordBatchReader.from_stream(answer).read_all().to_pylist()
+    return {(r["source"], r["dataset_id"], r["asset_id"]) for r in rows}
+
+
+def compact(
+    lake_root: str | os.PathLike[str],
+    *,
+    retention_hours: int = DEFAULT_RETENTION_HOURS,
+    max_attempts: int = _MAX_ATTEMPTS,
+) -> dict[str, dict[str, int]]:
+    """Bin-pack both tables' small files, delete unreferenced old files and old log files.
+
+    Units rows of unfinished publications are deleted first (:func:`remove_unpublished`).
+    Readers keep a consistent snapshot throughout: compaction is one commit that swaps
+    files with the same rows, and vacuum only deletes files that no version younger than
+    ``retention_hours`` uses (nor any version at all, e.g. files of killed writers). A
+    checkpoint is written, and log files older than the tables' ``delta.logRetentionDuration``
+    (:data:`TABLE_CONFIGURATION`: a week) are removed, so opening stays fast.
+
+    Parameters
+    ----------
+    lake_root : str or PathLike
+        Lake root.
+    retention_hours : int, default: 168
+        Time travel keeps working for versions at most this old; older versions whose files
+        were compacted away can no longer be read.
+    max_attempts : int, default: 8
+        Compaction conflicts with concurrent publishing are retried this many times.
+
+    Returns
+    -------
+    dict
+        Per table (``units``, ``assets``): ``files_removed``, ``files_added``,
+        ``files_vacuumed`` and the ``version`` after compaction.
+    """
+    remove_unpublished(lake_root, max_attempts=max_attempts)
+    report = {}
+    for name, uri in (("units", units_uri(lake_root)), ("assets", assets_uri(lake_root))):
+        if open_table(uri) is None:
+            continue
+        metrics = retrying(partial(_compact_files, uri), f"compacting {uri}", max_attempts)
+        vacuumed = retrying(
+            partial(_vacuum, uri, retention_hours), f"vacuuming {uri}", max_attempts
+        )
+        table = _existing(uri)
+        table.create_checkpoint()
+        table.cleanup_metadata()  # log files older than delta.logRetentionDuration
+        report[name] = {
+            "files_removed": int(metrics["numFilesRemoved"]),
+            "files_added": int(metrics["numFilesAdded"]),
+            "files_vacuumed": len(vacuumed),
+            "version": table.version(),
+        }
+    return report
+
+
+def _compact_files(uri: str) -> dict[str, Any]:
+    metrics: dict[str, Any] = _existing(uri).optimize.compact()
+    return metrics
+
+
+def _vacuum(uri: str, retention_hours: int) -> list[str]:
+    return _existing(uri).vacuum(
+        retention_hours=retention_hours,
+        dry_run=False,
+        enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS,
+        full=True,  # also files no commit named (a killed writer's), before the last checkpoint too
+    )
+
+
+def _existing(uri: str) -> DeltaTable:
+    """The table at ``uri``, which must exist."""
+    table = open_table(uri)
+    if table is None:
+        raise FileNotFoundError(f"{uri}: the Delta table disappeared while it was compacted")
+    return table
