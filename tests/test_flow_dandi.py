@@ -561,3 +561,52 @@ def test_a_changed_asset_is_described_once(archive, tmp_path, transfer, redirect
     assert manifest["input"]["path"] == "sub-6/sub-6.nwb"
     assert manifest["input"]["transfer"] == ("streamed" if transfer == "stream" else "downloaded")
     assert trains(lake, asset_id) == [[61.0, 62.5], [67.25]]
+
+
+@pytest.mark.parametrize(
+    ("changed", "concurrency", "size"),
+    [(1, 32, 1), (64, 32, 1), (65, 32, 2), (300, 32, 5), (1000, 32, 8), (100_000, 32, 8)],
+)
+def test_a_task_run_takes_one_asset_unless_the_dandiset_is_large(changed, concurrency, size):
+    from spikelab.flows.dandi import batch_size
+
+    assert batch_size(changed, concurrency) == size
+
+
+def test_in_flight_task_runs_stay_within_the_window():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spikelab.flows.dandi import run_in_flight
+
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def work(batch):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return [f"result {i}" for i in batch]
+
+    class Wrapped:
+        """What the flow needs of a Prefect future: a done callback and the result."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def add_done_callback(self, callback):
+            self.inner.add_done_callback(lambda _: callback(self))
+
+        def result(self, raise_on_failure=False):
+            return self.inner.result()
+
+    with ThreadPoolExecutor(10) as pool:
+        batches = [[i, i + 1] for i in range(0, 40, 2)]
+        results = dict(
+            run_in_flight(iter(batches), lambda b: Wrapped(pool.submit(work, b)), window=3)
+        )
+    assert results == {i: f"result {i}" for i in range(40)}
+    assert 1 < most[0] <= 3
