@@ -76,7 +76,7 @@ from spikelab.io.delta_upkeep import compact
 from spikelab.io.lake import Lake
 from spikelab.io.lake_remap import remap
 from spikelab.io.units_table import units_arrow_table, write_units_table
-from spikelab.lake_queries import units_sql
+from spikelab.lake_queries import find_units, units_sql
 from spikelab.spikedata import SpikeData
 
 # Region labels as labs write them: several spellings of hippocampal structures among others.
@@ -160,16 +160,13 @@ def best_of(repeats: int, run: Callable[[], Any]) -> tuple[float, Any]:
 def delta_query(
     root: str, as_of: int | None = None, with_spike_times: bool = False
 ) -> pd.DataFrame:
-    """The exact-label query on the Delta lake, as the CLI runs it."""
-    connection = connect(root, as_of=as_of)
-    query = units_sql(connection, region_labels=["CA1"], with_spike_times=with_spike_times)
-    return connection.execute(query).df()
+    """The exact-label query on the Delta lake, through ``find_units`` (a DataFrame)."""
+    return find_units(root, region_labels=["CA1"], with_spike_times=with_spike_times, as_of=as_of)
 
 
 def subtree_query(root: str) -> pd.DataFrame:
-    """The hippocampal formation and every structure below it, as the CLI runs it."""
-    connection = connect(root)
-    return connection.execute(units_sql(connection, regions=["HPF"])).df()
+    """The hippocampal formation and every structure below it, through ``find_units``."""
+    return find_units(root, regions=["HPF"])
 
 
 def label_cost_ms() -> float:
