@@ -253,11 +253,21 @@ def ingest_asset(
     return guarded(run.lake, target, work, version=run.version, source_reference=reference)
 
 
-class AssetResults(list[Outcome | Pending]):
-    """A task run's per-asset results, shown short in Prefect's logs (not their contents)."""
+class AssetResults:
+    """A task run's per-asset results, in one box.
+
+    Prefect keeps a small record of every object a task run returns and of each item of a
+    returned list or dict, for the whole flow run; one box per task run keeps that from
+    growing with the number of assets. It also shows short in Prefect's logs.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Outcome | Pending]) -> None:
+        self.items = items
 
     def __repr__(self) -> str:
-        return f"<results of {len(self)} asset(s)>"
+        return f"<results of {len(self.items)} asset(s)>"
 
 
 @task(
@@ -268,7 +278,7 @@ class AssetResults(list[Outcome | Pending]):
 )
 def ingest_dandi_assets(
     assets: list[dict[str, Any]], known: list[AssetState | None], run: DandiRun, label: str
-) -> list[Outcome | Pending] | State:
+) -> AssetResults | State:
     """Ingest a few assets of a dandiset, one after the other (see :func:`ingest_asset`).
 
     The task run ends ``Failed``, naming the failed assets, when any of them failed; its
@@ -276,8 +286,10 @@ def ingest_dandi_assets(
     the HTTP layer retries each request's transient failures, and an asset that failed is
     loaded again by the next run (the lake does not hold it).
     """
-    results = AssetResults(ingest_asset(a, k, run) for a, k in zip(assets, known, strict=True))
-    failed = [a["path"] for a, r in zip(assets, results, strict=True) if r["status"] == "failed"]
+    results = AssetResults([ingest_asset(a, k, run) for a, k in zip(assets, known, strict=True)])
+    failed = [
+        a["path"] for a, r in zip(assets, results.items, strict=True) if r["status"] == "failed"
+    ]
     if failed:
         message = f"{len(failed)} of {len(assets)} asset(s) failed: {', '.join(failed)}"
         return Failed(message=message, data=results)
@@ -328,7 +340,7 @@ def run_in_flight(
         results = future.result(raise_on_failure=False)
         if isinstance(results, BaseException):  # a crash, not a failed asset
             raise results
-        yield from zip(indexes, results, strict=True)
+        yield from zip(indexes, results.items, strict=True)
 
 
 @flow(

@@ -578,7 +578,7 @@ def test_in_flight_task_runs_stay_within_the_window():
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from spikelab.flows.dandi import run_in_flight
+    from spikelab.flows.dandi import AssetResults, run_in_flight
 
     lock, running, most = threading.Lock(), [0], [0]
 
@@ -601,7 +601,7 @@ def test_in_flight_task_runs_stay_within_the_window():
             self.inner.add_done_callback(lambda _: callback(self))
 
         def result(self, raise_on_failure=False):
-            return self.inner.result()
+            return AssetResults(self.inner.result())
 
     with ThreadPoolExecutor(10) as pool:
         batches = [[i, i + 1] for i in range(0, 40, 2)]
