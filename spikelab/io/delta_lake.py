@@ -47,6 +47,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -267,16 +268,20 @@ class LakeWriter:
         _check_keys(batch)
         tag = {"flow_run_id": flow_run_id, "assets": len(batch), "commit": uuid.uuid4().hex}
         ids = _publication_ids(batch)
-        _check_owners(batch, self._published(batch))  # early: no rows written for nothing
         with_units = [entry for entry in batch if entry.units is not None]
         version = None
         if with_units:
             self.ensure_regions(tag, max_attempts)
             _record_mapping(with_units)
             units = _combined_units(with_units, ids)
-            version = self._commit(units_uri(self.root), units, None, tag, max_attempts)
             sessions = _sessions(with_units, ids)
-            self._commit(table_uri(self.root, SESSIONS_TABLE), sessions, None, tag, max_attempts)
+            with ThreadPoolExecutor(max_workers=1) as other:  # two tables: two commits at once
+                appended = other.submit(
+                    self._commit, table_uri(self.root, SESSIONS_TABLE), sessions, None, tag,
+                    max_attempts,
+                )  # fmt: skip
+                version = self._commit(units_uri(self.root), units, None, tag, max_attempts)
+                appended.result()
         try:
             replaced = self._commit_assets(batch, ids, version, flow_run_id, tag, max_attempts)
         except BaseException:
@@ -303,11 +308,6 @@ class LakeWriter:
         if tree is not None:
             self._commit(uri, tree, "true", tag, attempts)
         self._regions_checked = True
-
-    def _published(self, batch: Sequence[Publication]) -> dict[AssetKey, Published]:
-        """The assets rows of ``batch``'s keys at the assets table's newest version."""
-        table = self._latest(assets_uri(self.root))
-        return _published_rows(table, [entry.key for entry in batch])
 
     def _commit_assets(
         self,
@@ -497,20 +497,28 @@ def publication_age_seconds(publication: str, now: float | None = None) -> float
 def _published_rows(
     table: DeltaTable | None, keys: Sequence[AssetKey]
 ) -> dict[AssetKey, Published]:
-    """``keys``' rows in the assets table ``table`` (as loaded): owner and publication."""
-    import pyarrow.dataset as ds
+    """``keys``' rows in the assets table ``table`` (as loaded): owner and publication.
+
+    Read by delta-rs's own engine, which skips the files whose statistics rule the asset
+    ids out (a pyarrow dataset opens every file: a cost that grows with each commit).
+    """
+    from deltalake import QueryBuilder
 
     if table is None or not keys:
         return {}
     names = pa.schema(table.schema().to_arrow()).names
     extra = [name for name in ("owner", "publication") if name in names]
-    data = table.to_pyarrow_dataset().to_table(
-        columns=[*KEY_COLUMNS, *extra],
-        filter=ds.field("asset_id").isin(sorted({key[2] for key in keys})),
+    ids = ", ".join(_quote(asset_id) for asset_id in sorted({key[2] for key in keys}))
+    answer = (
+        QueryBuilder()
+        .register("assets", table)
+        .execute(
+            f"SELECT {', '.join([*KEY_COLUMNS, *extra])} FROM assets WHERE asset_id IN ({ids})"
+        )
     )
     wanted = set(keys)
     found = {}
-    for row in data.to_pylist():
+    for row in pa.RecordBatchReader.from_stream(answer).read_all().to_pylist():
         key = (row["source"], row["dataset_id"], row["asset_id"])
         if key in wanted:
             found[key] = Published(row.get("owner"), row.get("publication"))
