@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,27 @@ def _free_port() -> int:
 
 
 def _api(env: dict[str, str], path: str, payload: dict[str, Any] | None = None) -> Any:
+    """One call to the server's REST API; a 503 (its SQLite database busy) is tried again.
+
+    Prefect's own client retries those; a busy machine, with a worker and `spikelab serve`
+    writing to the same database, gives a few.
+    """
     request = urllib.request.Request(
         f"{env['PREFECT_API_URL']}{path}",
         data=None if payload is None else json.dumps(payload).encode(),
         method="GET" if payload is None else "POST",
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as answer:
+    for attempt in range(9):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return json.load(answer)
+        except urllib.error.HTTPError as error:
+            if error.code != 503:
+                raise
+            error.close()
+            time.sleep(0.2 * (attempt + 1))
+    with urllib.request.urlopen(request, timeout=10) as answer:  # the last try raises
         return json.load(answer)
 
 
