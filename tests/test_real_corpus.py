@@ -556,14 +556,14 @@ def test_ingest_files_lands_every_corpus_input_as_its_own_asset(tmp_path, capfd)
         assert manifest["spikedata"]["N"] == n_units, path
 
     units = find_units(lake, source="files")
-    counted = units.groupby(["dataset", "asset_id"]).size().to_dict()
+    counted = units.groupby(["dataset_id", "asset_id"]).size().to_dict()
     for path, n_units in expected.items():
         manifest = by_input[path]
         assert counted.get((manifest["dataset_id"], manifest["asset_id"]), 0) == n_units, path
 
     def asset_units(path: Path) -> pd.DataFrame:
         manifest = by_input[str(path.resolve())]
-        mine = (units["dataset"] == manifest["dataset_id"]) & (
+        mine = (units["dataset_id"] == manifest["dataset_id"]) & (
             units["asset_id"] == manifest["asset_id"]
         )
         return units[mine]
