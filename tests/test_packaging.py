@@ -164,14 +164,14 @@ def test_the_quick_start_extras_install_everything():
     """``pip install -e '.[all,dev]'`` (the quick start) gets every optional dependency.
 
     ``all`` names every runtime extra, so each loader's import helper finds its package;
-    ``dev`` adds the test and check tools the suite runs.
+    ``dev`` adds the test and check tools the suite runs (``bench`` only benchmark peers).
     """
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
-    runtime = set(extras) - {"all", "dev"}
+    runtime = set(extras) - {"all", "dev", "bench"}  # bench: the benchmarks' peers
     (everything,) = extras["all"]
     named = everything.removeprefix("spikelab[").removesuffix("]").split(",")
     assert set(named) == runtime
