@@ -198,6 +198,12 @@ def open_table(uri: str) -> DeltaTable | None:
         return None
 
 
+def column_names(table: DeltaTable) -> list[str]:
+    """The names of a Delta table's columns, as its loaded version has them."""
+    names: list[str] = pa.schema(table.schema().to_arrow()).names
+    return names
+
+
 def publish(
     lake_root: str | os.PathLike[str],
     assets: Sequence[Publication | tuple[AssetKey, pa.Table | None, Mapping[str, Any]]],
@@ -506,7 +512,7 @@ def _published_rows(
 
     if table is None or not keys:
         return {}
-    names = pa.schema(table.schema().to_arrow()).names
+    names = column_names(table)
     extra = [name for name in ("owner", "publication") if name in names]
     ids = ", ".join(_quote(asset_id) for asset_id in sorted({key[2] for key in keys}))
     answer = (

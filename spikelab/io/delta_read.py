@@ -22,6 +22,7 @@ from spikelab.io.delta_lake import (
     SESSIONS_TABLE,
     UNITS_SCHEMA,
     assets_uri,
+    column_names,
     commit_info,
     open_table,
     table_uri,
@@ -241,9 +242,9 @@ def published_filter(units: DeltaTable, assets: DeltaTable | None) -> str:
     (rows from before publication ids existed always count). The condition reads the
     assets table's ``publication`` column as ``publications``.
     """
-    if "publication" not in pa.schema(units.schema().to_arrow()).names:
+    if "publication" not in column_names(units):
         return ""
-    if assets is None or "publication" not in pa.schema(assets.schema().to_arrow()).names:
+    if assets is None or "publication" not in column_names(assets):
         return "publication IS NULL"
     return "(publication IS NULL OR publication IN (SELECT publication FROM publications))"
 
@@ -308,7 +309,7 @@ def connect(
     table = open_units(lake_root, as_of)
     source = _source(connection, "units", table, UNITS_SCHEMA)
     assets = open_assets(lake_root, table, as_of) if table is not None else None
-    if assets is not None and "publication" in pa.schema(assets.schema().to_arrow()).names:
+    if assets is not None and "publication" in column_names(assets):
         published = _source(connection, "assets", assets, ASSETS_SCHEMA)
         connection.execute(f"CREATE VIEW publications AS SELECT publication FROM {published}")
     where = published_filter(table, assets) if table is not None else ""

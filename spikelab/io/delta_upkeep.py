@@ -20,6 +20,7 @@ from spikelab.io.delta_lake import (
     AssetKey,
     LakeWriter,
     assets_uri,
+    column_names,
     key_predicate,
     open_table,
     publication_age_seconds,
@@ -57,7 +58,7 @@ def remove_unpublished(
     for name in PUBLISHED_TABLES:
         uri = table_uri(lake_root, name)
         table = open_table(uri)
-        if table is None or "publication" not in pa.schema(table.schema().to_arrow()).names:
+        if table is None or "publication" not in column_names(table):
             continue
         stale = [
             publication
@@ -79,7 +80,7 @@ def remove_unpublished(
 
 def _named_publications(assets: DeltaTable | None) -> tuple[set[str], set[AssetKey]]:
     """The publications the assets table names, and the keys whose row names one."""
-    if assets is None or "publication" not in pa.schema(assets.schema().to_arrow()).names:
+    if assets is None or "publication" not in column_names(assets):
         return set(), set()
     data = assets.to_pyarrow_table(columns=[*KEY_COLUMNS, "publication"]).to_pydict()
     named, keys = set(), set()

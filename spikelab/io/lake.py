@@ -147,7 +147,7 @@ def open_lake(
     import pyarrow.dataset as ds  # pulls in pandas: only for callers that want a dataset
 
     from spikelab.io import delta_read
-    from spikelab.io.delta_lake import UNITS_SCHEMA
+    from spikelab.io.delta_lake import UNITS_SCHEMA, column_names
 
     table = delta_read.open_units(root, as_of)
     if table is None:
@@ -157,7 +157,7 @@ def open_lake(
         return units
     assets = delta_read.open_assets(root, table, as_of)
     named = []
-    if assets is not None and "publication" in assets.schema().to_arrow().names:
+    if assets is not None and "publication" in column_names(assets):
         named = assets.to_pyarrow_table(columns=["publication"]).column(0).drop_null()
     publication = ds.field("publication")
     return units.filter(publication.is_null() | publication.isin(named))

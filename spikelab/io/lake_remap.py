@@ -4,7 +4,7 @@ After the alias table changed (a curator added ``PFC-L5 -> PLv5``, say), or for 
 written before the region columns existed, :func:`remap` recomputes ``region_id``,
 ``region``, ``region_beryl``, ``region_cosmos``, ``region_match`` and ``quality`` of every
 units row from the raw columns the rows keep (``location_label``, ``atlas_id``, the quality
-labels) and the subject's species (from the sessions table or the asset's manifest), and
+labels) and the subject's species (from the asset's manifest in the assets table), and
 writes the units table again in one commit. It also adds what older lakes lack: the
 ``regions`` table, and a sessions row for every asset that has none.
 """
@@ -28,6 +28,7 @@ from spikelab.io.delta_lake import (
     AssetKey,
     LakeWriter,
     assets_uri,
+    column_names,
     open_table,
     publish_hooks,
     retrying,
@@ -233,7 +234,7 @@ def _add_missing_sessions(writer: LakeWriter, tag: dict[str, Any], attempts: int
     assets = open_table(assets_uri(writer.root))
     if assets is None:
         return 0
-    names = pa.schema(assets.schema().to_arrow()).names
+    names = column_names(assets)
     wanted = [*KEY_COLUMNS, "status", "rows", "manifest"]
     wanted += ["publication"] if "publication" in names else []
     sessions = open_table(table_uri(writer.root, SESSIONS_TABLE))

@@ -18,14 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import pyarrow as pa
-
 from spikelab.io import storage
 from spikelab.io.delta_lake import (
     COMMIT_TAG,
     KEY_COLUMNS,
     AssetKey,
     assets_uri,
+    column_names,
     key_predicate,
     open_table,
     publications_predicate,
@@ -123,7 +122,7 @@ def forget_failures(
     table = open_table(assets_uri(root))
     if table is None or not landed:
         return []
-    names = pa.schema(table.schema().to_arrow()).names
+    names = column_names(table)
     if "owner" not in names:
         return []
     rows = []
@@ -177,7 +176,7 @@ def _matching_rows(
     source: str | None,
 ) -> list[tuple[AssetKey, str | None]]:
     """The keys of the assets rows that match, each with the publication its row names."""
-    names = pa.schema(table.schema().to_arrow()).names
+    names = column_names(table)
     columns = [*KEY_COLUMNS, *(["publication"] if "publication" in names else [])]
     found = []
     for row in table.to_pyarrow_table(columns=columns).to_pylist():
@@ -226,7 +225,7 @@ def _delete(
         table = open_table(uri)
         if table is None:
             return 0
-        names = pa.schema(table.schema().to_arrow()).names
+        names = column_names(table)
         if not set(KEY_COLUMNS) <= set(names):
             return 0
         metrics = table.delete(
