@@ -28,6 +28,8 @@ Behaviour worth knowing when writing tests against it:
   the API answers for such an asset at whatever URL a client's request for it arrives as
   (after the client removes ``..`` segments). ``add_zarr_asset`` publishes a Zarr asset:
   listed with ``zarr`` set and no ``blob``; its download endpoint answers 400.
+- The listing adds each asset's metadata record (the same one ``/assets/{id}/`` answers)
+  under ``metadata`` when asked with ``metadata=true`` (or ``1``), as DANDI does.
 - Adding an asset at a path that already exists in that dandiset version replaces it in the
   listing (as a re-upload does); the old asset id still answers on ``/assets/{id}/``.
 - Digests are computed when first asked for (and cached per part-size setting), so a
@@ -510,6 +512,8 @@ class _Handler(BaseHTTPRequestHandler):
             return f"{standin._origin('api')}{urlsplit(self.path).path}?{urlencode(kept)}"
 
         chunk = assets[(page - 1) * page_size : page * page_size]
+        # DANDI adds each asset's metadata record when asked (?metadata=true or 1)
+        with_metadata = values.get("metadata", "").lower() in ("1", "true")
         results = [
             {
                 "asset_id": a.asset_id,
@@ -519,6 +523,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "size": a.size,
                 "created": _iso(a.created),
                 "modified": _iso(a.created),
+                **({"metadata": standin._metadata(a)} if with_metadata else {}),
             }
             for a in chunk
         ]
