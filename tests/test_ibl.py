@@ -15,9 +15,10 @@ from ibl_cache import PIDS, build_ibl_cache
 
 import spikelab.loaders.ibl
 import spikelab.loaders.ibl._bwm_units as bwm
-import spikelab.loaders.ibl.probes as ibl
+import spikelab.loaders.ibl.load as ibl
 from spikelab.exceptions import DatasetNotFoundError, DigestMismatchError, RemoteError
 from spikelab.loaders.ibl import load_spikedata_from_ibl, query_ibl_probes
+from spikelab.loaders.ibl._alf_spikes import good_unit_trains
 from spikelab.loaders.ibl._bwm_units import bwm_units, clear_bwm_units_cache, with_regions
 from spikelab.spikedata import SpikeData
 
@@ -482,13 +483,13 @@ def test_huge_unsigned_cluster_ids_are_not_allocated_per_id(dtype):
         "times": np.array([0.5, 0.25, 1.0, 0.75]),
         "clusters": np.array([4_000_000_000, 3, 4_000_000_000, 9], dtype=dtype),
     }
-    times, ends = ibl._good_unit_trains(spikes, np.array([3, 4_000_000_000], dtype=dtype), "alf")
+    times, ends = good_unit_trains(spikes, np.array([3, 4_000_000_000], dtype=dtype), "alf")
     assert (times.tolist(), ends.tolist()) == ([250.0, 500.0, 1000.0], [1, 3])
 
 
 def test_no_good_clusters_with_unsigned_ids():
     spikes = {"times": np.array([0.5]), "clusters": np.array([1], dtype=np.uint32)}
-    times, ends = ibl._good_unit_trains(spikes, np.array([], dtype=np.uint32), "alf")
+    times, ends = good_unit_trains(spikes, np.array([], dtype=np.uint32), "alf")
     assert (times.tolist(), ends.tolist()) == ([], [])
 
 
@@ -502,7 +503,7 @@ def test_no_good_clusters_with_unsigned_ids():
 def test_spike_clusters_that_are_not_cluster_ids(clusters, match):
     spikes = {"times": np.array([0.5, 1.0]), "clusters": clusters}
     with pytest.raises(ValueError, match=rf"alf/probe00: cluster ids {match}"):
-        ibl._good_unit_trains(spikes, np.array([1]), "alf/probe00")
+        good_unit_trains(spikes, np.array([1]), "alf/probe00")
 
 
 def test_table_without_needed_columns(cache, table):

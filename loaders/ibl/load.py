@@ -1,23 +1,26 @@
-"""IBL: query Brain-Wide Map probes and load one probe's good units through ONE-api."""
+"""IBL: load one Brain-Wide Map probe's good units, trials and metadata through ONE-api.
+
+The units are the probe's rows of the Brain-Wide Map units table; their spikes, clusters
+and channels are ALF objects that ONE loads. Finding probes is :mod:`spikelab.loaders.ibl.query`.
+"""
 
 from __future__ import annotations
 
-import logging
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     import pandas as pd
 
 from spikelab._optional import import_optional
-from spikelab.exceptions import DatasetNotFoundError, FileFormatError
+from spikelab.exceptions import DatasetNotFoundError
 from spikelab.loaders._common import errors_naming
+from spikelab.loaders.ibl._alf_spikes import channel_of_cluster, good_unit_trains
 from spikelab.loaders.ibl._bwm_units import (
     bwm_units,
     default_one,
@@ -35,8 +38,8 @@ from spikelab.loaders.ibl._metadata import (
     text_or_none,
     trial_fields,
 )
-from spikelab.spikedata import SpikeData, group_by_unit
-from spikelab.units import to_ms
+from spikelab.loaders.ibl.query import good_unit_mask
+from spikelab.spikedata import SpikeData
 
 # Tried after the probe's own collections, except those of other probes once the probe is known.
 FALLBACK_COLLECTIONS = ("alf/probe00/pykilosort", "alf/probe01/pykilosort", "alf")
@@ -53,114 +56,6 @@ QC_FIELDS = (
 )
 
 CHANNEL_ATTRIBUTES = ["brainLocationIds_ccf_2017", "mlapdv", "localCoordinates", "rawInd"]
-
-_logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-def query_ibl_probes(
-    target_regions: Iterable[str] | str | None = None,
-    *,
-    min_units: int = 0,
-    min_fraction_in_target: float = 0.0,
-    one: Any = None,
-    units_table: pd.DataFrame | None = None,
-) -> tuple[list[tuple[str, str]], pd.DataFrame]:
-    """Find Brain-Wide Map probes by good-unit count and by the Beryl regions of their units.
-
-    Parameters
-    ----------
-    target_regions : iterable of str | str | None, default: None
-        Beryl acronyms (e.g. ``["MOs", "MOp"]``; one string is one region). A probe must
-        have at least one good unit in them. None applies no region filter.
-    min_units : int, default: 0
-        Fewest good units a probe may have.
-    min_fraction_in_target : float, default: 0.0
-        Smallest fraction (0-1) of a probe's good units that lie in ``target_regions``;
-        ignored when ``target_regions`` is None.
-    one : one.api.One | None, default: None
-        Passed to :func:`bwm_units` when the table has to be fetched.
-    units_table : pandas.DataFrame | None, default: None
-        A ready Brain-Wide Map units table (``eid``, ``pid``, and ``Beryl`` for a region
-        query); then nothing is downloaded. Rows with ``label < 1`` are not counted.
-
-    Returns
-    -------
-    probes : list of tuple of str
-        ``(eid, pid)`` of the matching probes, most good units first (ties by eid, pid).
-    stats : pandas.DataFrame
-        One row per probe, same order: ``eid``, ``pid``, ``n_good_units`` and, with
-        ``target_regions``, ``n_in_target`` and ``fraction_in_target``.
-
-    Raises
-    ------
-    TypeError
-        ``min_units`` is not an int.
-    ValueError
-        A negative ``min_units``, a fraction outside [0, 1], ``target_regions`` that are
-        not acronyms, or a table without the columns needed.
-    """
-    regions = _region_list(target_regions)
-    if isinstance(min_units, bool) or not isinstance(min_units, int | np.integer):
-        raise TypeError(f"min_units must be an int, got {min_units!r}")
-    if min_units < 0:
-        raise ValueError(f"min_units must be >= 0, got {min_units}")
-    if not 0.0 <= min_fraction_in_target <= 1.0:
-        raise ValueError(f"min_fraction_in_target must lie in [0, 1], got {min_fraction_in_target}")
-    table = units_table if units_table is not None else bwm_units(one)
-    require_columns(table, ["eid", "pid"] + (["Beryl"] if regions is not None else []))
-    stats = probe_stats(table, regions)
-    keep = stats["n_good_units"] >= min_units
-    if regions is not None:
-        keep &= (stats["n_in_target"] > 0) & (stats["fraction_in_target"] >= min_fraction_in_target)
-    stats = stats[keep].sort_values(
-        ["n_good_units", "eid", "pid"], ascending=[False, True, True], kind="stable"
-    )
-    stats = stats.reset_index(drop=True)
-    return list(zip(stats["eid"], stats["pid"], strict=True)), stats
-
-
-def _region_list(target_regions: Iterable[str] | str | None) -> list[str] | None:
-    if target_regions is None:
-        return None
-    regions = [target_regions] if isinstance(target_regions, str) else list(target_regions)
-    if not regions or not all(isinstance(region, str) for region in regions):
-        raise ValueError(
-            f"target_regions must be Beryl acronyms such as ['MOs', 'MOp'], got {target_regions!r}"
-        )
-    return regions
-
-
-def probe_stats(table: pd.DataFrame, regions: list[str] | None) -> pd.DataFrame:
-    """Count the good units of each probe (and those in ``regions``) in one pass, unsorted."""
-    import pandas as pd
-
-    good = _good_mask(table)
-    rows = table if good.all() else table[good]
-    codes, pids = pd.factorize(rows["pid"])
-    n_good = np.bincount(codes, minlength=len(pids))
-    some_row = np.empty(len(pids), dtype=np.int64)
-    some_row[codes] = np.arange(codes.size)  # any row of a probe names its session
-    columns: dict[str, Any] = {
-        "eid": rows["eid"].iloc[some_row].astype(str).to_numpy(),
-        "pid": np.asarray(pids.astype(str)),
-        "n_good_units": n_good.astype(np.int64),
-    }
-    if regions is not None:
-        inside = rows["Beryl"].isin(regions).to_numpy(dtype=np.float64)
-        in_target = np.bincount(codes, weights=inside, minlength=len(pids))
-        columns["n_in_target"] = in_target.astype(np.int64)
-        columns["fraction_in_target"] = in_target / np.maximum(n_good, 1)
-    return pd.DataFrame(columns)
-
-
-def _good_mask(table: pd.DataFrame) -> NDArray[np.bool_]:
-    if "label" not in table.columns:
-        return np.ones(len(table), dtype=bool)
-    return (table["label"] >= 1).to_numpy(dtype=bool, na_value=False)
-
-
-# ------------------------------------------------------------------------ loading
 
 
 def load_spikedata_from_ibl(
@@ -251,8 +146,8 @@ def load_spikedata_from_ibl(
         )
     clusters = lookup("clusters", _load, one, eid, "clusters", found, ["channels"])
     channels = lookup("channels", _load, one, eid, "channels", found, CHANNEL_ATTRIBUTES)
-    channel_of = _channel_of_cluster(clusters, units["cluster_id"].to_numpy(), pid, found)
-    times_ms, ends = _good_unit_trains(spikes, units["cluster_id"].to_numpy(), found)
+    channel_of = channel_of_cluster(clusters, units["cluster_id"].to_numpy(), pid, found)
+    times_ms, ends = good_unit_trains(spikes, units["cluster_id"].to_numpy(), found)
     if times_ms.size == 0 and length_ms is None:
         raise ValueError(
             f"probe {pid} has no spikes from good units ({len(units)} good units in the "
@@ -304,7 +199,7 @@ def _uuidtext_or_none(value: str | uuid.UUID, name: str) -> str:
 def probe_units(table: pd.DataFrame, eid: str, pid: str) -> pd.DataFrame:
     """Return the good units of ``pid`` in the units table, one row per cluster, by cluster id."""
     require_columns(table, ["pid", "cluster_id"])
-    rows = table[(table["pid"].astype(str) == pid) & _good_mask(table)]
+    rows = table[(table["pid"].astype(str) == pid) & good_unit_mask(table)]
     if "eid" in rows.columns and not (rows["eid"].astype(str) == eid).all():
         other = rows.loc[rows["eid"].astype(str) != eid, "eid"].iloc[0]
         raise ValueError(
@@ -358,75 +253,6 @@ def _load_spikes(
         f"{', '.join(sorted(present)) if present else 'no listed collections'}; pass "
         "collection= naming the probe's spike-sorting collection"
     )
-
-
-def _good_unit_trains(
-    spikes: Mapping[str, Any], cluster_ids: NDArray[Any], collection: str
-) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Spike times in ms grouped by good unit (in ``cluster_ids`` order), with end offsets."""
-    if "times" not in spikes or "clusters" not in spikes:
-        raise FileFormatError(
-            f"the spikes object in {collection} lacks times or clusters (it has {sorted(spikes)})"
-        )
-    times = np.asarray(spikes["times"], dtype=np.float64).reshape(-1)
-    clusters = _cluster_numbers(np.asarray(spikes["clusters"]).reshape(-1), collection)
-    if times.size != clusters.size:
-        raise FileFormatError(
-            f"{collection}: {times.size} spike times but {clusters.size} spike clusters"
-        )
-    wanted = _cluster_numbers(np.asarray(cluster_ids).reshape(-1), "the units table")
-    unit_of_spike = _unit_of_spike(clusters, wanted)
-    kept = unit_of_spike >= 0
-    grouped, ends = group_by_unit(unit_of_spike[kept], times[kept], wanted.size)
-    return to_ms(grouped, "s", copy=False), ends
-
-
-def _cluster_numbers(ids: NDArray[Any], where: str) -> NDArray[np.int64]:
-    """Cluster ids (ALF stores uint32) as int64, refusing fractions and negative ids."""
-    if ids.dtype.kind == "f" and np.all(np.mod(ids, 1) == 0):
-        ids = ids.astype(np.int64)
-    if ids.dtype.kind not in "iu":
-        raise FileFormatError(f"{where}: cluster ids must be whole numbers, got dtype {ids.dtype}")
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) > np.iinfo(np.int64).max):
-        raise FileFormatError(
-            f"{where}: cluster ids must lie in 0..2**63 - 1, found {int(ids.min())}.."
-            f"{int(ids.max())}"
-        )
-    return ids.astype(np.int64, copy=False)
-
-
-def _unit_of_spike(clusters: NDArray[np.int64], wanted: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Position of each spike's cluster in ``wanted`` (ascending, unique), or -1.
-
-    A lookup table indexed by cluster id when the ids are small (the usual 0..N), else a
-    binary search, so that a huge id allocates nothing.
-    """
-    if wanted.size == 0:
-        return np.full(clusters.size, -1, dtype=np.int64)
-    highest = max(int(clusters.max()) if clusters.size else 0, int(wanted.max()))
-    if highest < 4 * (clusters.size + wanted.size) + 1024:
-        unit_of_cluster = np.full(highest + 1, -1, dtype=np.int64)
-        unit_of_cluster[wanted] = np.arange(wanted.size)
-        return unit_of_cluster[clusters]
-    found = np.searchsorted(wanted, clusters).clip(max=wanted.size - 1)
-    return np.where(wanted[found] == clusters, found, -1)
-
-
-def _channel_of_cluster(
-    clusters: Mapping[str, Any] | None, cluster_ids: NDArray[Any], pid: str, collection: str
-) -> NDArray[Any] | None:
-    """Each cluster's channel; FileFormatError if the table names clusters the sorting lacks."""
-    if clusters is None or "channels" not in clusters:
-        return None
-    channels = np.asarray(clusters["channels"]).reshape(-1)
-    beyond = cluster_ids[cluster_ids >= channels.size]
-    if beyond.size:
-        raise FileFormatError(
-            f"the units table gives pid {pid} clusters {beyond.tolist()[:5]} but {collection} "
-            f"has {channels.size} clusters: the table and the spike sorting do not match "
-            "(another collection or revision?)"
-        )
-    return channels
 
 
 def unit_attributes(
