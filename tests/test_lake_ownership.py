@@ -117,7 +117,7 @@ def race(tmp_path, lake, rounds):
         assert delta_upkeep.remove_unpublished(lake, older_than_seconds=0) == 0
         assert units_rows(lake) == expected
         for name in delta_lake.PUBLISHED_TABLES:
-            delta_lake.LakeWriter(lake)._delete(
+            delta_lake.LakeWriter(lake).delete(
                 delta_lake.table_uri(lake, name),
                 delta_lake.key_predicate(KEY),
                 {"commit": "reset", "assets": 0},

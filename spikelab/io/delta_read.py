@@ -5,7 +5,6 @@ See :mod:`spikelab.io.delta_lake` for the layout and for publishing.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -14,20 +13,15 @@ import pyarrow as pa
 
 from spikelab.exceptions import LakeVersionError
 from spikelab.io import storage
-from spikelab.io.delta_lake import (
+from spikelab.io.delta_tables import (
     ASSETS_SCHEMA,
-    ASSETS_TABLE,
     COMMIT_TAG,
-    REGIONS_TABLE,
-    SESSIONS_TABLE,
     UNITS_SCHEMA,
-    assets_uri,
     column_names,
     commit_info,
     open_table,
-    table_uri,
-    units_uri,
 )
+from spikelab.io.lake import ASSETS_TABLE, REGIONS_TABLE, SESSIONS_TABLE, Lake, LakeLike
 
 if TYPE_CHECKING:
     import duckdb
@@ -37,14 +31,12 @@ _SKEW_MS = 60_000  # how far apart two writers' clocks may be
 _SAME_ROWS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})  # operations that keep rows
 
 
-def open_units(
-    lake_root: str | os.PathLike[str], as_of: int | str | datetime | None = None
-) -> DeltaTable | None:
+def open_units(lake_root: LakeLike, as_of: int | str | datetime | None = None) -> DeltaTable | None:
     """The units table at its latest version, or as of a version or time; None if absent.
 
     Parameters
     ----------
-    lake_root : str or PathLike
+    lake_root : Lake, str or PathLike
         Lake root.
     as_of : int, str or datetime, optional
         A version number (an int, or digits as text), or a time (a datetime, naive read as
@@ -55,7 +47,8 @@ def open_units(
     LakeVersionError
         If the version does not exist, or the time is before the table's first commit.
     """
-    uri = units_uri(lake_root)
+    lake = Lake.of(lake_root)
+    uri = lake.units_uri
     table = open_table(uri)
     if table is None or as_of is None:
         if table is None and as_of is not None:
@@ -70,7 +63,7 @@ def open_units(
             )
         table.load_as_version(version)
         if version != newest:
-            _check_readable(lake_root, table, as_of)
+            _check_readable(lake, table, as_of)
         return table
     first = _first_commit_time(uri)
     if first is not None and version < first:
@@ -83,13 +76,11 @@ def open_units(
     number = first_commit_after(uri, newest, version.timestamp() * 1000) - 1
     table.load_as_version(number if number >= 0 and commit_info(uri, number) else version)
     if table.version() != newest:
-        _check_readable(lake_root, table, as_of)
+        _check_readable(lake, table, as_of)
     return table
 
 
-def _check_readable(
-    lake_root: str | os.PathLike[str], table: DeltaTable, as_of: int | str | datetime
-) -> None:
+def _check_readable(lake: Lake, table: DeltaTable, as_of: int | str | datetime) -> None:
     """Refuse a loaded older version whose data files ``lake compact`` deleted.
 
     The version counts as readable when its units files, and those of the assets version
@@ -100,9 +91,9 @@ def _check_readable(
     LakeVersionError
         Naming the version and the oldest version that can still be read.
     """
-    if _readable(lake_root, table, as_of):
+    if _readable(lake, table, as_of):
         return
-    oldest = oldest_readable_version(lake_root)
+    oldest = oldest_readable_version(lake)
     raise LakeVersionError(
         f"version {table.version()} is older than the retention window: oldest readable "
         f"version is {oldest} (`spikelab lake compact` deleted the files of older versions; "
@@ -110,13 +101,11 @@ def _check_readable(
     )
 
 
-def _readable(
-    lake_root: str | os.PathLike[str], units: DeltaTable, as_of: int | str | datetime
-) -> bool:
+def _readable(lake: Lake, units: DeltaTable, as_of: int | str | datetime) -> bool:
     """Whether ``units`` (loaded at an older version) and its assets version can be read."""
     if not _files_present(units):
         return False
-    assets = open_assets(lake_root, units, as_of)
+    assets = open_assets(lake, units, as_of)
     return assets is None or _files_present(assets)
 
 
@@ -137,13 +126,14 @@ def _files_present(table: DeltaTable) -> bool:
         return all(pool.map(storage.exists, wanted))
 
 
-def oldest_readable_version(lake_root: str | os.PathLike[str]) -> int | None:
+def oldest_readable_version(lake_root: LakeLike) -> int | None:
     """The oldest units version that ``as_of`` can read (None when there is no table).
 
     Found by bisecting between the oldest version still in the log and the newest: vacuum
     deletes the files of the oldest versions first, so the readable ones are the newest.
     """
-    uri = units_uri(lake_root)
+    lake = Lake.of(lake_root)
+    uri = lake.units_uri
     table = open_table(uri)
     if table is None:
         return None
@@ -151,7 +141,7 @@ def oldest_readable_version(lake_root: str | os.PathLike[str]) -> int | None:
 
     def readable(version: int) -> bool:
         table.load_as_version(version)
-        return _readable(lake_root, table, version)
+        return _readable(lake, table, version)
 
     low, high = first_commit_after(uri, newest, -1.0), newest
     if low >= high or readable(low):  # nothing vacuumed yet: one look
@@ -166,7 +156,7 @@ def oldest_readable_version(lake_root: str | os.PathLike[str]) -> int | None:
 
 
 def open_assets(
-    lake_root: str | os.PathLike[str],
+    lake_root: LakeLike,
     units: DeltaTable | None,
     as_of: int | str | datetime | None = None,
 ) -> DeltaTable | None:
@@ -178,13 +168,14 @@ def open_assets(
     for a time, a later assets commit made at or before it (a failed asset's) counts too.
     None when there is no assets table, or no version of it goes with ``units``.
     """
-    assets = open_table(assets_uri(lake_root))
+    lake = Lake.of(lake_root)
+    assets = open_table(lake.assets_uri)
     if assets is None or as_of is None:
         return assets
-    version = _paired_version(lake_root, assets, ASSETS_TABLE, units) if units is not None else -1
+    version = _paired_version(lake, assets, ASSETS_TABLE, units) if units is not None else -1
     when = parse_as_of(as_of)
     if isinstance(when, datetime):
-        uri = assets_uri(lake_root)
+        uri = lake.assets_uri
         version = max(
             version, first_commit_after(uri, assets.version(), when.timestamp() * 1000) - 1
         )
@@ -194,9 +185,7 @@ def open_assets(
     return assets
 
 
-def _paired_version(
-    lake_root: str | os.PathLike[str], other: DeltaTable, name: str, units: DeltaTable
-) -> int:
+def _paired_version(lake: Lake, other: DeltaTable, name: str, units: DeltaTable) -> int:
     """The version of the table ``name`` published with ``units``' loaded version; -1 if none.
 
     Each publication commits to ``units``, then to the other tables with the same tag:
@@ -206,13 +195,13 @@ def _paired_version(
     committed before that units version goes with it.
     """
     for version in range(units.version(), -1, -1):
-        info = commit_info(units_uri(lake_root), version) or {}
+        info = commit_info(lake.units_uri, version) or {}
         wanted = (info.get(COMMIT_TAG) or {}).get("commit")
         if wanted is not None:
             break
     else:
         return -1
-    uri = table_uri(lake_root, name)
+    uri = lake.table_uri(name)
     start = first_commit_after(uri, other.version(), info["timestamp"] - _SKEW_MS)
     for version in range(start, other.version() + 1):
         if ((commit_info(uri, version) or {}).get(COMMIT_TAG) or {}).get("commit") == wanted:
@@ -288,7 +277,7 @@ def _first_commit_time(uri: str) -> datetime | None:
 
 
 def connect(
-    lake_root: str | os.PathLike[str], as_of: int | str | datetime | None = None
+    lake_root: LakeLike, as_of: int | str | datetime | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with a ``units`` view over the units table's snapshot.
 
@@ -305,18 +294,19 @@ def connect(
     """
     import duckdb
 
+    lake = Lake.of(lake_root)
     connection = duckdb.connect()
-    table = open_units(lake_root, as_of)
+    table = open_units(lake, as_of)
     source = _source(connection, "units", table, UNITS_SCHEMA)
-    assets = open_assets(lake_root, table, as_of) if table is not None else None
+    assets = open_assets(lake, table, as_of) if table is not None else None
     if assets is not None and "publication" in column_names(assets):
         published = _source(connection, "assets", assets, ASSETS_SCHEMA)
         connection.execute(f"CREATE VIEW publications AS SELECT publication FROM {published}")
     where = published_filter(table, assets) if table is not None else ""
     condition = f" WHERE {where}" if where else ""
     connection.execute(f"CREATE VIEW units AS SELECT * FROM {source}{condition}")
-    _sessions_view(connection, lake_root, table, assets)
-    _regions_view(connection, lake_root)
+    _sessions_view(connection, lake, table, assets)
+    _regions_view(connection, lake)
     return connection
 
 
@@ -343,16 +333,16 @@ def _source(
 
 def _sessions_view(
     connection: duckdb.DuckDBPyConnection,
-    lake_root: str | os.PathLike[str],
+    lake: Lake,
     units: DeltaTable | None,
     assets: DeltaTable | None,
 ) -> None:
     """A ``sessions`` view: one row per published asset, as of the units snapshot."""
     from spikelab.io.brain_columns import SESSIONS_SCHEMA
 
-    sessions = open_table(table_uri(lake_root, SESSIONS_TABLE)) if units is not None else None
+    sessions = open_table(lake.table_uri(SESSIONS_TABLE)) if units is not None else None
     if sessions is not None and units is not None and assets is not None:
-        version = _paired_version(lake_root, sessions, SESSIONS_TABLE, units)
+        version = _paired_version(lake, sessions, SESSIONS_TABLE, units)
         if version < 0:
             sessions = None
         elif version != sessions.version():
@@ -363,11 +353,11 @@ def _sessions_view(
     connection.execute(f"CREATE VIEW sessions AS SELECT * FROM {source}{condition}")
 
 
-def _regions_view(connection: duckdb.DuckDBPyConnection, lake_root: str | os.PathLike[str]) -> None:
+def _regions_view(connection: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     """A ``regions`` view: the Allen CCF 2017 structure tree the lake maps units onto."""
     from spikelab.brain_regions import ontology_schema
 
-    regions = open_table(table_uri(lake_root, REGIONS_TABLE))
+    regions = open_table(lake.table_uri(REGIONS_TABLE))
     source = _source(connection, "regions", regions, ontology_schema())
     once = "QUALIFY row_number() OVER (PARTITION BY id) = 1"  # one row per structure
     connection.execute(f"CREATE VIEW regions AS SELECT * FROM {source} {once}")
@@ -384,7 +374,7 @@ def _plain_files(table: DeltaTable) -> bool:
     )
 
 
-def history(lake_root: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
+def history(lake_root: LakeLike, limit: int | None = None) -> list[dict[str, Any]]:
     """The units table's versions, newest first (``limit`` of them when given).
 
     Returns
@@ -397,7 +387,8 @@ def history(lake_root: str | os.PathLike[str], limit: int | None = None) -> list
         Versions whose log files were cleaned up (after ``delta.logRetentionDuration``)
         are left out.
     """
-    uri = units_uri(lake_root)
+    lake = Lake.of(lake_root)
+    uri = lake.units_uri
     table = open_table(uri)
     if table is None:
         return []
@@ -405,7 +396,7 @@ def history(lake_root: str | os.PathLike[str], limit: int | None = None) -> list
     versions = range(newest, max(-1, newest - limit) if limit is not None else -1, -1)
     with ThreadPoolExecutor(max_workers=8) as pool:  # one request each on an object store
         infos = list(pool.map(lambda version: commit_info(uri, version), versions))
-    oldest = oldest_readable_version(lake_root) or 0
+    oldest = oldest_readable_version(lake) or 0
     entries = []
     for version, info in zip(versions, infos, strict=True):
         if info is None:

@@ -5,45 +5,40 @@ See :mod:`spikelab.io.delta_lake` for the layout and for publishing.
 
 from __future__ import annotations
 
-import os
 import uuid
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from spikelab.io.delta_lake import (
+from spikelab.io.delta_lake import LakeWriter, publication_age_seconds
+from spikelab.io.delta_tables import (
     DEFAULT_RETENTION_HOURS,
     KEY_COLUMNS,
+    MAX_ATTEMPTS,
     PUBLISHED_TABLES,
-    UNITS_TABLE,
     AssetKey,
-    LakeWriter,
-    assets_uri,
     column_names,
-    key_predicate,
+    legacy_predicate,
     open_table,
-    publication_age_seconds,
     publications_predicate,
     retrying,
-    table_uri,
-    units_uri,
 )
+from spikelab.io.lake import UNITS_TABLE, Lake, LakeLike
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-_MAX_ATTEMPTS = 8
 # A publication id starts with its creation time (ms since the epoch), so rows no assets
 # row names can be told from a publication still going on: those go after an hour.
 UNPUBLISHED_AFTER_SECONDS = 3600.0
 
 
 def remove_unpublished(
-    lake_root: str | os.PathLike[str],
+    lake_root: LakeLike,
     *,
     older_than_seconds: float = UNPUBLISHED_AFTER_SECONDS,
-    max_attempts: int = _MAX_ATTEMPTS,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> int:
     """Delete rows that no assets row names (units, sessions); how many units publications.
 
@@ -52,11 +47,11 @@ def remove_unpublished(
     younger than ``older_than_seconds`` may still be going on and are kept. Rows written
     before publication ids existed go once their asset's row names a publication.
     """
-    named, keys = _named_publications(open_table(assets_uri(lake_root)))
     writer = LakeWriter(lake_root)
+    named, keys = _named_publications(open_table(writer.lake.assets_uri))
     removed = 0
     for name in PUBLISHED_TABLES:
-        uri = table_uri(lake_root, name)
+        uri = writer.lake.table_uri(name)
         table = open_table(uri)
         if table is None or "publication" not in column_names(table):
             continue
@@ -68,11 +63,11 @@ def remove_unpublished(
         ]
         legacy = [key for key in _legacy_keys(table) if key in keys]
         clauses = ([publications_predicate(stale)] if stale else []) + [
-            f"({key_predicate(key)} AND publication IS NULL)" for key in legacy
+            legacy_predicate(key) for key in legacy
         ]
         if clauses:
             tag = {"commit": uuid.uuid4().hex, "assets": 0, "removed_unpublished": len(stale)}
-            writer._delete(uri, " OR ".join(clauses), tag, max_attempts)
+            writer.delete(uri, " OR ".join(clauses), tag, max_attempts)
         if name == UNITS_TABLE:
             removed = len(stale) + len(legacy)
     return removed
@@ -119,10 +114,10 @@ def _legacy_keys(table: DeltaTable) -> set[AssetKey]:
 
 
 def compact(
-    lake_root: str | os.PathLike[str],
+    lake_root: LakeLike,
     *,
     retention_hours: int = DEFAULT_RETENTION_HOURS,
-    max_attempts: int = _MAX_ATTEMPTS,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> dict[str, dict[str, int]]:
     """Bin-pack both tables' small files, delete unreferenced old files and old log files.
 
@@ -135,7 +130,7 @@ def compact(
 
     Parameters
     ----------
-    lake_root : str or PathLike
+    lake_root : Lake, str or PathLike
         Lake root.
     retention_hours : int, default: 168
         Time travel keeps working for versions at most this old; older versions whose files
@@ -149,9 +144,10 @@ def compact(
         Per table (``units``, ``assets``): ``files_removed``, ``files_added``,
         ``files_vacuumed`` and the ``version`` after compaction.
     """
-    remove_unpublished(lake_root, max_attempts=max_attempts)
+    lake = Lake.of(lake_root)
+    remove_unpublished(lake, max_attempts=max_attempts)
     report = {}
-    for name, uri in (("units", units_uri(lake_root)), ("assets", assets_uri(lake_root))):
+    for name, uri in (("units", lake.units_uri), ("assets", lake.assets_uri)):
         if open_table(uri) is None:
             continue
         metrics = retrying(partial(_compact_files, uri), f"compacting {uri}", max_attempts)

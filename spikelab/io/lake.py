@@ -4,12 +4,15 @@ Layout under a lake root (a folder or a URL)::
 
     <root>/tables/units/    Delta table, one row per unit (see spikelab.io.delta_lake)
     <root>/tables/assets/   Delta table, one row per asset (skip checks, provenance)
+    <root>/tables/sessions/ Delta table, one row per published asset (subject, session)
+    <root>/tables/regions/  Delta table, the Allen CCF structure tree units are mapped onto
     <root>/manifests/source=<source>/dataset=<dataset id>/<asset key>.json (+ .png raster)
     <root>/raw/<asset key>.zarr
     <root>/runs/<flow run id>.json
     <root>/journals/<id>.json  what a commit in progress still has to write (see
                                spikelab.io.publish_journal)
 
+A :class:`Lake` is one root resolved once; pass it down rather than the string.
 Each manifest records the units table version its asset's rows landed in.
 :func:`connect` and :func:`open_lake` read the units table, optionally as of an older
 version or time; :func:`lake_spikedata` gives the units a query selects back as SpikeData,
@@ -22,7 +25,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from spikelab.io import storage
 
@@ -33,11 +36,17 @@ if TYPE_CHECKING:
     import pyarrow.dataset as ds
 
 DEFAULT_LAKE = "./spikelab-lake"
+UNITS_TABLE = "tables/units"
+ASSETS_TABLE = "tables/assets"
+SESSIONS_TABLE = "tables/sessions"
+REGIONS_TABLE = "tables/regions"
 LAKE_ENV = "SPIKELAB_LAKE"
 # Longest key: room for a prefix ("dataset="), a suffix (".parquet") and a temporary name
 # (~20 more characters) within the 255 bytes most filesystems allow per name.
 MAX_KEY_LENGTH = 160
 _HASH_LENGTH = 8
+# A lake root as functions take it: the resolved Lake, or a path or URL not resolved yet.
+LakeLike: TypeAlias = "str | os.PathLike[str] | Lake"
 
 
 def _short_hash(text: str) -> str:
@@ -76,12 +85,15 @@ def default_lake() -> str:
     return resolve_lake(os.environ.get(LAKE_ENV) or DEFAULT_LAKE)
 
 
-def resolve_lake(lake: str | os.PathLike[str] | None) -> str:
+def resolve_lake(lake: LakeLike | None) -> str:
     """The lake root as it is recorded: an absolute local path, or the URL unchanged.
 
-    ``None`` (or an empty string) means :func:`default_lake`. Resolving before anything
-    is written keeps manifests and run summaries valid from any working directory.
+    ``None`` (or an empty string) means :func:`default_lake`; a :class:`Lake` gives its
+    root. Resolving before anything is written keeps manifests and run summaries valid
+    from any working directory.
     """
+    if isinstance(lake, Lake):
+        return lake.root
     text = os.fspath(lake) if lake is not None else ""
     if not text:
         return default_lake()
@@ -92,12 +104,50 @@ def resolve_lake(lake: str | os.PathLike[str] | None) -> str:
 
 @dataclass(frozen=True)
 class Lake:
-    """Paths of everything written under one lake root (a folder or a URL)."""
+    """One lake root, resolved once, and where everything under it goes.
+
+    ``Lake(root)`` resolves ``root`` as :func:`resolve_lake` does (an absolute local path or
+    a URL without a trailing slash); give the object, not the string, to the functions
+    that read and write the lake. They take either and convert once, with :meth:`of`,
+    which hands a ``Lake`` back unchanged. ``str(lake)`` and ``os.fspath(lake)`` give the
+    root, so a ``Lake`` goes wherever a root path is expected.
+
+    Examples
+    --------
+    >>> lake = Lake("s3://bucket/lake/")
+    >>> lake.root, lake.units_uri
+    ('s3://bucket/lake', 's3://bucket/lake/tables/units')
+    """
 
     root: str
 
-    def __init__(self, root: str | os.PathLike[str] = DEFAULT_LAKE) -> None:
-        object.__setattr__(self, "root", str(root).rstrip("/"))
+    def __init__(self, root: LakeLike | None = DEFAULT_LAKE) -> None:
+        object.__setattr__(self, "root", resolve_lake(root))
+
+    @classmethod
+    def of(cls, lake: LakeLike | None) -> Lake:
+        """``lake`` itself when it is a ``Lake``, else ``Lake(lake)``."""
+        return lake if isinstance(lake, Lake) else cls(lake)
+
+    def __str__(self) -> str:
+        return self.root
+
+    def __fspath__(self) -> str:
+        return self.root
+
+    def table_uri(self, table: str) -> str:
+        """Where one of the lake's tables (e.g. :data:`SESSIONS_TABLE`) lives."""
+        return storage.join(self.root, table)
+
+    @property
+    def units_uri(self) -> str:
+        """Where the units table lives."""
+        return self.table_uri(UNITS_TABLE)
+
+    @property
+    def assets_uri(self) -> str:
+        """Where the assets table lives."""
+        return self.table_uri(ASSETS_TABLE)
 
     def _partition(self, kind: str, source: str, dataset_id: str) -> str:
         return storage.join(
@@ -136,7 +186,7 @@ class Lake:
 
 
 def open_lake(
-    root: str | os.PathLike[str] = DEFAULT_LAKE, as_of: int | str | datetime | None = None
+    root: LakeLike = DEFAULT_LAKE, as_of: int | str | datetime | None = None
 ) -> ds.Dataset:
     """The lake's units table (latest, or as of a version or time) as a pyarrow dataset.
 
@@ -147,15 +197,16 @@ def open_lake(
     import pyarrow.dataset as ds  # pulls in pandas: only for callers that want a dataset
 
     from spikelab.io import delta_read
-    from spikelab.io.delta_lake import UNITS_SCHEMA, column_names
+    from spikelab.io.delta_tables import UNITS_SCHEMA, column_names
 
-    table = delta_read.open_units(root, as_of)
+    lake = Lake.of(root)
+    table = delta_read.open_units(lake, as_of)
     if table is None:
         return ds.dataset(UNITS_SCHEMA.empty_table())
     units = table.to_pyarrow_dataset()
     if "publication" not in units.schema.names:
         return units
-    assets = delta_read.open_assets(root, table, as_of)
+    assets = delta_read.open_assets(lake, table, as_of)
     named = []
     if assets is not None and "publication" in column_names(assets):
         named = assets.to_pyarrow_table(columns=["publication"]).column(0).drop_null()
@@ -164,7 +215,7 @@ def open_lake(
 
 
 def connect(
-    root: str | os.PathLike[str] = DEFAULT_LAKE, as_of: int | str | datetime | None = None
+    root: LakeLike = DEFAULT_LAKE, as_of: int | str | datetime | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with a ``units`` view over the lake's units table.
 

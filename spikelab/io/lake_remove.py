@@ -12,33 +12,27 @@ Every version stays readable with ``--as-of`` until ``lake compact`` vacuums its
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from spikelab.io import storage
-from spikelab.io.delta_lake import (
-    COMMIT_TAG,
+from spikelab.io.delta_lake import LakeWriter
+from spikelab.io.delta_tables import (
     KEY_COLUMNS,
+    MAX_ATTEMPTS,
     AssetKey,
-    assets_uri,
     column_names,
-    key_predicate,
+    keys_predicate,
+    legacy_predicate,
     open_table,
     publications_predicate,
-    publish_hooks,
-    retrying,
-    units_uri,
 )
-from spikelab.io.lake import Lake
+from spikelab.io.lake import SESSIONS_TABLE, Lake, LakeLike
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
-
-SESSIONS_TABLE = "tables/sessions"
-_MAX_ATTEMPTS = 8
 
 
 class Removal(NamedTuple):
@@ -58,18 +52,18 @@ class Removal(NamedTuple):
 
 
 def remove_assets(
-    lake_root: str | os.PathLike[str],
+    lake_root: LakeLike,
     *,
     assets: Sequence[str] | None = None,
     dataset: str | None = None,
     source: str | None = None,
-    max_attempts: int = _MAX_ATTEMPTS,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> Removal:
     """Remove assets from the lake: their assets rows first, in one commit, then the rest.
 
     Parameters
     ----------
-    lake_root : str or PathLike
+    lake_root : Lake, str or PathLike
         Lake root folder or ``s3://`` URL.
     assets : sequence of str | None, default: None
         Asset ids to remove (in any dataset, unless ``dataset``/``source`` narrow them).
@@ -95,21 +89,21 @@ def remove_assets(
     if not assets and dataset is None:
         raise ValueError("remove_assets needs assets=[...] or dataset=NAME: which to remove")
     asked = _described(assets, dataset, source)
-    root = str(lake_root)
-    table = open_table(assets_uri(root))
+    lake = Lake.of(lake_root)
+    table = open_table(lake.assets_uri)
     if table is None:
         return Removal(asked, [], 0, 0, None)
     rows = _matching_rows(table, assets, dataset, source)
     if not rows:
         return Removal(asked, [], 0, 0, None)
-    return _remove_rows(root, rows, asked, max_attempts)
+    return _remove_rows(lake, rows, asked, max_attempts)
 
 
 def forget_failures(
-    lake_root: str | os.PathLike[str],
+    lake_root: LakeLike,
     landed: Mapping[str, AssetKey],
     *,
-    max_attempts: int = _MAX_ATTEMPTS,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> list[AssetKey]:
     """Remove the failed rows of inputs that have now landed under another key.
 
@@ -118,8 +112,8 @@ def forget_failures(
     run refused it, then it landed with ``--dataset``, say) would stay in ``lake summary``
     for good. Returns the keys removed.
     """
-    root = str(lake_root)
-    table = open_table(assets_uri(root))
+    lake = Lake.of(lake_root)
+    table = open_table(lake.assets_uri)
     if table is None or not landed:
         return []
     names = column_names(table)
@@ -131,31 +125,27 @@ def forget_failures(
         if row["status"] == "failed" and row["owner"] in landed and landed[row["owner"]] != key:
             rows.append((key, None))
     if rows:
-        _remove_rows(root, rows, "failures of inputs that landed", max_attempts)
+        _remove_rows(lake, rows, "failures of inputs that landed", max_attempts)
     return [key for key, _ in rows]
 
 
 def _remove_rows(
-    root: str, rows: Sequence[tuple[AssetKey, str | None]], asked: str, attempts: int
+    lake: Lake, rows: Sequence[tuple[AssetKey, str | None]], asked: str, attempts: int
 ) -> Removal:
     """Remove the assets rows of ``rows`` in one commit, then what they named."""
     keys = sorted({key for key, _ in rows})
     publications = sorted({publication for _, publication in rows if publication is not None})
     tag = {"commit": uuid.uuid4().hex, "assets": len(keys), "removed": len(keys)}
-    _delete(assets_uri(root), lambda _: _keys_predicate(keys), tag, attempts)
-    units = open_table(units_uri(root))
+    writer = LakeWriter(lake)
+    writer.delete(lake.assets_uri, keys_predicate(keys), tag, attempts)
+    units = open_table(lake.units_uri)
     last_version = None if units is None else units.version()
     rows_of = partial(_rows_predicate, keys, publications)
-    removed_units = _delete(units_uri(root), rows_of, tag, attempts)
+    removed_units = writer.delete(lake.units_uri, rows_of, tag, attempts)
     if removed_units == 0:
         last_version = None
-    _delete(storage.join(_root(root), SESSIONS_TABLE), rows_of, tag, attempts)
-    return Removal(asked, keys, removed_units, _remove_files(Lake(root), keys), last_version)
-
-
-def _root(lake_root: str) -> str:
-    text = lake_root.rstrip("/")
-    return text if storage.is_remote(text) else os.path.abspath(text)
+    writer.delete(lake.table_uri(SESSIONS_TABLE), rows_of, tag, attempts)
+    return Removal(asked, keys, removed_units, _remove_files(lake, keys), last_version)
 
 
 def _described(assets: Sequence[str] | None, dataset: str | None, source: str | None) -> str:
@@ -191,10 +181,6 @@ def _matching_rows(
     return found
 
 
-def _keys_predicate(keys: Sequence[AssetKey]) -> str:
-    return " OR ".join(f"({key_predicate(key)})" for key in keys)
-
-
 def _rows_predicate(
     keys: Sequence[AssetKey], publications: Sequence[str], columns: Sequence[str]
 ) -> str:
@@ -205,37 +191,11 @@ def _rows_predicate(
     ``publication`` column (written before publication ids) loses every row of the keys.
     """
     if "publication" not in columns:
-        return _keys_predicate(keys)
-    clauses = [f"({key_predicate(key)} AND publication IS NULL)" for key in keys]
+        return keys_predicate(keys)
+    clauses = [legacy_predicate(key) for key in keys]
     if publications:
         clauses.insert(0, publications_predicate(publications))
     return " OR ".join(clauses)
-
-
-def _delete(
-    uri: str, predicate: Callable[[list[str]], str], tag: dict[str, Any], attempts: int
-) -> int:
-    """Delete the rows of the table at ``uri`` that ``predicate(its columns)`` names; how many.
-
-    A missing table, or one without the key columns, deletes nothing.
-    """
-    from deltalake import CommitProperties
-
-    def delete() -> int:
-        table = open_table(uri)
-        if table is None:
-            return 0
-        names = column_names(table)
-        if not set(KEY_COLUMNS) <= set(names):
-            return 0
-        metrics = table.delete(
-            predicate(names),
-            commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),
-            post_commithook_properties=publish_hooks(),
-        )
-        return int(metrics.get("num_deleted_rows") or 0)
-
-    return retrying(delete, f"removing assets from {uri}", attempts)
 
 
 def _remove_files(lake: Lake, keys: Sequence[AssetKey]) -> int:
