@@ -1,14 +1,16 @@
 """NWB files for tests, written with the real writers (pynwb, hdmf-zarr, then h5py for edits).
 
 One module of builders every NWB test uses, so a file shape is written once: the rich
-two-shank session, files with no units or no spike times, units-only files, a raw series,
-and small helpers (open a file with the shared start time, add a shank, write as HDF5 or
-Zarr, swap one dataset). Every builder returns the path it wrote; ``*_nwbfile`` builders
-return the in-memory ``NWBFile`` so a test can change it before writing.
+two-shank session, files with no units or no spike times, units-only files, units on
+electrodes labelled with region strings, a raw series, and small helpers (open a file with
+the shared start time, add a shank, write as HDF5 or Zarr, swap one dataset). Every builder
+returns the path it wrote; ``*_nwbfile`` builders return the in-memory ``NWBFile`` so a
+test can change it before writing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -226,4 +228,26 @@ def units_file(path: Path, unit_times_s: dict[int, list[float]], identifier: str
     nwbfile = new_nwbfile(identifier)
     for unit_id, times in unit_times_s.items():
         nwbfile.add_unit(id=unit_id, spike_times=times)
+    return write(nwbfile, path)
+
+
+def labelled_units_file(
+    path: Path,
+    labels: Mapping[int, str],
+    *,
+    subject: Subject | None = None,
+    identifier: str = "labels",
+    session_description: str = "s",
+) -> Path:
+    """One unit per ``unit id -> label``, each on its own electrode located at that label.
+
+    The electrodes (ids 0, 1, ... in ``labels`` order) sit on shank ``shank`` (location
+    ``brain``) of device ``probe``; unit ``id`` spikes once, at ``0.5 + 0.001 * id`` s.
+    """
+    nwbfile = new_nwbfile(identifier, session_description, subject=subject)
+    group = add_shank(nwbfile, "shank", "brain", description="shank")
+    for electrode, label in enumerate(labels.values()):
+        nwbfile.add_electrode(id=electrode, x=0.0, y=0.0, z=0.0, location=label, group=group)
+    for electrode, unit_id in enumerate(labels):
+        nwbfile.add_unit(id=unit_id, spike_times=[0.5 + 0.001 * unit_id], electrodes=[electrode])
     return write(nwbfile, path)

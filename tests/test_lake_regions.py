@@ -9,7 +9,6 @@ subtree, the subtree taken from iblatlas itself, not from the lake.
 
 import csv
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,8 @@ pytest.importorskip("iblatlas")
 pynwb = pytest.importorskip("pynwb")
 
 from iblatlas.regions import BrainRegions  # noqa: E402
-from pynwb import NWBHDF5IO, NWBFile  # noqa: E402
+from nwb_fixtures import labelled_units_file  # noqa: E402
+from pynwb import NWBHDF5IO  # noqa: E402
 from pynwb.file import Subject  # noqa: E402
 
 from spikelab.cli import run  # noqa: E402
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 with (Path(__file__).parent / "region_strings.csv").open() as table:
     # pynwb refuses an electrode with an empty location: that row is for the mapper's own tests
     CORPUS = [row for row in csv.DictReader(table) if row["label"]]
-START = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 FILES = {  # one NWB file per species the corpus names (None: a file with no subject)
     "Mus musculus": ("mouse.nwb", "P90D", "F"),
     "Rattus norvegicus": ("rat.nwb", "P12W", "M"),
@@ -50,22 +49,13 @@ def write_corpus_file(path: Path, species: str | None, rows: list[tuple[int, dic
     subject = None
     if species is not None:
         subject = Subject(subject_id=f"sub-{path.stem}", species=species, sex=sex, age=age)
-    nwbfile = NWBFile(
-        session_description=f"region strings, {species}",
-        identifier=f"session-{path.stem}",
-        session_start_time=START,
+    labelled_units_file(
+        path,
+        {index: row["label"] for index, row in rows},
         subject=subject,
+        identifier=f"session-{path.stem}",
+        session_description=f"region strings, {species}",
     )
-    device = nwbfile.create_device(name="probe", description="silicon probe")
-    group = nwbfile.create_electrode_group(
-        name="shank", description="shank", location="brain", device=device
-    )
-    for electrode, (_, row) in enumerate(rows):
-        nwbfile.add_electrode(id=electrode, x=0.0, y=0.0, z=0.0, location=row["label"], group=group)
-    for electrode, (index, _) in enumerate(rows):
-        nwbfile.add_unit(id=index, spike_times=[0.5 + 0.001 * index], electrodes=[electrode])
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwbfile)
 
 
 @pytest.fixture(scope="module")
