@@ -24,7 +24,8 @@ from spikelab.exceptions import ExternalLinkError
 from spikelab.loaders.nwb._checks import text_value
 
 UNITS_PATH = "/units"
-ELECTRODES_PATH = "/general/extracellular_ephys/electrodes"
+_EPHYS_PATH = "/general/extracellular_ephys"
+ELECTRODES_PATH = f"{_EPHYS_PATH}/electrodes"
 # Groups whose columns become lake rows: a link inside one must stay inside it.
 CONFINED = (UNITS_PATH, ELECTRODES_PATH)
 # Groups the h5py reader opens (their members' links are checked, one level deep).
@@ -33,7 +34,7 @@ _READ_GROUPS = (
     "/general",
     "/general/subject",
     "/general/devices",
-    "/general/extracellular_ephys",
+    _EPHYS_PATH,
     ELECTRODES_PATH,
     UNITS_PATH,
     "/acquisition",
@@ -133,14 +134,26 @@ class _Hdf5Links:
                     f"rewrite the file with the data stored in {group}"
                 )
 
-    def storage(self, where: str, dataset: h5py.Dataset) -> None:
+    def link(self, where: str, link: Any) -> None:
+        """Check one link, found at the hard path ``where``."""
+        if isinstance(link, h5py.ExternalLink):
+            self.external(where, link)
+        elif isinstance(link, h5py.SoftLink):
+            self.soft(where, link)
+        elif any(where.startswith(f"{group}/") for group in CONFINED):
+            self.storage(where)
+
+    def storage(self, where: str) -> None:
         """Refuse a dataset whose values live in other files (external storage, virtual)."""
         if self.allow_external:
             return
-        outside: list[str] = []
-        plist = dataset.id.get_create_plist()
-        outside += [plist.get_external(i)[0].decode() for i in range(plist.get_external_count())]
-        if dataset.is_virtual:
+        item = _open(self.handle, where)
+        if not isinstance(item, h5py.h5d.DatasetID):
+            return
+        plist = item.get_create_plist()
+        outside = [plist.get_external(i)[0].decode() for i in range(plist.get_external_count())]
+        if plist.get_layout() == h5py.h5d.VIRTUAL:
+            dataset = h5py.Dataset(item, readonly=True)
             outside += [s.file_name for s in dataset.virtual_sources() if s.file_name != "."]
         if outside:
             raise ExternalLinkError(
@@ -149,30 +162,45 @@ class _Hdf5Links:
                 f"{self.fix}"
             )
 
-    def link(self, where: str, link: Any) -> None:
-        """Check one link, found at the hard path ``where``."""
-        if isinstance(link, h5py.ExternalLink):
-            self.external(where, link)
-        elif isinstance(link, h5py.SoftLink):
-            self.soft(where, link)
-        elif any(where.startswith(f"{group}/") for group in CONFINED):
-            item = self.handle.get(where)
-            if isinstance(item, h5py.Dataset):
-                self.storage(where, item)
-
     def members(self, group_path: str) -> Iterator[tuple[str, Any]]:
-        """``(hard path, link)`` of each member of a group the file has at ``group_path``."""
-        parent = posixpath.dirname(group_path.rstrip("/")) or "/"
+        """``(hard path, link)`` of each member of a group the file has at ``group_path``.
+
+        The links are read from the group's link table alone (no member is opened).
+        """
         if group_path != "/":
-            holder = self.handle.get(parent)
-            own = holder.get(posixpath.basename(group_path), getlink=True) if holder else None
-            if not isinstance(own, h5py.HardLink):
+            parent, own = posixpath.split(group_path.rstrip("/"))
+            holder = _open(self.handle, parent or "/")
+            if not isinstance(holder, h5py.h5g.GroupID):
+                return
+            key, hard = own.encode(), h5py.h5l.TYPE_HARD
+            if not holder.links.exists(key) or holder.links.get_info(key).type != hard:
                 return  # absent, or a link checked as a member of its parent
-        group = self.handle.get(group_path)
-        if not isinstance(group, h5py.Group):
+        group = _open(self.handle, group_path)
+        if not isinstance(group, h5py.h5g.GroupID):
             return
-        for name in group.keys():
-            yield posixpath.join(group_path, name), group.get(name, getlink=True)
+        kinds: list[tuple[bytes, int]] = []
+        group.links.iterate(lambda name, info: kinds.append((name, info.type)), info=True)
+        for name, kind in kinds:
+            where = posixpath.join(group_path, name.decode())
+            if kind == h5py.h5l.TYPE_HARD:
+                yield where, h5py.HardLink()
+            elif kind == h5py.h5l.TYPE_SOFT:
+                yield where, h5py.SoftLink(group.links.get_val(name).decode())
+            else:  # external, or a user-defined kind: either may lead anywhere
+                filename, path = (
+                    group.links.get_val(name)
+                    if kind == h5py.h5l.TYPE_EXTERNAL
+                    else (b"<a user-defined link>", name)
+                )
+                yield where, h5py.ExternalLink(filename.decode(), path.decode())
+
+
+def _open(handle: h5py.File, path: str) -> Any:
+    """The low-level h5py object (GroupID, DatasetID ...) at ``path``; None if absent."""
+    try:
+        return h5py.h5o.open(handle.id, path.encode())
+    except KeyError:
+        return None
 
 
 def check_hdf5_links(
@@ -195,22 +223,23 @@ def check_hdf5_links(
     """
     links = _Hdf5Links(handle, source, remote=remote, allow_external=allow_external)
     paths = list(_READ_GROUPS)
-    ephys = handle.get("general/extracellular_ephys")
-    if isinstance(ephys, h5py.Group):
-        paths += [f"/general/extracellular_ephys/{name}" for name in ephys.keys()]
-    for group_path in dict.fromkeys(paths):
+    series: list[str] = []
+    for group_path in paths:  # grows by the electrode groups, each checked before it is read
         for where, link in links.members(group_path):
             links.link(where, link)
-    acquisition = handle.get("acquisition")
-    if isinstance(acquisition, h5py.Group):
-        for name in sorted(acquisition.keys()):
-            series = acquisition.get(name)
-            if not isinstance(series, h5py.Group):
-                continue
-            if text_value(series.attrs.get("neurodata_type")) == "ElectricalSeries":
-                for where, link in links.members(f"/acquisition/{name}"):
-                    links.link(where, link)
-                break
+            if group_path == _EPHYS_PATH and isinstance(link, h5py.HardLink):
+                if where not in paths:
+                    paths.append(where)
+            elif group_path == "/acquisition":
+                series.append(where)  # a link to follow has passed its check
+    for where in series:  # in name order, as the reader looks for the first ElectricalSeries
+        item = _open(handle, where)
+        if not isinstance(item, h5py.h5g.GroupID):
+            continue
+        if text_value(h5py.Group(item).attrs.get("neurodata_type")) == "ElectricalSeries":
+            for member, link in links.members(where):
+                links.link(member, link)
+            break
 
 
 def check_whole_hdf5_file(handle: h5py.File, source: str, *, allow_external: bool = False) -> None:

@@ -1,10 +1,12 @@
-"""Open a remote HDF5 file over HTTP range requests (remfile), in as few round trips as it can.
+"""Open a remote HDF5 file over HTTP range requests, in as few round trips as it can.
 
-remfile fetches what h5py asks for, one read at a time. On a wide-area link each of those
-is a round trip, so two things are fetched ahead of it, several ranges at once, and handed
-to remfile through its chunk cache: the file's first and last bytes when it is opened
-(superblock, root group, most metadata), and the stored bytes of the datasets a reader is
-about to read (:meth:`RemoteHDF5.prefetch`).
+h5py reads the file through :class:`RangeFile`, a file object whose bytes come from a cache
+of ``CHUNK_BYTES`` chunks; what a read finds missing is fetched in one range request through
+spikelab's session (:func:`spikelab.http.new_session`: its retry policy and timeouts), so no
+other HTTP client with retries of its own takes part. On a wide-area link each request is a
+round trip, so two things are fetched ahead of h5py, several ranges at once: the file's first
+and last bytes when it is opened (superblock, root group, most metadata), and the stored
+bytes of the datasets a reader is about to read (:meth:`RemoteHDF5.prefetch`).
 
 h5py runs one call at a time in a process (its global lock), so many threads reading many
 files at once mostly wake each other up: an open file is read by at most
@@ -14,20 +16,23 @@ fetched), and a prefetch gives its slot up while it waits on the network.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import h5py
 import requests
 
-from spikelab._optional import import_optional
 from spikelab.exceptions import RangeNotSupportedError, StreamingError
 from spikelab.http import (
     RETRY_STATUSES,
@@ -41,8 +46,8 @@ from spikelab.http import (
 )
 from spikelab.loaders.nwb._hdf5_direct import stored_chunks
 
-# remfile's unit of reading and caching: bigger than its default (100 KiB), so the metadata
-# of a Units table written after a large ElectricalSeries tends to come in one round trip.
+# The unit of reading and caching: a miss costs at least this much, so the metadata of a
+# Units table written after a large ElectricalSeries tends to come in one round trip.
 CHUNK_BYTES = 256 * 1024
 HEAD_BYTES = CHUNK_BYTES  # fetched from the file's start when it is opened (superblock ...)
 TAIL_BYTES = 2 * CHUNK_BYTES  # and from its end, where h5py leaves later metadata
@@ -62,6 +67,8 @@ def _usable_cores() -> int:
 H5_SLOTS = 2 * _usable_cores()  # threads of a process inside h5py calls on remote files at once
 _H5 = threading.BoundedSemaphore(H5_SLOTS)
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+
+Fetch = Callable[[str], tuple[int, int, bytes]]  # "first-last" -> (first, file size, bytes)
 
 
 @dataclass
@@ -86,21 +93,22 @@ def _get_range(
 ) -> tuple[int, int, bytes]:
     """GET ``Range: bytes=<byte_range>``; return the first offset, the file size, the bytes.
 
-    The session retries 429, 5xx and failed connections; a connection dropped while the
-    body is read, or a body cut short, is asked for again here, with the same policy.
+    One retry layer per failure: the session retries 429, 5xx and failed connections inside
+    the request; a connection dropped while the body is read, or a body cut short, happens
+    after the session has handed the answer over, and only that is asked for again here,
+    with the same policy.
 
     Raises
     ------
     RangeNotSupportedError
         Any other answer but 206 with a ``Content-Range``. The body of such an answer
-        (maybe the whole file) is never read: remfile would treat it as an error and
-        download the file again and again, so a server must pass this check first.
+        (maybe the whole file) is never read.
     StreamingError
         Still failing after ``policy.attempts`` attempts.
     """
     try:
         return call_with_retries(
-            partial(_get_range_once, session, url, byte_range, timeout_seconds), policy
+            partial(_get_range_once, session, url, byte_range, timeout_seconds, policy), policy
         )
     except TRANSIENT_ERRORS as error:
         raise StreamingError(
@@ -109,11 +117,21 @@ def _get_range(
 
 
 def _get_range_once(
-    session: requests.Session, url: str, byte_range: str, timeout_seconds: float
+    session: requests.Session,
+    url: str,
+    byte_range: str,
+    timeout_seconds: float,
+    policy: RetryPolicy,
 ) -> tuple[int, int, bytes]:
-    with session.get(
-        url, headers={"Range": f"bytes={byte_range}"}, stream=True, timeout=timeout_seconds
-    ) as response:
+    try:
+        response = session.get(
+            url, headers={"Range": f"bytes={byte_range}"}, stream=True, timeout=timeout_seconds
+        )
+    except TRANSIENT_ERRORS as error:  # the session's own retries are spent: not retried here
+        raise StreamingError(
+            f"{redact(url)}: bytes {byte_range} failed {policy.attempts} times ({error})"
+        ) from error
+    with response:
         if response.status_code in RETRY_STATUSES:  # the session's retries are spent
             raise StreamingError(
                 f"{redact(url)}: bytes {byte_range} failed {attempts_of(response)} times "
@@ -134,55 +152,67 @@ def _get_range_once(
     return first, size, data
 
 
-def _chunk_index(key: str) -> int:
-    """The chunk a remfile cache key names (``<url>|<chunk size>|<index>``)."""
-    return int(key.rsplit("|", 1)[1])
+class _DiskChunks:
+    """Fetched chunks kept in a folder for later opens of the same URL (``cache_dir``).
+
+    Each chunk is one file named by a hash of the URL and its index, written under a
+    temporary name and renamed, so a killed process never leaves a torn chunk behind.
+    """
+
+    def __init__(self, folder: Path, url: str) -> None:
+        self._folder = folder
+        self._url = url
+
+    def _path(self, index: int) -> Path:
+        name = hashlib.sha1(f"{self._url}|{CHUNK_BYTES}|{index}".encode()).hexdigest()
+        return self._folder / name[:2] / name
+
+    def get(self, index: int) -> bytes | None:
+        try:
+            return self._path(index).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, index: int, data: bytes | memoryview) -> None:
+        path = self._path(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as out:
+            out.write(data)
+        os.replace(out.name, path)
 
 
 class _ChunkCache:
-    """remfile's chunk cache (its ``disk_cache``), filled ahead of remfile's own reads.
+    """The chunks of a remote file fetched so far (and, with a disk cache, earlier)."""
 
-    A prefetched chunk is handed over once, on remfile's first look-up (remfile keeps it
-    from then on); remfile reports its own fetches here, which go on to the disk cache
-    when there is one.
-    """
-
-    def __init__(self, url: str, size: int, disk: Any | None) -> None:
+    def __init__(self, size: int, disk: _DiskChunks | None) -> None:
         self.size = size
-        self._url = url
-        self._chunks: dict[int, bytes] = {}
-        self._remfile_has: set[int] = set()
+        self._chunks: dict[int, bytes | memoryview] = {}
         self._disk = disk
 
-    def get(self, key: str) -> bytes | None:
-        index = _chunk_index(key)
-        chunk = self._chunks.pop(index, None)
+    def get(self, index: int) -> bytes | memoryview | None:
+        chunk = self._chunks.get(index)
         if chunk is None and self._disk is not None:
-            chunk = self._disk.get(key)
-        if chunk is not None:
-            self._remfile_has.add(index)
+            chunk = self._disk.get(index)
+            if chunk is not None:
+                self._chunks[index] = chunk
         return chunk
 
-    def set(self, key: str, value: bytes) -> None:
-        self._remfile_has.add(_chunk_index(key))  # remfile fetched it itself
-        if self._disk is not None:
-            self._disk.set(key, value)
-
     def has(self, index: int) -> bool:
-        if index in self._chunks or index in self._remfile_has:
-            return True
-        key = f"{self._url}|{CHUNK_BYTES}|{index}"  # remfile's key for the chunk
-        return self._disk is not None and self._disk.get(key) is not None
+        return self.get(index) is not None
 
     def add(self, start: int, data: bytes) -> None:
         """Keep the whole chunks in ``data``, the bytes of the file from ``start`` on."""
+        view = memoryview(data)  # chunks are views of the answer: no copies
         first = -(-start // CHUNK_BYTES)  # the first chunk that begins inside data
         end = start + len(data)
         for index in range(first, (end - 1) // CHUNK_BYTES + 1):
             begin = index * CHUNK_BYTES
             stop = min(begin + CHUNK_BYTES, self.size)
-            if stop <= end:  # the chunk is complete (the last one may be short)
-                self._chunks[index] = data[begin - start : stop - start]
+            if stop <= end and index not in self._chunks:  # complete (the last may be short)
+                chunk = view[begin - start : stop - start]
+                self._chunks[index] = chunk
+                if self._disk is not None:
+                    self._disk.put(index, chunk)
 
 
 def _chunk_spans(ranges: Iterable[tuple[int, int]], cache: _ChunkCache) -> list[tuple[int, int]]:
@@ -210,6 +240,96 @@ def _chunk_spans(ranges: Iterable[tuple[int, int]], cache: _ChunkCache) -> list[
     return spans
 
 
+class _Fetcher:
+    """Fetches byte ranges of one URL into its chunk cache, several at once when asked."""
+
+    def __init__(self, fetch: Fetch, cache: _ChunkCache) -> None:
+        self._fetch = fetch
+        self.cache = cache
+        self._pool: ThreadPoolExecutor | None = None
+
+    def ranges(self, ranges: list[str]) -> list[tuple[int, int, bytes]]:
+        """Fetch ``first-last`` ranges at once (the first in this thread); answers in order."""
+        if len(ranges) == 1:
+            return [self._fetch(ranges[0])]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(MAX_PARALLEL_REQUESTS - 1)
+        others = [self._pool.submit(self._fetch, byte_range) for byte_range in ranges[1:]]
+        try:
+            first = self._fetch(ranges[0])
+        finally:
+            answers = [future.result() for future in others]
+        return [first, *answers]
+
+    def spans(self, spans: list[tuple[int, int]]) -> None:
+        """Fetch chunk spans (see :func:`_chunk_spans`) into the cache."""
+        size = self.cache.size
+        ranges = [
+            f"{first * CHUNK_BYTES}-{min((last + 1) * CHUNK_BYTES, size) - 1}"
+            for first, last in spans
+        ]
+        for start, _, data in self.ranges(ranges):
+            self.cache.add(start, data)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+class RangeFile(io.RawIOBase):
+    """A read-only file object over a remote file's chunks, for h5py's ``fileobj`` driver.
+
+    A read copies from cached chunks; the chunks it finds missing are fetched first, the
+    whole read in one request per stretch of neighbouring missing chunks. ``repr`` is the
+    URL without its query, which is how h5py names the file in messages.
+    """
+
+    def __init__(self, fetcher: _Fetcher, url: str) -> None:
+        super().__init__()
+        self._fetcher = fetcher
+        self._cache = fetcher.cache
+        self._url = redact(url)
+        self._position = 0
+
+    def __repr__(self) -> str:
+        return self._url
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._cache.size}
+        self._position = base[whence] + offset
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        start = self._position
+        count = max(0, min(len(target), self._cache.size - start))
+        if count == 0:
+            return 0
+        first, last = start // CHUNK_BYTES, (start + count - 1) // CHUNK_BYTES
+        if any(not self._cache.has(index) for index in range(first, last + 1)):
+            self._fetcher.spans(_chunk_spans([(start, count)], self._cache))
+        done = 0
+        for index in range(first, last + 1):
+            chunk = self._cache.get(index)
+            if chunk is None:  # pragma: no cover - fetched just above
+                raise StreamingError(f"{self._url}: bytes of chunk {index} went missing")
+            offset = start + done - index * CHUNK_BYTES
+            piece = min(len(chunk) - offset, count - done)
+            target[done : done + piece] = chunk[offset : offset + piece]
+            done += piece
+        self._position += done
+        return done
+
+
 def stored_ranges(dataset: h5py.Dataset) -> list[tuple[int, int]]:
     """Where a dataset's bytes lie in its file: ``(offset, length)`` of each stored piece.
 
@@ -229,9 +349,7 @@ class RemoteHDF5:
     handle: h5py.File
     stats: TransferStats
     url: str
-    _fetch: Callable[[str], tuple[int, int, bytes]]
-    _cache: _ChunkCache
-    _pool: ThreadPoolExecutor
+    _fetcher: _Fetcher
 
     def prefetch(self, datasets: Iterable[h5py.Dataset]) -> None:
         """Fetch the stored bytes of ``datasets`` now, in parallel range requests.
@@ -240,47 +358,39 @@ class RemoteHDF5:
         metadata such as a variable-length string's heap may still need one).
         """
         ranges = [piece for dataset in datasets for piece in stored_ranges(dataset)]
-        spans = _chunk_spans(ranges, self._cache)
+        spans = _chunk_spans(ranges, self._fetcher.cache)
         if not spans:
             return
-
-        def fetch(span: tuple[int, int]) -> None:
-            first = span[0] * CHUNK_BYTES
-            last = min((span[1] + 1) * CHUNK_BYTES, self._cache.size) - 1
-            start, _, data = self._fetch(f"{first}-{last}")
-            self._cache.add(start, data)
-
         _H5.release()  # the network wait leaves h5py to other threads
         try:
-            list(self._pool.map(fetch, spans))
+            self._fetcher.spans(spans)
         finally:
             _H5.acquire()
 
 
+def _edge_ranges(size: int) -> list[str]:
+    """The file's first ``HEAD_BYTES`` and its last ``TAIL_BYTES`` from a chunk boundary."""
+    ranges = [f"0-{max(min(HEAD_BYTES, size), 1) - 1}"]
+    start = max(HEAD_BYTES, (size - TAIL_BYTES) // CHUNK_BYTES * CHUNK_BYTES)
+    if start < size:
+        ranges.append(f"{start}-{size - 1}")
+    return ranges
+
+
 def _fetch_edges(
-    fetch: Callable[[str], tuple[int, int, bytes]], size: int | None, pool: ThreadPoolExecutor
+    fetcher: Callable[[list[str]], list[tuple[int, int, bytes]]], size: int | None
 ) -> tuple[int, list[tuple[int, bytes]]]:
     """Fetch a file's first and last bytes; return its size and ``(offset, bytes)`` pieces.
 
     With the size known both ranges go out at once; otherwise the head's answer tells the
-    size first. The tail starts on a chunk boundary, so all of it can be cached.
+    size first.
     """
-
-    def tail_range(total: int, head_end: int) -> str | None:
-        start = max(head_end, (total - TAIL_BYTES) // CHUNK_BYTES * CHUNK_BYTES)
-        return f"{start}-{total - 1}" if start < total else None
-
     if size is None:
-        start, size, data = fetch(f"0-{HEAD_BYTES - 1}")
-        pieces = [(start, data)]
-        if (tail := tail_range(size, len(data))) is not None:
-            tail_start, _, tail_data = fetch(tail)
-            pieces.append((tail_start, tail_data))
-        return size, pieces
-    ranges = [f"0-{max(min(HEAD_BYTES, size), 1) - 1}"]
-    if (tail := tail_range(size, HEAD_BYTES)) is not None:
-        ranges.append(tail)
-    answers = list(pool.map(fetch, ranges))
+        start, size, data = fetcher([f"0-{HEAD_BYTES - 1}"])[0]
+        tail = _edge_ranges(size)[1:]
+        answers = [(start, size, data), *(fetcher(tail) if tail else [])]
+    else:
+        answers = fetcher(_edge_ranges(size))
     return answers[0][1], [(start, data) for start, _, data in answers]
 
 
@@ -295,7 +405,8 @@ def open_remote_hdf5(
     """Open ``url`` as a read-only h5py file whose reads become HTTP range requests.
 
     The file's first ``HEAD_BYTES`` and last ``TAIL_BYTES`` are fetched first (in parallel
-    when ``size_bytes`` is given); that also checks that the server honours Range.
+    when ``size_bytes`` is given); that also checks that the server honours Range. Every
+    request goes through one spikelab session, with ``timeout_seconds`` and its retries.
 
     Parameters
     ----------
@@ -304,9 +415,10 @@ def open_remote_hdf5(
     size_bytes : int | None, default: None
         The file's size, when known (it saves a round trip).
     cache_dir : str or PathLike or None, default: None
-        remfile's disk cache of fetched chunks (shared by later opens of the same URL).
+        A folder keeping the fetched chunks for later opens of the same URL; nothing is
+        written to disk without it.
     timeout_seconds : float, default: 30.0
-        Timeout of each of spikelab's own requests.
+        Timeout of each request (to connect, and between bytes of an answer).
 
     Yields
     ------
@@ -318,41 +430,35 @@ def open_remote_hdf5(
     RangeNotSupportedError
         The server does not honour Range.
     StreamingError
-        The bytes are not a readable HDF5 file.
+        The bytes are not a readable HDF5 file, or a request kept failing.
     """
-    remfile = import_optional("remfile", "nwb")
     stats = TransferStats()
-
     counting = threading.Lock()  # responses arrive on several threads at once
 
     def count(response: requests.Response, *args: Any, **kwargs: Any) -> None:
         with counting:
             stats.bytes_read += int(response.headers.get("Content-Length", 0))
 
-    disk = remfile.DiskCache(str(cache_dir)) if cache_dir is not None else None
+    disk = _DiskChunks(Path(cache_dir), url) if cache_dir is not None else None
     policy = RetryPolicy(RANGE_ATTEMPTS, RETRY_BACKOFF_SECONDS)
-    with (
-        new_session(policy, pool_size=MAX_PARALLEL_REQUESTS) as session,
-        ThreadPoolExecutor(MAX_PARALLEL_REQUESTS) as pool,
-    ):
+    with new_session(policy, pool_size=MAX_PARALLEL_REQUESTS) as session:
         session.hooks["response"].append(count)
         fetch = partial(_get_range, session, url, timeout_seconds=timeout_seconds, policy=policy)
-        size, edges = _fetch_edges(fetch, size_bytes, pool)
-        cache = _ChunkCache(url, size, disk)
-        for start, data in edges:
-            cache.add(start, data)
-        remote = remfile.File(url, disk_cache=cache, _size=cache.size, _min_chunk_size=CHUNK_BYTES)
-        remote.session.hooks["response"].append(count)
+        fetcher = _Fetcher(fetch, _ChunkCache(0, disk))
         try:
+            size, edges = _fetch_edges(fetcher.ranges, size_bytes)
+            fetcher.cache.size = size
+            for start, data in edges:
+                fetcher.cache.add(start, data)
             with _H5:
                 try:
-                    handle = h5py.File(remote, "r")
+                    handle = h5py.File(RangeFile(fetcher, url), "r")
                 except OSError as error:
                     raise StreamingError(
                         f"{redact(url)} is not a readable NWB/HDF5 file (truncated or "
                         f"corrupt?): {error}"
                     ) from error
                 with handle:
-                    yield RemoteHDF5(handle, stats, url, fetch, cache, pool)
+                    yield RemoteHDF5(handle, stats, url, fetcher)
         finally:
-            remote.close()
+            fetcher.close()

@@ -187,7 +187,7 @@ def load_remote_nwb(
         try:
             check_hdf5_links(remote.handle, redact(url), remote=True)
             remote.prefetch(_h5py.datasets_read(remote.handle))
-            contents = read_h5py_contents(remote.handle, redact(url), remote=True)
+            contents = _read_checked_h5py(remote.handle, redact(url))
         except (RemoteError, ExternalLinkError):
             raise
         except FileFormatError as error:  # broken bytes or columns: a download may tell
@@ -280,6 +280,14 @@ def read_h5py_contents(
     """
     try:
         check_hdf5_links(handle, source, remote=remote, allow_external=allow_external_links)
+    except (OSError, KeyError) as error:
+        raise FileFormatError(f"{source}: cannot read the NWB structure ({error})") from error
+    return _read_checked_h5py(handle, source)
+
+
+def _read_checked_h5py(handle: h5py.File, source: str) -> Contents:
+    """:func:`read_h5py_contents` once the file's links are checked."""
+    try:
         metadata = _h5py.read_metadata(handle)
         metadata.update(_file_attributes(handle))
         units = _h5py.read_units(handle, source)
