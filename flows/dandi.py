@@ -8,7 +8,7 @@ import queue
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast, get_args
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -44,13 +44,13 @@ from spikelab.flows._runs import (
     run_summary,
     skipped,
 )
-from spikelab.ids import normalize_dandiset_id, normalize_version
+from spikelab.ids import DandisetRef
 from spikelab.io import delta_upkeep
 from spikelab.io.delta_lake import AssetState
 from spikelab.io.lake import Lake, resolve_lake
 from spikelab.io.manifest import write_manifest
 from spikelab.loaders import LOADER_VERSIONS
-from spikelab.loaders.dandi import DEFAULT_API_BASE, DandiAsset, is_zarr_asset
+from spikelab.loaders.dandi import DEFAULT_API_BASE, DandiAsset, RefusedAsset
 from spikelab.loaders.nwb import has_electrical_series
 from spikelab.tasks.dandi import (
     clear_digest_failure,
@@ -70,9 +70,9 @@ from spikelab.tasks.outputs import Pending, convert_raw_to_zarr, prepare_publica
 MAX_ASSETS_PER_TASK_RUN = 8
 
 
-def asset_target(dandiset_id: str, asset: dict[str, Any]) -> Target:
+def asset_target(dandiset: DandisetRef, asset_id: str) -> Target:
     """Where an asset's outputs go in the lake."""
-    return {"source": "dandi", "dataset_id": dandiset_id, "asset_id": asset["asset_id"]}
+    return {"source": "dandi", "dataset_id": dandiset.dandiset_id, "asset_id": asset_id}
 
 
 def asset_content_id(record: DandiAsset) -> str:
@@ -81,19 +81,19 @@ def asset_content_id(record: DandiAsset) -> str:
     return f"dandi:{record.asset_id}:{digest}:nwb-v{LOADER_VERSIONS['nwb']}"
 
 
-def listed_id(asset: dict[str, Any]) -> str | None:
+def listed_id(asset: DandiAsset) -> str | None:
     """An asset's identity as the listing gives it: asset id, blob id and loader version.
 
     The archive never changes the bytes behind an asset id (a new upload is a new asset),
     so this names the same content as the digest does, without a request per asset.
     """
-    if not asset.get("blob_id"):
+    if asset.blob_id is None:
         return None
-    return f"dandi:{asset['asset_id']}:blob={asset['blob_id']}:nwb-v{LOADER_VERSIONS['nwb']}"
+    return f"dandi:{asset.asset_id}:blob={asset.blob_id}:nwb-v{LOADER_VERSIONS['nwb']}"
 
 
 def unchanged_outcome(
-    lake: Lake, known: AssetState | None, dandiset_id: str, asset: dict[str, Any]
+    lake: Lake, known: AssetState | None, dandiset: DandisetRef, asset: DandiAsset
 ) -> Outcome | None:
     """The ``skipped`` outcome of a listed asset the lake already holds, else None.
 
@@ -103,17 +103,10 @@ def unchanged_outcome(
     identity = listed_id(asset)
     if identity is None or not is_current(known, identity, field="listed_id"):
         return None
-    return skipped(lake, asset_target(dandiset_id, asset), time.monotonic(), known)
+    return skipped(lake, asset_target(dandiset, asset.asset_id), time.monotonic(), known)
 
 
-def asset_reference(api_base: str, dandiset_id: str, version: str, asset_id: str) -> str:
-    """The API URL of an asset in a dandiset version (its ``source_reference``)."""
-    return f"{api_base}/dandisets/{dandiset_id}/versions/{version}/assets/{asset_id}/"
-
-
-def refused_outcome(
-    lake: Lake, dandiset_id: str, version: str, asset: dict[str, Any]
-) -> Outcome | Pending:
+def refused_outcome(lake: Lake, dandiset: DandisetRef, asset: RefusedAsset) -> Outcome | Pending:
     """The ``failed`` result of a listing entry whose identifier was refused.
 
     Its manifest goes under the entry's safe ``refused-<hash>`` key, never a path built
@@ -121,28 +114,27 @@ def refused_outcome(
     """
 
     def refuse(started: float) -> Outcome:
-        raise UnsafeRemoteDataError(asset["refused"])
+        raise UnsafeRemoteDataError(asset.problem)
 
-    return guarded(lake, asset_target(dandiset_id, asset), refuse, version=version)
+    target = asset_target(dandiset, asset.asset_id)
+    return guarded(lake, target, refuse, version=dandiset.version)
 
 
-def zarr_outcome(
-    lake: Lake, dandiset_id: str, version: str, api_base: str, asset: dict[str, Any]
-) -> Outcome:
+def zarr_outcome(lake: Lake, dandiset: DandisetRef, asset: DandiAsset) -> Outcome:
     """The ``skipped`` outcome of a Zarr asset: spikelab ingests NWB HDF5 assets only."""
     started = time.monotonic()
-    target = asset_target(dandiset_id, asset)
-    reference = asset_reference(api_base, dandiset_id, version, asset["asset_id"])
+    target = asset_target(dandiset, asset.asset_id)
+    reference = asset.source_reference
     path = manifest_path(lake, target)
     manifest = write_manifest(
         path,
         **target,
         status="skipped",
-        version=version,
+        version=dandiset.version,
         source_reference=reference,
-        input={"url": reference, "path": asset["path"], "zarr_id": asset.get("zarr_id")},
+        input={"url": reference, "path": asset.path, "zarr_id": asset.zarr_id},
         error=(
-            f"zarr asset: {asset['path']} is stored as Zarr, not as an NWB HDF5 file; "
+            f"zarr asset: {asset.path} is stored as Zarr, not as an NWB HDF5 file; "
             "the DANDI flow ingests NWB HDF5 assets only"
         ),
         flow_run_id=current_flow_run_id(),
@@ -177,17 +169,13 @@ def input_fields(record: DandiAsset, metadata: dict[str, Any], content_id: str) 
 class DandiRun:
     """What every asset of one dandiset run shares (one value per task run, not per asset)."""
 
-    dandiset_id: str
-    version: str
+    dandiset: DandisetRef
     lake: Lake
-    api_base: str
     raw_zarr: bool
     transfer: str
 
 
-def ingest_asset(
-    asset: dict[str, Any], known: AssetState | None, run: DandiRun
-) -> Outcome | Pending:
+def ingest_asset(asset: DandiAsset, known: AssetState | None, run: DandiRun) -> Outcome | Pending:
     """Ingest one asset: describe, skip if unchanged, stream or download, load, prepare.
 
     Plain steps in one task run, the data kept in memory from the read to the returned
@@ -197,8 +185,9 @@ def ingest_asset(
     ``digest_failed_before``, an entry in ``warnings``) and in the run summary's ``error``
     column, and logs a warning.
     """
-    target = asset_target(run.dandiset_id, asset)
-    reference = asset_reference(run.api_base, run.dandiset_id, run.version, asset["asset_id"])
+    target = asset_target(run.dandiset, asset.asset_id)
+    reference = asset.source_reference
+    version = run.dandiset.version
 
     def load(record: DandiAsset) -> tuple[str | None, Loaded]:
         if run.transfer == "stream" and not run.raw_zarr:  # raw traces need the whole file
@@ -207,7 +196,7 @@ def ingest_asset(
         return path, load_downloaded(path, target)
 
     def work(started: float) -> Outcome | Pending:
-        record = describe_dandi_asset(asset["asset_id"], run.api_base, run.dandiset_id, run.version)
+        record = describe_dandi_asset(asset)
         content_id = asset_content_id(record)
         if is_current(known, content_id):
             return skipped(run.lake, target, started, known)
@@ -229,12 +218,12 @@ def ingest_asset(
         note = None
         if failed_before is not None:
             note = digest_warning(failed_before)
-            get_run_logger().warning("%s: %s", asset["asset_id"], note)
+            get_run_logger().warning("%s: %s", asset.asset_id, note)
         pending = prepare_publication(
             target,
             loaded,
             seconds=time.monotonic() - started,
-            version=run.version,
+            version=version,
             source_reference=reference,
             input={
                 "url": reference,
@@ -250,7 +239,7 @@ def ingest_asset(
             remove_download(path)
         return pending
 
-    return guarded(run.lake, target, work, version=run.version, source_reference=reference)
+    return guarded(run.lake, target, work, version=version, source_reference=reference)
 
 
 class AssetResults:
@@ -277,7 +266,7 @@ class AssetResults:
     persist_result=False,  # the results go to the flow's publisher, in memory
 )
 def ingest_dandi_assets(
-    assets: list[dict[str, Any]], known: list[AssetState | None], run: DandiRun, label: str
+    assets: list[DandiAsset], known: list[AssetState | None], run: DandiRun, label: str
 ) -> AssetResults | State:
     """Ingest a few assets of a dandiset, one after the other (see :func:`ingest_asset`).
 
@@ -287,9 +276,7 @@ def ingest_dandi_assets(
     loaded again by the next run (the lake does not hold it).
     """
     results = AssetResults([ingest_asset(a, k, run) for a, k in zip(assets, known, strict=True)])
-    failed = [
-        a["path"] for a, r in zip(assets, results.items, strict=True) if r["status"] == "failed"
-    ]
+    failed = [a.path for a, r in zip(assets, results.items, strict=True) if r["status"] == "failed"]
     if failed:
         message = f"{len(failed)} of {len(assets)} asset(s) failed: {', '.join(failed)}"
         return Failed(message=message, data=results)
@@ -306,9 +293,9 @@ def batch_size(changed: int, concurrency: int) -> int:
     return max(1, min(MAX_ASSETS_PER_TASK_RUN, -(-changed // (2 * concurrency))))
 
 
-def batch_label(assets: Sequence[dict[str, Any]]) -> str:
+def batch_label(assets: Sequence[DandiAsset]) -> str:
     """A task run's name: its asset's path, or the first path and how many more."""
-    first = str(assets[0]["path"])
+    first = assets[0].path
     return first if len(assets) == 1 else f"{first} (+{len(assets) - 1} more)"
 
 
@@ -408,36 +395,35 @@ def ingest_dandiset(
     dict
         The run summary (also in ``<lake>/runs/<flow run id>.json``).
     """
-    if transfer not in ("stream", "download"):
+    if transfer not in get_args(Transfer):
         raise ValueError(f"transfer must be 'stream' or 'download', got {transfer!r}")
     in_flight = resolve_concurrency(concurrency)
     # What is alive now (Prefect, pydantic, pyarrow: millions of objects) lives on: keep
     # it out of the collector's way, which otherwise spends a third of the run on it.
     gc.freeze()
-    dandiset = normalize_dandiset_id(dandiset_id)
-    version = normalize_version(version)
+    dandiset = DandisetRef.parse(dandiset_id, version)
     where = Lake(resolve_lake(lake))
     expire_downloads()
-    assets = list_dandi_assets(dandiset, version, path_glob, api_base)
+    assets = list_dandi_assets(dandiset, path_glob, api_base)
     if max_assets is not None:
         assets = assets[:max_assets]
     index = known_assets(where, refresh)
-    known = [index.get(key_of(asset_target(dandiset, asset))) for asset in assets]
+    known = [index.get(key_of(asset_target(dandiset, asset.asset_id))) for asset in assets]
     del index
     decided: list[Outcome | Pending | None] = []
     for asset, state in zip(assets, known, strict=True):  # decided without a task run
-        if "refused" in asset:
-            decided.append(refused_outcome(where, dandiset, version, asset))
-        elif is_zarr_asset(asset):
-            decided.append(zarr_outcome(where, dandiset, version, api_base, asset))
+        if isinstance(asset, RefusedAsset):
+            decided.append(refused_outcome(where, dandiset, asset))
+        elif asset.is_zarr:
+            decided.append(zarr_outcome(where, dandiset, asset))
         else:
             decided.append(unchanged_outcome(where, state, dandiset, asset))
     changed = [i for i, item in enumerate(decided) if item is None]
     size = batch_size(len(changed), in_flight)
-    run = DandiRun(dandiset, version, where, api_base, raw_zarr, transfer)
+    run = DandiRun(dandiset, where, raw_zarr, transfer)
 
     def submit(batch: list[int]) -> PrefectFuture[Any]:
-        chosen = [assets[i] for i in batch]
+        chosen = [cast(DandiAsset, assets[i]) for i in batch]  # changed: never refused
         return ingest_dandi_assets.submit(
             chosen, [known[i] for i in batch], run, batch_label(chosen)
         )
@@ -445,8 +431,8 @@ def ingest_dandiset(
     batches = (changed[i : i + size] for i in range(0, len(changed), size))
     results = run_in_flight(batches, submit, in_flight)  # each reads one asset at a time
     parameters = {
-        "dandiset_id": dandiset,
-        "version": version,
+        "dandiset_id": dandiset.dandiset_id,
+        "version": dandiset.version,
         "path_glob": path_glob,
         "raw_zarr": raw_zarr,
         "max_assets": max_assets,
@@ -454,7 +440,7 @@ def ingest_dandiset(
         "transfer": transfer,
         "concurrency": in_flight,
     }
-    outcomes = publish_as_they_come(where, decided, results, dandiset)
+    outcomes = publish_as_they_come(where, decided, results, dandiset.dandiset_id)
     return finish_run(where, "ingest-dandiset", parameters, outcomes)  # type: ignore[return-value]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _SIX_DIGITS = re.compile(r"\d{6}")
 _SHORT = re.compile(r"\d{1,5}")
@@ -57,3 +58,28 @@ def normalize_version(version: str) -> str:
             "like 0.231012.1234"
         )
     return text
+
+
+@dataclass(frozen=True)
+class DandisetRef:
+    """A dandiset version, its id and version checked once where they enter.
+
+    Build it with :meth:`parse`; everything downstream takes the value as it is.
+    """
+
+    dandiset_id: str
+    version: str = "draft"
+
+    @classmethod
+    def parse(cls, dandiset_id: str | int, version: str = "draft") -> DandisetRef:
+        """Check and normalise what a user or a flow parameter gave.
+
+        Raises
+        ------
+        ValueError
+            As :func:`normalize_dandiset_id` and :func:`normalize_version` do.
+        """
+        return cls(normalize_dandiset_id(dandiset_id), normalize_version(version))
+
+    def __str__(self) -> str:
+        return f"DANDI:{self.dandiset_id}/{self.version}"

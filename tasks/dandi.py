@@ -31,13 +31,14 @@ from typing import Any
 from prefect import task
 
 from spikelab.http import contained
-from spikelab.loaders import list_dandi_assets as list_assets
+from spikelab.ids import DandisetRef
 from spikelab.loaders import load_spikedata_from_dandi, load_spikedata_from_nwb
 from spikelab.loaders.dandi import (
     DandiAsset,
     DandiClient,
-    download_asset,
+    RefusedAsset,
     expire_stale_downloads,
+    fetch_asset,
     file_matches,
     safe_destination,
 )
@@ -59,22 +60,16 @@ _clients_lock = threading.Lock()
 
 @task(name="list-dandi-assets", **_LISTING_RETRIES)
 def list_dandi_assets(
-    dandiset_id: str, version: str, path_glob: str | None, api_base: str
-) -> list[dict[str, Any]]:
-    """List a dandiset version's assets, 1000 a page (the token comes from DANDI_API_TOKEN).
+    dandiset: DandisetRef, path_glob: str | None, api_base: str
+) -> list[DandiAsset | RefusedAsset]:
+    """List a dandiset version's assets with their records, 1000 a page.
 
-    An entry with a malformed identifier comes back with ``refused`` set (see
-    :func:`spikelab.loaders.list_dandi_assets`), so the flow records it and goes on.
+    The token comes from ``DANDI_API_TOKEN``. An entry with a malformed identifier comes
+    as a :class:`RefusedAsset`, so the flow records it and goes on.
     """
-    listing = list_assets(
-        dandiset_id,
-        version=version,
-        path_glob=path_glob,
-        api_base=api_base,
-        page_size=LISTING_PAGE_SIZE,
-        on_unsafe="report",
+    return list(
+        api_client(api_base).assets(dandiset, path_glob=path_glob, page_size=LISTING_PAGE_SIZE)
     )
-    return list(listing)
 
 
 def api_client(api_base: str) -> DandiClient:
@@ -92,15 +87,12 @@ def api_client(api_base: str) -> DandiClient:
         return client
 
 
-def describe_dandi_asset(
-    asset_id: str, api_base: str, dandiset_id: str | None = None, version: str = "draft"
-) -> DandiAsset:
-    """Fetch the asset's record (one request): its published size, digests, path and URLs.
+def describe_dandi_asset(asset: DandiAsset) -> DandiAsset:
+    """The asset with its published size, digests and URLs.
 
-    ``dandiset_id`` and ``version`` come normalised from the flow and are kept in the
-    record, which the later steps (download, streamed load) take instead of asking again.
+    A request is sent only when the listing came without the asset's record.
     """
-    return api_client(api_base).describe(asset_id, dandiset_id=dandiset_id, version=version)
+    return api_client(asset.api_base).complete(asset)
 
 
 def load_streamed(record: DandiAsset, target: Target) -> Loaded:
@@ -108,14 +100,7 @@ def load_streamed(record: DandiAsset, target: Target) -> Loaded:
 
     Falls back to a verified download when streaming fails (with a counted warning).
     """
-    load = partial(
-        load_spikedata_from_dandi,
-        record,
-        dandiset_id=target["dataset_id"],
-        version=record.version,
-        allow_no_units=True,
-        stream=True,
-    )
+    load = partial(load_spikedata_from_dandi, record, allow_no_units=True, stream=True)
     return load_and_prepare(target, load)
 
 
@@ -149,8 +134,7 @@ def download_dandi_asset(asset: DandiAsset) -> str:
     destination = contained(root, safe_destination(folder, asset.path), "download")
     if file_matches(destination, asset):
         return str(destination)
-    client = api_client(asset.api_base)
-    download_asset(client, client.blob_url(asset.asset_id), asset, destination)
+    fetch_asset(api_client(asset.api_base), asset, destination)
     return str(destination)
 
 

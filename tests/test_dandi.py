@@ -1,5 +1,6 @@
 """DANDI loaders against the stand-in archive on 127.0.0.1 (real sockets, no mocks)."""
 
+import hashlib
 import json
 import os
 import re
@@ -18,13 +19,14 @@ from spikelab.exceptions import (
     RemoteError,
     UnsafeRemoteDataError,
 )
-from spikelab.ids import normalize_version
+from spikelab.ids import DandisetRef, normalize_version
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.loaders import (
     list_dandi_assets,
     load_recording_from_dandi,
     load_spikedata_from_dandi,
 )
+from spikelab.loaders.dandi import DandiAsset, RefusedAsset
 from spikelab.loaders.dandi import _client as _dandi_client
 from spikelab.loaders.dandi._download import expire_stale_downloads, partial_max_age_seconds
 from spikelab.spikedata import SpikeData
@@ -161,6 +163,48 @@ def test_listing_names_each_asset_blob(archive):
         for asset in assets:
             assert client.blob_url(asset["asset_id"]).endswith(f"/{asset['blob_id']}")
     assert len({asset["blob_id"] for asset in assets}) == len(assets)
+
+
+def test_the_client_lists_assets_with_their_records(archive):
+    """One page gives every asset's digest and blob URL: equal to what describe answers."""
+    where = DandisetRef.parse(DANDISET)
+    with _dandi_client.DandiClient(archive.api_base) as client:
+        before = archive.count("api")
+        listed = {a.asset_id: a for a in client.assets(where) if isinstance(a, DandiAsset)}
+        assert archive.count("api") - before == 1
+        name = "sub-01/sub-01_ses-1_ecephys.nwb"
+        asset = listed[archive.ids[name]]
+        described = client.describe(asset.asset_id, dandiset_id=DANDISET)
+    assert asset.described and (asset.path, asset.dandiset_id) == (name, DANDISET)
+    assert asset.digests == described.digests and asset.digest[0] == "dandi:sha2-256"
+    assert asset.blob_url == described.blob_url and asset.blob_url.endswith(asset.blob_id)
+    assert asset.size == described.size > 0
+
+
+def test_a_listing_without_records_is_completed_one_request_an_asset(archive):
+    where = DandisetRef.parse(DANDISET)
+    with _dandi_client.DandiClient(archive.api_base) as client:
+        asset = next(a for a in client.assets(where, records=False) if a.path == "notes.txt")
+        assert asset.asset_id == archive.ids["notes"]
+        assert not asset.described and asset.digests == () and asset.blob_url is None
+        before = archive.count("api", match=f"/assets/{asset.asset_id}/")
+        complete = client.complete(asset)
+        assert archive.count("api", match=f"/assets/{asset.asset_id}/") == before + 1
+        assert client.complete(complete) is complete  # described: no request
+    assert complete.described and complete.blob_id == asset.blob_id
+    sha = hashlib.sha256(b"not an nwb file").hexdigest()
+    assert dict(complete.digests)["dandi:sha2-256"] == sha
+
+
+def test_a_listed_record_of_another_asset_is_refused(archive, monkeypatch):
+    where = DandisetRef.parse(DANDISET)
+    entry = {"asset_id": archive.ids["notes"], "path": "notes.txt", "size": 15}
+    entry["metadata"] = {"identifier": archive.ids["etag-only"], "digest": {}}
+    with _dandi_client.DandiClient(archive.api_base) as client:
+        monkeypatch.setattr(client, "paginate", lambda path, params: iter([entry]))
+        (refused,) = client.assets(where)
+    assert isinstance(refused, RefusedAsset) and refused.asset_id.startswith("refused-")
+    assert "metadata record" in refused.problem and refused.path == "notes.txt"
 
 
 def test_listing_is_lazy(archive):
@@ -321,8 +365,8 @@ def test_transient_statuses_are_retried(archive, tmp_path, status):
     before = archive.count("api", match=f"/assets/{asset_id}/")
     sd = load_spikedata_from_dandi(asset_id, api_base=archive.api_base, download_dir=tmp_path)
     assert trains(sd) == [[1.0, 2.5], [7.25]]
-    # two failures + detail + download redirect
-    assert archive.count("api", match=f"/assets/{asset_id}/") - before == 4
+    # two failures + detail; the public blob is read from the record's URL, no redirect
+    assert archive.count("api", match=f"/assets/{asset_id}/") - before == 3
 
 
 def test_persistent_failure_gives_up_with_a_clear_error(archive):

@@ -4,15 +4,20 @@ Flows and tasks import these names from here; the private modules hold the REST 
 (paged listings, one typed asset record) and the verified, resumable download.
 """
 
-from spikelab.loaders.dandi._client import DEFAULT_API_BASE, DandiAsset, DandiClient
+from spikelab.loaders.dandi._client import (
+    DEFAULT_API_BASE,
+    DandiAsset,
+    DandiClient,
+    RefusedAsset,
+)
 from spikelab.loaders.dandi._download import (
     download_asset,
     expire_stale_downloads,
+    fetch_asset,
     file_matches,
     safe_destination,
 )
 from spikelab.loaders.dandi.assets import (
-    is_zarr_asset,
     list_dandi_assets,
     load_recording_from_dandi,
     load_spikedata_from_dandi,
@@ -22,10 +27,11 @@ __all__ = [
     "DEFAULT_API_BASE",
     "DandiAsset",
     "DandiClient",
+    "RefusedAsset",
     "download_asset",
     "expire_stale_downloads",
+    "fetch_asset",
     "file_matches",
-    "is_zarr_asset",
     "list_dandi_assets",
     "load_recording_from_dandi",
     "load_spikedata_from_dandi",

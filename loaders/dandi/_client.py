@@ -7,12 +7,13 @@ is DANDI's: the token rule, the API's error details, paging, identifier shapes, 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -28,7 +29,7 @@ from spikelab.http import (
     redact,
     unreachable_host,
 )
-from spikelab.ids import DANDISET_VERSION
+from spikelab.ids import DANDISET_VERSION, DandisetRef
 
 DEFAULT_API_BASE = "https://api.dandiarchive.org/api"
 DEFAULT_BACKOFF_SECONDS = 0.5
@@ -197,6 +198,13 @@ class DandiAsset:
         The dandiset it was found in, when known.
     version : str, default: "draft"
         The dandiset version it was found in.
+    blob_id, zarr_id : str | None, default: None
+        The stored file's or Zarr's id, as a listing gives them (``blob``, ``zarr``).
+    modified : str | None, default: None
+        When the asset last changed, as a listing gives it.
+    described : bool, default: True
+        Whether the digests and content URLs are known: False for a listing entry that
+        came without its metadata record (:meth:`DandiClient.describe` fills them in).
     """
 
     asset_id: str
@@ -208,6 +216,10 @@ class DandiAsset:
     blob_url: str | None
     dandiset_id: str | None = None
     version: str = "draft"
+    blob_id: str | None = None
+    zarr_id: str | None = None
+    modified: str | None = None
+    described: bool = True
 
     @property
     def digest(self) -> tuple[str, str] | None:
@@ -221,13 +233,25 @@ class DandiAsset:
 
     @property
     def is_zarr(self) -> bool:
-        """Whether the asset is stored as Zarr rather than as one file."""
-        return self.path.endswith(".zarr")
+        """Whether the asset is stored as Zarr (a Zarr id and no blob, or a ``.zarr`` path)."""
+        return (self.zarr_id is not None and self.blob_id is None) or self.path.endswith(".zarr")
 
     @property
     def download_url(self) -> str:
         """The API endpoint that redirects to the asset's bytes."""
         return f"{self.api_base}/assets/{self.asset_id}/download/"
+
+    def listing_entry(self) -> dict[str, Any]:
+        """The asset as :func:`spikelab.loaders.list_dandi_assets` yields it (a dict)."""
+        entry: dict[str, Any] = {
+            "asset_id": self.asset_id,
+            "path": self.path,
+            "size": self.size,
+            "download_url": self.download_url,
+        }
+        optional = {"modified": self.modified, "blob_id": self.blob_id, "zarr_id": self.zarr_id}
+        entry.update((key, value) for key, value in optional.items() if value is not None)
+        return {**entry, "dandiset_id": self.dandiset_id, "version": self.version}
 
     @property
     def source_reference(self) -> str:
@@ -238,6 +262,51 @@ class DandiAsset:
             f"{self.api_base}/dandisets/{self.dandiset_id}/versions/{self.version}"
             f"/assets/{self.asset_id}/"
         )
+
+
+@dataclass(frozen=True)
+class RefusedAsset:
+    """A listing entry spikelab will not use, under a key derived from (never equal to) its id.
+
+    Parameters
+    ----------
+    asset_id : str
+        ``refused-<hash>`` of what the server sent as the asset id: safe as a file name.
+    path : str
+        The path the server sent, for messages only.
+    problem : str
+        Why the entry was refused.
+    dandiset_id, version : str
+        Where it was listed.
+    """
+
+    asset_id: str
+    path: str
+    problem: str
+    dandiset_id: str
+    version: str
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any], problem: str, dandiset: DandisetRef) -> RefusedAsset:
+        """The refused form of a listing entry."""
+        digest = hashlib.sha256(repr(entry.get("asset_id")).encode()).hexdigest()[:16]
+        return cls(
+            f"refused-{digest}",
+            str(entry.get("path")),
+            problem,
+            dandiset.dandiset_id,
+            dandiset.version,
+        )
+
+    def listing_entry(self) -> dict[str, Any]:
+        """The entry as :func:`spikelab.loaders.list_dandi_assets` reports it."""
+        return {
+            "refused": self.problem,
+            "asset_id": self.asset_id,
+            "path": self.path,
+            "dandiset_id": self.dandiset_id,
+            "version": self.version,
+        }
 
 
 def requests_per_second() -> float:
@@ -489,6 +558,105 @@ class DandiClient:
         base = self.api_base
         path = check_asset_path(record.get("path") or f"{identifier}.nwb", identifier, base)
         size = check_asset_size(record.get("contentSize"), identifier, base, "contentSize")
+        return DandiAsset(
+            identifier,
+            base,
+            path,
+            size,
+            *self._published(identifier, record),
+            dandiset_id=dandiset_id,
+            version=version,
+        )
+
+    def complete(self, asset: DandiAsset) -> DandiAsset:
+        """The asset with its digests and content URLs: itself, or described (one request)."""
+        if asset.described:
+            return asset
+        record = self.describe(asset.asset_id, dandiset_id=asset.dandiset_id, version=asset.version)
+        return replace(
+            record, blob_id=asset.blob_id, zarr_id=asset.zarr_id, modified=asset.modified
+        )
+
+    def assets(
+        self,
+        dandiset: DandisetRef,
+        *,
+        path_glob: str | None = None,
+        page_size: int = 1000,
+        records: bool = True,
+    ) -> Iterator[DandiAsset | RefusedAsset]:
+        """Yield a dandiset version's assets, one API page at a time.
+
+        With ``records`` the listing is asked for each asset's metadata record
+        (``metadata=true``), so an asset comes ``described`` with no request of its own;
+        an archive that leaves the records out yields assets that :meth:`complete` fills
+        in. Every identifier, path and size is checked here; an entry that fails a check
+        comes as a :class:`RefusedAsset` (the iteration goes on).
+
+        Parameters
+        ----------
+        dandiset : DandisetRef
+            The dandiset version.
+        path_glob : str | None, default: None
+            Server-side filter on the whole asset path (``*`` only).
+        page_size : int, default: 1000
+            Assets per request (the archive's largest page).
+        records : bool, default: True
+            Ask for the metadata records (False: lighter pages, assets not described).
+        """
+        params: dict[str, Any] = {"page_size": page_size}
+        if records:
+            params["metadata"] = "true"
+        if path_glob:
+            params["glob"] = path_glob
+        path = f"/dandisets/{dandiset.dandiset_id}/versions/{dandiset.version}/assets/"
+        for entry in self.paginate(path, params):
+            try:
+                yield self._listed(entry, dandiset)
+            except UnsafeRemoteDataError as error:
+                yield RefusedAsset.of(entry, str(error), dandiset)
+
+    def _listed(self, entry: Mapping[str, Any], dandiset: DandisetRef) -> DandiAsset:
+        """One listing entry as an asset, its identifiers, path, size and record checked."""
+        base = self.api_base
+        asset_id = check_server_id("asset_id", entry.get("asset_id"), base)
+        blob, zarr = (
+            None if entry.get(field) is None else check_server_id(key, entry[field], base)
+            for field, key in (("blob", "blob_id"), ("zarr", "zarr_id"))
+        )
+        metadata = entry.get("metadata")
+        record: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
+        if str(record.get("identifier", asset_id)).lower() != asset_id:
+            raise UnsafeRemoteDataError(
+                f"the DANDI server {base} listed asset {asset_id} with the metadata record "
+                f"of {record.get('identifier')!r}; spikelab refuses the entry"
+            )
+        described = "digest" in record
+        modified = entry.get("modified")
+        return DandiAsset(
+            asset_id,
+            base,
+            check_asset_path(entry.get("path"), asset_id, base),
+            check_asset_size(entry.get("size"), asset_id, base, "size"),
+            *(self._published(asset_id, record) if described else ((), (), None)),
+            dandiset_id=dandiset.dandiset_id,
+            version=dandiset.version,
+            blob_id=blob,
+            zarr_id=zarr,
+            modified=modified if isinstance(modified, str) else None,
+            described=described,
+        )
+
+    def _published(
+        self, identifier: str, record: Mapping[str, Any]
+    ) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], str | None]:
+        """An asset record's digests, content URLs and blob URL (the first outside the API).
+
+        Raises
+        ------
+        UnsafeRemoteDataError
+            ``digest`` is not a mapping.
+        """
         digests = record.get("digest") or {}
         if not isinstance(digests, dict):
             raise UnsafeRemoteDataError(
@@ -496,25 +664,13 @@ class DandiClient:
                 f"{digests!r}, which is not a mapping of digest kinds to values; spikelab "
                 "refuses the record"
             )
-        urls = tuple(u for u in record.get("contentUrl") or [] if isinstance(u, str))
-        return DandiAsset(
-            asset_id=identifier,
-            api_base=self.api_base,
-            path=path,
-            size=size,
-            digests=tuple(sorted((str(k), str(v)) for k, v in digests.items() if v)),
-            content_urls=urls,
-            blob_url=next(
-                (
-                    u
-                    for u in urls
-                    if u.startswith(("http://", "https://")) and not self.is_api_url(u)
-                ),
-                None,
-            ),
-            dandiset_id=dandiset_id,
-            version=version,
+        listed = record.get("contentUrl")
+        urls = tuple(u for u in listed if isinstance(u, str)) if isinstance(listed, list) else ()
+        blob_url = next(
+            (u for u in urls if u.startswith(("http://", "https://")) and not self.is_api_url(u)),
+            None,
         )
+        return tuple(sorted((str(k), str(v)) for k, v in digests.items() if v)), urls, blob_url
 
     def blob_url(self, asset_id: str) -> str:
         """Find where the asset's bytes live: the target of its download redirect."""

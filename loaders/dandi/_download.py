@@ -15,13 +15,14 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 from spikelab import http
-from spikelab.exceptions import UnsafeRemoteDataError
+from spikelab.exceptions import RemoteError, UnsafeRemoteDataError
 from spikelab.http import older_than
 from spikelab.io.atomic import remove_older_than
 from spikelab.loaders.dandi._client import SHA256, DandiAsset, DandiClient
 
 __all__ = [
     "download_asset",
+    "fetch_asset",
     "expire_stale_downloads",
     "file_matches",
     "partial_max_age_seconds",
@@ -187,3 +188,28 @@ def download_asset(
         mismatch_hint=_MISMATCH_HINT,
     )
     return destination
+
+
+# Answers of an object store to a URL that needs the archive's presigned redirect.
+NOT_PUBLIC = (401, 403, 404)
+
+
+def fetch_asset(
+    client: DandiClient, asset: DandiAsset, destination: Path, *, timeout_seconds: float = 600.0
+) -> Path:
+    """Download ``asset`` to ``destination`` from its record's blob URL, verified.
+
+    The record's object-store URL serves a public asset without the API's download
+    redirect; an embargoed one answers 401/403/404 there, and is then fetched through
+    the redirect (a presigned URL), as is an asset whose record names no blob URL.
+    """
+    if asset.blob_url is not None:
+        try:
+            return download_asset(
+                client, asset.blob_url, asset, destination, timeout_seconds=timeout_seconds
+            )
+        except RemoteError as error:
+            if error.status not in NOT_PUBLIC:
+                raise
+    url = client.blob_url(asset.asset_id)
+    return download_asset(client, url, asset, destination, timeout_seconds=timeout_seconds)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -19,18 +18,17 @@ from spikelab.exceptions import (
     StreamingError,
     UnsafeRemoteDataError,
 )
-from spikelab.ids import normalize_dandiset_id, normalize_version
+from spikelab.ids import DandisetRef, normalize_dandiset_id, normalize_version
 from spikelab.loaders.dandi._client import (
     DEFAULT_API_BASE,
     DandiAsset,
     DandiClient,
-    check_asset_path,
-    check_asset_size,
-    check_server_id,
+    RefusedAsset,
     parse_asset_reference,
 )
 from spikelab.loaders.dandi._download import (
-    download_asset,
+    NOT_PUBLIC,
+    fetch_asset,
     file_matches,
     safe_destination,
 )
@@ -41,9 +39,6 @@ from spikelab.loaders.nwb.recording import (
     zarr_destination,
 )
 from spikelab.spikedata import SpikeData
-
-# Answers of an object store to a URL that needs the archive's presigned redirect.
-_NOT_PUBLIC = (401, 403, 404)
 
 
 def list_dandi_assets(
@@ -102,61 +97,21 @@ def list_dandi_assets(
     UnsafeRemoteDataError
         With ``on_unsafe="raise"``: the server listed a malformed identifier, path or size.
     """
-    dandiset = normalize_dandiset_id(dandiset_id)
-    version = normalize_version(version)
+    dandiset = DandisetRef.parse(dandiset_id, version)
     if not 1 <= page_size <= 1000:
         raise ValueError(f"page_size must be between 1 and 1000, got {page_size}")
-    params: dict[str, Any] = {"page_size": page_size}
-    if path_glob:
-        params["glob"] = path_glob
     client = DandiClient(api_base, api_token, timeout_seconds=request_timeout_seconds)
 
     def assets() -> Iterator[dict[str, Any]]:
         with client:
-            path = f"/dandisets/{dandiset}/versions/{version}/assets/"
-            for record in client.paginate(path, params):
-                try:
-                    asset = _listed_asset(client, record)
-                except UnsafeRemoteDataError as error:
-                    if on_unsafe == "raise":
-                        raise
-                    asset = _refused_entry(record, str(error))
-                yield {**asset, "dandiset_id": dandiset, "version": version}
+            for asset in client.assets(
+                dandiset, path_glob=path_glob, page_size=page_size, records=False
+            ):
+                if isinstance(asset, RefusedAsset) and on_unsafe == "raise":
+                    raise UnsafeRemoteDataError(asset.problem)
+                yield asset.listing_entry()
 
     return assets()
-
-
-def _listed_asset(client: DandiClient, record: Mapping[str, Any]) -> dict[str, Any]:
-    """One listing entry as an asset dict, its identifiers, path and size checked."""
-    asset_id = check_server_id("asset_id", record.get("asset_id"), client.api_base)
-    asset = {
-        "asset_id": asset_id,
-        "path": check_asset_path(record.get("path"), asset_id, client.api_base),
-        "size": check_asset_size(record.get("size"), asset_id, client.api_base, "size"),
-        "download_url": client.url(f"/assets/{asset_id}/download/"),
-    }
-    if record.get("modified"):
-        asset["modified"] = record["modified"]
-    for field, key in (("blob", "blob_id"), ("zarr", "zarr_id")):
-        if record.get(field) is not None:
-            asset[key] = check_server_id(key, record[field], client.api_base)
-    return asset
-
-
-def _refused_entry(record: Mapping[str, Any], problem: str) -> dict[str, Any]:
-    """A listing entry that cannot be used, under a key derived from (not equal to) its id."""
-    raw = repr(record.get("asset_id"))
-    return {
-        "refused": problem,
-        "asset_id": f"refused-{hashlib.sha256(raw.encode()).hexdigest()[:16]}",
-        "path": str(record.get("path")),
-    }
-
-
-def is_zarr_asset(asset: Mapping[str, Any]) -> bool:
-    """Tell whether a listed asset (or asset metadata record) is stored as Zarr, not a blob."""
-    path = str(asset.get("path") or "")
-    return (bool(asset.get("zarr_id")) and not asset.get("blob_id")) or path.endswith(".zarr")
 
 
 def _refuse_zarr(asset: DandiAsset) -> None:
@@ -200,19 +155,23 @@ def _described(
     FileFormatError
         The asset is stored as Zarr.
     """
-    dandiset = normalize_dandiset_id(dandiset_id) if dandiset_id is not None else None
-    version = normalize_version(version)
     if isinstance(asset, DandiAsset):
         base = asset.api_base
     else:
         identifier, base = parse_asset_reference(asset, api_base)
     with DandiClient(base, api_token, timeout_seconds=request_timeout_seconds) as client:
         if not isinstance(asset, DandiAsset):
-            record = client.describe(identifier, dandiset_id=dandiset, version=version)
-        elif dandiset is not None:
-            record = replace(asset, dandiset_id=dandiset, version=version)
+            dandiset = normalize_dandiset_id(dandiset_id) if dandiset_id is not None else None
+            record = client.describe(
+                identifier, dandiset_id=dandiset, version=normalize_version(version)
+            )
+        elif dandiset_id is not None:
+            where = DandisetRef.parse(dandiset_id, version)
+            record = client.complete(
+                replace(asset, dandiset_id=where.dandiset_id, version=where.version)
+            )
         else:
-            record = asset
+            record = client.complete(asset)
         _refuse_zarr(record)
         yield client, record
 
@@ -224,7 +183,7 @@ def _streamed(client: DandiClient, asset: DandiAsset, **nwb_options: Any) -> Spi
         url = listed or client.blob_url(asset.asset_id)
         sd = load_remote_nwb(url, size_bytes=asset.size, **nwb_options)
     except RangeNotSupportedError as error:
-        if listed is None or error.status not in _NOT_PUBLIC:
+        if listed is None or error.status not in NOT_PUBLIC:
             raise
         sd = load_remote_nwb(client.blob_url(asset.asset_id), size_bytes=asset.size, **nwb_options)
     provenance = _provenance(asset)
@@ -252,13 +211,7 @@ def _downloaded(
     try:
         target = safe_destination(folder or temporary, asset.path)  # type: ignore[arg-type]
         if not file_matches(target, asset):
-            download_asset(
-                client,
-                client.blob_url(asset.asset_id),
-                asset,
-                target,
-                timeout_seconds=download_timeout_seconds,
-            )
+            fetch_asset(client, asset, target, timeout_seconds=download_timeout_seconds)
         yield target
     finally:
         if temporary is not None and not keep:
