@@ -12,11 +12,16 @@ import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Unpack
+
+from spikelab.unit_filter import UnitFilter, UnitFilterKeywords
 
 if TYPE_CHECKING:  # pandas takes ~0.25 s to import: only find_units and lake_summary need it
+    import duckdb
     import pandas as pd
     from deltalake import DeltaTable
+
+    from spikelab.io.lake import LakeLike
 
 AsOf = int | str | datetime | None
 
@@ -44,7 +49,7 @@ SummaryRow = tuple[str, str, int, int, int, int, int]
 _SUMMARY_COUNTS = ("ok", "units", "spikes", "failed", "skipped")
 
 
-def lake_summary(lake: str | os.PathLike[str], as_of: AsOf = None) -> pd.DataFrame:
+def lake_summary(lake: LakeLike, as_of: AsOf = None) -> pd.DataFrame:
     """Assets, units and spikes per source and dataset (see :func:`summary_rows`)."""
     import pandas as pd
 
@@ -52,7 +57,7 @@ def lake_summary(lake: str | os.PathLike[str], as_of: AsOf = None) -> pd.DataFra
     return pd.DataFrame(summary_rows(lake, as_of), columns=list(SUMMARY_COLUMNS)).astype(counts)
 
 
-def summary_rows(lake: str | os.PathLike[str], as_of: AsOf = None) -> list[SummaryRow]:
+def summary_rows(lake: LakeLike, as_of: AsOf = None) -> list[SummaryRow]:
     """(source, dataset, assets, units, spikes, failed, skipped) per dataset, sorted.
 
     ``assets`` counts the assets whose last ingest succeeded (those that loaded with no
@@ -62,7 +67,7 @@ def summary_rows(lake: str | os.PathLike[str], as_of: AsOf = None) -> list[Summa
 
     Parameters
     ----------
-    lake : str or PathLike
+    lake : Lake, str or PathLike
         Lake root.
     as_of : int, str or datetime, optional
         Read the lake as of this units-table version or time (see
@@ -70,7 +75,9 @@ def summary_rows(lake: str | os.PathLike[str], as_of: AsOf = None) -> list[Summa
         that went with that version.
     """
     from spikelab.io.delta_read import open_assets, open_units
+    from spikelab.io.lake import Lake
 
+    lake = Lake.of(lake)
     units = open_units(lake, as_of)
     assets = open_assets(lake, units, as_of)
     counts: dict[tuple[str, str], dict[str, int]] = {}
@@ -141,7 +148,7 @@ UNMAPPED_COLUMNS = ("location_label", "region_match", "units", "assets")
 
 
 def region_rows(
-    lake: str | os.PathLike[str], level: str = "beryl", as_of: AsOf = None
+    lake: LakeLike, level: str = "beryl", as_of: AsOf = None
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Units per region at a level, and the labels the lake could not map, with counts.
 
@@ -248,48 +255,46 @@ def _fold(text: str) -> str:
 
 def units_sql(
     connection: Any,
+    selection: UnitFilter | None = None,
     *,
-    regions: Sequence[str] = (),
-    region_labels: Sequence[str] = (),
-    source: str | None = None,
-    dataset: str | None = None,
-    min_rate_hz: float | None = None,
-    species: str | None = None,
-    good: bool = False,
-    columns: Sequence[str] = (),
     with_spike_times: bool = False,
+    **filters: Unpack[UnitFilterKeywords],
 ) -> str:
-    """The SELECT over the ``units`` view (and ``sessions``, when asked for) for these filters.
+    """The SELECT over the ``units`` view (and ``sessions``, when asked for) for a selection.
 
-    ``regions`` keep units mapped to a structure or anything below it; ``columns`` adds
-    units or sessions columns to the default ones.
+    ``selection`` (or the same ``filters`` as keywords, see :class:`UnitFilter`) says
+    which units; ``regions`` keep units mapped to a structure or anything below it;
+    ``columns`` adds units or sessions columns to the default ones, ``with_spike_times``
+    the spike trains.
     """
-    from spikelab.session_fields import normalise_species
-
+    selection = UnitFilter.of(selection, **filters)
+    if with_spike_times:
+        selection = selection.with_columns("spike_times_ms")
     available = {row[0] for row in connection.execute("DESCRIBE units").fetchall()}
     session_columns = {row[0] for row in connection.execute("DESCRIBE sessions").fetchall()}
     conditions = []
-    ids = region_ids(connection, regions)
+    ids = region_ids(connection, selection.regions)
     if ids:
         listed = ", ".join(map(str, ids))
         conditions.append(
             "u.region_id IN (SELECT id FROM regions WHERE "
             f"list_has_any(ancestors, [{listed}]::BIGINT[]))"
         )
-    if region_labels:
-        conditions.append(f"u.location_label IN ({', '.join(_literal(r) for r in region_labels)})")
-    for column, value in (("source", source), ("dataset_id", dataset)):
+    if selection.region_labels:
+        labels = ", ".join(_literal(label) for label in selection.region_labels)
+        conditions.append(f"u.location_label IN ({labels})")
+    for column, value in (("source", selection.source), ("dataset_id", selection.dataset)):
         if value is not None:
             conditions.append(f"u.{column} = {_literal(value)}")
-    if min_rate_hz is not None:
-        conditions.append(f"u.firing_rate_hz >= {_literal(min_rate_hz)}")
-    if good:
+    if selection.min_rate_hz is not None:
+        conditions.append(f"u.firing_rate_hz >= {_literal(selection.min_rate_hz)}")
+    if selection.good:
         conditions.append("u.quality = 'good'")
-    join = species is not None
-    if species is not None:
-        conditions.append(f"s.species = {_literal(normalise_species(species) or species)}")
+    join = selection.species is not None
+    if selection.species is not None:
+        conditions.append(f"s.species = {_literal(selection.species)}")
     selected = [f"u.{c}" for c in UNIT_COLUMNS if c in available]
-    for name in columns:
+    for name in selection.columns:
         if name in available and name not in UNIT_COLUMNS:
             selected.append(f"u.{name}")
         elif name in session_columns - {"source", "dataset_id", "asset_id", "publication"}:
@@ -298,8 +303,6 @@ def units_sql(
         elif name not in UNIT_COLUMNS:
             known = sorted((available | session_columns) - {"publication"})
             raise ValueError(f"--columns {name!r} is no column of the lake; known: {known}")
-    if with_spike_times and "u.spike_times_ms" not in selected:
-        selected.append("u.spike_times_ms")
     sessions = (
         " LEFT JOIN sessions s ON s.source = u.source AND s.dataset_id = u.dataset_id "
         "AND s.asset_id = u.asset_id"
@@ -314,55 +317,45 @@ def units_sql(
 
 
 def matching_units(
-    lake: str | os.PathLike[str], *, as_of: AsOf = None, **filters: Any
+    lake: LakeLike,
+    selection: UnitFilter | None = None,
+    *,
+    as_of: AsOf = None,
+    **filters: Unpack[UnitFilterKeywords],
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Column names and rows of the matching units (see :func:`find_units`), no pandas."""
     from spikelab.io.delta_read import connect
 
+    selection = UnitFilter.of(selection, **filters)
     connection = connect(lake, as_of)
-    cursor = connection.execute(units_sql(connection, **filters))
+    cursor = connection.execute(units_sql(connection, selection))
     return [column[0] for column in cursor.description], cursor.fetchall()
 
 
 def find_units(
-    lake: str | os.PathLike[str],
+    lake: LakeLike,
+    selection: UnitFilter | None = None,
     *,
-    regions: Sequence[str] = (),
-    region_labels: Sequence[str] = (),
-    source: str | None = None,
-    dataset: str | None = None,
-    min_rate_hz: float | None = None,
-    species: str | None = None,
-    good: bool = False,
-    columns: Sequence[str] = (),
     with_spike_times: bool = False,
     as_of: AsOf = None,
+    **filters: Unpack[UnitFilterKeywords],
 ) -> pd.DataFrame:
     """Units across every source that match all the filters given.
 
     Parameters
     ----------
-    lake : str or PathLike
+    lake : Lake, str or PathLike
         Lake root.
-    regions : sequence of str, default: ()
-        Allen CCF 2017 structures (acronyms or names, any case); a unit matches when its
-        ``region`` is one of them or lies below one (``HPF`` keeps CA1, DG ...).
-    region_labels : sequence of str, default: ()
-        Labels as written; a unit matches when its raw ``location_label`` is one of them.
-    source, dataset : str | None, default: None
-        Keep one source (``dandi``, ``ibl``, ``files``) or one dataset id.
-    min_rate_hz : float | None, default: None
-        Keep units firing at least this fast.
-    species : str | None, default: None
-        Keep units of subjects of this species (``mouse`` or ``Mus musculus``).
-    good : bool, default: False
-        Keep units whose ``quality`` is ``good``.
-    columns : sequence of str, default: ()
-        More columns of the units or sessions tables to return (``sex``, ``age_days`` ...).
+    selection : UnitFilter, optional
+        Which units (and which more columns); or give its fields as keywords instead.
     with_spike_times : bool, default: False
         Also return each unit's ``spike_times_ms``.
     as_of : int, str or datetime, optional
         Read the units table as of this version or time instead of its current snapshot.
+    **filters
+        The fields of :class:`~spikelab.unit_filter.UnitFilter`: ``regions``,
+        ``region_labels``, ``source``, ``dataset``, ``min_rate_hz``, ``species``, ``good``,
+        ``columns``; none means every unit.
 
     Returns
     -------
@@ -375,34 +368,34 @@ def find_units(
         If ``as_of`` names a version or time the table does not have.
     UnknownRegionError
         If a region names no Allen structure.
+    TypeError
+        If both ``selection`` and filter keywords are given.
     """
     from spikelab.io.delta_read import connect
 
-    connection = connect(lake, as_of)
-    query = units_sql(
-        connection,
-        regions=regions,
-        region_labels=region_labels,
-        source=source,
-        dataset=dataset,
-        min_rate_hz=min_rate_hz,
-        species=species,
-        good=good,
-        columns=columns,
-        with_spike_times=with_spike_times,
-    )
+    selection = UnitFilter.of(selection, **filters)
+    if with_spike_times:
+        selection = selection.with_columns("spike_times_ms")
+    return units_frame(connect(lake, as_of), selection)
+
+
+def units_frame(connection: duckdb.DuckDBPyConnection, selection: UnitFilter) -> pd.DataFrame:
+    """The units ``selection`` matches, read through an open lake connection."""
     # Arrow, then pandas: twice as fast as DuckDB's own .df() on large answers
-    frame: pd.DataFrame = connection.sql(query).to_arrow_table().to_pandas()
+    frame: pd.DataFrame = (
+        connection.sql(units_sql(connection, selection)).to_arrow_table().to_pandas()
+    )
     return frame
 
 
 def export_units(
-    lake: str | os.PathLike[str],
+    lake: LakeLike,
     destination: str | os.PathLike[str] | BinaryIO,
     file_format: str,
+    selection: UnitFilter | None = None,
     *,
     as_of: AsOf = None,
-    **filters: Any,
+    **filters: Unpack[UnitFilterKeywords],
 ) -> None:
     """Write the matching units (see :func:`find_units`) as CSV or Parquet, via DuckDB.
 
@@ -412,20 +405,21 @@ def export_units(
     """
     from spikelab.io.delta_read import connect
 
+    selection = UnitFilter.of(selection, **filters)
     if not isinstance(destination, str | os.PathLike):
         with tempfile.TemporaryDirectory(prefix="spikelab-export-") as folder:
             exported = os.path.join(folder, f"units.{file_format}")
-            export_units(lake, exported, file_format, as_of=as_of, **filters)
+            export_units(lake, exported, file_format, selection, as_of=as_of)
             with open(exported, "rb") as source:
                 shutil.copyfileobj(source, destination)
         return
     connection = connect(lake, as_of)
-    query = units_sql(connection, **filters)
+    query = units_sql(connection, selection)
     options = "FORMAT csv, HEADER" if file_format == "csv" else "FORMAT parquet"
     connection.execute(f"COPY ({query}) TO {_literal(str(destination))} ({options})")
 
 
-def history_rows(lake: str | os.PathLike[str], limit: int | None = None) -> list[tuple[Any, ...]]:
+def history_rows(lake: LakeLike, limit: int | None = None) -> list[tuple[Any, ...]]:
     """(version, timestamp, operation, flow_run_id, assets) per units-table version.
 
     Newest first, ``limit`` of them when given; empty for a lake with no table.

@@ -5,43 +5,50 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from spikelab.cli.parser import UsageError
+
+if TYPE_CHECKING:
+    from spikelab.io.lake import Lake
+    from spikelab.unit_filter import UnitFilter
 
 
 def answer(args: argparse.Namespace) -> None:
     """Answer one ``spikelab lake`` question.
 
     A local lake folder that does not exist answers as an empty lake, with a note on
-    stderr: a mistyped ``--lake`` should not pass for a lake with nothing in it.
+    stderr: a mistyped ``--lake`` should not pass for a lake with nothing in it. The lake
+    and the unit filters are parsed once, here, and handed down.
     """
-    if args.question == "summary":
-        lake_summary(args.lake, args.as_of)
-    elif args.question == "units":
-        _units(args)
-    elif args.question == "history":
-        _history(args.lake, args.limit)
-    elif args.question == "compact":
-        _compact(args.lake, args.retention_hours)
-    elif args.question == "remove":
-        _remove(args)
-    elif args.question == "export":
-        _export(args)
-    elif args.question == "regions":
-        _regions(args)
-    elif args.question == "remap":
-        _remap(args)
-    else:
+    if args.question == "migrate":
         _migrate(args.old, args.new)
         return
-    from spikelab.io.storage import is_remote  # loaded by the answer already
+    from spikelab.io.lake import Lake
+    from spikelab.io.storage import is_remote
 
-    if not is_remote(args.lake) and not Path(args.lake).exists():
-        print(f"spikelab: no lake at {args.lake} (check --lake or SPIKELAB_LAKE)", file=sys.stderr)
+    lake = Lake(args.lake)
+    if args.question == "summary":
+        lake_summary(lake, args.as_of)
+    elif args.question == "units":
+        _units(lake, args)
+    elif args.question == "history":
+        _history(lake, args.limit)
+    elif args.question == "compact":
+        _compact(lake, args.retention_hours)
+    elif args.question == "remove":
+        _remove(lake, args)
+    elif args.question == "export":
+        _export(lake, args)
+    elif args.question == "regions":
+        _regions(lake, args)
+    else:
+        _remap(lake, args)
+    if not is_remote(lake.root) and not Path(lake.root).exists():
+        print(f"spikelab: no lake at {lake} (check --lake or SPIKELAB_LAKE)", file=sys.stderr)
 
 
-def lake_summary(lake: str, as_of: str | None = None) -> None:
+def lake_summary(lake: Lake | str, as_of: str | None = None) -> None:
     """Print assets, units and spikes per dataset."""
     from spikelab.lake_queries import SUMMARY_COLUMNS, format_rows, summary_rows
 
@@ -49,24 +56,24 @@ def lake_summary(lake: str, as_of: str | None = None) -> None:
     print(format_rows(SUMMARY_COLUMNS, rows) if rows else "the lake is empty")
 
 
-def _units(args: argparse.Namespace) -> None:
+def _units(lake: Lake, args: argparse.Namespace) -> None:
     from spikelab.lake_queries import export_units, format_rows, matching_units
 
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet needs --output FILE")
-    filters = {**unit_filters(args), "columns": args.columns}
+    selection = unit_filter(args)
     if args.format == "table":
-        columns, rows = matching_units(args.lake, as_of=args.as_of, **filters)
+        columns, rows = matching_units(lake, selection, as_of=args.as_of)
         print(format_rows(columns, rows) if rows else "no matching units")
         return
     sys.stdout.flush()
     destination = args.output or sys.stdout.buffer
-    export_units(args.lake, destination, args.format, as_of=args.as_of, **filters)
+    export_units(lake, destination, args.format, selection, as_of=args.as_of)
     if args.output:
         print(f"units -> {args.output}")
 
 
-def _history(lake: str, limit: int | None) -> None:
+def _history(lake: Lake, limit: int | None) -> None:
     from spikelab.io.delta_read import history
     from spikelab.lake_queries import HISTORY_COLUMNS, format_rows
 
@@ -78,14 +85,14 @@ def _history(lake: str, limit: int | None) -> None:
     print(format_rows(columns, rows) if rows else "the lake has no versions yet")
 
 
-def _remove(args: argparse.Namespace) -> None:
+def _remove(lake: Lake, args: argparse.Namespace) -> None:
     from spikelab.io.lake_remove import remove_assets
 
     if not args.asset and args.dataset is None:
         raise UsageError("lake remove needs --asset ID or --dataset NAME (or both)")
-    removed = remove_assets(args.lake, assets=args.asset, dataset=args.dataset, source=args.source)
+    removed = remove_assets(lake, assets=args.asset, dataset=args.dataset, source=args.source)
     if not removed.assets:
-        raise UsageError(f"no asset in lake {args.lake} matches {removed.asked}")
+        raise UsageError(f"no asset in lake {lake} matches {removed.asked}")
     for source, dataset_id, asset_id in removed.assets:
         print(f"removed {source}/{dataset_id}/{asset_id}")
     print(
@@ -97,46 +104,43 @@ def _remove(args: argparse.Namespace) -> None:
     )
 
 
-def _export(args: argparse.Namespace) -> None:
+def _export(lake: Lake, args: argparse.Namespace) -> None:
     from spikelab.io.lake_export import export_selection
 
-    written = export_selection(
-        args.lake,
-        args.output,
-        args.format,
-        as_of=args.as_of,
-        **unit_filters(args),
-    )
+    written = export_selection(lake, args.output, args.format, unit_filter(args), as_of=args.as_of)
     print(f"{written.units} units of {written.assets} asset(s) -> {written.path}")
 
 
-def unit_filters(args: argparse.Namespace) -> dict[str, Any]:
-    """The unit filters of ``lake units`` and ``lake export``, as find_units takes them."""
-    return {
-        "regions": args.region,
-        "region_labels": args.region_label,
-        "source": args.source,
-        "dataset": args.dataset,
-        "min_rate_hz": args.min_rate,
-        "species": args.species,
-        "good": args.good,
-    }
+def unit_filter(args: argparse.Namespace) -> UnitFilter:
+    """The units ``lake units`` or ``lake export`` selects, from their options, built once."""
+    from spikelab.unit_filter import UnitFilter
+
+    return UnitFilter(
+        regions=args.region,
+        region_labels=args.region_label,
+        source=args.source,
+        dataset=args.dataset,
+        min_rate_hz=args.min_rate,
+        species=args.species,
+        good=args.good,
+        columns=getattr(args, "columns", ()),  # lake export has no --columns
+    )
 
 
-def _regions(args: argparse.Namespace) -> None:
+def _regions(lake: Lake, args: argparse.Namespace) -> None:
     from spikelab.lake_queries import REGION_COLUMNS, UNMAPPED_COLUMNS, format_rows, region_rows
 
-    mapped, unmapped = region_rows(args.lake, args.level, args.as_of)
+    mapped, unmapped = region_rows(lake, args.level, args.as_of)
     print(format_rows(REGION_COLUMNS, mapped) if mapped else "no unit is mapped to a region")
     if unmapped:
         print("\nlabels not mapped (add aliases, then `spikelab lake remap`):")
         print(format_rows(UNMAPPED_COLUMNS, unmapped))
 
 
-def _remap(args: argparse.Namespace) -> None:
+def _remap(lake: Lake, args: argparse.Namespace) -> None:
     from spikelab.io.lake_remap import remap
 
-    report = remap(args.lake, aliases=args.region_aliases)
+    report = remap(lake, aliases=args.region_aliases)
     if report["version"] is None:
         print("the lake has no units: nothing to remap")
     else:
@@ -148,7 +152,7 @@ def _remap(args: argparse.Namespace) -> None:
         print(f"added {report['sessions_added']} sessions row(s)")
 
 
-def _compact(lake: str, retention_hours: int) -> None:
+def _compact(lake: Lake, retention_hours: int) -> None:
     from spikelab.io.delta_upkeep import compact
 
     report = compact(lake, retention_hours=retention_hours)
@@ -163,8 +167,8 @@ def _compact(lake: str, retention_hours: int) -> None:
 
 def _migrate(old: str, new: str) -> None:
     from spikelab.io import storage
-    from spikelab.io.delta_lake import open_table, units_uri
     from spikelab.io.delta_migrate import migrate
+    from spikelab.io.delta_tables import open_table, units_uri
     from spikelab.io.lake import resolve_lake
 
     old, new = resolve_lake(old), resolve_lake(new)

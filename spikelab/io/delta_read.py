@@ -283,8 +283,9 @@ def connect(
 
     The view reads the latest version, or the one :func:`open_units` picks for ``as_of``,
     keeping only the rows of finished publications (see :func:`published_filter`), with
-    the table's columns. ``sessions`` and ``regions`` views stand beside it. An empty lake
-    gives empty views with the fixed columns. Only the columns a query names are read.
+    the table's columns. ``assets`` (the assets table's version that goes with it),
+    ``sessions`` and ``regions`` views stand beside it. An empty lake gives empty views
+    with the fixed columns. Only the columns a query names are read.
 
     A local table is read by DuckDB's own Parquet reader over the snapshot's files (the
     Delta log names them; a file another column set was written with reads as nulls in
@@ -299,9 +300,10 @@ def connect(
     table = open_units(lake, as_of)
     source = _source(connection, "units", table, UNITS_SCHEMA)
     assets = open_assets(lake, table, as_of) if table is not None else None
+    assets_source = _source(connection, "assets", assets, ASSETS_SCHEMA)
+    connection.execute(f"CREATE VIEW assets AS SELECT * FROM {assets_source}")
     if assets is not None and "publication" in column_names(assets):
-        published = _source(connection, "assets", assets, ASSETS_SCHEMA)
-        connection.execute(f"CREATE VIEW publications AS SELECT publication FROM {published}")
+        connection.execute("CREATE VIEW publications AS SELECT publication FROM assets")
     where = published_filter(table, assets) if table is not None else ""
     condition = f" WHERE {where}" if where else ""
     connection.execute(f"CREATE VIEW units AS SELECT * FROM {source}{condition}")

@@ -1,11 +1,12 @@
 """Spike trains out of the lake: the selected units as SpikeData, NWB, SpikeLab .npz or Parquet.
 
-Units are chosen as ``spikelab lake units`` chooses them
-(:func:`spikelab.lake_queries.find_units`: regions, source, dataset, minimum rate, as of a
-version or time). In Python, :func:`lake_spikedata` gives one
-:class:`~spikelab.spikedata.SpikeData` per asset, each with the length, start time and
-metadata its asset was published with (subject fields from the lake's ``sessions`` table
-when it has them). :func:`export_selection` writes the whole selection to one file.
+Units are chosen as ``spikelab lake units`` chooses them, by a
+:class:`~spikelab.unit_filter.UnitFilter` (regions, source, dataset, minimum rate ...; see
+:func:`spikelab.lake_queries.find_units`), as of a version or time. In Python,
+:func:`lake_spikedata` gives one :class:`~spikelab.spikedata.SpikeData` per asset, each
+with the length, start time and metadata its asset was published with (subject fields from
+the lake's ``sessions`` table when it has them). :func:`export_selection` writes the whole
+selection to one file.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
 
 import numpy as np
 
 from spikelab.io.json_codec import decode
+from spikelab.io.lake import Lake, LakeLike
 from spikelab.spikedata import SpikeData
+from spikelab.unit_filter import UnitFilter, UnitFilterKeywords
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
 
 EXPORT_FORMATS = ("nwb", "npz", "parquet")
@@ -43,25 +47,25 @@ class Exported(NamedTuple):
 
 
 def lake_spikedata(
-    lake: str | os.PathLike[str],
+    lake: LakeLike,
+    selection: UnitFilter | None = None,
     *,
-    regions: Sequence[str] = (),
-    region_labels: Sequence[str] = (),
-    source: str | None = None,
-    dataset: str | None = None,
-    min_rate_hz: float | None = None,
-    species: str | None = None,
-    good: bool = False,
     as_of: AsOf = None,
+    **filters: Unpack[UnitFilterKeywords],
 ) -> list[SpikeData]:
     """The matching units with their spike trains, as one SpikeData per asset.
 
     Parameters
     ----------
-    lake : str or PathLike
+    lake : Lake, str or PathLike
         Lake root.
-    regions, region_labels, source, dataset, min_rate_hz, species, good, as_of
-        The filters of :func:`spikelab.lake_queries.find_units`.
+    selection : UnitFilter, optional
+        Which units; or give its fields (``regions``, ``dataset`` ...) as keywords instead.
+    as_of : int, str or datetime, optional
+        Read the lake as of this version or time.
+    **filters
+        The fields of :class:`~spikelab.unit_filter.UnitFilter`, as
+        :func:`spikelab.lake_queries.find_units` takes them.
 
     Returns
     -------
@@ -78,24 +82,16 @@ def lake_spikedata(
     LakeVersionError
         If ``as_of`` names a version or time the lake cannot read.
     """
-    from spikelab.lake_queries import find_units
+    from spikelab.io.delta_read import connect
+    from spikelab.lake_queries import units_frame
 
-    frame = find_units(
-        lake,
-        regions=regions,
-        region_labels=region_labels,
-        source=source,
-        dataset=dataset,
-        min_rate_hz=min_rate_hz,
-        species=species,
-        good=good,
-        with_spike_times=True,
-        as_of=as_of,
-    )
+    selection = UnitFilter.of(selection, **filters).with_columns("spike_times_ms")
+    connection = connect(lake, as_of)
+    frame = units_frame(connection, selection)
     if frame.empty:
         return []
-    footers = _footers(lake, as_of)
-    subjects = _subjects(lake, as_of)
+    footers = _footers(connection)
+    subjects = _subjects(connection)
     result = []
     for key, rows in frame.groupby(["source", "dataset_id", "asset_id"], sort=False):
         source_name, dataset_id, asset_id = (str(part) for part in key)
@@ -149,32 +145,21 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def _footers(lake: str | os.PathLike[str], as_of: AsOf) -> dict[tuple[str, str, str], Any]:
-    """Each asset's units footer (length, start, ids, metadata) from the assets table."""
-    from spikelab.io.delta_read import open_assets, open_units
-
-    assets = open_assets(lake, open_units(lake, as_of), as_of)
-    if assets is None:
-        return {}
-    data = assets.to_pyarrow_table(
-        columns=["source", "dataset_id", "asset_id", "units_metadata"]
-    ).to_pylist()
-    return {
-        (row["source"], row["dataset_id"], row["asset_id"]): json.loads(row["units_metadata"])
-        for row in data
-        if row["units_metadata"]
-    }
+def _footers(connection: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, str], Any]:
+    """Each asset's units footer (length, start, ids, metadata) from the ``assets`` view."""
+    rows = connection.execute(
+        "SELECT source, dataset_id, asset_id, units_metadata FROM assets "
+        "WHERE units_metadata IS NOT NULL AND units_metadata <> ''"
+    ).fetchall()
+    return {tuple(row[:3]): json.loads(row[3]) for row in rows}
 
 
 def _subjects(
-    lake: str | os.PathLike[str], as_of: AsOf
+    connection: duckdb.DuckDBPyConnection,
 ) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Subject fields per asset from the lake's ``sessions`` view, when the lake has one."""
     import duckdb
 
-    from spikelab.io.delta_read import connect
-
-    connection = connect(lake, as_of)
     try:
         names = {row[0] for row in connection.execute("DESCRIBE sessions").fetchall()}
     except duckdb.Error:  # a lake without a sessions table
@@ -226,18 +211,19 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def export_selection(
-    lake: str | os.PathLike[str],
+    lake: LakeLike,
     output: str | os.PathLike[str],
     file_format: str,
+    selection: UnitFilter | None = None,
     *,
     as_of: AsOf = None,
-    **filters: Any,
+    **filters: Unpack[UnitFilterKeywords],
 ) -> Exported:
     """Write the matching units with their spike trains to one file.
 
     Parameters
     ----------
-    lake : str or PathLike
+    lake : Lake, str or PathLike
         Lake root.
     output : str or PathLike
         The file to write (under a temporary name, then renamed into place).
@@ -247,10 +233,12 @@ def export_selection(
         in samples of a 1 kHz clock, so milliseconds). ``nwb``: an NWB file written by
         :func:`spikelab.io.export_spikedata_to_nwb`, with the subject when the lake has
         it (DANDI-ready then).
+    selection : UnitFilter, optional
+        Which units; or give its fields (``regions``, ``dataset`` ...) as keywords instead.
     as_of : int, str or datetime, optional
         Read the lake as of this version or time.
     **filters
-        The unit filters of :func:`lake_spikedata` (``regions``, ``dataset`` ...).
+        The fields of :class:`~spikelab.unit_filter.UnitFilter`.
 
     Returns
     -------
@@ -264,23 +252,26 @@ def export_selection(
     """
     if file_format not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {file_format!r}")
-    selection = lake_spikedata(lake, as_of=as_of, **filters)
-    if not selection:
+    selection = UnitFilter.of(selection, **filters)
+    lake = Lake.of(lake)
+    found = lake_spikedata(lake, selection, as_of=as_of)
+    if not found:
         raise ValueError(f"no unit in lake {lake} matches the filters: nothing to export")
     destination = Path(output).absolute()
     if file_format == "parquet":
         from spikelab.lake_queries import export_units
 
         with _staged(destination) as staged:
-            export_units(lake, staged, "parquet", as_of=as_of, with_spike_times=True, **filters)
+            trains = selection.with_columns("spike_times_ms")
+            export_units(lake, staged, "parquet", trains, as_of=as_of)
     elif file_format == "npz":
         with _staged(destination) as staged:
-            write_spikelab_npz(combined(selection), staged)
+            write_spikelab_npz(combined(found), staged)
     else:
         from spikelab.io.nwb import export_spikedata_to_nwb
 
-        export_spikedata_to_nwb(combined(selection), destination)
-    return Exported(destination, len(selection), sum(sd.N for sd in selection))
+        export_spikedata_to_nwb(combined(found), destination)
+    return Exported(destination, len(found), sum(sd.N for sd in found))
 
 
 class _staged:
