@@ -17,14 +17,13 @@ from prefect.logging import get_run_logger
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from spikelab.choices import TaskRunnerName, Transfer
 from spikelab.config import (
     CONFIG_DIR,
     MAX_CONCURRENCY,
     Concurrency,
     DandisetEntry,
     DandisetsConfig,
-    TaskRunnerName,
-    Transfer,
     load_config,
     resolve_concurrency,
 )

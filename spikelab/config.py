@@ -9,19 +9,18 @@ from __future__ import annotations
 import os
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from spikelab.choices import Transfer
 from spikelab.ids import normalize_dandiset_id, normalize_version
 
 CONFIG_DIR = Path(str(files("spikelab.configs")))
 Model = TypeVar("Model", bound=BaseModel)
 CONCURRENCY_ENV = "SPIKELAB_CONCURRENCY"
 MAX_CONCURRENCY = 256
-TaskRunnerName = Literal["threads", "dask"]
-Transfer = Literal["stream", "download"]
 # A flow parameter the Prefect UI shows as a bounded number (None: the default).
 Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]
 

@@ -185,11 +185,10 @@ def _ingest_files(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _ingest_dandi(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from spikelab.ids import normalize_dandiset_id, normalize_version
+    from spikelab.ids import DandisetRef
 
     try:
-        dandiset = normalize_dandiset_id(args.dandiset_id)
-        version = normalize_version(args.version)
+        where = DandisetRef.parse(args.dandiset_id, args.version)
     except ValueError as error:
         raise UsageError(str(error)) from None
     options = {"api_base": args.api_base} if args.api_base else {}
@@ -199,8 +198,8 @@ def _ingest_dandi(args: argparse.Namespace) -> list[dict[str, Any]]:
         return _call_flow(
             _on_runner(ingest_dandiset, args),
             backend,
-            dandiset,
-            version=version,
+            where.dandiset_id,
+            version=where.version,
             path_glob=args.glob,
             lake=args.lake,
             raw_zarr=args.raw_zarr,

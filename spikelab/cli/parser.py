@@ -6,7 +6,9 @@ import argparse
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
+
+from spikelab.choices import Source, TaskRunnerName, Transfer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_RETENTION_HOURS = 168  # as spikelab.io.delta_lake, which imports pyarrow
@@ -128,7 +130,7 @@ def _runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task-runner",
         default="threads",
-        choices=["threads", "dask"],
+        choices=get_args(TaskRunnerName),
         help="run tasks in a thread pool (default) or on Dask (pip install 'spikelab[dask]')",
     )
     parser.add_argument("--dask-address", help="scheduler address of a running Dask cluster")
@@ -145,7 +147,7 @@ def _add_ingest(commands: Any) -> None:
     dandi.add_argument("--raw-zarr", action="store_true", help="also save raw traces as Zarr")
     dandi.add_argument(
         "--transfer",
-        choices=("stream", "download"),
+        choices=get_args(Transfer),
         default="stream",
         help="read only the Units over HTTP ranges (default) or download and verify each file",
     )
@@ -295,7 +297,7 @@ def _unit_filters(parser: argparse.ArgumentParser) -> None:
         metavar="TEXT",
         help="brain region label exactly as the file wrote it (repeatable)",
     )
-    parser.add_argument("--source", choices=["dandi", "ibl", "files"], help="one source only")
+    parser.add_argument("--source", choices=get_args(Source), help="one source only")
     parser.add_argument("--dataset", help="one dataset id only")
     parser.add_argument("--min-rate", type=_finite(0.0), help="minimum firing rate in Hz")
     parser.add_argument("--species", help="subjects of one species (mouse, 'Mus musculus' ...)")
@@ -345,7 +347,7 @@ def _add_remove_and_export(questions: Any) -> None:
         help="asset id (repeatable; with --dataset, only that dataset's)",
     )
     remove.add_argument("--dataset", metavar="NAME", help="every asset of this dataset")
-    remove.add_argument("--source", choices=["dandi", "ibl", "files"], help="one source only")
+    remove.add_argument("--source", choices=get_args(Source), help="one source only")
     _lake_argument(remove)
     export = questions.add_parser(
         "export",
