@@ -1,7 +1,7 @@
 """Benchmark spikelab's streamed DANDI load against downloading, pynwb + remfile and lazynwb.
 
 Run ``python benchmarks/bench_stream.py [--gigabytes 1.0] [--units 500] [--spikes 2000000]
-[--latency-ms 20] [--bandwidth-mb-s 0] [--repeats 1]``.
+[--latency-ms 20] [--bandwidth-mb-s 0] [--repeats 3]``.
 
 An NWB file is written once to the temp directory with pynwb and reused by later runs: a
 64-channel int16 ``ElectricalSeries`` of ``--gigabytes`` GB (10**9 bytes) at 30 kHz in 4 MiB
@@ -65,11 +65,13 @@ body into the socket by then, a number that varies from call to call. The blob a
 requests of the best call are counted from the stand-in's log. Every method must deliver the
 same number of units and spikes as the floor, or the run stops with an error.
 
-The headline is three checks of spikelab's streamed load: bytes the server sent for it
-<= 1 % of the file; pynwb + remfile time / its time >= 5; download time / its time >= 20.
-The exit status is 1 when one is missed. With the defaults the first cannot be met by any
-reader: 2 M float64 spike times are 16 MB, 1.65 % of the file as stored (hdmf's 4 MiB chunks
-pad the last one); it needs a larger file, fewer spikes or compressed spike times.
+The headline is three checks of spikelab's streamed load, the goals of issue 22: its time
+<= 1.5x the floor's (a streamed reader has to read the file's metadata before it knows where
+the spike times lie, so it needs more round trips than the floor: this bounds what they and
+its decoding may cost); the bytes the server sent for it <= 1.1x the floor's (no more than the
+floor's ranges and the metadata); and pynwb + remfile's time / its time >= 5, the peer that
+most users run today. The exit status is 1 when one is missed. The download's and lazynwb's
+ratios are printed without a goal.
 """
 
 from __future__ import annotations
@@ -114,9 +116,9 @@ DANDISET = "000000"
 IDENTIFIER_PREFIX = "spikelab-bench-stream"
 CHUNK_ROWS = 32_768  # HDF5 chunks of the raw series: 32768 x 64 int16 = 4 MiB
 BUFFER_CHUNKS = 16  # chunks generated per iterator step (64 MiB): bounds the build's memory
-BYTES_GOAL = 0.01  # of the file
-PEER_SPEEDUP_GOAL = 5.0
-DOWNLOAD_SPEEDUP_GOAL = 20.0
+TIME_GOAL = 1.5  # spikelab stream's time / the floor's, at most
+BYTES_GOAL = 1.1  # bytes the server sent for spikelab stream / for the floor, at most
+PEER_SPEEDUP_GOAL = 5.0  # pynwb + remfile's time / spikelab stream's, at least
 SETTLE_SECONDS = 0.2
 MB = 1e6
 
@@ -528,10 +530,11 @@ def check_deliveries(results: dict[str, Measurement]) -> None:
 
 
 def report(results: dict[str, Measurement], file_size: int) -> bool:
-    """Print the table and the ratios; True when the three goals are met."""
+    """Print the table and the ratios to the floor and the peers; True when the goals are met."""
+    floor = results[FLOOR]
     print(
-        f"\n{'method':<19}{'best (s)':>10}{'MB served':>11}{'% of file':>11}"
-        f"{'MB (own count)':>16}{'blob reqs':>11}{'API reqs':>10}"
+        f"\n{'method':<19}{'best (s)':>10}{'x floor':>9}{'MB served':>11}{'x floor':>9}"
+        f"{'% of file':>11}{'MB (own count)':>16}{'blob reqs':>11}{'API reqs':>10}"
     )
     for m in results.values():
         if m.skipped is not None:
@@ -539,19 +542,26 @@ def report(results: dict[str, Measurement], file_size: int) -> bool:
             continue
         own = "" if m.loaded.client_bytes is None else f"{m.loaded.client_bytes / MB:.2f}"
         print(
-            f"{m.name:<19}{m.best_s:>10.3f}{m.served_bytes / MB:>11.2f}"
+            f"{m.name:<19}{m.best_s:>10.3f}{m.best_s / floor.best_s:>9.2f}"
+            f"{m.served_bytes / MB:>11.2f}{m.served_bytes / floor.served_bytes:>9.3f}"
             f"{100 * m.served_bytes / file_size:>10.2f}%{own:>16}"
             f"{m.blob_requests:>11}{m.api_requests:>10}"
         )
 
-    stream, floor = results[STREAM], results[FLOOR]
-    fraction = stream.served_bytes / file_size
-    bytes_ok = fraction <= BYTES_GOAL
+    stream = results[STREAM]
+    slower = stream.best_s / floor.best_s
+    time_ok = slower <= TIME_GOAL
     print(
-        f"\nspikelab's stream was sent {100 * fraction:.2f}% of the {file_size / MB:,.0f} MB "
-        f"file (goal <= {100 * BYTES_GOAL:g}%: {'met' if bytes_ok else 'MISSED'}); "
-        f"{stream.served_bytes / floor.served_bytes:.3f}x the floor's bytes "
-        f"({100 * floor.served_bytes / file_size:.2f}% of the file)"
+        f"\nspikelab's stream takes {slower:.2f}x the floor's time "
+        f"(goal <= {TIME_GOAL:g}x: {'met' if time_ok else 'MISSED'}; "
+        f"{stream.blob_requests} blob requests to the floor's {floor.blob_requests})"
+    )
+    more = stream.served_bytes / floor.served_bytes
+    bytes_ok = more <= BYTES_GOAL
+    print(
+        f"spikelab's stream was sent {more:.3f}x the floor's bytes "
+        f"(goal <= {BYTES_GOAL:g}x: {'met' if bytes_ok else 'MISSED'}; "
+        f"{100 * stream.served_bytes / file_size:.2f}% of the {file_size / MB:,.0f} MB file)"
     )
     peer = results[PYNWB].best_s / stream.best_s
     peer_ok = peer >= PEER_SPEEDUP_GOAL
@@ -560,12 +570,9 @@ def report(results: dict[str, Measurement], file_size: int) -> bool:
         f"(goal >= {PEER_SPEEDUP_GOAL:g}x: {'met' if peer_ok else 'MISSED'}; "
         f"the floor is {results[PYNWB].best_s / floor.best_s:.1f}x faster)"
     )
-    download = results[DOWNLOAD].best_s / stream.best_s
-    download_ok = download >= DOWNLOAD_SPEEDUP_GOAL
     print(
-        f"spikelab's stream is {download:.1f}x faster than its own download + load "
-        f"(goal >= {DOWNLOAD_SPEEDUP_GOAL:g}x: {'met' if download_ok else 'MISSED'}; "
-        f"the floor is {results[DOWNLOAD].best_s / floor.best_s:.1f}x faster)"
+        f"spikelab's stream is {results[DOWNLOAD].best_s / stream.best_s:.1f}x faster than its "
+        "own download + load (no goal)"
     )
     lazy = results[LAZYNWB]
     if lazy.skipped is None:
@@ -574,8 +581,7 @@ def report(results: dict[str, Measurement], file_size: int) -> bool:
         )
     else:
         print("lazynwb: no ratio (skipped)")
-    print(f"spikelab's stream takes {stream.best_s / floor.best_s:.1f}x the floor's time (no goal)")
-    return bytes_ok and peer_ok and download_ok
+    return time_ok and bytes_ok and peer_ok
 
 
 def parse_args() -> argparse.Namespace:
@@ -588,7 +594,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--bandwidth-mb-s", type=float, default=0.0, help="shared blob link (0: loopback)"
     )
-    parser.add_argument("--repeats", type=int, default=1, help="timed calls per method")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per method")
     args = parser.parse_args()
     if (
         args.gigabytes <= 0
