@@ -14,7 +14,7 @@ import requests
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
-from spikelab.exceptions import HostUnreachableError, RemoteError
+from spikelab.exceptions import RemoteError
 from spikelab.http import TRANSIENT_ERRORS, unreachable
 from spikelab.loaders import LOADER_VERSIONS
 
@@ -70,21 +70,22 @@ def _transient_status(status: int | None) -> bool:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Tell whether a failure may pass on a later try: network, timeouts, HTTP 5xx and 429.
+    """Tell whether Prefect should run a failed task again: a network failure nobody retried.
 
-    A host that cannot be reached at all (its name does not resolve, it refuses the
-    connection: :class:`~spikelab.exceptions.HostUnreachableError`, or the same failure
-    raised by requests or urllib3) is permanent. A
-    :class:`~spikelab.exceptions.RemoteError` without a status is transient (our clients
-    raise it when the network kept failing or a transfer timed out); with a status, only
-    429 and 5xx are. Everything else is permanent: unsafe identifiers or paths, malformed
-    files (``FileFormatError``, ``ValueError``, ``KeyError``), digest mismatches, other HTTP
-    answers, missing local files.
+    Each kind of failure is retried by one layer (see :mod:`spikelab.http`). A
+    :class:`~spikelab.exceptions.RemoteError` comes from spikelab's HTTP layer once its
+    own retries of the request were spent, so it is not retried again. What Prefect
+    retries is what fails in code without retries of its own (ONE-api's requests to
+    Alyx, a socket timeout): a reset, a timeout, HTTP 429 and 5xx. A host that cannot be
+    reached at all (its name does not resolve, it refuses the connection) is permanent,
+    as are unsafe identifiers or paths, malformed files (``FileFormatError``,
+    ``ValueError``, ``KeyError``), digest mismatches, other HTTP answers and missing
+    local files.
     """
-    if isinstance(error, HostUnreachableError) or unreachable(error) is not None:
-        return False  # offline, a wrong host name, nothing listening: not within minutes
     if isinstance(error, RemoteError):
-        return error.status is None or _transient_status(error.status)
+        return False  # spikelab's HTTP layer has retried it already
+    if unreachable(error) is not None:
+        return False  # offline, a wrong host name, nothing listening: not within minutes
     if isinstance(error, requests.HTTPError):
         response = error.response
         return _transient_status(None if response is None else response.status_code)
@@ -98,8 +99,8 @@ def is_transient(error: BaseException) -> bool:
 def retry_unless_client_error(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry a failed task only when its error is transient.
 
-    A permanent error (see :func:`is_transient`) fails the task at once, with its message.
-    The clients already retried transient network errors inside the attempt.
+    A permanent error, or one spikelab's HTTP layer already retried (see
+    :func:`is_transient`), fails the task at once, with its message.
     """
     try:
         state.result()

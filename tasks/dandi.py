@@ -42,23 +42,16 @@ from spikelab.loaders.dandi import (
     file_matches,
     safe_destination,
 )
-from spikelab.tasks._policy import cache_dir, retry_unless_client_error
+from spikelab.tasks._policy import cache_dir
 from spikelab.tasks.load import Loaded, Target, load_and_prepare
 
 LISTING_PAGE_SIZE = 1000  # the largest page the DANDI API gives
-# The listing fails the whole run, so it gets one more try half a minute later: an outage
-# longer than the HTTP layer's own retries (a few seconds) may be over by then.
-_LISTING_RETRIES: dict[str, Any] = {
-    "retries": 1,
-    "retry_delay_seconds": 30,
-    "retry_condition_fn": retry_unless_client_error,
-}
 _CLIENT_CONNECTIONS = 64  # connections a shared client keeps per host
 _clients: dict[tuple[str, str | None], DandiClient] = {}
 _clients_lock = threading.Lock()
 
 
-@task(name="list-dandi-assets", **_LISTING_RETRIES)
+@task(name="list-dandi-assets")
 def list_dandi_assets(
     dandiset: DandisetRef, path_glob: str | None, api_base: str
 ) -> list[DandiAsset | RefusedAsset]:

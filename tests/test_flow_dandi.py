@@ -465,16 +465,17 @@ def real_errors(archive, tmp_path):
             "read timeout": caught(
                 lambda: requests.get(f"{archive.api_base}/dandisets/000103/", timeout=0.2)
             ),
+            "socket reset": ConnectionResetError(104, "Connection reset by peer"),
+            "builtin timeout": TimeoutError("timed out"),
+        },
+        "permanent": {
+            # spikelab's HTTP layer retried these requests: Prefect does not again
             "HTTP 503 after retries": caught(
                 lambda: client.get_json("/dandisets/000101/versions/draft/assets/")
             ),
             "HTTP 429 after retries": caught(
                 lambda: client.get_json("/dandisets/000102/versions/draft/assets/")
             ),
-            "socket reset": ConnectionResetError(104, "Connection reset by peer"),
-            "builtin timeout": TimeoutError("timed out"),
-        },
-        "permanent": {
             # offline: a refused connection fails at once instead of retrying for a minute
             "connection refused": caught(lambda: requests.get(closed, timeout=2)),
             "HTTP 404": caught(lambda: client.get_json("/dandisets/000404/")),
@@ -514,8 +515,9 @@ def test_a_task_retries_a_transient_error_and_not_a_permanent_one():
     from spikelab.tasks._policy import NETWORK_RETRIES, retry_unless_client_error
 
     script = {
-        "transient": [ConnectionResetError(104, "reset"), RemoteError("busy", status=503)],
+        "transient": [ConnectionResetError(104, "reset"), TimeoutError("timed out")],
         "permanent": [FileNotFoundError("x.nwb")],
+        "retried below": [RemoteError("GET x answered HTTP 503 after 5 attempts", status=503)],
     }
     calls = []
 
@@ -539,6 +541,9 @@ def test_a_task_retries_a_transient_error_and_not_a_permanent_one():
     with pytest.raises(FileNotFoundError, match="x.nwb"):
         run("permanent")
     assert calls.count("permanent") == 1
+    with pytest.raises(RemoteError, match="after 5 attempts"):
+        run("retried below")
+    assert calls.count("retried below") == 1  # one retry layer: the HTTP layer's
 
 
 @pytest.mark.parametrize("transfer", ["stream", "download"])
