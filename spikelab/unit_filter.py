@@ -91,10 +91,15 @@ class UnitFilter:
         Raises
         ------
         TypeError
-            If both are given, or a keyword is no field of :class:`UnitFilter`.
+            If both are given, ``selection`` is no UnitFilter, or a keyword is no field.
         """
         if selection is None:
             return cls(**keywords)  # type: ignore[arg-type]
+        if not isinstance(selection, UnitFilter):
+            raise TypeError(
+                f"the selection must be a UnitFilter, got {type(selection).__name__} "
+                f"{selection!r}: give filters by keyword (regions=[...], dataset=...)"
+            )
         if keywords:
             raise TypeError(
                 f"give a UnitFilter or its keywords, not both (got a UnitFilter and "

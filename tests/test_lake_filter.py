@@ -50,6 +50,8 @@ def test_a_filter_normalises_what_it_is_given():
     assert UnitFilter.of(selection) is selection
     with pytest.raises(TypeError, match="not both.*good"):
         UnitFilter.of(selection, good=True)
+    with pytest.raises(TypeError, match=r"must be a UnitFilter, got list \['CA1'\]"):
+        UnitFilter.of(["CA1"])  # find_units(lake, ["CA1"]): regions given without their name
 
 
 def test_the_keywords_and_the_docstring_agree_with_the_fields():
