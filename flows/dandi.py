@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
-import queue
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, cast, get_args
 
 from prefect import flow, task
@@ -27,235 +24,24 @@ from spikelab.config import (
     load_config,
     resolve_concurrency,
 )
-from spikelab.exceptions import DigestMismatchError, UnsafeRemoteDataError
-from spikelab.flows._publish import publish_as_they_come
-from spikelab.flows._runs import (
-    Outcome,
-    current_flow_run_id,
-    finish_run,
-    guarded,
-    is_current,
-    key_of,
-    known_assets,
-    manifest_path,
-    outcome,
-    run_state,
-    run_summary,
-    skipped,
+from spikelab.flows._dandi_asset import (
+    DandiRun,
+    asset_target,
+    ingest_asset,
+    refused_outcome,
+    unchanged_outcome,
+    zarr_outcome,
 )
+from spikelab.flows._in_flight import AssetResults, batch_size, run_in_flight
+from spikelab.flows._publish import publish_as_they_come
+from spikelab.flows._runs import Outcome, finish_run, key_of, known_assets, run_state, run_summary
 from spikelab.ids import DandisetRef
 from spikelab.io import delta_upkeep
 from spikelab.io.delta_lake import AssetState
 from spikelab.io.lake import Lake, resolve_lake
-from spikelab.io.manifest import write_manifest
-from spikelab.loaders import LOADER_VERSIONS
 from spikelab.loaders.dandi import DEFAULT_API_BASE, DandiAsset, RefusedAsset
-from spikelab.loaders.nwb import has_electrical_series
-from spikelab.tasks.dandi import (
-    clear_digest_failure,
-    describe_dandi_asset,
-    digest_failure,
-    download_dandi_asset,
-    expire_downloads,
-    list_dandi_assets,
-    load_downloaded,
-    load_streamed,
-    record_digest_failure,
-    remove_download,
-)
-from spikelab.tasks.load import Loaded, Target
-from spikelab.tasks.outputs import Pending, convert_raw_to_zarr, prepare_publication
-
-MAX_ASSETS_PER_TASK_RUN = 8
-
-
-def asset_target(dandiset: DandisetRef, asset_id: str) -> Target:
-    """Where an asset's outputs go in the lake."""
-    return {"source": "dandi", "dataset_id": dandiset.dandiset_id, "asset_id": asset_id}
-
-
-def asset_content_id(record: DandiAsset) -> str:
-    """What the lake must hold to skip an asset: its id, published digest and loader version."""
-    digest = ",".join(f"{kind}={value}" for kind, value in record.published_digest.items())
-    return f"dandi:{record.asset_id}:{digest}:nwb-v{LOADER_VERSIONS['nwb']}"
-
-
-def listed_id(asset: DandiAsset) -> str | None:
-    """An asset's identity as the listing gives it: asset id, blob id and loader version.
-
-    The archive never changes the bytes behind an asset id (a new upload is a new asset),
-    so this names the same content as the digest does, without a request per asset.
-    """
-    if asset.blob_id is None:
-        return None
-    return f"dandi:{asset.asset_id}:blob={asset.blob_id}:nwb-v{LOADER_VERSIONS['nwb']}"
-
-
-def unchanged_outcome(
-    lake: Lake, known: AssetState | None, dandiset: DandisetRef, asset: DandiAsset
-) -> Outcome | None:
-    """The ``skipped`` outcome of a listed asset the lake already holds, else None.
-
-    ``known`` is the asset's entry of the run's one read of the lake's assets table:
-    an unchanged asset costs no task run and no request.
-    """
-    identity = listed_id(asset)
-    if identity is None or not is_current(known, identity, field="listed_id"):
-        return None
-    return skipped(lake, asset_target(dandiset, asset.asset_id), time.monotonic(), known)
-
-
-def refused_outcome(lake: Lake, dandiset: DandisetRef, asset: RefusedAsset) -> Outcome | Pending:
-    """The ``failed`` result of a listing entry whose identifier was refused.
-
-    Its manifest goes under the entry's safe ``refused-<hash>`` key, never a path built
-    from what the server sent.
-    """
-
-    def refuse(started: float) -> Outcome:
-        raise UnsafeRemoteDataError(asset.problem)
-
-    target = asset_target(dandiset, asset.asset_id)
-    return guarded(lake, target, refuse, version=dandiset.version)
-
-
-def zarr_outcome(lake: Lake, dandiset: DandisetRef, asset: DandiAsset) -> Outcome:
-    """The ``skipped`` outcome of a Zarr asset: spikelab ingests NWB HDF5 assets only."""
-    started = time.monotonic()
-    target = asset_target(dandiset, asset.asset_id)
-    reference = asset.source_reference
-    path = manifest_path(lake, target)
-    manifest = write_manifest(
-        path,
-        **target,
-        status="skipped",
-        version=dandiset.version,
-        source_reference=reference,
-        input={"url": reference, "path": asset.path, "zarr_id": asset.zarr_id},
-        error=(
-            f"zarr asset: {asset.path} is stored as Zarr, not as an NWB HDF5 file; "
-            "the DANDI flow ingests NWB HDF5 assets only"
-        ),
-        flow_run_id=current_flow_run_id(),
-    )
-    return outcome(target, "skipped", time.monotonic() - started, path, manifest)
-
-
-def digest_warning(failure: dict[str, Any]) -> str:
-    """What the manifest and run summary say about an asset a download found corrupt."""
-    return (
-        f"warning: a download of this asset failed digest verification at "
-        f"{failure['failed_at']} ({failure['error']}); these Units were streamed, and "
-        "streaming cannot check the whole-file digest: run with transfer='download' to "
-        "verify the file"
-    )
-
-
-def input_fields(record: DandiAsset, metadata: dict[str, Any], content_id: str) -> dict[str, Any]:
-    """What a manifest records of the asset read: path, size, digests, how it was read."""
-    return {
-        "path": record.path,
-        "size": record.size,
-        **record.published_digest,
-        "content_id": content_id,
-        "transfer": metadata.get("transfer", "downloaded"),
-        "bytes_read": metadata.get("bytes_read", record.size),
-        "digest_verified": metadata.get("digest_verified", True),
-    }
-
-
-@dataclass(frozen=True)
-class DandiRun:
-    """What every asset of one dandiset run shares (one value per task run, not per asset)."""
-
-    dandiset: DandisetRef
-    lake: Lake
-    raw_zarr: bool
-    transfer: str
-
-
-def ingest_asset(asset: DandiAsset, known: AssetState | None, run: DandiRun) -> Outcome | Pending:
-    """Ingest one asset: describe, skip if unchanged, stream or download, load, prepare.
-
-    Plain steps in one task run, the data kept in memory from the read to the returned
-    publication. ``known`` is what the lake holds for the asset (None: nothing, or a
-    refresh). A download that fails its digest check is recorded in the cache; a later
-    streamed load of the same asset and digest then says so in its manifest (input field
-    ``digest_failed_before``, an entry in ``warnings``) and in the run summary's ``error``
-    column, and logs a warning.
-    """
-    target = asset_target(run.dandiset, asset.asset_id)
-    reference = asset.source_reference
-    version = run.dandiset.version
-
-    def load(record: DandiAsset) -> tuple[str | None, Loaded]:
-        if run.transfer == "stream" and not run.raw_zarr:  # raw traces need the whole file
-            return None, load_streamed(record, target)
-        path = download_dandi_asset(record)
-        return path, load_downloaded(path, target)
-
-    def work(started: float) -> Outcome | Pending:
-        record = describe_dandi_asset(asset)
-        content_id = asset_content_id(record)
-        if is_current(known, content_id):
-            return skipped(run.lake, target, started, known)
-        try:
-            path, loaded = load(record)
-        except DigestMismatchError as error:
-            record_digest_failure(record, error)
-            raise
-        metadata = loaded["metadata"]
-        failed_before = None
-        if metadata.get("digest_verified", True):
-            clear_digest_failure(record)
-        else:
-            failed_before = digest_failure(record)
-        outputs = []
-        if path is not None and run.raw_zarr and has_electrical_series(path):
-            raw = convert_raw_to_zarr.fn(path, run.lake, target)
-            outputs.append({"path": raw["zarr_path"], "sha256": None, "rows": raw["n_samples"]})
-        note = None
-        if failed_before is not None:
-            note = digest_warning(failed_before)
-            get_run_logger().warning("%s: %s", asset.asset_id, note)
-        pending = prepare_publication(
-            target,
-            loaded,
-            seconds=time.monotonic() - started,
-            version=version,
-            source_reference=reference,
-            input={
-                "url": reference,
-                **input_fields(record, metadata, content_id),
-                "listed_id": listed_id(asset),
-                "digest_failed_before": failed_before is not None,
-            },
-            outputs=outputs,
-            flow_run_id=current_flow_run_id(),
-            note=note,
-        )
-        if path is not None:
-            remove_download(path)
-        return pending
-
-    return guarded(run.lake, target, work, version=version, source_reference=reference)
-
-
-class AssetResults:
-    """A task run's per-asset results, in one box.
-
-    Prefect keeps a small record of every object a task run returns and of each item of a
-    returned list or dict, for the whole flow run; one box per task run keeps that from
-    growing with the number of assets. It also shows short in Prefect's logs.
-    """
-
-    __slots__ = ("items",)
-
-    def __init__(self, items: list[Outcome | Pending]) -> None:
-        self.items = items
-
-    def __repr__(self) -> str:
-        return f"<results of {len(self.items)} asset(s)>"
+from spikelab.tasks.dandi import expire_downloads, list_dandi_assets
+from spikelab.tasks.outputs import Pending
 
 
 @task(
@@ -282,51 +68,10 @@ def ingest_dandi_assets(
     return results
 
 
-def batch_size(changed: int, concurrency: int) -> int:
-    """Assets per task run: one when there are few, up to ``MAX_ASSETS_PER_TASK_RUN``.
-
-    Enough task runs that every one of ``concurrency`` slots gets about two; a task run
-    costs the Prefect server about 20 KB of database and 50 ms of CPU, so a large
-    dandiset shares them among a few assets.
-    """
-    return max(1, min(MAX_ASSETS_PER_TASK_RUN, -(-changed // (2 * concurrency))))
-
-
 def batch_label(assets: Sequence[DandiAsset]) -> str:
     """A task run's name: its asset's path, or the first path and how many more."""
     first = assets[0].path
     return first if len(assets) == 1 else f"{first} (+{len(assets) - 1} more)"
-
-
-def run_in_flight(
-    batches: Iterable[list[int]],
-    submit: Callable[[list[int]], PrefectFuture[Any]],
-    window: int,
-) -> Iterator[tuple[int, Outcome | Pending]]:
-    """Submit ``batches`` (lists of asset indexes), at most ``window`` task runs at once.
-
-    Yields ``(index, result)`` as each task run finishes, and forgets its future, so the
-    run holds at most ``window`` task runs' data whatever the number of assets.
-    """
-    finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
-    running: dict[PrefectFuture[Any], list[int]] = {}
-    pending = iter(batches)
-
-    def fill() -> None:
-        while len(running) < window and (batch := next(pending, None)) is not None:
-            future = submit(batch)
-            running[future] = batch
-            future.add_done_callback(finished.put)
-
-    fill()
-    while running:
-        future = finished.get()
-        indexes = running.pop(future)
-        fill()
-        results = future.result(raise_on_failure=False)
-        if isinstance(results, BaseException):  # a crash, not a failed asset
-            raise results
-        yield from zip(indexes, results.items, strict=True)
 
 
 @flow(

@@ -572,7 +572,7 @@ def test_a_changed_asset_costs_no_request_to_the_api(archive, tmp_path, transfer
     [(1, 32, 1), (64, 32, 1), (65, 32, 2), (300, 32, 5), (1000, 32, 8), (100_000, 32, 8)],
 )
 def test_a_task_run_takes_one_asset_unless_the_dandiset_is_large(changed, concurrency, size):
-    from spikelab.flows.dandi import batch_size
+    from spikelab.flows._in_flight import batch_size
 
     assert batch_size(changed, concurrency) == size
 
@@ -582,7 +582,7 @@ def test_in_flight_task_runs_stay_within_the_window():
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from spikelab.flows.dandi import AssetResults, run_in_flight
+    from spikelab.flows._in_flight import AssetResults, run_in_flight
 
     lock, running, most = threading.Lock(), [0], [0]
 

@@ -1,0 +1,72 @@
+"""Many task runs in flight, their results handed on as they finish, memory kept flat."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prefect.futures import PrefectFuture
+
+from spikelab.flows._runs import Outcome
+from spikelab.tasks.outputs import Pending
+
+MAX_ASSETS_PER_TASK_RUN = 8
+
+
+class AssetResults:
+    """A task run's per-asset results, in one box.
+
+    Prefect keeps a small record of every object a task run returns and of each item of a
+    returned list or dict, for the whole flow run; one box per task run keeps that from
+    growing with the number of assets. It also shows short in Prefect's logs.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Outcome | Pending]) -> None:
+        self.items = items
+
+    def __repr__(self) -> str:
+        return f"<results of {len(self.items)} asset(s)>"
+
+
+def batch_size(changed: int, concurrency: int) -> int:
+    """Assets per task run: one when there are few, up to ``MAX_ASSETS_PER_TASK_RUN``.
+
+    Enough task runs that every one of ``concurrency`` slots gets about two; a task run
+    costs the Prefect server about 20 KB of database and 50 ms of CPU, so a large
+    dandiset shares them among a few assets.
+    """
+    return max(1, min(MAX_ASSETS_PER_TASK_RUN, -(-changed // (2 * concurrency))))
+
+
+def run_in_flight(
+    batches: Iterable[list[int]],
+    submit: Callable[[list[int]], PrefectFuture[Any]],
+    window: int,
+) -> Iterator[tuple[int, Outcome | Pending]]:
+    """Submit ``batches`` (lists of asset indexes), at most ``window`` task runs at once.
+
+    Yields ``(index, result)`` as each task run finishes, and forgets its future, so the
+    run holds at most ``window`` task runs' data whatever the number of assets.
+    """
+    finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
+    running: dict[PrefectFuture[Any], list[int]] = {}
+    pending = iter(batches)
+
+    def fill() -> None:
+        while len(running) < window and (batch := next(pending, None)) is not None:
+            future = submit(batch)
+            running[future] = batch
+            future.add_done_callback(finished.put)
+
+    fill()
+    while running:
+        future = finished.get()
+        indexes = running.pop(future)
+        fill()
+        results = future.result(raise_on_failure=False)
+        if isinstance(results, BaseException):  # a crash, not a failed asset
+            raise results
+        yield from zip(indexes, results.items, strict=True)
