@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from spikelab.exceptions import StreamingError
+from spikelab.http import RetryPolicy
 from spikelab.loaders.dandi._client import DandiClient
-from spikelab.loaders.nwb import _remote_hdf5
+from spikelab.loaders.nwb import _ranges, _remote_hdf5
 from spikelab.loaders.nwb._remote_hdf5 import CHUNK_BYTES, open_remote_hdf5
 from spikelab.testing import DandiStandIn
 
@@ -39,6 +40,11 @@ def fast_retries(monkeypatch, served):
     served.clear_faults()
 
 
+def _ranges_policy():
+    """The retry policy of remote HDF5 reads (the session the reads share is kept by it)."""
+    return RetryPolicy(_remote_hdf5.RANGE_ATTEMPTS, _remote_hdf5.RETRY_BACKOFF_SECONDS)
+
+
 def blob_ranges(archive, start):
     return [r.headers.get("Range") for r in archive.requests[start:] if r.server == "blob"]
 
@@ -50,19 +56,20 @@ def spans(ranges):
 
 def test_a_read_outside_the_edges_is_one_request_with_a_timeout(served, monkeypatch):
     timeouts = []
-    real_get_range = _remote_hdf5._get_range_once
+    session = _ranges.shared_session(_ranges_policy())
+    real_get = session.get
 
-    def spy(session, url, byte_range, timeout_seconds, policy):
-        timeouts.append(timeout_seconds)
-        return real_get_range(session, url, byte_range, timeout_seconds, policy)
+    def spy(*args, **kwargs):
+        timeouts.append(kwargs["timeout"])
+        return real_get(*args, **kwargs)
 
-    monkeypatch.setattr(_remote_hdf5, "_get_range_once", spy)
+    monkeypatch.setattr(session, "get", spy)
     start = len(served.requests)
     with open_remote_hdf5(served.url, size_bytes=served.size, timeout_seconds=7.5) as remote:
         edges = len(blob_ranges(served, start))
         values = remote.handle["group/middle"][()]
         missed = blob_ranges(served, start)[edges:]
-        read = remote.stats.bytes_read
+        read = remote.bytes_read
     assert values.tolist() == MIDDLE.tolist()
     assert edges == 2 and len(missed) == 1, missed  # the miss: one chunk-aligned request
     [(first, last)] = spans(missed)

@@ -2,11 +2,12 @@
 
 h5py reads the file through :class:`RangeFile`, a file object whose bytes come from a cache
 of ``CHUNK_BYTES`` chunks; what a read finds missing is fetched in one range request through
-spikelab's session (:func:`spikelab.http.new_session`: its retry policy and timeouts), so no
-other HTTP client with retries of its own takes part. On a wide-area link each request is a
-round trip, so two things are fetched ahead of h5py, several ranges at once: the file's first
-and last bytes when it is opened (superblock, root group, most metadata), and the stored
-bytes of the datasets a reader is about to read (:meth:`RemoteHDF5.prefetch`).
+a :class:`~spikelab.loaders.nwb._ranges.RangeClient` (spikelab's session, its retry policy
+and timeouts), so no other HTTP client with retries of its own takes part. On a wide-area
+link each request is a round trip, so two things are fetched ahead of h5py, several ranges
+at once: the file's first and last bytes when it is opened (superblock, root group, most
+metadata), and the stored bytes of the datasets a reader is about to read
+(:meth:`RemoteHDF5.prefetch`).
 
 h5py runs one call at a time in a process (its global lock), so many threads reading many
 files at once mostly wake each other up: an open file is read by at most
@@ -19,32 +20,21 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import h5py
-import requests
 
-from spikelab.exceptions import RangeNotSupportedError, StreamingError
-from spikelab.http import (
-    RETRY_STATUSES,
-    TRANSIENT_ERRORS,
-    IncompleteBodyError,
-    RetryPolicy,
-    attempts_of,
-    call_with_retries,
-    new_session,
-    redact,
-)
+from spikelab.exceptions import StreamingError
+from spikelab.http import RetryPolicy, redact
 from spikelab.loaders.nwb._hdf5_direct import stored_chunks
+from spikelab.loaders.nwb._ranges import RangeClient
 
 # The unit of reading and caching: a miss costs at least this much, so the metadata of a
 # Units table written after a large ElectricalSeries tends to come in one round trip.
@@ -66,90 +56,13 @@ def _usable_cores() -> int:
 
 H5_SLOTS = 2 * _usable_cores()  # threads of a process inside h5py calls on remote files at once
 _H5 = threading.BoundedSemaphore(H5_SLOTS)
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 Fetch = Callable[[str], tuple[int, int, bytes]]  # "first-last" -> (first, file size, bytes)
-
-
-@dataclass
-class TransferStats:
-    """Bytes a streamed read cost (body bytes the servers announced, in every answer)."""
-
-    bytes_read: int = 0
 
 
 def is_url(location: object) -> bool:
     """Tell whether ``location`` is an ``http(s)://`` URL."""
     return isinstance(location, str) and location.startswith(("http://", "https://"))
-
-
-def _get_range(
-    session: requests.Session,
-    url: str,
-    byte_range: str,
-    *,
-    timeout_seconds: float,
-    policy: RetryPolicy,
-) -> tuple[int, int, bytes]:
-    """GET ``Range: bytes=<byte_range>``; return the first offset, the file size, the bytes.
-
-    One retry layer per failure: the session retries 429, 5xx and failed connections inside
-    the request; a connection dropped while the body is read, or a body cut short, happens
-    after the session has handed the answer over, and only that is asked for again here,
-    with the same policy.
-
-    Raises
-    ------
-    RangeNotSupportedError
-        Any other answer but 206 with a ``Content-Range``. The body of such an answer
-        (maybe the whole file) is never read.
-    StreamingError
-        Still failing after ``policy.attempts`` attempts.
-    """
-    try:
-        return call_with_retries(
-            partial(_get_range_once, session, url, byte_range, timeout_seconds, policy), policy
-        )
-    except TRANSIENT_ERRORS as error:
-        raise StreamingError(
-            f"{redact(url)}: bytes {byte_range} failed {policy.attempts} times ({error})"
-        ) from error
-
-
-def _get_range_once(
-    session: requests.Session,
-    url: str,
-    byte_range: str,
-    timeout_seconds: float,
-    policy: RetryPolicy,
-) -> tuple[int, int, bytes]:
-    try:
-        response = session.get(
-            url, headers={"Range": f"bytes={byte_range}"}, stream=True, timeout=timeout_seconds
-        )
-    except TRANSIENT_ERRORS as error:  # the session's own retries are spent: not retried here
-        raise StreamingError(
-            f"{redact(url)}: bytes {byte_range} failed {policy.attempts} times ({error})"
-        ) from error
-    with response:
-        if response.status_code in RETRY_STATUSES:  # the session's retries are spent
-            raise StreamingError(
-                f"{redact(url)}: bytes {byte_range} failed {attempts_of(response)} times "
-                f"(HTTP {response.status_code})",
-                status=response.status_code,
-            )
-        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        if response.status_code != 206 or match is None:
-            raise RangeNotSupportedError(
-                f"{redact(url)} answered HTTP {response.status_code} to a Range request; "
-                "it cannot be streamed (download it instead)",
-                status=response.status_code,
-            )
-        data = response.raw.read(decode_content=True)
-    first, last, size = (int(group) for group in match.groups())
-    if len(data) != last - first + 1:
-        raise IncompleteBodyError(f"{len(data)} of {last - first + 1} bytes arrived")
-    return first, size, data
 
 
 class _DiskChunks:
@@ -347,9 +260,20 @@ class RemoteHDF5:
     """An open remote HDF5 file and what reading it has cost."""
 
     handle: h5py.File
-    stats: TransferStats
     url: str
+    _client: RangeClient
     _fetcher: _Fetcher
+
+    @property
+    def bytes_read(self) -> int:
+        """Body bytes the server announced in every answer so far (what it sent)."""
+        return self._client.bytes_read
+
+    @property
+    def cached_whole(self) -> bool:
+        """Whether every byte of the file is already cached (a small file's edges hold it)."""
+        cache = self._fetcher.cache
+        return all(cache.has(index) for index in range(-(-cache.size // CHUNK_BYTES)))
 
     def prefetch(self, datasets: Iterable[h5py.Dataset]) -> None:
         """Fetch the stored bytes of ``datasets`` now, in parallel range requests.
@@ -423,7 +347,7 @@ def open_remote_hdf5(
     Yields
     ------
     RemoteHDF5
-        The h5py file, the :class:`TransferStats` it has cost so far, and ``prefetch``.
+        The h5py file, the bytes it has cost so far, and ``prefetch``.
 
     Raises
     ------
@@ -432,33 +356,24 @@ def open_remote_hdf5(
     StreamingError
         The bytes are not a readable HDF5 file, or a request kept failing.
     """
-    stats = TransferStats()
-    counting = threading.Lock()  # responses arrive on several threads at once
-
-    def count(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        with counting:
-            stats.bytes_read += int(response.headers.get("Content-Length", 0))
-
     disk = _DiskChunks(Path(cache_dir), url) if cache_dir is not None else None
     policy = RetryPolicy(RANGE_ATTEMPTS, RETRY_BACKOFF_SECONDS)
-    with new_session(policy, pool_size=MAX_PARALLEL_REQUESTS) as session:
-        session.hooks["response"].append(count)
-        fetch = partial(_get_range, session, url, timeout_seconds=timeout_seconds, policy=policy)
-        fetcher = _Fetcher(fetch, _ChunkCache(0, disk))
-        try:
-            size, edges = _fetch_edges(fetcher.ranges, size_bytes)
-            fetcher.cache.size = size
-            for start, data in edges:
-                fetcher.cache.add(start, data)
-            with _H5:
-                try:
-                    handle = h5py.File(RangeFile(fetcher, url), "r")
-                except OSError as error:
-                    raise StreamingError(
-                        f"{redact(url)} is not a readable NWB/HDF5 file (truncated or "
-                        f"corrupt?): {error}"
-                    ) from error
-                with handle:
-                    yield RemoteHDF5(handle, stats, url, fetcher)
-        finally:
-            fetcher.close()
+    client = RangeClient(url, timeout_seconds=timeout_seconds, policy=policy)
+    fetcher = _Fetcher(client.get, _ChunkCache(0, disk))
+    try:
+        size, edges = _fetch_edges(fetcher.ranges, size_bytes)
+        fetcher.cache.size = size
+        for start, data in edges:
+            fetcher.cache.add(start, data)
+        with _H5:
+            try:
+                handle = h5py.File(RangeFile(fetcher, url), "r")
+            except OSError as error:
+                raise StreamingError(
+                    f"{redact(url)} is not a readable NWB/HDF5 file (truncated or "
+                    f"corrupt?): {error}"
+                ) from error
+            with handle:
+                yield RemoteHDF5(handle, url, client, fetcher)
+    finally:
+        fetcher.close()

@@ -186,7 +186,8 @@ def load_remote_nwb(
     with open_remote_hdf5(url, size_bytes=size_bytes, cache_dir=cache_dir) as remote:
         try:
             check_hdf5_links(remote.handle, redact(url), remote=True)
-            remote.prefetch(_h5py.datasets_read(remote.handle))
+            if not remote.cached_whole:  # a small file came whole with its edges
+                remote.prefetch(_h5py.datasets_read(remote.handle))
             contents = _read_checked_h5py(remote.handle, redact(url))
         except (RemoteError, ExternalLinkError):
             raise
@@ -196,7 +197,7 @@ def load_remote_nwb(
             raise StreamingError(
                 f"{redact(url)}: cannot read the NWB structure ({error})"
             ) from error
-        bytes_read = remote.stats.bytes_read
+        bytes_read = remote.bytes_read
     sd = assemble(redact(url), *contents, **ladders)
     sd.metadata.update(transfer="streamed", bytes_read=bytes_read, digest_verified=False)
     return sd
