@@ -1,62 +1,50 @@
-"""spikelab's one HTTP layer: sessions, the retry policy, URL redaction, verified downloads.
+"""spikelab's one HTTP layer: sessions, the retry policy, URL redaction, reachability.
 
 Every client of a remote service (the DANDI API and its blob store, remote HDF5 range reads,
-the Brain-Wide Map table on S3) goes through here:
+the Brain-Wide Map table on S3) sends its requests through a session from
+:func:`new_session`. Each kind of failure is retried by exactly one layer:
 
-- :func:`new_session` mounts urllib3's :class:`~urllib3.util.Retry` built from a
-  :class:`RetryPolicy`, so 429 and 5xx answers and connections that fail before an answer
-  are retried inside each request, honouring ``Retry-After``, with jittered backoff; a
-  host that cannot be reached (its name does not resolve, or it refuses the connection)
-  fails at once (:func:`unreachable`, :func:`unreachable_host`);
-- failures while a body is read (a dropped connection, a body shorter than announced)
-  happen after urllib3 has handed the answer over, so :func:`call_with_retries` and
-  :func:`download_verified` retry them with the same policy;
-- :func:`redact` is how a URL appears in any message;
-- :func:`download_verified` streams to a partial file beside the destination, resumes with
-  a Range request, hashes while streaming and checks size and digests before renaming.
+1. **Within a request** (the session): urllib3's :class:`~urllib3.util.Retry`, built from a
+   :class:`RetryPolicy`, retries 429 and 5xx answers and connections that fail before an
+   answer, honouring ``Retry-After``, with jittered backoff. A host that cannot be reached
+   (its name does not resolve, or it refuses the connection) fails at once
+   (:func:`unreachable`, :func:`unreachable_host`).
+2. **While a body is read** (after urllib3 handed the answer over: a dropped connection, a
+   body shorter than announced): :func:`call_with_retries` asks again with the same
+   policy, and :func:`spikelab.download.download_verified` resumes from the bytes it has.
+3. **Prefect** retries a task only for failures of code without retries of its own
+   (ONE-api's requests to Alyx): a :class:`~spikelab.exceptions.RemoteError` means layers
+   1 and 2 gave up, and is final (:func:`spikelab.tasks._policy.is_transient`).
+
+Remote HDF5 reads (``loaders/nwb``) go through the same sessions. :func:`redact` is how a
+URL appears in any message. ``RemoteError`` stays a ``urllib.error.URLError``: callers of
+the DANDI loaders catch that. Digests live in :mod:`spikelab.digests`, verified
+downloads in :mod:`spikelab.download`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import os
 import posixpath
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
 import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
-from tqdm import tqdm
 from urllib3.util import Retry
-
-from spikelab.exceptions import (
-    DigestMismatchError,
-    HostUnreachableError,
-    RemoteError,
-    UnsafeRemoteDataError,
-)
 
 USER_AGENT = "spikelab (https://github.com/spikelab)"
 #: Answers worth asking again for.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: No wait between two attempts, asked for by the server or not, is longer.
 MAX_DELAY_SECONDS = 60.0
-CHUNK_BYTES = 1024 * 1024  # largest network read of a download; each returns what has arrived
-HASH_READ_BYTES = 1024 * 1024  # local reads when hashing a file already on disk
-ETAG_PART_SIZE = 64 * 1024 * 1024
-ETAG_MAX_PARTS = 10_000
 
 T = TypeVar("T")
 
@@ -319,353 +307,3 @@ def call_with_retries(
                 raise
             policy.wait(attempt)
     return call()
-
-
-# ------------------------------------------------------------------------ digests
-
-
-class Hasher(Protocol):
-    """What a digest needs: ``hashlib``'s ``update`` and ``hexdigest``."""
-
-    def update(self, data: bytes | memoryview, /) -> None:
-        """Feed the next bytes."""
-
-    def hexdigest(self) -> str:
-        """Return the digest of everything fed so far."""
-
-
-class EtagDigest:
-    """Incremental S3 multipart ETag: MD5 of the parts' MD5s, then ``-<parts>``.
-
-    Parameters
-    ----------
-    size : int
-        The file's size; it sets the part size the way DANDI uploads (64 MiB, larger when
-        the file would need more than 10,000 parts).
-    part_size : int | None, default: None
-        The part size, when known otherwise (an S3 object's first part).
-    """
-
-    def __init__(self, size: int, part_size: int | None = None) -> None:
-        if part_size is None:
-            parts = math.ceil(size / ETAG_PART_SIZE)
-            part_size = (
-                ETAG_PART_SIZE if parts < ETAG_MAX_PARTS else math.ceil(size / ETAG_MAX_PARTS)
-            )
-        self.part_size = part_size
-        self._part = hashlib.md5()
-        self._in_part = 0
-        self._digests: list[bytes] = []
-
-    def update(self, data: bytes | memoryview) -> None:
-        """Feed the next bytes of the file."""
-        view = memoryview(data)
-        while view.nbytes:
-            take = min(self.part_size - self._in_part, view.nbytes)
-            self._part.update(view[:take])
-            self._in_part += take
-            view = view[take:]
-            if self._in_part == self.part_size:
-                self._digests.append(self._part.digest())
-                self._part, self._in_part = hashlib.md5(), 0
-
-    def hexdigest(self) -> str:
-        """Return the ETag of everything fed so far."""
-        digests = self._digests + ([self._part.digest()] if self._in_part else [])
-        return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
-
-
-@dataclass(frozen=True)
-class Check:
-    """A digest the downloaded bytes must have; ``expected=None`` only computes it.
-
-    ``mismatch`` words the failure, with ``{actual}`` and ``{expected}`` filled in.
-    """
-
-    name: str
-    expected: str | None
-    new_hasher: Callable[[], Hasher]
-    mismatch: str = "{name} is {actual} but the archive publishes {expected}"
-
-
-def file_digests(path: Path, checks: Sequence[Check]) -> dict[str, str]:
-    """Hash a local file once for every check; return ``{check name: hex digest}``."""
-    hashers = [check.new_hasher() for check in checks]
-    with path.open("rb") as handle:
-        while block := handle.read(HASH_READ_BYTES):
-            for hasher in hashers:
-                hasher.update(block)
-    return {check.name: hasher.hexdigest() for check, hasher in zip(checks, hashers, strict=True)}
-
-
-# ------------------------------------------------------------------------ downloads
-
-
-class ByteSource(Protocol):
-    """Where a download's bytes come from.
-
-    ``open(offset)`` is a context manager giving the offset the answer starts at (0 when
-    the server ignored the request to start at ``offset``) and the answer's blocks.
-    ``transient`` lists the errors of this source that a new ``open`` may overcome.
-    """
-
-    name: str
-    transient: tuple[type[BaseException], ...]
-
-    def open(self, offset: int) -> AbstractContextManager[tuple[int, Iterable[bytes]]]:
-        """Start reading at ``offset``: yield the offset served and the blocks."""
-
-
-class HttpSource:
-    """A download over HTTP: ``send(headers)`` returns the streamed answer (2xx, else raises).
-
-    Parameters
-    ----------
-    name : str
-        What messages call the download (a file name).
-    send : callable
-        Sends the GET with the given headers (a ``Range`` when resuming).
-    """
-
-    transient = TRANSIENT_ERRORS
-
-    def __init__(self, name: str, send: Callable[[Mapping[str, str]], requests.Response]):
-        self.name = name
-        self._send = send
-
-    @contextmanager
-    def open(self, offset: int) -> Iterator[tuple[int, Iterable[bytes]]]:
-        """Send the GET (with ``Range`` past 0); yield where the answer starts and its blocks."""
-        response = self._send({"Range": f"bytes={offset}-"} if offset else {})
-        with response:
-            # read1 hands over whatever has arrived (up to CHUNK_BYTES): big reads keep
-            # throughput up, and a broken connection loses nothing received
-            blocks = iter(lambda: response.raw.read1(CHUNK_BYTES), b"")
-            yield (offset if response.status_code == 206 else 0), blocks
-
-
-def older_than(path: Path, max_age_seconds: float) -> bool:
-    """Tell whether ``path`` was last modified more than ``max_age_seconds`` ago."""
-    try:
-        return time.time() - path.lstat().st_mtime > max_age_seconds
-    except FileNotFoundError:  # removed meanwhile by a concurrent run
-        return False
-
-
-def contained(root: Path, path: Path, what: str) -> Path:
-    """Resolve ``path`` and check that it lies under ``root``; return the resolved path.
-
-    Symbolic links are followed, so a link planted under ``root`` cannot lead outside.
-
-    Raises
-    ------
-    UnsafeRemoteDataError
-        ``path`` resolves outside ``root``.
-    """
-    base = root.resolve()
-    resolved = path.resolve()
-    if not resolved.is_relative_to(base):
-        raise UnsafeRemoteDataError(
-            f"refusing {what} {path}: it resolves to {resolved}, outside {base}"
-        )
-    return resolved
-
-
-class _Partial:
-    """The partial file of one download and the marker naming what it was begun for."""
-
-    def __init__(self, destination: Path, size: int | None, checks: Sequence[Check]) -> None:
-        folder = destination.parent
-        self.path = contained(folder, folder / f"{destination.name}.partial", "partial file")
-        self.marker = contained(folder, folder / f"{destination.name}.partial.json", "marker")
-        self.identity = {"size": size, "digests": [[c.name, c.expected] for c in checks]}
-        self.checks = checks
-
-    def _marker_matches(self) -> bool:
-        try:
-            return bool(json.loads(self.marker.read_text()) == self.identity)
-        except (OSError, ValueError):  # missing, or torn by a kill
-            return False
-
-    def open(self, max_age_seconds: float | None) -> tuple[list[Hasher], int]:
-        """Keep a resumable partial file; return hashers fed with its bytes and its length."""
-        expired = max_age_seconds is not None and older_than(self.path, max_age_seconds)
-        if expired or not self._marker_matches():
-            self.path.unlink(missing_ok=True)
-        self.marker.write_text(json.dumps(self.identity))
-        hashers = self.new_hashers()
-        have = 0
-        if self.path.is_file():
-            with self.path.open("rb") as handle:
-                while block := handle.read(HASH_READ_BYTES):
-                    for hasher in hashers:
-                        hasher.update(block)
-                    have += len(block)
-        return hashers, have
-
-    def new_hashers(self) -> list[Hasher]:
-        return [check.new_hasher() for check in self.checks]
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self.marker.unlink(missing_ok=True)
-
-
-@dataclass(frozen=True)
-class _Limits:
-    policy: RetryPolicy
-    deadline: float  # monotonic
-    timeout_seconds: float | None
-
-
-def download_verified(
-    source: ByteSource,
-    destination: Path,
-    *,
-    size: int | None,
-    checks: Sequence[Check] = (),
-    policy: RetryPolicy | None = None,
-    fresh_attempts: int = 2,
-    timeout_seconds: float | None = None,
-    partial_max_age_seconds: float | None = None,
-    mismatch_hint: str = "",
-) -> dict[str, str]:
-    """Stream ``source`` to ``destination``; check size and digests before renaming into place.
-
-    Bytes go to ``<destination>.partial`` (beside it, ``.partial.json`` names the size and
-    digests it was begun for), hashed as they arrive. A broken transfer resumes where it
-    broke; a partial file left by an earlier call is resumed only when begun for the same
-    size and digests and not older than ``partial_max_age_seconds``. Bytes that do not
-    match are deleted (with any older file at ``destination``) and never resumed; up to
-    ``fresh_attempts`` complete downloads are tried, in case the transfer corrupted them.
-
-    Parameters
-    ----------
-    source : ByteSource
-        Where the bytes come from.
-    destination : Path
-        The file to create (its folder is created).
-    size : int | None
-        The published size; None reads until the source ends.
-    checks : sequence of Check, default: ()
-        Digests to compute, and to compare where ``expected`` is set.
-    policy : RetryPolicy | None, default: None
-        Tries and waits after a broken body (default: 5 tries).
-    fresh_attempts : int, default: 2
-        Complete downloads tried before a mismatch is an error.
-    timeout_seconds : float | None, default: None
-        Longest time the whole download may take.
-    partial_max_age_seconds : float | None, default: None
-        Age after which a partial file is started afresh (None: never).
-    mismatch_hint : str, default: ""
-        Appended to the mismatch error (what the user can do).
-
-    Returns
-    -------
-    dict of str to str
-        ``{check name: hex digest}`` of the file now at ``destination``.
-
-    Raises
-    ------
-    DigestMismatchError
-        Every complete download differed from the published size or a digest.
-    RemoteError
-        The transfer kept failing, or took longer than ``timeout_seconds``.
-    HostUnreachableError
-        The source's host does not resolve or refuses the connection (not retried).
-    UnsafeRemoteDataError
-        The partial file or its marker would resolve outside the destination's folder.
-    """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = _Partial(destination, size, checks)
-    limits = _Limits(
-        policy or RetryPolicy(),
-        time.monotonic() + (math.inf if timeout_seconds is None else timeout_seconds),
-        timeout_seconds,
-    )
-    problem = ""
-    for _ in range(fresh_attempts):
-        hashers, have = partial.open(partial_max_age_seconds)
-        hashers, have = _transfer(source, partial, size, hashers, have, limits)
-        digests = {c.name: h.hexdigest() for c, h in zip(checks, hashers, strict=True)}
-        problem = _mismatch(have, size, checks, digests)
-        if not problem:
-            os.replace(partial.path, destination)
-            partial.marker.unlink(missing_ok=True)
-            return digests
-        partial.discard()
-        destination.unlink(missing_ok=True)
-    again = ", also on a fresh second download" if fresh_attempts > 1 else ""
-    raise DigestMismatchError(
-        f"download of {source.name} is corrupt: {problem}{again}; nothing was kept{mismatch_hint}"
-    )
-
-
-def _transfer(
-    source: ByteSource,
-    partial: _Partial,
-    size: int | None,
-    hashers: list[Hasher],
-    have: int,
-    limits: _Limits,
-) -> tuple[list[Hasher], int]:
-    """Append the rest of the file to the partial file, resuming after broken bodies.
-
-    Returns the hashers (new ones when the source started over) and the bytes on disk.
-    """
-    failures = 0
-    progress = tqdm(
-        total=size, initial=have, unit="B", unit_scale=True, desc=source.name, disable=None,
-        leave=False,
-    )  # fmt: skip
-    with progress:
-        while size is None or have < size:
-            try:
-                with source.open(have) as (start, blocks):
-                    if start != have:  # the source ignored the offset: start over
-                        have, hashers = 0, partial.new_hashers()
-                    with partial.path.open("ab" if have else "wb") as out:
-                        for block in blocks:
-                            out.write(block)
-                            for hasher in hashers:
-                                hasher.update(block)
-                            have += len(block)
-                            progress.update(len(block))
-                            _check_deadline(source.name, limits)
-                if size is None:
-                    break
-                if have < size:
-                    raise IncompleteBodyError(f"the body ended at byte {have} of {size}")
-            except source.transient as error:
-                why = unreachable(error)
-                if why is not None:  # asking again at once will not help
-                    raise HostUnreachableError(f"cannot download {source.name}: {why}") from None
-                failures += 1
-                if failures >= limits.policy.attempts:
-                    raise RemoteError(
-                        f"downloading {source.name} kept failing ({type(error).__name__}) "
-                        f"after {failures} attempts at byte {have} of {size}"
-                    ) from None
-                limits.policy.wait(failures)
-    return hashers, have
-
-
-def _check_deadline(name: str, limits: _Limits) -> None:
-    if time.monotonic() > limits.deadline:
-        raise RemoteError(
-            f"downloading {name} took longer than {limits.timeout_seconds:g} s; "
-            "raise download_timeout_seconds"
-        )
-
-
-def _mismatch(
-    have: int, size: int | None, checks: Sequence[Check], digests: Mapping[str, str]
-) -> str:
-    """Say how the downloaded bytes differ from what is published ("" when they do not)."""
-    if size is not None and have != size:
-        return f"{have} bytes arrived but {size} were announced"
-    for check in checks:
-        actual = digests[check.name]
-        if check.expected is not None and actual != check.expected:
-            return check.mismatch.format(name=check.name, actual=actual, expected=check.expected)
-    return ""

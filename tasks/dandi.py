@@ -30,8 +30,8 @@ from typing import Any
 
 from prefect import task
 
-from spikelab.http import contained
 from spikelab.ids import DandisetRef
+from spikelab.io.atomic import contained
 from spikelab.loaders import load_spikedata_from_dandi, load_spikedata_from_nwb
 from spikelab.loaders.dandi import (
     DandiAsset,

@@ -8,9 +8,10 @@ import pytest
 import urllib3
 
 from spikelab import http
+from spikelab.digests import Check, EtagDigest
+from spikelab.download import download_verified
 from spikelab.exceptions import DigestMismatchError, RemoteError
 from spikelab.loaders.dandi import _client as _dandi_client
-from spikelab.loaders.ibl import _bwm_units
 from spikelab.testing import DandiStandIn
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes
@@ -113,13 +114,13 @@ class ListSource:
 
 
 def sha256_check(data):
-    return http.Check("sha256", hashlib.sha256(data).hexdigest(), hashlib.sha256)
+    return Check("sha256", hashlib.sha256(data).hexdigest(), hashlib.sha256)
 
 
 def test_a_cut_body_resumes_where_it_broke(tmp_path, slept):
     source = ListSource(PAYLOAD, ["cut", "ok"])
     destination = tmp_path / "out" / "file.bin"
-    found = http.download_verified(
+    found = download_verified(
         source, destination, size=len(PAYLOAD), checks=[sha256_check(PAYLOAD)]
     )
     assert source.offsets == [0, len(PAYLOAD) // 2]
@@ -131,7 +132,7 @@ def test_a_cut_body_resumes_where_it_broke(tmp_path, slept):
 def test_a_source_that_ignores_the_offset_starts_over(tmp_path, slept):
     source = ListSource(PAYLOAD, ["cut", "ignore"])
     destination = tmp_path / "file.bin"
-    http.download_verified(source, destination, size=len(PAYLOAD), checks=[sha256_check(PAYLOAD)])
+    download_verified(source, destination, size=len(PAYLOAD), checks=[sha256_check(PAYLOAD)])
     assert destination.read_bytes() == PAYLOAD  # not the first half twice
 
 
@@ -139,15 +140,13 @@ def test_wrong_bytes_are_deleted_and_fetched_once_more(tmp_path):
     destination = tmp_path / "file.bin"
     destination.write_bytes(b"an older copy")
     source = ListSource(PAYLOAD, [])
-    check = http.Check("sha256", "0" * 64, hashlib.sha256)
+    check = Check("sha256", "0" * 64, hashlib.sha256)
     with pytest.raises(
         DigestMismatchError,
         match=r"scripted.bin is corrupt: sha256 is [0-9a-f]{64} but the archive publishes 0{64}"
         r", also on a fresh second download; nothing was kept!$",
     ):
-        http.download_verified(
-            source, destination, size=len(PAYLOAD), checks=[check], mismatch_hint="!"
-        )
+        download_verified(source, destination, size=len(PAYLOAD), checks=[check], mismatch_hint="!")
     assert source.offsets == [0, 0]
     assert list(tmp_path.iterdir()) == []
 
@@ -156,7 +155,7 @@ def test_a_partial_is_resumed_only_for_the_same_digest(tmp_path, slept):
     destination = tmp_path / "file.bin"
     always_cut = ListSource(PAYLOAD, ["cut"] * 3)
     with pytest.raises(RemoteError, match=r"scripted.bin kept failing .* after 3 attempts"):
-        http.download_verified(
+        download_verified(
             always_cut,
             destination,
             size=len(PAYLOAD),
@@ -167,15 +166,14 @@ def test_a_partial_is_resumed_only_for_the_same_digest(tmp_path, slept):
     assert 0 < kept < len(PAYLOAD)
     other = PAYLOAD[::-1]  # the archive now publishes other bytes at the same path
     source = ListSource(other, [])
-    http.download_verified(source, destination, size=len(other), checks=[sha256_check(other)])
+    download_verified(source, destination, size=len(other), checks=[sha256_check(other)])
     assert source.offsets == [0] and destination.read_bytes() == other
 
 
 def test_etag_arithmetic_is_the_s3_multipart_etag():
     parts = [PAYLOAD[:4096], PAYLOAD[4096:8192], PAYLOAD[8192:]]
     joined = b"".join(hashlib.md5(part).digest() for part in parts)
-    digest = http.EtagDigest(len(PAYLOAD), part_size=4096)
+    digest = EtagDigest(len(PAYLOAD), part_size=4096)
     for i in range(0, len(PAYLOAD), 777):  # blocks that straddle part boundaries
         digest.update(PAYLOAD[i : i + 777])
     assert digest.hexdigest() == f"{hashlib.md5(joined).hexdigest()}-3"
-    assert not hasattr(_bwm_units, "EtagDigest")  # one copy, in spikelab.http

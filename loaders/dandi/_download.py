@@ -1,7 +1,7 @@
 """DANDI downloads: where assets land in the cache, how old partials expire, verified transfer.
 
 The transfer itself (partial file, Range resume, hashing, verify-then-rename) is
-:func:`spikelab.http.download_verified`; this module says what a DANDI asset's bytes must
+:func:`spikelab.download.download_verified`; this module says what a DANDI asset's bytes must
 match and where they may be written.
 """
 
@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from spikelab import http
+from spikelab.digests import Check, EtagDigest, file_digests
+from spikelab.download import HttpSource, download_verified
 from spikelab.exceptions import RemoteError, UnsafeRemoteDataError
-from spikelab.http import older_than
-from spikelab.io.atomic import remove_older_than
+from spikelab.io.atomic import older_than, remove_older_than
 from spikelab.loaders.dandi._client import SHA256, DandiAsset, DandiClient
 
 __all__ = [
@@ -39,13 +39,13 @@ _MISMATCH_HINT = (
 )
 
 
-def _checks(asset: DandiAsset) -> list[http.Check]:
+def _checks(asset: DandiAsset) -> list[Check]:
     """The check of the asset's published digest (none when the archive publishes none)."""
     if asset.digest is None:
         return []
     kind, value = asset.digest
-    new_hasher = hashlib.sha256 if kind == SHA256 else partial(http.EtagDigest, asset.size or 0)
-    return [http.Check(kind, value, new_hasher)]
+    new_hasher = hashlib.sha256 if kind == SHA256 else partial(EtagDigest, asset.size or 0)
+    return [Check(kind, value, new_hasher)]
 
 
 def file_matches(path: Path, asset: DandiAsset) -> bool:
@@ -53,7 +53,7 @@ def file_matches(path: Path, asset: DandiAsset) -> bool:
     if not path.is_file() or asset.size is None or path.stat().st_size != asset.size:
         return False
     checks = _checks(asset)
-    found = http.file_digests(path, checks)
+    found = file_digests(path, checks)
     return all(found[check.name] == check.expected for check in checks)
 
 
@@ -172,12 +172,12 @@ def download_asset(
     DigestMismatchError
         Both downloads differed from what the archive publishes.
     RemoteError, UnsafeRemoteDataError
-        As for :func:`spikelab.http.download_verified`.
+        As for :func:`spikelab.download.download_verified`.
     """
-    source = http.HttpSource(
+    source = HttpSource(
         destination.name, lambda headers: client.request("GET", url, headers=headers, stream=True)
     )
-    http.download_verified(
+    download_verified(
         source,
         destination,
         size=asset.size,

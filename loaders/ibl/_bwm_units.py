@@ -35,8 +35,9 @@ from numpy.typing import ArrayLike, NDArray
 if TYPE_CHECKING:
     import pandas as pd
 
-from spikelab import http
+from spikelab import download, http
 from spikelab._optional import import_optional, is_installed
+from spikelab.digests import Check, EtagDigest, file_digests
 from spikelab.exceptions import IblLoginError, RemoteError
 from spikelab.io.atomic import atomic_write
 
@@ -251,7 +252,7 @@ def _verified_copy(path: Path, record: Path, md5: str | None) -> bool:
     if not (path.is_file() and record.is_file()):
         return False
     recorded = json.loads(record.read_text()).get("md5")
-    digest = http.file_digests(path, [http.Check("md5", None, hashlib.md5)])["md5"]
+    digest = file_digests(path, [Check("md5", None, hashlib.md5)])["md5"]
     if digest != recorded or (md5 is not None and md5.lower() != recorded):
         _logger.info("cached %s does not match its recorded MD5; downloading it again", path)
         return False
@@ -276,7 +277,7 @@ def download_verified(
 ) -> tuple[str, str]:
     """Stream ``s3://ibl-brain-wide-map-public/<key>`` to ``destination`` after checking its MD5.
 
-    The transfer is :func:`spikelab.http.download_verified`: the bytes go to a partial file
+    The transfer is :func:`spikelab.download.download_verified`: the bytes go to a partial file
     beside ``destination``, hashed as they arrive, and only a file whose digest equals the
     ETag (and ``md5``, when given) is renamed into place. A body cut short resumes with a
     Range request pinned to the same ETag.
@@ -298,7 +299,7 @@ def download_verified(
     try:
         source = _S3Source(client, key)
         with contextlib.closing(source):
-            digests = http.download_verified(
+            digests = download.download_verified(
                 source,
                 destination,
                 size=source.size,
@@ -360,20 +361,20 @@ class _S3Source:
             response["Body"].close()
 
 
-def _checks(client: Any, key: str, etag: str, size: int, md5: str | None) -> list[http.Check]:
+def _checks(client: Any, key: str, etag: str, size: int, md5: str | None) -> list[Check]:
     """MD5 (recorded), the ETag (the MD5 itself, or for ``<md5>-<parts>`` the parts' digest)."""
     said = "MD5 {actual} but its ETag is {expected}"
     if "-" in etag:  # multipart: the part size is the size of the object's first part
         part_size = int(client.head_object(Bucket=BUCKET, Key=key, PartNumber=1)["ContentLength"])
         checks = [
-            http.Check("md5", None, hashlib.md5),
-            http.Check("etag", etag, functools.partial(http.EtagDigest, size, part_size), said),
+            Check("md5", None, hashlib.md5),
+            Check("etag", etag, functools.partial(EtagDigest, size, part_size), said),
         ]
     else:
-        checks = [http.Check("md5", etag, hashlib.md5, said)]
+        checks = [Check("md5", etag, hashlib.md5, said)]
     if md5 is not None:
         expected = "MD5 {actual} but expected_md5 is {expected}"
-        checks.append(http.Check("expected_md5", md5.lower(), hashlib.md5, expected))
+        checks.append(Check("expected_md5", md5.lower(), hashlib.md5, expected))
     return checks
 
 

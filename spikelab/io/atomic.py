@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from spikelab.exceptions import UnsafeRemoteDataError
+
 _MAX_NAME_ATTEMPTS = 100
 _TOKEN_BYTES = 6
 # A temporary name is ".<name>.<12 hex>.part"; the name part is cut to keep it within the
@@ -133,3 +135,30 @@ def remove_older_than(paths: Iterable[Path], older_than_seconds: float) -> list[
         except FileNotFoundError:
             continue
     return removed
+
+
+def older_than(path: Path, max_age_seconds: float) -> bool:
+    """Tell whether ``path`` was last modified more than ``max_age_seconds`` ago."""
+    try:
+        return time.time() - path.lstat().st_mtime > max_age_seconds
+    except FileNotFoundError:  # removed meanwhile by a concurrent run
+        return False
+
+
+def contained(root: Path, path: Path, what: str) -> Path:
+    """Resolve ``path`` and check that it lies under ``root``; return the resolved path.
+
+    Symbolic links are followed, so a link planted under ``root`` cannot lead outside.
+
+    Raises
+    ------
+    UnsafeRemoteDataError
+        ``path`` resolves outside ``root``.
+    """
+    base = root.resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(base):
+        raise UnsafeRemoteDataError(
+            f"refusing {what} {path}: it resolves to {resolved}, outside {base}"
+        )
+    return resolved
