@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 _PLAIN = np.dtype("<f8")
-_LOCAL_DRIVERS = ("sec2", "stdio")
+_LOCAL_DRIVERS = (h5py.h5fd.SEC2, h5py.h5fd.STDIO)
 
 
 def read_float64(dataset: h5py.Dataset) -> NDArray[np.float64]:
@@ -50,14 +50,10 @@ def _stored_pieces(dataset: h5py.Dataset) -> list[tuple[int, int, int]] | None:
     without filters, whose every element is in the file (no unwritten chunks).
     """
     n = dataset.shape[0] if dataset.ndim == 1 else 0
+    if n == 0 or dataset.dtype != _PLAIN or not _local(dataset):
+        return None
     plist = dataset.id.get_create_plist()
-    if (
-        n == 0
-        or dataset.dtype != _PLAIN
-        or dataset.file.driver not in _LOCAL_DRIVERS
-        or plist.get_nfilters()
-        or plist.get_external_count()
-    ):
+    if plist.get_nfilters() or plist.get_external_count():
         return None
     if dataset.chunks is None:
         offset = dataset.id.get_offset()
@@ -69,6 +65,11 @@ def _stored_pieces(dataset: h5py.Dataset) -> list[tuple[int, int, int]] | None:
     if [first for first, _ in chunks] != list(range(0, n, length)):
         return None  # a chunk never written reads as the fill value: leave it to HDF5
     return [(first, min(length, n - first), offset) for first, offset in chunks]
+
+
+def _local(dataset: h5py.Dataset) -> bool:
+    """Whether the dataset's file is a file on this machine (h5py's sec2 or stdio driver)."""
+    return h5py.h5i.get_file_id(dataset.id).get_access_plist().get_driver() in _LOCAL_DRIVERS
 
 
 def stored_size(dataset: h5py.Dataset) -> tuple[int, bool] | None:

@@ -167,32 +167,31 @@ class _Hdf5Links:
 
         The links are read from the group's link table alone (no member is opened).
         """
-        if group_path != "/":
-            parent, own = posixpath.split(group_path.rstrip("/"))
-            holder = _open(self.handle, parent or "/")
-            if not isinstance(holder, h5py.h5g.GroupID):
-                return
-            key, hard = own.encode(), h5py.h5l.TYPE_HARD
-            if not holder.links.exists(key) or holder.links.get_info(key).type != hard:
-                return  # absent, or a link checked as a member of its parent
-        group = _open(self.handle, group_path)
-        if not isinstance(group, h5py.h5g.GroupID):
-            return
+        links = self.handle.id.links
+        path = group_path.strip("/").encode() or b"."
         kinds: list[tuple[bytes, int]] = []
-        group.links.iterate(lambda name, info: kinds.append((name, info.type)), info=True)
+        try:
+            if path != b"." and links.get_info(path).type != h5py.h5l.TYPE_HARD:
+                return  # a link checked as a member of its parent
+            links.iterate(
+                lambda name, info: kinds.append((name, info.type)), obj_name=path, info=True
+            )
+        except (KeyError, RuntimeError):  # absent (or a parent is), or not a group
+            return
         for name, kind in kinds:
             where = posixpath.join(group_path, name.decode())
+            member = name if path == b"." else path + b"/" + name
             if kind == h5py.h5l.TYPE_HARD:
                 yield where, h5py.HardLink()
             elif kind == h5py.h5l.TYPE_SOFT:
-                yield where, h5py.SoftLink(group.links.get_val(name).decode())
+                yield where, h5py.SoftLink(links.get_val(member).decode())
             else:  # external, or a user-defined kind: either may lead anywhere
-                filename, path = (
-                    group.links.get_val(name)
+                filename, target = (
+                    links.get_val(member)
                     if kind == h5py.h5l.TYPE_EXTERNAL
                     else (b"<a user-defined link>", name)
                 )
-                yield where, h5py.ExternalLink(filename.decode(), path.decode())
+                yield where, h5py.ExternalLink(filename.decode(), target.decode())
 
 
 def _open(handle: h5py.File, path: str) -> Any:

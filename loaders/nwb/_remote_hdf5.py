@@ -228,17 +228,17 @@ class RangeFile(io.RawIOBase):
         if count == 0:
             return 0
         first, last = start // CHUNK_BYTES, (start + count - 1) // CHUNK_BYTES
-        if any(not self._cache.has(index) for index in range(first, last + 1)):
+        chunks = [self._cache.get(index) for index in range(first, last + 1)]
+        if None in chunks:
             self._fetcher.spans(_chunk_spans([(start, count)], self._cache))
-        done = 0
-        for index in range(first, last + 1):
-            chunk = self._cache.get(index)
+            chunks = [self._cache.get(index) for index in range(first, last + 1)]
+        done, offset = 0, start - first * CHUNK_BYTES
+        for chunk in chunks:
             if chunk is None:  # pragma: no cover - fetched just above
-                raise StreamingError(f"{self._url}: bytes of chunk {index} went missing")
-            offset = start + done - index * CHUNK_BYTES
+                raise StreamingError(f"{self._url}: bytes at {start + done} went missing")
             piece = min(len(chunk) - offset, count - done)
             target[done : done + piece] = chunk[offset : offset + piece]
-            done += piece
+            done, offset = done + piece, 0
         self._position += done
         return done
 
