@@ -40,11 +40,12 @@ def test_a_killed_first_ingest_fetches_only_what_did_not_land(tmp_path):
         ]
         with DandiClient(archive.api_base) as client:
             blobs = {a: urlsplit(client.describe(a).blob_url).path for a in ids}
-        archive.latency_seconds = 0.1  # a wide-area link: the run is still going when killed
+        # a wide-area link, one asset at a time: the run is still going when killed
+        archive.latency_seconds = 0.25
         environment = {
             **os.environ,
             "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-            "SPIKELAB_CONCURRENCY": "2",
+            "SPIKELAB_CONCURRENCY": "1",
         }
         command = [sys.executable, "-m", "spikelab.cli", "ingest", "dandi", "000321"]
         process = subprocess.Popen(
