@@ -102,6 +102,20 @@ def text_value(value: Any) -> Any:
     return value
 
 
+def read_strings(dataset: h5py.Dataset) -> NDArray[Any]:
+    """A text dataset's values, as stored (bytes), in its shape.
+
+    Read with h5py's low-level call: for a few values it takes a fraction of the time of
+    ``dataset[()]``, whose selection machinery dominates small text reads.
+    """
+    if dataset.shape is None:  # a null dataspace: no value at all
+        return np.asarray(dataset[()])
+    values = np.empty(dataset.shape, dtype=dataset.dtype)
+    if values.size:
+        dataset.id.read(h5py.h5s.ALL, h5py.h5s.ALL, values)
+    return values
+
+
 def read_whole(data: Any) -> NDArray[Any]:
     """A whole column as an array (h5py or zarr dataset, hdmf wrapper, list or array).
 
@@ -110,7 +124,7 @@ def read_whole(data: Any) -> NDArray[Any]:
     """
     stored = _stored(data)
     if isinstance(stored, h5py.Dataset) and h5py.check_string_dtype(stored.dtype) is not None:
-        raw = np.asarray(stored[()]).reshape(-1)
+        raw = read_strings(stored).reshape(-1)
         return np.array([decode_text(v) if isinstance(v, bytes) else v for v in raw], dtype=object)
     if hasattr(data, "shape") and hasattr(data, "dtype"):
         return np.asarray(data[()])

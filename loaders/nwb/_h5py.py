@@ -22,6 +22,7 @@ from spikelab.loaders.nwb._checks import (
     end_offsets,
     floats,
     obs_intervals,
+    read_strings,
     read_whole,
     refuse_oversized,
     text_value,
@@ -51,7 +52,7 @@ def _scalar_dataset(handle: h5py.Group, name: str) -> Any:
     item = _member(handle, name)
     if not isinstance(item, h5py.Dataset):
         return None
-    value = item[()]
+    value = read_strings(item) if h5py.check_string_dtype(item.dtype) else item[()]
     if isinstance(value, np.ndarray):
         value = value.reshape(-1)[0] if value.size else None
     return python_value(text_value(value))

@@ -302,10 +302,10 @@ def _read_checked_h5py(handle: h5py.File, source: str) -> Contents:
 
 def _file_attributes(handle: Any) -> dict[str, Any]:
     """The root attributes spikelab's exporter writes (h5py file or zarr group)."""
+    present = set(handle.attrs.keys())  # one look at the root; absent ones cost nothing more
     return {
-        "_length_ms": file_attribute(handle, "length_ms"),
-        "_start_time": file_attribute(handle, "start_time"),
-        "_sampling_rate_hz": file_attribute(handle, "sampling_rate_hz"),
+        f"_{name}": file_attribute(handle, name) if name in present else None
+        for name in ("length_ms", "start_time", "sampling_rate_hz")
     }
 
 
