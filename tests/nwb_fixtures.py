@@ -211,6 +211,23 @@ def waveforms_only_file(path: Path) -> Path:
     return write(nwbfile, path)
 
 
+def raw_traces_nwbfile(
+    data: np.ndarray, rate_hz: float, identifier: str = "raw", *, spacing_um: float = 20.0
+) -> NWBFile:
+    """An ElectricalSeries ``ElectricalSeries`` of ``data`` (samples x channels) in
+    acquisition, each channel an electrode of one CA1 shank ``spacing_um`` apart."""
+    nwbfile = new_nwbfile(identifier, "raw traces")
+    group = add_shank(nwbfile, "shank0")
+    channels = data.shape[1]
+    for channel in range(channels):
+        nwbfile.add_electrode(x=0.0, y=spacing_um * channel, z=0.0, location="CA1", group=group)
+    region = nwbfile.create_electrode_table_region(list(range(channels)), "all")
+    nwbfile.add_acquisition(
+        ElectricalSeries(name="ElectricalSeries", data=data, electrodes=region, rate=rate_hz)
+    )
+    return nwbfile
+
+
 def series_file(path: Path, **timing: Any) -> Path:
     """One unit and a four-sample ElectricalSeries ``raw`` timed by ``timing`` (rate=...)."""
     nwbfile = new_nwbfile()

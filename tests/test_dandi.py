@@ -6,12 +6,10 @@ import os
 import re
 import tempfile
 import time
-from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from pynwb import NWBHDF5IO, NWBFile
-from pynwb.ecephys import ElectricalSeries
+from nwb_fixtures import raw_traces_nwbfile, write
 
 from spikelab.exceptions import (
     DigestMismatchError,
@@ -71,24 +69,7 @@ def sorted_units(offset: float) -> SpikeData:
 
 
 def raw_nwb(path):
-    nwbfile = NWBFile(
-        session_description="raw traces",
-        identifier="raw-session",
-        session_start_time=datetime(2024, 2, 3, tzinfo=UTC),
-    )
-    device = nwbfile.create_device(name="probe", description="d")
-    group = nwbfile.create_electrode_group(
-        name="shank0", description="s", location="CA1", device=device
-    )
-    for channel in range(3):
-        nwbfile.add_electrode(x=0.0, y=20.0 * channel, z=0.0, location="CA1", group=group)
-    region = nwbfile.create_electrode_table_region([0, 1, 2], "all")
-    nwbfile.add_acquisition(
-        ElectricalSeries(name="ElectricalSeries", data=TRACES, electrodes=region, rate=20000.0)
-    )
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwbfile)
-    return path
+    return write(raw_traces_nwbfile(TRACES, 20000.0, "raw-session"), path)
 
 
 @pytest.fixture(scope="module")

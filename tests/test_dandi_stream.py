@@ -2,14 +2,12 @@
 
 import time
 import warnings
-from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
-from pynwb import NWBHDF5IO, NWBFile
-from pynwb.ecephys import ElectricalSeries
+from nwb_fixtures import raw_traces_nwbfile, write
 from test_dandi import sorted_units
 
 from spikelab.exceptions import RangeNotSupportedError, StreamingError
@@ -37,30 +35,14 @@ TRANSFER_KEYS = {
 
 def big_raw_with_units(path):
     """An NWB file with a ~19 MB ElectricalSeries and 40 sorted units."""
-    nwbfile = NWBFile(
-        session_description="raw and sorted",
-        identifier="big-1",
-        session_start_time=datetime(2024, 1, 1, tzinfo=UTC),
-    )
-    device = nwbfile.create_device(name="probe", description="d")
-    group = nwbfile.create_electrode_group(
-        name="shank0", description="s", location="CA1", device=device
-    )
-    for channel in range(64):
-        nwbfile.add_electrode(x=0.0, y=10.0 * channel, z=0.0, location="CA1", group=group)
-    region = nwbfile.create_electrode_table_region(list(range(64)), "all")
     rng = np.random.default_rng(0)
     data = rng.integers(-500, 500, size=(150_000, 64), dtype=np.int16)
-    nwbfile.add_acquisition(
-        ElectricalSeries(name="ElectricalSeries", data=data, electrodes=region, rate=30000.0)
-    )
+    nwbfile = raw_traces_nwbfile(data, 30000.0, "big-1", spacing_um=10.0)
     nwbfile.add_unit_column(name="quality", description="label")
     for unit in range(40):
         times = np.sort(rng.uniform(0, 5.0, 200))
         nwbfile.add_unit(spike_times=times, electrodes=[unit], quality="good", id=unit)
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwbfile)
-    return path
+    return write(nwbfile, path)
 
 
 @pytest.fixture(autouse=True)
