@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain, islice
 from typing import Any, TypedDict
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -36,6 +37,7 @@ from spikelab.io.publish_journal import JOURNAL_FOLDER, repair_stale
 from spikelab.tasks.load import StagedUnits, Target, one_line, remove_stale_staged
 from spikelab.tasks.outputs import Pending, removal
 
+ARTIFACT_ROWS = 500  # rows of a run's table artifact at most
 _TEMPORARY_FOLDERS = ("manifests", "runs", JOURNAL_FOLDER)  # lake folders atomic_write writes
 
 
@@ -255,6 +257,23 @@ def finish_killed_publications(lake: Lake) -> None:
         )
 
 
+def artifact_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """The rows of the run's table artifact: failed assets first, then the others.
+
+    Assets skipped as unchanged say nothing new and are left out; at most
+    ``ARTIFACT_ROWS`` rows are kept, so the Prefect database and the UI's table stay
+    small however large the run (the run summary in the lake lists every asset).
+    """
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    others = (o for o in outcomes if o["status"] != "failed" and not is_unchanged(o))
+    return [dict(o) for o in islice(chain(failed, others), ARTIFACT_ROWS)]
+
+
+def is_unchanged(result: Outcome) -> bool:
+    """Whether an asset was skipped because the lake already holds it as it is."""
+    return result["status"] == "skipped" and not result.get("error")
+
+
 def finish_run(
     lake: Lake, flow_name: str, parameters: dict[str, Any], outcomes: Sequence[Outcome]
 ) -> State:
@@ -283,14 +302,19 @@ def finish_run(
     }
     storage.put_bytes(lake.run_path(run_id), json.dumps(summary, indent=2).encode())
     message = f"{counts['ok']} loaded, {counts['skipped']} skipped, {counts['failed']} failed"
-    if outcomes:
+    rows = artifact_rows(outcomes)
+    if rows:
         create_table_artifact(
-            [dict(o) for o in outcomes],
-            key=f"{flow_name}-assets",
-            description=f"Per-asset outcomes of {flow_name}",
+            rows, key=f"{flow_name}-assets", description=f"Per-asset outcomes of {flow_name}"
         )
+    shown = (
+        f"The table lists {len(rows)} of the {len(outcomes)} assets (failed first; unchanged "
+        f"ones left out); every asset is in `{lake.run_path(run_id)}`.\n"
+        if len(rows) < len(outcomes)
+        else ""
+    )
     create_markdown_artifact(
-        f"## {flow_name}\n\n{message}\n\nLake: `{lake.root}`\n",
+        f"## {flow_name}\n\n{message}\n\nLake: `{lake.root}`\n\n{shown}",
         key=f"{flow_name}-summary",
         description=message,
     )

@@ -561,3 +561,22 @@ def test_two_overlapping_runs_into_one_lake_lose_and_double_nothing(tmp_path):
         )
         == rows
     )
+
+
+def test_the_table_artifact_lists_failed_assets_first_and_leaves_unchanged_ones_out(monkeypatch):
+    from spikelab.flows import _runs
+
+    monkeypatch.setattr(_runs, "ARTIFACT_ROWS", 3)
+
+    def result(asset_id, status, error=None):
+        return {"asset_id": asset_id, "status": status, "error": error}
+
+    outcomes = [
+        result("same", "skipped"),
+        result("new-1", "ok"),
+        result("zarr", "skipped", "zarr asset: stored as Zarr"),
+        result("broken", "failed", "FileFormatError: x"),
+        result("new-2", "ok"),
+    ]
+    rows = _runs.artifact_rows(outcomes)
+    assert [row["asset_id"] for row in rows] == ["broken", "new-1", "zarr"]
