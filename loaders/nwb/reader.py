@@ -61,10 +61,11 @@ def load_spikedata_from_nwb(
     """Load the spike trains of an NWB file's Units table, from a path, a URL or a Zarr folder.
 
     Spike times and their ragged index are read as two whole arrays and split by offset,
-    never one read per unit. A URL is streamed with HTTP range requests (remfile) through
-    the h5py reader: only the Units table, the electrodes rows and the file metadata are
-    fetched, never ElectricalSeries data. A Zarr-backed NWB folder (``*.nwb.zarr``, written
-    by hdmf-zarr) is read through ``hdmf_zarr.NWBZarrIO``.
+    never one read per unit. A URL is streamed with HTTP range requests (through spikelab's
+    session, its timeouts and retries) by the h5py reader: only the Units table, the
+    electrodes rows and the file metadata are fetched, never ElectricalSeries data. A
+    Zarr-backed NWB folder (``*.nwb.zarr``, written by hdmf-zarr) is read through
+    ``hdmf_zarr.NWBZarrIO``.
 
     Each unit carries its id, every scalar Units column (quality metrics, names, object
     references as the referenced object's name ...), and from its first electrodes row
@@ -93,7 +94,8 @@ def load_spikedata_from_nwb(
         Return N=0 with the file metadata filled when the file has no Units table, or one
         without spike times (that case also warns), instead of raising.
     cache_dir : str or PathLike or None, default: None
-        For URLs: remfile's disk cache of fetched chunks.
+        For URLs: a folder keeping the fetched chunks for later reads of the same URL
+        (nothing is written to disk without it).
     allow_external_links : bool, default: False
         Follow the HDF5 external links of a local file (to other files on this machine),
         Zarr links to other stores and symlinks leaving a Zarr folder. Only for trusted
