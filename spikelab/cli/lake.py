@@ -19,7 +19,8 @@ def answer(args: argparse.Namespace) -> None:
 
     A local lake folder that does not exist answers as an empty lake, with a note on
     stderr: a mistyped ``--lake`` should not pass for a lake with nothing in it. The lake
-    and the unit filters are parsed once, here, and handed down.
+    handle is made once, here, and the unit filter once by :func:`unit_filter`; both are
+    handed down as they are.
     """
     if args.question == "migrate":
         _migrate(args.old, args.new)
