@@ -1,0 +1,124 @@
+"""The nightly on Dask worker processes, writing one S3 lake (moto): every asset once."""
+
+import warnings
+from collections import Counter
+
+import pytest
+
+from spikelab.config import DandisetEntry
+from spikelab.flows import ingest_dandisets, run_summary
+from spikelab.io import export_spikedata_to_nwb
+from spikelab.io.delta_read import open_assets, open_units
+from spikelab.spikedata import SpikeData
+from spikelab.testing import DandiStandIn
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+DANDISET = "000321"
+ASSETS = 16
+BUCKET = "dask-lake"
+
+
+@pytest.fixture(scope="module")
+def worker_env(moto_endpoint, uploader):
+    """The lake's credentials and endpoint, here and in every worker process (moto's)."""
+    uploader.create_bucket(Bucket=BUCKET)
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield env
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A dandiset of tiny NWB files; ``published`` maps each asset id to its unit count."""
+    root = tmp_path_factory.mktemp("dask-archive")
+    files = []
+    with warnings.catch_warnings():  # not meant for DANDI: its readiness warning is noise
+        warnings.simplefilter("ignore")
+        for units in (1, 2, 3, 5):
+            trains = [[1.0 + u, 2.5 + u, 40.0 + u] for u in range(units)]
+            sd = SpikeData(trains, length=100.0, metadata={"identifier": f"dask-{units}"})
+            files.append((units, export_spikedata_to_nwb(sd, root / f"units-{units}.nwb")))
+    with DandiStandIn(root / "archive") as server:
+        server.published = {}
+        for index in range(ASSETS):
+            units, path = files[index % len(files)]
+            asset_id = server.add_asset(DANDISET, f"sub-{index:02d}/sub-{index:02d}.nwb", path)
+            server.published[asset_id] = units
+        yield server
+
+
+@pytest.fixture(scope="module", params=[2, 4], ids=["2-workers", "4-workers"])
+def scheduler(request, worker_env, prefect_harness):
+    """Worker count and address of a local Dask cluster of worker processes, started once.
+
+    The workers are forked from a server process that imported spikelab's flow once
+    (``forkserver``), instead of each importing it anew (``spawn``, seconds per worker).
+    """
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    from distributed.utils import get_mp_context
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        get_mp_context().set_forkserver_preload(["distributed", "spikelab.flows.dandi", "pynwb"])
+        with distributed.LocalCluster(
+            n_workers=request.param,
+            threads_per_worker=2,
+            processes=True,
+            dashboard_address=":0",
+            env=worker_env,
+        ) as cluster:
+            yield request.param, cluster.scheduler_address
+
+
+def lake_rows(lake):
+    """The lake's assets rows (asset id, status) and units rows (asset id, unit index)."""
+    units = open_units(lake).to_pyarrow_table(columns=["asset_id", "unit_index"])
+    assets = open_assets(lake, None).to_pyarrow_table(columns=["asset_id", "status"])
+    return (
+        sorted(zip(*assets.to_pydict().values(), strict=True)),
+        sorted(zip(*units.to_pydict().values(), strict=True)),
+    )
+
+
+def test_the_nightly_on_dask_workers_lands_every_asset_once(archive, scheduler):
+    workers, address = scheduler
+    lake = f"s3://{BUCKET}/{workers}-workers"
+    entry = DandisetEntry(id=DANDISET)
+
+    def nightly():
+        state = ingest_dandisets(
+            lake=lake,
+            api_base=archive.api_base,
+            dandisets=[entry],
+            concurrency=4,  # task runs in flight: 8 of 2 assets each, on every worker
+            task_runner="dask",
+            dask_address=address,
+            return_state=True,
+        )
+        (summary,) = run_summary(state)
+        return summary
+
+    first = nightly()
+    assert first["counts"] == {"ok": ASSETS, "skipped": 0, "failed": 0}
+    assert sorted(a["asset_id"] for a in first["assets"]) == sorted(archive.published)
+    assets, units = lake_rows(lake)
+    assert assets == sorted((asset_id, "ok") for asset_id in archive.published)
+    assert len(set(units)) == len(units)  # no unit twice, even among superseded rows
+    assert Counter(asset_id for asset_id, _ in units) == archive.published
+
+    blob_requests = archive.count("blob")
+    again = nightly()
+    assert again["counts"] == {"ok": 0, "skipped": ASSETS, "failed": 0}
+    assert archive.count("blob") == blob_requests
+    assert lake_rows(lake) == (assets, units)
