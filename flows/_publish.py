@@ -77,7 +77,7 @@ class Publisher:
         max_delay_seconds: float = MAX_DELAY_SECONDS,
     ) -> None:
         self.lake = lake
-        self.writer = delta_lake.LakeWriter(lake.root)  # used by the publishing thread only
+        self.writer = delta_lake.LakeWriter(lake)  # used by the publishing thread only
         self.flow_run_id = flow_run_id
         self.logger = logger
         self.batch_size = batch_size

@@ -75,7 +75,7 @@ def known_assets(lake: Lake, refresh: bool) -> dict[tuple[str, str, str], AssetS
 
     Empty when ``refresh`` is set: every asset is then loaded again.
     """
-    return {} if refresh else delta_lake.assets_index(lake.root)
+    return {} if refresh else delta_lake.assets_index(lake)
 
 
 def is_current(state: AssetState | None, identity: str, *, field: str = "content_id") -> bool:
@@ -238,7 +238,7 @@ def finish_killed_publications(lake: Lake) -> None:
     again.
     """
     try:
-        removed = delta_upkeep.remove_unpublished(lake.root)
+        removed = delta_upkeep.remove_unpublished(lake)
         repaired = repair_stale(lake)
     except Exception as error:  # noqa: BLE001 - this run's own assets have landed
         get_run_logger().warning(

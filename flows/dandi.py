@@ -38,7 +38,7 @@ from spikelab.flows._runs import Outcome, finish_run, key_of, known_assets, run_
 from spikelab.ids import DandisetRef
 from spikelab.io import delta_upkeep
 from spikelab.io.delta_lake import AssetState
-from spikelab.io.lake import Lake, resolve_lake
+from spikelab.io.lake import Lake
 from spikelab.loaders.dandi import DEFAULT_API_BASE, DandiAsset, RefusedAsset
 from spikelab.tasks.dandi import expire_downloads, list_dandi_assets
 from spikelab.tasks.outputs import Pending
@@ -146,7 +146,7 @@ def ingest_dandiset(
     # it out of the collector's way, which otherwise spends a third of the run on it.
     gc.freeze()
     dandiset = DandisetRef.parse(dandiset_id, version)
-    where = Lake(resolve_lake(lake))
+    where = Lake(lake)
     expire_downloads()
     assets = list_dandi_assets(dandiset, path_glob, api_base)
     if max_assets is not None:
@@ -240,7 +240,7 @@ def ingest_dandisets(
         entries = DandisetsConfig(dandisets=dandisets).dandisets
     else:
         entries = load_config(os.fspath(config), DandisetsConfig).dandisets
-    root = resolve_lake(lake)
+    where = Lake(lake)
     ingest = with_task_runner(ingest_dandiset, task_runner, dask_address=dask_address)
     summaries = [
         run_summary(
@@ -248,7 +248,7 @@ def ingest_dandisets(
                 entry.id,
                 version=entry.version,
                 path_glob=entry.path_glob,
-                lake=root,
+                lake=where.root,
                 max_assets=entry.max_assets,
                 api_base=api_base,
                 refresh=refresh,
@@ -260,7 +260,7 @@ def ingest_dandisets(
         for entry in entries
     ]
     failed = sum(summary["counts"]["failed"] for summary in summaries)
-    compacted = delta_upkeep.compact(root)
+    compacted = delta_upkeep.compact(where)
     get_run_logger().info("lake compacted: %s", compacted)
     message = f"{len(summaries)} dandisets, {failed} failed assets"
     return run_state(message, summaries, failed=failed > 0)  # type: ignore[return-value]

@@ -44,7 +44,7 @@ from spikelab.flows._runs import (
     skipped,
 )
 from spikelab.io.delta_lake import AssetState
-from spikelab.io.lake import Lake, distinct_key, resolve_lake, safe_key
+from spikelab.io.lake import Lake, distinct_key, safe_key
 from spikelab.io.lake_remove import forget_failures
 from spikelab.io.manifest import read_manifest
 from spikelab.loaders import LOADER_VERSIONS, LOADERS
@@ -375,7 +375,7 @@ def ingest_files(
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if dataset is not None and not dataset.strip():
         raise ValueError("dataset must name a dataset (or be None), got an empty name")
-    where = Lake(resolve_lake(lake))
+    where = Lake(lake)
     given = {Path(input_path(str(text))).resolve(): str(text) for text in paths}
     inputs: dict[Path, str] = {}  # one entry per input, in the order given or found
     for location in expand_inputs(list(map(str, paths)), glob):

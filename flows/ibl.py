@@ -21,7 +21,7 @@ from spikelab.flows._runs import (
     skipped,
     staged_or_reload,
 )
-from spikelab.io.lake import Lake, resolve_lake
+from spikelab.io.lake import Lake
 from spikelab.loaders import LOADER_VERSIONS
 from spikelab.loaders.ibl import DEFAULT_TAG, OPENALYX_URL
 from spikelab.tasks.ibl import load_ibl_probe, query_ibl_probes
@@ -121,7 +121,7 @@ def ingest_ibl_region(
         ``return_state=True`` and use :func:`spikelab.flows.run_summary` to get the
         summary either way.
     """
-    where = Lake(resolve_lake(lake))
+    where = Lake(lake)
     probes = query_ibl_probes(
         list(regions), min_units, min_fraction_in_target, one_cache_dir, units_table_path
     )

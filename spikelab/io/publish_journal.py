@@ -62,7 +62,7 @@ def repair_stale(lake: Lake, *, older_than_seconds: float = STALE_AFTER_SECONDS)
         storage.join(lake.root, JOURNAL_FOLDER), ".json", older_than_seconds
     ):
         rasters = _rasters(path)
-        records = delta_lake.asset_records(lake.root, rasters)
+        records = delta_lake.asset_records(lake, rasters)
         for key, raster in rasters.items():
             record = records.get(key)
             if record is None:
