@@ -12,6 +12,7 @@ from spikelab.digests import Check, EtagDigest
 from spikelab.download import download_verified
 from spikelab.exceptions import DigestMismatchError, RemoteError
 from spikelab.loaders.dandi import _client as _dandi_client
+from spikelab.loaders.nwb import load_remote_nwb
 from spikelab.testing import DandiStandIn
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes
@@ -32,10 +33,18 @@ def archive(tmp_path_factory):
         yield server
 
 
-def test_one_redaction_for_every_client():
+def test_one_redaction_for_every_client(archive):
     url = "https://bucket.s3.amazonaws.com/blobs/ab/cd?X-Amz-Signature=secret&X-Amz-Credential=k"
     assert http.redact(url) == "https://bucket.s3.amazonaws.com/blobs/ab/cd"
-    assert not hasattr(_dandi_client, "_redacted")
+    signed = "?X-Amz-Signature=secret&X-Amz-Credential=key"
+    missing = f"/assets/{'0' * 8}-0000-0000-0000-{'0' * 12}/"
+    with _dandi_client.DandiClient(archive.api_base) as client, pytest.raises(RemoteError) as api:
+        client.request("GET", f"{archive.api_base}{missing}{signed}")
+    with pytest.raises(RemoteError) as blob:  # the streamed reader's own requests
+        load_remote_nwb(f"{archive.blob_base}/no-such-blob{signed}")
+    for raised in (api, blob):
+        assert "404" in str(raised.value) and "secret" not in str(raised.value)
+        assert "X-Amz" not in str(raised.value)
 
 
 def test_backoff_waits_before_the_first_retry_and_doubles(monkeypatch):
