@@ -134,3 +134,14 @@ def test_packages_import_by_name(module, source):
     )
     assert shown.returncode == 0, shown.stderr
     assert Path(shown.stdout.strip()).resolve() == (REPO / source).resolve()
+
+
+def test_the_command_line_offers_the_formats_of_the_registry(capsys):
+    """The parser keeps its own light copy of the words; it must be the registry's."""
+    from spikelab.cli.parser import build_parser
+    from spikelab.loaders.formats import FORMATS
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["ingest", "files", "x.nwb", "--format", "nope"])
+    offered = re.search(r"choose from (.*)\)", capsys.readouterr().err).group(1)
+    assert tuple(word.strip("' ") for word in offered.split(",")) == FORMATS
