@@ -1,14 +1,18 @@
 """The nightly on Dask worker processes, writing one S3 lake (moto): every asset once."""
 
+import time
 import warnings
 from collections import Counter
 
 import pytest
 
 from spikelab.config import DandisetEntry
-from spikelab.flows import ingest_dandisets, run_summary
+from spikelab.demo_data import write_demo_dataset
+from spikelab.flows import ingest_dandisets, ingest_files, run_summary
+from spikelab.flows.runners import with_task_runner
 from spikelab.io import export_spikedata_to_nwb
 from spikelab.io.delta_read import open_assets, open_units
+from spikelab.io.lake import connect
 from spikelab.spikedata import SpikeData
 from spikelab.testing import DandiStandIn
 
@@ -58,9 +62,9 @@ def archive(tmp_path_factory):
         yield server
 
 
-@pytest.fixture(scope="module", params=[2, 4], ids=["2-workers", "4-workers"])
-def scheduler(request, worker_env, prefect_harness):
-    """Worker count and address of a local Dask cluster of worker processes, started once.
+@pytest.fixture(scope="module")
+def cluster(worker_env, prefect_harness):
+    """A local Dask cluster of 4 worker processes, started once and scaled by the tests.
 
     The workers are forked from a server process that imported spikelab's flow once
     (``forkserver``), instead of each importing it anew (``spawn``, seconds per worker).
@@ -72,13 +76,26 @@ def scheduler(request, worker_env, prefect_harness):
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         get_mp_context().set_forkserver_preload(["distributed", "spikelab.flows.dandi", "pynwb"])
         with distributed.LocalCluster(
-            n_workers=request.param,
+            n_workers=4,
             threads_per_worker=2,
             processes=True,
             dashboard_address=":0",
             env=worker_env,
-        ) as cluster:
-            yield request.param, cluster.scheduler_address
+        ) as started:
+            yield started
+
+
+def scaled_to(cluster, workers):
+    """The cluster's scheduler address once exactly ``workers`` worker processes run."""
+    import distributed
+
+    cluster.scale(workers)
+    with distributed.Client(cluster.scheduler_address) as client:
+        deadline = time.monotonic() + 60
+        while len(client.scheduler_info()["workers"]) != workers:
+            assert time.monotonic() < deadline, f"the cluster did not reach {workers} workers"
+            time.sleep(0.1)
+    return cluster.scheduler_address
 
 
 def lake_rows(lake):
@@ -91,8 +108,9 @@ def lake_rows(lake):
     )
 
 
-def test_the_nightly_on_dask_workers_lands_every_asset_once(archive, scheduler):
-    workers, address = scheduler
+@pytest.mark.parametrize("workers", [4, 2])
+def test_the_nightly_on_dask_workers_lands_every_asset_once(archive, cluster, workers):
+    address = scaled_to(cluster, workers)
     lake = f"s3://{BUCKET}/{workers}-workers"
     entry = DandisetEntry(id=DANDISET)
 
@@ -122,3 +140,12 @@ def test_the_nightly_on_dask_workers_lands_every_asset_once(archive, scheduler):
     assert again["counts"] == {"ok": 0, "skipped": ASSETS, "failed": 0}
     assert archive.count("blob") == blob_requests
     assert lake_rows(lake) == (assets, units)
+
+
+def test_the_files_flow_runs_on_the_same_cluster(cluster, tmp_path):
+    flow = with_task_runner(ingest_files, "dask", dask_address=scaled_to(cluster, 2))
+    assert type(flow.task_runner).__name__ == "DaskTaskRunner"
+    inputs = write_demo_dataset(tmp_path / "inputs")
+    summary = flow([str(p) for p in inputs], lake=str(tmp_path / "lake"))
+    assert summary["counts"] == {"ok": 3, "skipped": 0, "failed": 0}
+    assert connect(tmp_path / "lake").execute("SELECT count(*) FROM units").fetchone() == (50,)

@@ -1,21 +1,17 @@
-"""The files flow on prefect-dask's DaskTaskRunner, with a local cluster."""
+"""Choosing the task runner: the flow's threads, or prefect-dask's DaskTaskRunner."""
 
 import pytest
 
-from spikelab.demo_data import write_demo_dataset
 from spikelab.flows import ingest_files
 from spikelab.flows.runners import with_task_runner
-from spikelab.io.lake import connect
 
 
-@pytest.mark.usefixtures("prefect_harness")
-def test_files_flow_on_a_local_dask_cluster(tmp_path):
-    inputs = write_demo_dataset(tmp_path / "inputs")
-    flow = with_task_runner(ingest_files, "dask")
-    assert type(flow.task_runner).__name__ == "DaskTaskRunner"
-    summary = flow([str(p) for p in inputs], lake=str(tmp_path / "lake"))
-    assert summary["counts"] == {"ok": 3, "skipped": 0, "failed": 0}
-    assert connect(tmp_path / "lake").execute("SELECT count(*) FROM units").fetchone() == (50,)
+def test_without_an_address_a_local_cluster_of_processes_is_started_per_run():
+    pytest.importorskip("prefect_dask")
+    runner = with_task_runner(ingest_files, "dask").task_runner
+    assert type(runner).__name__ == "DaskTaskRunner" and runner.address is None
+    assert runner.cluster_kwargs["processes"] is True and runner.cluster_kwargs["n_workers"] == 2
+    assert runner.cluster_kwargs["dashboard_address"] == ":0"  # never a taken 8787
 
 
 def test_threads_keep_the_flow_and_unknown_runners_are_refused():
