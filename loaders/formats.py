@@ -10,20 +10,18 @@ import ast
 import math
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import h5py
 import numpy as np
 
+from spikelab.choices import FileFormat
 from spikelab.exceptions import FileFormatError
 from spikelab.loaders import SOURCES
 from spikelab.loaders._common import open_hdf5
 
-# Derived from the one registry (spikelab.loaders.SOURCES): "auto", then the local formats.
-FORMATS: tuple[str, ...] = (
-    "auto",
-    *(source.name for source in SOURCES if source.local_format),
-)
+# "auto", then the local formats of the registry (spikelab.loaders.SOURCES), in its order.
+FORMATS: tuple[str, ...] = get_args(FileFormat)
 _SUFFIXES: dict[str, str] = {
     suffix: source.name for source in SOURCES for suffix in source.suffixes
 }

@@ -11,3 +11,6 @@ from typing import Literal
 Transfer = Literal["stream", "download"]
 TaskRunnerName = Literal["threads", "dask"]
 Source = Literal["dandi", "ibl", "files"]
+# What the files flow reads; each name but "auto" is a local format of the loader registry
+# (spikelab.loaders.SOURCES), which a test keeps in step.
+FileFormat = Literal["auto", "nwb", "kilosort", "hdf5", "spikelab_npz", "pickle"]

@@ -136,11 +136,13 @@ def test_packages_import_by_name(module, source):
     assert Path(shown.stdout.strip()).resolve() == (REPO / source).resolve()
 
 
-def test_the_command_line_offers_the_formats_of_the_registry(capsys):
-    """The parser keeps its own light copy of the words; it must be the registry's."""
+def test_the_format_words_are_the_local_formats_of_the_registry(capsys):
+    """The word list lives once (spikelab.choices); the registry's local formats follow it."""
     from spikelab.cli.parser import build_parser
     from spikelab.loaders.formats import FORMATS
 
+    local = tuple(source.name for source in loaders.SOURCES if source.local_format)
+    assert FORMATS == ("auto", *local)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["ingest", "files", "x.nwb", "--format", "nope"])
     offered = re.search(r"choose from (.*)\)", capsys.readouterr().err).group(1)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, get_args
 
-from spikelab.choices import Source, TaskRunnerName, Transfer
+from spikelab.choices import FileFormat, Source, TaskRunnerName, Transfer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_RETENTION_HOURS = 168  # as spikelab.io.delta_lake, which imports pyarrow
@@ -199,7 +199,7 @@ def _add_ingest(commands: Any) -> None:
     files.add_argument(
         "--format",
         default="auto",
-        choices=["auto", "nwb", "kilosort", "hdf5", "spikelab_npz", "pickle"],
+        choices=get_args(FileFormat),
         help="input format (default: from each path)",
     )
     files.add_argument(
