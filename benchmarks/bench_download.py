@@ -68,8 +68,9 @@ import numpy as np
 import requests
 from _harness import in_fresh_process, proc_status_kb, reset_peak_rss
 
-from spikelab.loaders.dandi._client import SHA256, DandiClient
+from spikelab.loaders.dandi._client import DandiClient
 from spikelab.loaders.dandi._download import download_asset
+from spikelab.loaders.dandi._records import SHA256
 from spikelab.testing import DandiStandIn
 
 MB = 2**20

@@ -24,7 +24,7 @@ from spikelab.loaders import (
     load_recording_from_dandi,
     load_spikedata_from_dandi,
 )
-from spikelab.loaders.dandi import DandiAsset, RefusedAsset
+from spikelab.loaders.dandi import DandiAsset, RefusedAsset, _records
 from spikelab.loaders.dandi import _client as _dandi_client
 from spikelab.loaders.dandi._download import expire_stale_downloads, partial_max_age_seconds
 from spikelab.spikedata import SpikeData
@@ -573,7 +573,7 @@ def test_loading_a_zarr_asset_is_a_clear_error(archive):
     ],
 )
 def test_server_ids_of_the_right_shape_are_accepted(kind, value, expected):
-    assert _dandi_client.check_server_id(kind, value, "http://h/api") == expected
+    assert _records.check_server_id(kind, value, "http://h/api") == expected
 
 
 @pytest.mark.parametrize(
@@ -596,7 +596,7 @@ def test_server_ids_of_another_shape_are_refused(kind, value, shape):
             f"the DANDI server http://h/api sent {kind} {value!r}, which is not {shape}"
         ),
     ):
-        _dandi_client.check_server_id(kind, value, "http://h/api")
+        _records.check_server_id(kind, value, "http://h/api")
 
 
 @pytest.mark.parametrize("version", ["0.231012.0", "0.231012.1234", "draft"])

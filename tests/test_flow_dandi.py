@@ -439,8 +439,9 @@ def real_errors(archive, tmp_path):
 
     import requests
 
-    from spikelab.loaders.dandi._client import DandiClient, check_server_id
+    from spikelab.loaders.dandi._client import DandiClient
     from spikelab.loaders.dandi._download import safe_destination
+    from spikelab.loaders.dandi._records import check_server_id
 
     def caught(call):
         try:

@@ -4,12 +4,7 @@ Flows and tasks import these names from here; the private modules hold the REST 
 (paged listings, one typed asset record) and the verified, resumable download.
 """
 
-from spikelab.loaders.dandi._client import (
-    DEFAULT_API_BASE,
-    DandiAsset,
-    DandiClient,
-    RefusedAsset,
-)
+from spikelab.loaders.dandi._client import DandiClient
 from spikelab.loaders.dandi._download import (
     download_asset,
     expire_stale_downloads,
@@ -17,6 +12,7 @@ from spikelab.loaders.dandi._download import (
     file_matches,
     safe_destination,
 )
+from spikelab.loaders.dandi._records import DEFAULT_API_BASE, DandiAsset, RefusedAsset
 from spikelab.loaders.dandi.assets import (
     list_dandi_assets,
     load_recording_from_dandi,

@@ -18,7 +18,8 @@ from spikelab.digests import Check, EtagDigest, file_digests
 from spikelab.download import HttpSource, download_verified
 from spikelab.exceptions import RemoteError, UnsafeRemoteDataError
 from spikelab.io.atomic import older_than, remove_older_than
-from spikelab.loaders.dandi._client import SHA256, DandiAsset, DandiClient
+from spikelab.loaders.dandi._client import DandiClient
+from spikelab.loaders.dandi._records import SHA256, DandiAsset
 
 __all__ = [
     "download_asset",

@@ -19,18 +19,18 @@ from spikelab.exceptions import (
     UnsafeRemoteDataError,
 )
 from spikelab.ids import DandisetRef, normalize_dandiset_id, normalize_version
-from spikelab.loaders.dandi._client import (
-    DEFAULT_API_BASE,
-    DandiAsset,
-    DandiClient,
-    RefusedAsset,
-    parse_asset_reference,
-)
+from spikelab.loaders.dandi._client import DandiClient
 from spikelab.loaders.dandi._download import (
     NOT_PUBLIC,
     fetch_asset,
     file_matches,
     safe_destination,
+)
+from spikelab.loaders.dandi._records import (
+    DEFAULT_API_BASE,
+    DandiAsset,
+    RefusedAsset,
+    parse_asset_reference,
 )
 from spikelab.loaders.nwb import load_remote_nwb, load_spikedata_from_nwb
 from spikelab.loaders.nwb.recording import (
