@@ -12,9 +12,9 @@ requests-per-second cap holds for the whole run.
 Everything these steps write lives under ``<cache>/downloads`` (the asset files and their
 partial downloads) and ``<cache>/dandi-digest-failures`` (a record per asset whose download
 did not match its published digest). Paths are built only from identifiers checked by
-:func:`spikelab.loaders.dandi._client.check_server_id` and resolved before use. An asset
-is described once (:func:`describe_dandi_asset`) and its typed record handed to every
-later step.
+:func:`spikelab.loaders.dandi._records.check_server_id` and resolved before use. An
+asset's typed record comes with the listing (or from one request when the archive left it
+out: :func:`describe_dandi_asset`) and is handed to every later step.
 """
 
 from __future__ import annotations
