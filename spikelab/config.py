@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from spikelab.choices import Transfer
+from spikelab.cores import cpu_slots
 from spikelab.ids import normalize_dandiset_id, normalize_version
 
 CONFIG_DIR = Path(str(files("spikelab.configs")))
@@ -23,14 +24,6 @@ CONCURRENCY_ENV = "SPIKELAB_CONCURRENCY"
 MAX_CONCURRENCY = 256
 # A flow parameter the Prefect UI shows as a bounded number (None: the default).
 Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]
-
-
-def cpu_slots() -> int:
-    """How many CPU-bound steps (decode, table, raster) may run at once: the usable cores."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def default_concurrency() -> int:

@@ -5,7 +5,7 @@ Local files and DANDI assets are loaded inside their flow's task run
 lake's assets table, not a Prefect cache, decides what is loaded again. IBL probes still
 go through a cached task that stages the units table and raster locally
 (:func:`load_and_stage`). The CPU-bound part (units table, raster) of at most
-:func:`spikelab.config.cpu_slots` assets runs at once, however many are being read.
+:func:`spikelab.cores.cpu_slots` assets runs at once, however many are being read.
 Warnings raised while an input is loaded are counted into its result (and so its
 manifest), and logged once.
 """
@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect.logging import get_run_logger
 
-from spikelab.config import cpu_slots
+from spikelab.cores import cpu_slots
 from spikelab.io.atomic import STALE_AFTER_SECONDS, remove_older_than
 from spikelab.io.json_codec import to_plain
 from spikelab.io.manifest import spikedata_summary
@@ -170,7 +170,7 @@ def stage(sd: SpikeData, target: Target) -> StagedUnits:
 def prepare(sd: SpikeData, target: Target) -> Loaded:
     """Build ``sd``'s units table and raster plot in memory (nothing is written).
 
-    At most :func:`spikelab.config.cpu_slots` calls run at once in a process.
+    At most :func:`spikelab.cores.cpu_slots` calls run at once in a process.
     """
     with _CPU:
         units = units_arrow_table(sd, **target)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +30,10 @@ from typing import Any
 
 import h5py
 
+from spikelab.cores import cpu_slots
 from spikelab.exceptions import StreamingError
 from spikelab.http import RetryPolicy, redact
+from spikelab.io.atomic import atomic_write
 from spikelab.loaders.nwb._hdf5_direct import stored_chunks
 from spikelab.loaders.nwb._ranges import RangeClient
 
@@ -47,14 +48,7 @@ RANGE_ATTEMPTS = 5
 RETRY_BACKOFF_SECONDS = 0.25  # before the second attempt; doubles each time
 
 
-def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-H5_SLOTS = 2 * _usable_cores()  # threads of a process inside h5py calls on remote files at once
+H5_SLOTS = 2 * cpu_slots()  # threads of a process inside h5py calls on remote files at once
 _H5 = threading.BoundedSemaphore(H5_SLOTS)
 
 Fetch = Callable[[str], tuple[int, int, bytes]]  # "first-last" -> (first, file size, bytes)
@@ -87,11 +81,8 @@ class _DiskChunks:
             return None
 
     def put(self, index: int, data: bytes | memoryview) -> None:
-        path = self._path(index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as out:
+        with atomic_write(self._path(index)) as out:
             out.write(data)
-        os.replace(out.name, path)
 
 
 class _ChunkCache:
