@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -37,7 +37,10 @@ from spikelab.loaders.dandi._records import (
     check_server_id,
 )
 
+T = TypeVar("T")
 DEFAULT_BACKOFF_SECONDS = 0.5
+# Answers of an object store to a URL that needs the archive's presigned redirect.
+NOT_PUBLIC = (401, 403, 404)
 # Politeness: requests per second one process sends to one API host (listing pages,
 # asset records, download redirects; never the blob store). DANDI rate-limits clients.
 REQUESTS_PER_SECOND_ENV = "SPIKELAB_DANDI_REQUESTS_PER_SECOND"
@@ -406,6 +409,22 @@ class DandiClient:
             None,
         )
         return tuple(sorted((str(k), str(v)) for k, v in digests.items() if v)), urls, blob_url
+
+    def read_blob(self, asset: DandiAsset, read: Callable[[str], T]) -> T:
+        """``read(url)`` of the asset's bytes, at the record's URL or through the redirect.
+
+        A public asset is read at its record's object-store URL, with no request to the
+        API; an embargoed one answers 401/403/404 there and is read through the download
+        redirect (a presigned URL), as is an asset whose record names no blob URL. The
+        token never goes to either.
+        """
+        if asset.blob_url is not None:
+            try:
+                return read(asset.blob_url)
+            except RemoteError as error:
+                if error.status not in NOT_PUBLIC:
+                    raise
+        return read(self.blob_url(asset.asset_id))
 
     def blob_url(self, asset_id: str) -> str:
         """Find where the asset's bytes live: the target of its download redirect."""

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from spikelab.digests import Check, EtagDigest, file_digests
 from spikelab.download import HttpSource, download_verified
-from spikelab.exceptions import RemoteError, UnsafeRemoteDataError
+from spikelab.exceptions import UnsafeRemoteDataError
 from spikelab.io.atomic import older_than, remove_older_than
 from spikelab.loaders.dandi._client import DandiClient
 from spikelab.loaders.dandi._records import SHA256, DandiAsset
@@ -191,26 +191,16 @@ def download_asset(
     return destination
 
 
-# Answers of an object store to a URL that needs the archive's presigned redirect.
-NOT_PUBLIC = (401, 403, 404)
-
-
 def fetch_asset(
     client: DandiClient, asset: DandiAsset, destination: Path, *, timeout_seconds: float = 600.0
 ) -> Path:
-    """Download ``asset`` to ``destination`` from its record's blob URL, verified.
+    """Download ``asset`` to ``destination``, verified, from where the record says.
 
-    The record's object-store URL serves a public asset without the API's download
-    redirect; an embargoed one answers 401/403/404 there, and is then fetched through
-    the redirect (a presigned URL), as is an asset whose record names no blob URL.
+    See :meth:`DandiClient.read_blob`: the record's URL for a public asset, the API's
+    download redirect for an embargoed one.
     """
-    if asset.blob_url is not None:
-        try:
-            return download_asset(
-                client, asset.blob_url, asset, destination, timeout_seconds=timeout_seconds
-            )
-        except RemoteError as error:
-            if error.status not in NOT_PUBLIC:
-                raise
-    url = client.blob_url(asset.asset_id)
-    return download_asset(client, url, asset, destination, timeout_seconds=timeout_seconds)
+
+    def download(url: str) -> Path:
+        return download_asset(client, url, asset, destination, timeout_seconds=timeout_seconds)
+
+    return client.read_blob(asset, download)

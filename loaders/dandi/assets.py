@@ -9,19 +9,18 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from spikelab.exceptions import (
     FileFormatError,
-    RangeNotSupportedError,
     StreamingError,
     UnsafeRemoteDataError,
 )
 from spikelab.ids import DandisetRef, normalize_dandiset_id, normalize_version
 from spikelab.loaders.dandi._client import DandiClient
 from spikelab.loaders.dandi._download import (
-    NOT_PUBLIC,
     fetch_asset,
     file_matches,
     safe_destination,
@@ -178,14 +177,7 @@ def _described(
 
 def _streamed(client: DandiClient, asset: DandiAsset, **nwb_options: Any) -> SpikeData:
     """Load an asset's Units over HTTP range requests, without downloading the file."""
-    listed = asset.blob_url
-    try:  # no token ever goes to a blob URL
-        url = listed or client.blob_url(asset.asset_id)
-        sd = load_remote_nwb(url, size_bytes=asset.size, **nwb_options)
-    except RangeNotSupportedError as error:
-        if listed is None or error.status not in NOT_PUBLIC:
-            raise
-        sd = load_remote_nwb(client.blob_url(asset.asset_id), size_bytes=asset.size, **nwb_options)
+    sd = client.read_blob(asset, partial(load_remote_nwb, size_bytes=asset.size, **nwb_options))
     provenance = _provenance(asset)
     sd.metadata.update(provenance)
     sd.metadata["source_file"] = provenance["source_reference"]
