@@ -297,11 +297,9 @@ def print_run(summary: dict[str, Any], lake: str) -> bool:
     asset, say), as the ``skipped`` column of ``spikelab lake summary`` does.
     """
     counts = summary["counts"]
-    unchanged = sum(
-        1
-        for asset in summary.get("assets", [])
-        if asset.get("status") == "skipped" and not asset.get("error")
-    )
+    from spikelab.flows._runs import is_unchanged
+
+    unchanged = sum(1 for asset in summary.get("assets", []) if is_unchanged(asset))
     kept = f"{unchanged} unchanged, " if unchanged else ""
     print(
         f"{counts['ok']} loaded, {kept}{counts['skipped'] - unchanged} skipped, "
