@@ -21,9 +21,12 @@ Assets/s are taken over the flow run (start to end as Prefect recorded it: the c
 start-up, the same for both, is left out; the command's own figure is printed beside).
 Each lake is then counted: every published asset once in the assets table, its units
 once each in the units table (raw rows, superseded ones included), nothing else. With
-``--rounds N`` the clusters alternate N times and each keeps its best round. With
+``--rounds N`` the clusters alternate N times and each keeps its best round. Beside each
+run, the CPU seconds of the worker processes, the command, the Prefect server, moto and
+this process (the stand-in) show which of them could be the bottleneck. With
 ``BENCH_PROFILE_DIR`` set, each timed command runs under ``py-spy record`` (bench_archive's
-``run_command``). The exit status is 1 when a goal is missed.
+``run_command``) and every worker process of the timed run is recorded too
+(``<label>-worker-<i>.txt``). The exit status is 1 when a goal is missed.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import bench_archive as archive  # sets up a scratch Prefect home for the benchmark
@@ -134,6 +138,10 @@ class Cluster:
         """CPU seconds the worker processes have used so far."""
         return sum(self.client.run(_own_cpu_s).values())
 
+    def pids(self) -> list[int]:
+        """The worker processes' ids."""
+        return sorted(self.client.run(os.getpid).values())
+
     def close(self) -> None:
         """Stop the workers and the scheduler."""
         self.client.close()
@@ -147,9 +155,34 @@ class Cluster:
 
 
 def _own_cpu_s() -> float:
-    """This process's CPU seconds (run on a worker)."""
+    """This process's CPU seconds (its children's left out)."""
     usage = os.times()
     return usage.user + usage.system
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds process ``pid`` and its children have used so far."""
+    import psutil
+
+    process = psutil.Process(pid)
+    times = [p.cpu_times() for p in [process, *process.children(recursive=True)]]
+    return sum(t.user + t.system for t in times)
+
+
+def profile_workers(cluster: Cluster, label: str) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record`` on every worker process when ``BENCH_PROFILE_DIR`` is set."""
+    folder = os.environ.get("BENCH_PROFILE_DIR")
+    if not folder:
+        return []
+    return [
+        subprocess.Popen(
+            ["py-spy", "record", "-f", "raw", "-r", "100", "-p", str(pid)]
+            + ["-o", os.path.join(folder, f"{label}-worker-{i}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i, pid in enumerate(cluster.pids())
+    ]
 
 
 def lake_counts(lake: str, published: dict[str, int]) -> dict[str, int]:
@@ -208,6 +241,7 @@ def settle(server: TemporaryServer) -> None:
 
 def timed_run(
     server: TemporaryServer,
+    moto: subprocess.Popen[bytes],
     cluster: Cluster,
     command: list[str],
     lake: str,
@@ -216,10 +250,22 @@ def timed_run(
 ) -> dict[str, Any]:
     """One ``spikelab ingest dandi`` on ``cluster`` into the empty ``lake``: its figures."""
     settle(server)
-    cpu = cluster.cpu_s()
+    others = {
+        "server": partial(process_cpu_s, server.process.pid),
+        "moto": partial(process_cpu_s, moto.pid),
+        "stand-in": _own_cpu_s,  # this process alone
+    }
+    cpu, before = cluster.cpu_s(), {name: cpu_s() for name, cpu_s in others.items()}
+    profilers = profile_workers(cluster, label)
     arguments = [*command, "--lake", lake, "--dask-address", cluster.address]
     result: dict[str, Any] = archive.run_command(arguments, SCRATCH / f"{label}.report")
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file and stops
+        profiler.wait()
     result["worker_cpu_s"] = cluster.cpu_s() - cpu
+    result["other_cpu_s"] = {
+        name: process_cpu_s(pid) - before[name] for name, pid in others.items()
+    }
     result["flow_run_s"] = archive.last_flow_run_s()
     result["load"] = os.getloadavg()[0]
     result["counts"] = lake_counts(lake, published)
@@ -257,8 +303,9 @@ def report(args: argparse.Namespace, runs: dict[int, list[dict[str, Any]]]) -> b
                 f"  {workers} worker(s): flow run {result['flow_run_s']:.1f} s, {rate:.1f} "
                 f"assets/s (command {result['seconds']:.1f} s, {n / result['seconds']:.1f} "
                 f"assets/s); CPU: workers {result['worker_cpu_s']:.1f} s, command "
-                f"{result['cpu_s']:.1f} s; status {result['status']}; load "
-                f"{result['load']:.1f}"
+                f"{result['cpu_s']:.1f} s, "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in result["other_cpu_s"].items())
+                + f"; status {result['status']}; load {result['load']:.1f}"
             )
             print(f"    lake: {result['counts']}")
         best[workers] = max(results, key=lambda result: n / result["flow_run_s"])
@@ -320,7 +367,7 @@ def main() -> int:
                         )
                         lake = f"s3://{BUCKET}/lake-{workers}-{round_}"
                         label = f"workers-{workers}-{round_}"
-                        result = timed_run(server, cluster, command, lake, label, published)
+                        result = timed_run(server, moto, cluster, command, lake, label, published)
                     finally:
                         cluster.close()
                     result["right"] = counts_right(result["counts"], published)
