@@ -12,6 +12,11 @@ from spikelab.flows._runs import Outcome
 from spikelab.tasks.outputs import Pending
 
 MAX_ASSETS_PER_TASK_RUN = 8
+# On Dask a task run costs about 0.2 s of CPU (Prefect's context sent with the submit, and
+# rebuilt with its clients on the worker): a batch is sized so that each thread of the
+# cluster gets about this many task runs, each of at most MAX_ASSETS_PER_DASK_RUN assets.
+TASK_RUNS_PER_DASK_THREAD = 4
+MAX_ASSETS_PER_DASK_RUN = 32
 
 
 class AssetResults:
@@ -39,6 +44,34 @@ def batch_size(changed: int, concurrency: int) -> int:
     dandiset shares them among a few assets.
     """
     return max(1, min(MAX_ASSETS_PER_TASK_RUN, -(-changed // (2 * concurrency))))
+
+
+def dask_plan(changed: int, concurrency: int, threads: int) -> tuple[int, int]:
+    """Assets per task run and task runs in flight, on a Dask cluster of ``threads`` threads.
+
+    A Dask thread reads its task run's assets one at a time, so the cluster reads at most
+    ``min(concurrency, threads)`` assets at once. Up to twice as many task runs as threads
+    are in flight (within ``concurrency``), so a thread that finishes one finds the next
+    waiting; each thread gets about ``TASK_RUNS_PER_DASK_THREAD`` task runs of the
+    dandiset, so the per-task-run cost is shared among many assets.
+
+    Parameters
+    ----------
+    changed : int
+        Assets to ingest.
+    concurrency : int
+        The run's cap on assets read at once.
+    threads : int
+        The cluster's threads, over all its workers (at least 1).
+
+    Returns
+    -------
+    tuple of int
+        Assets per task run, task runs in flight.
+    """
+    slots = max(1, min(concurrency, threads))
+    per_run = -(-changed // (TASK_RUNS_PER_DASK_THREAD * slots))
+    return max(1, min(MAX_ASSETS_PER_DASK_RUN, per_run)), min(concurrency, 2 * threads)
 
 
 def run_in_flight(

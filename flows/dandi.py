@@ -32,9 +32,10 @@ from spikelab.flows._dandi_asset import (
     unchanged_outcome,
     zarr_outcome,
 )
-from spikelab.flows._in_flight import AssetResults, batch_size, run_in_flight
+from spikelab.flows._in_flight import AssetResults, batch_size, dask_plan, run_in_flight
 from spikelab.flows._publish import publish_as_they_come
 from spikelab.flows._runs import Outcome, finish_run, key_of, known_assets, run_state, run_summary
+from spikelab.flows.runners import dask_threads
 from spikelab.ids import DandisetRef
 from spikelab.io import delta_upkeep
 from spikelab.io.delta_lake import AssetState
@@ -102,8 +103,10 @@ def ingest_dandiset(
     of the cache older than ``SPIKELAB_PARTIAL_MAX_AGE_HOURS`` (default 72); younger ones
     are resumed.
 
-    One task run ingests one changed asset, or a few of them (up to 8) in a large run; it
-    ends ``Failed`` when one of its assets failed. Requests to the API are capped at
+    One task run ingests one changed asset, or a few of them (up to 8) in a large run; on
+    a Dask cluster, a batch sized from the cluster's threads (up to 32 assets: see
+    :func:`spikelab.flows._in_flight.dask_plan`). A task run reads its assets one after the
+    other and ends ``Failed`` when one of them failed. Requests to the API are capped at
     ``SPIKELAB_DANDI_REQUESTS_PER_SECOND`` (default 40) per second.
 
     Parameters
@@ -132,7 +135,9 @@ def ingest_dandiset(
         Zarr conversion always downloads.
     concurrency : int | None, default: None
         Assets read at once (1 to 256). None: ``$SPIKELAB_CONCURRENCY``, else 16 per core
-        (32 to 128). The CPU-bound steps of at most one asset per core run at once.
+        (32 to 128). The CPU-bound steps of at most one asset per core run at once. On
+        Dask, each of the cluster's threads reads one asset at a time, so the cluster's
+        threads are the limit too.
 
     Returns
     -------
@@ -163,7 +168,11 @@ def ingest_dandiset(
         else:
             decided.append(unchanged_outcome(where, state, dandiset, asset))
     changed = [i for i, item in enumerate(decided) if item is None]
-    size = batch_size(len(changed), in_flight)
+    threads = dask_threads()
+    if threads is None:
+        size, window = batch_size(len(changed), in_flight), in_flight
+    else:  # each Dask thread reads one asset at a time
+        size, window = dask_plan(len(changed), in_flight, threads)
     run = DandiRun(dandiset, where, raw_zarr, transfer)
 
     def submit(batch: list[int]) -> PrefectFuture[Any]:
@@ -173,7 +182,7 @@ def ingest_dandiset(
         )
 
     batches = (changed[i : i + size] for i in range(0, len(changed), size))
-    results = run_in_flight(batches, submit, in_flight)  # each reads one asset at a time
+    results = run_in_flight(batches, submit, window)  # each reads one asset at a time
     parameters = {
         "dandiset_id": dandiset.dandiset_id,
         "version": dandiset.version,

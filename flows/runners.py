@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+
+from prefect.context import FlowRunContext
 
 from spikelab._optional import import_optional
 
@@ -47,3 +50,20 @@ def with_task_runner(flow: Any, runner: str = "threads", *, dask_address: str | 
         {"address": dask_address} if dask_address else {"cluster_kwargs": dict(_LOCAL_CLUSTER)}
     )
     return flow.with_options(task_runner=task_runners.DaskTaskRunner(**options))
+
+
+def dask_threads() -> int | None:
+    """The threads of the Dask cluster the running flow's task runs go to.
+
+    None when the flow runs its tasks in its own thread pool, or when the cluster has no
+    worker yet (an adaptive cluster scaled to zero): the flow then sizes its task runs
+    as for threads.
+    """
+    context = FlowRunContext.get()
+    task_runners = sys.modules.get("prefect_dask.task_runners")  # imported by the runner
+    if context is None or task_runners is None:
+        return None
+    if not isinstance(context.task_runner, task_runners.DaskTaskRunner):
+        return None
+    threads = sum(context.task_runner.client.nthreads().values())
+    return threads or None

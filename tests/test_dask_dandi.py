@@ -119,7 +119,7 @@ def test_the_nightly_on_dask_workers_lands_every_asset_once(archive, cluster, wo
             lake=lake,
             api_base=archive.api_base,
             dandisets=[entry],
-            concurrency=4,  # task runs in flight: 8 of 2 assets each, on every worker
+            concurrency=4,  # 4 assets read at once, on 4 of the cluster's threads
             task_runner="dask",
             dask_address=address,
             return_state=True,
@@ -149,3 +149,35 @@ def test_the_files_flow_runs_on_the_same_cluster(cluster, tmp_path):
     summary = flow([str(p) for p in inputs], lake=str(tmp_path / "lake"))
     assert summary["counts"] == {"ok": 3, "skipped": 0, "failed": 0}
     assert connect(tmp_path / "lake").execute("SELECT count(*) FROM units").fetchone() == (50,)
+
+
+@pytest.mark.parametrize(
+    ("changed", "concurrency", "threads", "plan"),
+    [
+        (120, 32, 4, (8, 8)),  # 15 task runs: about 4 per thread, 2 per thread in flight
+        (120, 32, 8, (4, 16)),
+        (120, 2, 8, (15, 2)),  # the run's concurrency caps the assets read at once
+        (3, 32, 8, (1, 16)),
+        (100_000, 32, 8, (32, 16)),  # a task run never holds more than 32 assets
+    ],
+)
+def test_a_dask_task_run_takes_a_batch_sized_from_the_cluster_threads(
+    changed, concurrency, threads, plan
+):
+    from spikelab.flows._in_flight import dask_plan
+
+    assert dask_plan(changed, concurrency, threads) == plan
+
+
+def test_the_flow_sees_the_dask_cluster_threads(cluster):
+    from prefect import flow
+
+    from spikelab.flows.runners import dask_threads
+
+    @flow
+    def threads_seen():
+        return dask_threads()
+
+    assert threads_seen() is None  # its own thread pool
+    on_dask = with_task_runner(threads_seen, "dask", dask_address=scaled_to(cluster, 2))
+    assert on_dask() == 4  # 2 workers of 2 threads
