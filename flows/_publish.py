@@ -4,8 +4,9 @@ A commit costs tens of milliseconds whatever it carries, so the flow hands each 
 :class:`~spikelab.tasks.outputs.Pending` publication to one :class:`Publisher`, whose
 thread commits when ``batch_size`` assets are waiting, when the oldest has waited
 ``max_delay_seconds``, and when the run closes it. After a commit it writes each asset's
-raster PNG and manifest (which records the table version); a failed asset's commit
-deletes its rows and its raster goes. A journal written before each commit lets a later
+raster PNG and manifest (which records the table version), several assets at once (an
+object store answers each write after a round trip); a failed asset's commit deletes its
+rows and its raster goes. A journal written before each commit lets a later
 run finish that work if this one is killed in between (:mod:`spikelab.io.publish_journal`).
 A batch whose commit fails is committed again one asset at a time, so one asset that
 cannot be published fails alone.
@@ -18,6 +19,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
@@ -44,6 +47,7 @@ MAX_DELAY_SECONDS = 1.0
 # A due commit takes every asset waiting, up to this many: when assets arrive faster than
 # commits land, commits grow instead of queueing (a commit's cost is mostly per commit).
 MAX_BATCH_SIZE = 256
+WRITERS = 8  # threads writing the committed assets' rasters and manifests
 
 
 class Publisher:
@@ -87,6 +91,7 @@ class Publisher:
         self._closing = False
         self._error: BaseException | None = None
         self._wakeup = threading.Condition()
+        self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="spikelab-publisher-write")
         self._thread = threading.Thread(target=self._run, name="spikelab-publisher", daemon=True)
         self._thread.start()
 
@@ -114,6 +119,7 @@ class Publisher:
             self._closing = True
             self._wakeup.notify()
         self._thread.join()
+        self._writers.shutdown()
         if self._error is not None:
             raise self._error
 
@@ -181,8 +187,7 @@ class Publisher:
             else:
                 self._fail(batch[0], error)
             return
-        for pending in batch:
-            self._finish(pending, version)
+        list(self._writers.map(partial(self._finish, version=version), batch))  # errors go up
         self._drop(journal)
 
     def _drop(self, journal: str | None) -> None:
