@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -250,7 +251,7 @@ def timed_run(
 ) -> dict[str, Any]:
     """One ``spikelab ingest dandi`` on ``cluster`` into the empty ``lake``: its figures."""
     settle(server)
-    others = {
+    others: dict[str, Callable[[], float]] = {
         "server": partial(process_cpu_s, server.process.pid),
         "moto": partial(process_cpu_s, moto.pid),
         "stand-in": _own_cpu_s,  # this process alone
@@ -263,9 +264,7 @@ def timed_run(
         profiler.send_signal(signal.SIGINT)  # py-spy writes its file and stops
         profiler.wait()
     result["worker_cpu_s"] = cluster.cpu_s() - cpu
-    result["other_cpu_s"] = {
-        name: process_cpu_s(pid) - before[name] for name, pid in others.items()
-    }
+    result["other_cpu_s"] = {name: cpu_s() - before[name] for name, cpu_s in others.items()}
     result["flow_run_s"] = archive.last_flow_run_s()
     result["load"] = os.getloadavg()[0]
     result["counts"] = lake_counts(lake, published)
