@@ -4,10 +4,11 @@ h5py reads the file through :class:`RangeFile`, a file object whose bytes come f
 of ``CHUNK_BYTES`` chunks; what a read finds missing is fetched in one range request through
 a :class:`~spikelab.loaders.nwb._ranges.RangeClient` (spikelab's session, its retry policy
 and timeouts), so no other HTTP client with retries of its own takes part. On a wide-area
-link each request is a round trip, so two things are fetched ahead of h5py, several ranges
-at once: the file's first and last bytes when it is opened (superblock, root group, most
-metadata), and the stored bytes of the datasets a reader is about to read
-(:meth:`RemoteHDF5.prefetch`).
+link each request is a round trip, so three things are fetched ahead of h5py, several
+ranges at once: the file's first and last bytes when it is opened (superblock, root group,
+most metadata), the stretch after the first read that misses in the middle, up to the
+tail (a bounded guess at where the last-written objects lie, see :class:`_Fetcher`), and
+the stored bytes of the datasets a reader is about to read (:meth:`RemoteHDF5.prefetch`).
 
 h5py runs one call at a time in a process (its global lock), so many threads reading many
 files at once mostly wake each other up: an open file is read by at most
@@ -22,7 +23,7 @@ import io
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ CHUNK_BYTES = 256 * 1024
 HEAD_BYTES = CHUNK_BYTES  # fetched from the file's start when it is opened (superblock ...)
 TAIL_BYTES = 2 * CHUNK_BYTES  # and from its end, where h5py leaves later metadata
 PART_BYTES = 8 * 1024 * 1024  # a longer range is fetched in parts of this size, in parallel
+GUESS_BYTES = 32 * 1024 * 1024  # the most a file's one guess fetches beyond a read (see _Fetcher)
 MAX_PARALLEL_REQUESTS = 8
 RANGE_ATTEMPTS = 5
 RETRY_BACKOFF_SECONDS = 0.25  # before the second attempt; doubles each time
@@ -104,6 +106,11 @@ class _ChunkCache:
     def has(self, index: int) -> bool:
         return self.get(index) is not None
 
+    def cached_after(self, index: int) -> int:
+        """The first chunk after ``index`` held in memory (the chunk count if none is)."""
+        later = [cached for cached in list(self._chunks) if cached > index]  # others add
+        return min(later, default=-(-self.size // CHUNK_BYTES))
+
     def add(self, start: int, data: bytes) -> None:
         """Keep the whole chunks in ``data``, the bytes of the file from ``start`` on."""
         view = memoryview(data)  # chunks are views of the answer: no copies
@@ -119,24 +126,15 @@ class _ChunkCache:
                     self._disk.put(index, chunk)
 
 
-def _chunk_spans(ranges: Iterable[tuple[int, int]], cache: _ChunkCache) -> list[tuple[int, int]]:
-    """Chunk-aligned ``(first chunk, last chunk)`` spans covering ``(offset, length)``s.
+def _spans_of(indices: list[int]) -> list[tuple[int, int]]:
+    """Sorted chunk indices as ``(first, last)`` spans of neighbours.
 
-    Chunks already cached are left out; neighbouring spans are merged, then split into
-    parts of at most ``PART_BYTES`` so they can be fetched in parallel.
+    Each span is at most ``PART_BYTES`` long, so the parts of a long stretch can be
+    fetched in parallel.
     """
-    wanted = sorted(
-        {
-            index
-            for offset, length in ranges
-            if length > 0
-            for index in range(offset // CHUNK_BYTES, (offset + length - 1) // CHUNK_BYTES + 1)
-            if not cache.has(index)
-        }
-    )
     spans: list[tuple[int, int]] = []
     per_part = PART_BYTES // CHUNK_BYTES
-    for index in wanted:
+    for index in indices:
         if spans and index == spans[-1][1] + 1 and index - spans[-1][0] < per_part:
             spans[-1] = (spans[-1][0], index)
         else:
@@ -144,36 +142,93 @@ def _chunk_spans(ranges: Iterable[tuple[int, int]], cache: _ChunkCache) -> list[
     return spans
 
 
+def _chunk_indices(ranges: Iterable[tuple[int, int]]) -> set[int]:
+    """The chunks ``(offset, length)`` ranges touch."""
+    return {
+        index
+        for offset, length in ranges
+        if length > 0
+        for index in range(offset // CHUNK_BYTES, (offset + length - 1) // CHUNK_BYTES + 1)
+    }
+
+
 class _Fetcher:
-    """Fetches byte ranges of one URL into its chunk cache, several at once when asked."""
+    """Fetches byte ranges of one URL into its chunk cache, several at once when asked.
+
+    The first read that misses in the file's middle (the edges fetched, h5py looking for
+    metadata written after a large dataset) makes one guess: writers such as h5py put an
+    object's header, its members and their data one after the other, and what is written
+    last (the Units table, after the raw data) lies between that miss and the file's tail.
+    When the stretch from the miss to the next cached chunk is at most ``GUESS_BYTES`` its
+    fetch starts with the miss's, in the same round trip; the read goes on as soon as its
+    own chunks are in, and a later read of a chunk still on its way waits for it. One
+    guess per file bounds what a wrong one costs.
+    """
 
     def __init__(self, fetch: Fetch, cache: _ChunkCache) -> None:
         self._fetch = fetch
         self.cache = cache
         self._pool: ThreadPoolExecutor | None = None
+        self._guessed = False
+        self._coming: dict[int, Future[None]] = {}  # chunk index -> the request bringing it
+        self._lock = threading.Lock()
 
     def ranges(self, ranges: list[str]) -> list[tuple[int, int, bytes]]:
         """Fetch ``first-last`` ranges at once (the first in this thread); answers in order."""
         if len(ranges) == 1:
             return [self._fetch(ranges[0])]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(MAX_PARALLEL_REQUESTS - 1)
-        others = [self._pool.submit(self._fetch, byte_range) for byte_range in ranges[1:]]
+        others = [self._submit(self._fetch, byte_range) for byte_range in ranges[1:]]
         try:
             first = self._fetch(ranges[0])
         finally:
             answers = [future.result() for future in others]
         return [first, *answers]
 
-    def spans(self, spans: list[tuple[int, int]]) -> None:
-        """Fetch chunk spans (see :func:`_chunk_spans`) into the cache."""
-        size = self.cache.size
-        ranges = [
-            f"{first * CHUNK_BYTES}-{min((last + 1) * CHUNK_BYTES, size) - 1}"
-            for first, last in spans
-        ]
-        for start, _, data in self.ranges(ranges):
-            self.cache.add(start, data)
+    def _submit(self, call: Callable[[str], Any], byte_range: str) -> Future[Any]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(MAX_PARALLEL_REQUESTS - 1)
+        return self._pool.submit(call, byte_range)
+
+    def _range(self, span: tuple[int, int]) -> str:
+        first, last = span
+        return f"{first * CHUNK_BYTES}-{min((last + 1) * CHUNK_BYTES, self.cache.size) - 1}"
+
+    def _keep(self, byte_range: str) -> None:
+        """Fetch one range into the cache (on a pool thread)."""
+        start, _, data = self._fetch(byte_range)
+        self.cache.add(start, data)
+
+    def fetch(self, ranges: Iterable[tuple[int, int]], *, guess: bool = False) -> None:
+        """Fetch the chunks ``(offset, length)`` ranges touch that are not cached yet.
+
+        Chunks already on their way are waited for, not asked for again. With ``guess``
+        (a read that missed), the file's one guess starts too (see the class).
+        """
+        with self._lock:
+            wanted = sorted(i for i in _chunk_indices(ranges) if not self.cache.has(i))
+            waits = {self._coming[i] for i in wanted if i in self._coming}
+            spans = _spans_of([i for i in wanted if i not in self._coming])
+            if guess and spans and not self._guessed:
+                self._guessed = self._start_guess(spans[-1][1])
+        if spans:
+            for start, _, data in self.ranges([self._range(span) for span in spans]):
+                self.cache.add(start, data)
+        for future in waits:
+            future.result()
+
+    def _start_guess(self, last: int) -> bool:
+        """Start fetching the chunks after ``last`` up to the next cached one, if few enough.
+
+        Returns whether it did.
+        """
+        upto = self.cache.cached_after(last)
+        if not 0 < (upto - last - 1) * CHUNK_BYTES <= GUESS_BYTES:
+            return False
+        for span in _spans_of([i for i in range(last + 1, upto) if i not in self._coming]):
+            future = self._submit(self._keep, self._range(span))
+            for index in range(span[0], span[1] + 1):
+                self._coming[index] = future
+        return True
 
     def close(self) -> None:
         if self._pool is not None:
@@ -221,7 +276,7 @@ class RangeFile(io.RawIOBase):
         first, last = start // CHUNK_BYTES, (start + count - 1) // CHUNK_BYTES
         chunks = [self._cache.get(index) for index in range(first, last + 1)]
         if None in chunks:
-            self._fetcher.spans(_chunk_spans([(start, count)], self._cache))
+            self._fetcher.fetch([(start, count)], guess=True)
             chunks = [self._cache.get(index) for index in range(first, last + 1)]
         done, offset = 0, start - first * CHUNK_BYTES
         for chunk in chunks:
@@ -273,12 +328,9 @@ class RemoteHDF5:
         metadata such as a variable-length string's heap may still need one).
         """
         ranges = [piece for dataset in datasets for piece in stored_ranges(dataset)]
-        spans = _chunk_spans(ranges, self._fetcher.cache)
-        if not spans:
-            return
         _H5.release()  # the network wait leaves h5py to other threads
         try:
-            self._fetcher.spans(spans)
+            self._fetcher.fetch(ranges)
         finally:
             _H5.acquire()
 
