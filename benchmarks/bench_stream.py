@@ -34,10 +34,11 @@ These ways of getting the large asset's Units table are timed in the same run:
 ``streamed floor``
     The round trips any streamed reader has to make, each at its least: the URL, the
     file's first and last bytes (the superblock and root group say where the rest lies),
-    the 256 KiB block that holds the Units group's object header (where the datasets'
-    offsets are) unless the edges hold it, then the floor's two ranges; offsets from the
-    local copy again. It is the floor plus one or two round trips, the least a reader
-    that does not know the offsets beforehand can take.
+    then, in one round trip, the 256 KiB block that holds the Units group's object header
+    (where the datasets' offsets are) unless the edges hold it, together with the floor's
+    two ranges, as a reader that guesses right where the Units lie can fetch them; offsets
+    from the local copy again. It is the floor plus one round trip, the least a reader that
+    does not know the offsets beforehand can take.
 ``spikelab stream``
     ``load_spikedata_from_dandi(asset_id, api_base=..., stream=True, stream_only=True)``:
     asset metadata and blob URL from the API, then the Units, electrodes and file metadata
@@ -383,24 +384,25 @@ def fetch_floor(target: Target) -> Loaded:
 
 
 def fetch_streamed_floor(target: Target) -> Loaded:
-    """The round trips any streamed reader makes, each at its least: the floor plus one or two.
+    """The round trips any streamed reader makes, each at its least: the floor plus one.
 
     The URL; the file's first and last bytes (where the superblock and root group tell
-    where the rest lies); the block holding the Units group's header (a reader learns the
-    datasets' offsets there); then both datasets at once. The offsets come from the local
-    copy, as the floor's do.
+    where the rest lies); then, at once, the block holding the Units group's header (a
+    reader learns the datasets' offsets there) and both datasets, as a reader that guesses
+    right where the Units lie fetches them. The offsets come from the local copy, as the
+    floor's do.
     """
     url = _blob_url(target)
     block = METADATA_BLOCK
     tail = max(block, (target.size - 2 * block) // block * block)
     header = target.units_header // block * block
     edges = [Span(0, block, "u1", block), Span(tail, target.size - tail, "u1", 0)]
-    metadata = Span(header, min(block, target.size - header), "u1", 0)
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    wanted = [target.spike_times, target.spike_times_index]
+    if block <= header < tail:  # not among the edges: fetched with the datasets
+        wanted.append(Span(header, min(block, target.size - header), "u1", 0))
+    with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
         list(pool.map(_fetch, (url, url), edges))
-        if block <= header < tail:  # not among the edges: one more round trip
-            _fetch(url, metadata)
-        times, index = pool.map(_fetch, (url, url), (target.spike_times, target.spike_times_index))
+        times, index, *_ = pool.map(_fetch, [url] * len(wanted), wanted)
     if not np.isfinite(times).all() or index[-1] != times.size:
         raise RuntimeError("the fetched spike times do not decode")
     return Loaded(index.size, int(index[-1]))

@@ -11,7 +11,7 @@ from spikelab.loaders import load_spikedata_from_dandi
 from spikelab.loaders.dandi._client import DandiClient
 from spikelab.loaders.nwb import _remote_hdf5
 from spikelab.loaders.nwb._ranges import RangeClient
-from spikelab.loaders.nwb._remote_hdf5 import CHUNK_BYTES, _ChunkCache, _Fetcher
+from spikelab.loaders.nwb._remote_hdf5 import CHUNK_BYTES, _ChunkCache, _DiskChunks, _Fetcher
 from spikelab.testing import DandiStandIn
 
 CHUNKS = 40
@@ -55,14 +55,19 @@ def chunks(spans):
     )
 
 
-@pytest.fixture
-def fetcher(archive):
+def noise_fetcher(archive, disk=None):
     """A fetcher of the noise blob whose first chunk and last four are cached."""
     with DandiClient(archive.api_base) as client:
         url = client.blob_url(archive.noise)
     client = RangeClient(url, timeout_seconds=5.0, policy=RetryPolicy(2, 0.01))
-    fetcher = _Fetcher(client.get, _ChunkCache(len(NOISE), None))
+    fetcher = _Fetcher(client.get, _ChunkCache(len(NOISE), disk(url) if disk else None))
     fetcher.fetch([(0, CHUNK_BYTES), ((CHUNKS - 4) * CHUNK_BYTES, 4 * CHUNK_BYTES)])
+    return fetcher
+
+
+@pytest.fixture
+def fetcher(archive):
+    fetcher = noise_fetcher(archive)
     yield fetcher
     fetcher.close()
 
@@ -100,6 +105,25 @@ def test_a_prefetch_never_guesses(archive, fetcher):
     start = len(archive.requests)
     fetcher.fetch([(20 * CHUNK_BYTES, 1)])
     assert chunks(blob_spans(archive, start)) == [20]
+
+
+def test_the_guess_leaves_out_what_the_disk_cache_holds(archive, tmp_path, monkeypatch):
+    monkeypatch.setattr(_remote_hdf5, "GUESS_BYTES", 20 * CHUNK_BYTES)
+
+    def disk(url):
+        kept = _DiskChunks(tmp_path, url)
+        for index in (25, 26):
+            kept.put(index, NOISE[index * CHUNK_BYTES : (index + 1) * CHUNK_BYTES])
+        return kept
+
+    fetcher = noise_fetcher(archive, disk)
+    start = len(archive.requests)
+    try:
+        fetcher.fetch([(20 * CHUNK_BYTES, 1)], guess=True)
+        fetcher.fetch([(35 * CHUNK_BYTES, 1)])  # waits for the guess
+    finally:
+        fetcher.close()
+    assert chunks(blob_spans(archive, start)) == [*range(20, 25), *range(27, CHUNKS - 4)]
 
 
 def late_load(archive):

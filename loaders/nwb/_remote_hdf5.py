@@ -224,7 +224,9 @@ class _Fetcher:
         upto = self.cache.cached_after(last)
         if not 0 < (upto - last - 1) * CHUNK_BYTES <= GUESS_BYTES:
             return False
-        for span in _spans_of([i for i in range(last + 1, upto) if i not in self._coming]):
+        # a disk cache may hold some of them already
+        missing = [i for i in range(last + 1, upto) if not self.cache.has(i)]
+        for span in _spans_of([i for i in missing if i not in self._coming]):
             future = self._submit(self._keep, self._range(span))
             for index in range(span[0], span[1] + 1):
                 self._coming[index] = future
