@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prefect.futures import PrefectFuture
 
@@ -15,8 +15,28 @@ MAX_ASSETS_PER_TASK_RUN = 8
 # On Dask a task run costs about 0.2 s of CPU (Prefect's context sent with the submit, and
 # rebuilt with its clients on the worker): a batch is sized so that each thread of the
 # cluster gets about this many task runs, each of at most MAX_ASSETS_PER_DASK_RUN assets.
-TASK_RUNS_PER_DASK_THREAD = 4
+TASK_RUNS_PER_DASK_THREAD = 2
 MAX_ASSETS_PER_DASK_RUN = 32
+
+T = TypeVar("T")
+
+
+class Sealed(Generic[T]):
+    """A task run's argument handed over as it is: Prefect does not look inside.
+
+    Prefect walks every list, dict, dataclass and model a task run is given, looking for
+    futures, and rebuilds each dataclass it passes: three times for a Dask submit and once
+    more on the worker. A batch of assets in a box it does not open costs none of that,
+    however many assets it holds.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"<sealed {type(self.value).__name__}>"
 
 
 class AssetResults:

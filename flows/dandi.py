@@ -32,7 +32,13 @@ from spikelab.flows._dandi_asset import (
     unchanged_outcome,
     zarr_outcome,
 )
-from spikelab.flows._in_flight import AssetResults, batch_size, dask_plan, run_in_flight
+from spikelab.flows._in_flight import (
+    AssetResults,
+    Sealed,
+    batch_size,
+    dask_plan,
+    run_in_flight,
+)
 from spikelab.flows._publish import publish_as_they_come
 from spikelab.flows._runs import Outcome, finish_run, key_of, known_assets, run_state, run_summary
 from spikelab.flows.runners import dask_threads
@@ -52,16 +58,18 @@ from spikelab.tasks.outputs import Pending
     persist_result=False,  # the results go to the flow's publisher, in memory
 )
 def ingest_dandi_assets(
-    assets: list[DandiAsset], known: list[AssetState | None], run: DandiRun, label: str
+    batch: Sealed[list[tuple[DandiAsset, AssetState | None]]], run: DandiRun, label: str
 ) -> AssetResults | State:
     """Ingest a few assets of a dandiset, one after the other (see :func:`ingest_asset`).
 
-    The task run ends ``Failed``, naming the failed assets, when any of them failed; its
-    result is each asset's outcome or pending publication either way. No Prefect retries:
-    the HTTP layer retries each request's transient failures, and an asset that failed is
-    loaded again by the next run (the lake does not hold it).
+    ``batch`` holds each asset with what the lake knows of it. The task run ends
+    ``Failed``, naming the failed assets, when any of them failed; its result is each
+    asset's outcome or pending publication either way. No Prefect retries: the HTTP layer
+    retries each request's transient failures, and an asset that failed is loaded again by
+    the next run (the lake does not hold it).
     """
-    results = AssetResults([ingest_asset(a, k, run) for a, k in zip(assets, known, strict=True)])
+    assets = [asset for asset, _ in batch.value]
+    results = AssetResults([ingest_asset(asset, known, run) for asset, known in batch.value])
     failed = [a.path for a, r in zip(assets, results.items, strict=True) if r["status"] == "failed"]
     if failed:
         message = f"{len(failed)} of {len(assets)} asset(s) failed: {', '.join(failed)}"
@@ -177,9 +185,8 @@ def ingest_dandiset(
 
     def submit(batch: list[int]) -> PrefectFuture[Any]:
         chosen = [cast(DandiAsset, assets[i]) for i in batch]  # changed: never refused
-        return ingest_dandi_assets.submit(
-            chosen, [known[i] for i in batch], run, batch_label(chosen)
-        )
+        sealed = Sealed([(asset, known[i]) for asset, i in zip(chosen, batch, strict=True)])
+        return ingest_dandi_assets.submit(sealed, run, batch_label(chosen))
 
     batches = (changed[i : i + size] for i in range(0, len(changed), size))
     results = run_in_flight(batches, submit, window)  # each reads one asset at a time

@@ -154,9 +154,9 @@ def test_the_files_flow_runs_on_the_same_cluster(cluster, tmp_path):
 @pytest.mark.parametrize(
     ("changed", "concurrency", "threads", "plan"),
     [
-        (120, 32, 4, (8, 8)),  # 15 task runs: about 4 per thread, 2 per thread in flight
-        (120, 32, 8, (4, 16)),
-        (120, 2, 8, (15, 2)),  # the run's concurrency caps the assets read at once
+        (120, 32, 4, (15, 8)),  # 8 task runs: 2 per thread, all in flight
+        (120, 32, 8, (8, 16)),
+        (120, 2, 8, (30, 2)),  # the run's concurrency caps the assets read at once
         (3, 32, 8, (1, 16)),
         (100_000, 32, 8, (32, 16)),  # a task run never holds more than 32 assets
     ],
