@@ -381,3 +381,34 @@ def test_a_writer_kept_open_sees_what_other_writers_committed(tmp_path):
     publish(tmp_path, [entry(("files", "d", "c"), spikes(1, extra={"quality": 0.5}))])
     with pytest.raises(LakeSchemaError, match="column 'attr_quality'.*holds double"):
         writer.publish([entry(B, spikes(1, extra={"quality": "good"}))])  # the new column seen
+
+
+def test_a_long_lived_writer_reloads_its_tables_and_keeps_the_assets_files_few(
+    tmp_path, monkeypatch
+):
+    """Past the limits a writer loads its tables afresh and bin-packs the assets table."""
+    monkeypatch.setattr(delta_lake, "REOPEN_AFTER_VERSIONS", 3)
+    monkeypatch.setattr(delta_lake, "ASSETS_FILES_LIMIT", 4)
+    opened = []
+    real_open = delta_lake.open_table
+    monkeypatch.setattr(delta_lake, "open_table", lambda uri: opened.append(uri) or real_open(uri))
+    writer = delta_lake.LakeWriter(tmp_path)
+    keys = [("dandi", "000001", f"asset-{i:02d}") for i in range(12)]
+    for i, key in enumerate(keys):
+        writer.publish([entry(key, spikes(1 + i % 3, seed=i), content_id=f"c{i}")])
+    writer.publish([entry(keys[0], spikes(5, seed=50), content_id="again")])  # a replacement
+
+    assets = open_table(delta_lake.assets_uri(tmp_path))
+    assert len(assets.file_uris()) <= 4 + 1
+    index = assets_index(tmp_path)
+    assert {key: index[key].content_id for key in keys} == {
+        key: ("again" if i == 0 else f"c{i}") for i, key in enumerate(keys)
+    }
+    counts = dict(
+        connect(tmp_path)
+        .execute("SELECT asset_id, count(*) FROM units GROUP BY asset_id")
+        .fetchall()
+    )
+    assert counts == {key[2]: (5 if i == 0 else 1 + i % 3) for i, key in enumerate(keys)}
+    # 13 publications = 13 assets versions (+ compactions): loaded afresh several times
+    assert opened.count(delta_lake.assets_uri(tmp_path)) >= 4

@@ -82,6 +82,7 @@ from spikelab.io.delta_tables import (
     column_names,
     commit_info,
     conform,
+    is_conflict,
     key_predicate,
     keys_predicate,
     lake_types,
@@ -141,6 +142,12 @@ __all__ = [  # publishing, and the names that moved to delta_tables / delta_asse
     "table_uri",
     "units_uri",
 ]
+
+# A table object kept up to date with update_incremental grows with every commit it reads;
+# one loaded afresh starts from the newest checkpoint (delta-rs writes one every 100).
+REOPEN_AFTER_VERSIONS = 100
+# Files the assets table may hold before a publisher bin-packs them (see LakeWriter).
+ASSETS_FILES_LIMIT = 64
 
 
 class Publication(NamedTuple):
@@ -207,13 +214,19 @@ class LakeWriter:
     Before each commit a table object is brought up to date with ``update_incremental``,
     which reads only the commits made since it last looked, instead of loading the table
     afresh: on a local disk a fresh load lists the whole ``_delta_log``, a cost that grows
-    with every version. Use one writer per thread; the flows' publisher keeps one per run.
+    with every version. An updated table object keeps growing, though (about 90 KB a
+    commit), so after :data:`REOPEN_AFTER_VERSIONS` versions it is loaded afresh, from the
+    newest checkpoint. The assets table is compacted once it holds more than
+    :data:`ASSETS_FILES_LIMIT` files, since every assets commit reads it by key twice and
+    random asset ids let no file be skipped. So a writer's memory and its cost per commit
+    stay flat however many batches it publishes. Use one writer per thread; the flows'
+    publisher keeps one per run.
     """
 
     def __init__(self, lake_root: LakeLike) -> None:
         self.lake = Lake.of(lake_root)
         self.root = self.lake.root
-        self._tables: dict[str, DeltaTable] = {}
+        self._tables: dict[str, tuple[DeltaTable, int]] = {}  # uri -> table, version opened at
         self._regions_checked = False
 
     def publish(
@@ -257,6 +270,7 @@ class LakeWriter:
         if superseded:
             for name in PUBLISHED_TABLES:
                 self.delete(self.lake.table_uri(name), superseded, tag, max_attempts)
+        self._bound_assets_files(tag)
         return version
 
     def ensure_regions(self, tag: dict[str, Any], attempts: int, *, refresh: bool = False) -> None:
@@ -364,15 +378,36 @@ class LakeWriter:
             except Exception:  # noqa: BLE001 - remove_unpublished deletes them within the hour
                 continue
 
+    def _bound_assets_files(self, tag: dict[str, Any]) -> None:
+        """Bin-pack the assets table's files once there are more than the limit.
+
+        A compaction that conflicts with another writer is left for a later batch: it
+        changes no rows, so skipping it loses nothing.
+        """
+        from deltalake import CommitProperties
+        from deltalake.exceptions import DeltaError
+
+        table = self._latest(self.lake.assets_uri)
+        if table is None or len(table.file_uris()) <= ASSETS_FILES_LIMIT:
+            return
+        try:
+            table.optimize.compact(
+                commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),
+                post_commithook_properties=publish_hooks(),
+            )
+        except DeltaError as error:
+            if not is_conflict(error):
+                raise
+
     def _latest(self, uri: str) -> DeltaTable | None:
         """The table at ``uri`` at its newest version; None while there is no table."""
-        table = self._tables.get(uri)
-        if table is not None:
+        table, opened = self._tables.get(uri, (None, 0))
+        if table is not None and table.version() - opened < REOPEN_AFTER_VERSIONS:
             table.update_incremental()
             return table
         table = open_table(uri)
         if table is not None:
-            self._tables[uri] = table
+            self._tables[uri] = (table, table.version())
         return table
 
     def _commit(

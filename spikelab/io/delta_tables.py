@@ -234,7 +234,7 @@ def retrying(action: Callable[[], _T], what: str, attempts: int) -> _T:
         try:
             return action()
         except DeltaError as error:
-            if not _is_conflict(error):
+            if not is_conflict(error):
                 raise
             if attempt >= attempts:
                 raise LakeCommitError(
@@ -245,7 +245,8 @@ def retrying(action: Callable[[], _T], what: str, attempts: int) -> _T:
         attempt += 1
 
 
-def _is_conflict(error: Exception) -> bool:
+def is_conflict(error: Exception) -> bool:
+    """Whether a delta-rs error means another writer committed first."""
     from deltalake.exceptions import CommitFailedError
 
     text = str(error).lower()
