@@ -98,6 +98,7 @@ def test_a_stretch_longer_than_the_guess_is_left_alone(archive, fetcher, monkeyp
     fetcher.fetch([(20 * CHUNK_BYTES, 1)], guess=True)  # 15 chunks to the tail: too many
     assert chunks(blob_spans(archive, start)) == [20]
     fetcher.fetch([(30 * CHUNK_BYTES, 1)], guess=True)  # 5 to the tail: the guess is made
+    fetcher.close()  # the guess is fetched on the pool: wait for it
     assert chunks(blob_spans(archive, start)) == [20, *range(30, CHUNKS - 4)]
 
 

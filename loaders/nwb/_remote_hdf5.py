@@ -276,6 +276,11 @@ class RangeFile(io.RawIOBase):
         if count == 0:
             return 0
         first, last = start // CHUNK_BYTES, (start + count - 1) // CHUNK_BYTES
+        if first == last and (chunk := self._cache.get(first)) is not None:  # most reads
+            offset = start - first * CHUNK_BYTES
+            target[:count] = chunk[offset : offset + count]
+            self._position += count
+            return count
         chunks = [self._cache.get(index) for index in range(first, last + 1)]
         if None in chunks:
             self._fetcher.fetch([(start, count)], guess=True)
