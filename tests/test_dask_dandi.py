@@ -181,3 +181,15 @@ def test_the_flow_sees_the_dask_cluster_threads(cluster):
     assert threads_seen() is None  # its own thread pool
     on_dask = with_task_runner(threads_seen, "dask", dask_address=scaled_to(cluster, 2))
     assert on_dask() == 4  # 2 workers of 2 threads
+
+
+def test_prefect_hands_a_sealed_batch_over_without_looking_inside():
+    from prefect.utilities.collections import visit_collection
+
+    from spikelab.flows._in_flight import Sealed
+
+    batch = Sealed([("asset", None), ("other", None)])
+    seen = []
+    handed = visit_collection(batch, visit_fn=lambda x: seen.append(x) or x, return_data=True)
+    assert handed is batch
+    assert seen == [batch]  # not its list, tuples or strings
