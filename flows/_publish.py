@@ -5,9 +5,11 @@ A commit costs tens of milliseconds whatever it carries, so the flow hands each 
 thread commits when ``batch_size`` assets are waiting, when the oldest has waited
 ``max_delay_seconds``, and when the run closes it. After a commit it writes each asset's
 raster PNG and manifest (which records the table version), several assets at once (an
-object store answers each write after a round trip); a failed asset's commit deletes its
-rows and its raster goes. A journal written before each commit lets a later
-run finish that work if this one is killed in between (:mod:`spikelab.io.publish_journal`).
+object store answers each write after a round trip), while the thread goes on to the next
+commit: a batch's files are written during the next batch's commit, never later than the
+end of it. A failed asset's commit deletes its rows and its raster goes. A journal written
+before each commit lets a later run finish that work if this one is killed in between
+(:mod:`spikelab.io.publish_journal`).
 A batch whose commit fails is committed again one asset at a time, so one asset that
 cannot be published fails alone.
 """
@@ -19,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -92,6 +94,7 @@ class Publisher:
         self._error: BaseException | None = None
         self._wakeup = threading.Condition()
         self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="spikelab-publisher-write")
+        self._writing: tuple[str | None, list[Future[None]]] | None = None  # the last batch's
         self._thread = threading.Thread(target=self._run, name="spikelab-publisher", daemon=True)
         self._thread.start()
 
@@ -132,6 +135,7 @@ class Publisher:
         try:
             while (batch := self._next_batch()) is not None:
                 self._commit(batch)
+            self._written()
         except BaseException as error:  # noqa: BLE001 - handed to close()
             self._error = error
 
@@ -187,7 +191,21 @@ class Publisher:
             else:
                 self._fail(batch[0], error)
             return
-        list(self._writers.map(partial(self._finish, version=version), batch))  # errors go up
+        self._written()  # the batch before: its files are in, its journal goes
+        finish = partial(self._finish, version=version)
+        self._writing = journal, [self._writers.submit(finish, pending) for pending in batch]
+
+    def _written(self) -> None:
+        """Wait for the files of the batch committed last, then drop its journal.
+
+        A write that failed raises here (a bug, not a failed asset: it stops the thread).
+        """
+        if self._writing is None:
+            return
+        journal, writes = self._writing
+        self._writing = None
+        for write in writes:
+            write.result()
         self._drop(journal)
 
     def _drop(self, journal: str | None) -> None:

@@ -193,3 +193,50 @@ def test_prefect_hands_a_sealed_batch_over_without_looking_inside():
     handed = visit_collection(batch, visit_fn=lambda x: seen.append(x) or x, return_data=True)
     assert handed is batch
     assert seen == [batch]  # not its list, tuples or strings
+
+
+def test_a_batch_commits_while_the_files_of_the_batch_before_are_written(tmp_path, monkeypatch):
+    import logging
+
+    from publications import pending
+
+    from spikelab.flows._publish import Publisher
+    from spikelab.io import storage
+    from spikelab.io.delta_lake import LakeWriter
+    from spikelab.io.lake import Lake
+    from spikelab.io.manifest import read_manifest
+
+    committed = []  # each commit's units table version, as it lands
+    publish, put_bytes = LakeWriter.publish, storage.put_bytes
+    commits_seen = []  # commits landed when a's raster was written
+
+    def recorded(self, *args, **kwargs):
+        committed.append(publish(self, *args, **kwargs))
+        return committed[-1]
+
+    def written_late(destination, data):
+        if str(destination).endswith("/a.png"):  # held until b's commit, 5 s at most
+            deadline = time.monotonic() + 5
+            while len(committed) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            commits_seen.append(len(committed))
+        put_bytes(destination, data)
+
+    monkeypatch.setattr(LakeWriter, "publish", recorded)
+    monkeypatch.setattr(storage, "put_bytes", written_late)
+    lake = Lake(str(tmp_path / "lake"))
+    logger = logging.getLogger("test")
+    with Publisher(lake, "run", logger, batch_size=1, max_delay_seconds=60) as publisher:
+        publisher.add(pending("a", b"raster of a"))
+        deadline = time.monotonic() + 20
+        while not committed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        publisher.add(pending("b", b"raster of b"))
+    assert commits_seen == [2]  # b was committed while a's files were still being written
+    outcomes = publisher.outcomes()
+    assert {key[2]: o["status"] for key, o in outcomes.items()} == {"a": "ok", "b": "ok"}
+    for name, version in (("a", 0), ("b", 1)):
+        done = outcomes[("files", "p", name)]
+        assert read_manifest(done["manifest"])["outputs"][0]["version"] == version
+        assert storage.get_bytes(done["raster"]) == f"raster of {name}".encode()
+    assert storage.list_files(storage.join(lake.root, "journals"), ".json") == []
