@@ -22,11 +22,14 @@ start-up, the same for both, is left out; the command's own figure is printed be
 Each lake is then counted: every published asset once in the assets table, its units
 once each in the units table (raw rows, superseded ones included), nothing else. With
 ``--rounds N`` the clusters alternate N times and each keeps its best round. Beside each
-run, the CPU seconds of the worker processes, the command, the Prefect server, moto and
-this process (the stand-in) show which of them could be the bottleneck. With
-``BENCH_PROFILE_DIR`` set, each timed command runs under ``py-spy record`` (bench_archive's
-``run_command``) and every worker process of the timed run is recorded too
-(``<label>-worker-<i>.txt``). The exit status is 1 when a goal is missed.
+run, the CPU seconds of the worker processes, the command, the Prefect server, moto, the
+Dask scheduler and this process (the stand-in) show which of them could be the
+bottleneck; per asset, they give the ceiling of two cores (2 / CPU seconds per asset, the
+command's start-up included). With ``BENCH_PROFILE_DIR`` set, each timed command runs
+under ``py-spy record`` (bench_archive's ``run_command``), and every worker process, moto,
+the Prefect server and the scheduler are recorded too during the timed run
+(``<label>-worker-<i>.txt``, ``<label>-moto.txt`` ...). The exit status is 1 when a goal
+is missed.
 """
 
 from __future__ import annotations
@@ -143,6 +146,10 @@ class Cluster:
         """The worker processes' ids."""
         return sorted(self.client.run(os.getpid).values())
 
+    def scheduler_pid(self) -> int:
+        """The scheduler process's id."""
+        return self.processes[0].pid
+
     def close(self) -> None:
         """Stop the workers and the scheduler."""
         self.client.close()
@@ -170,19 +177,19 @@ def process_cpu_s(pid: int) -> float:
     return sum(t.user + t.system for t in times)
 
 
-def profile_workers(cluster: Cluster, label: str) -> list[subprocess.Popen[bytes]]:
-    """``py-spy record`` on every worker process when ``BENCH_PROFILE_DIR`` is set."""
+def profile(pids: dict[str, int], label: str) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record`` on each process of ``pids`` (name -> id) with ``BENCH_PROFILE_DIR``."""
     folder = os.environ.get("BENCH_PROFILE_DIR")
     if not folder:
         return []
     return [
         subprocess.Popen(
-            ["py-spy", "record", "-f", "raw", "-r", "100", "-p", str(pid)]
-            + ["-o", os.path.join(folder, f"{label}-worker-{i}.txt")],
+            ["py-spy", "record", "-f", "raw", "-r", "100", "--subprocesses", "-p", str(pid)]
+            + ["-o", os.path.join(folder, f"{label}-{name}.txt")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for i, pid in enumerate(cluster.pids())
+        for name, pid in pids.items()
     ]
 
 
@@ -251,13 +258,14 @@ def timed_run(
 ) -> dict[str, Any]:
     """One ``spikelab ingest dandi`` on ``cluster`` into the empty ``lake``: its figures."""
     settle(server)
+    pids = {"server": server.process.pid, "moto": moto.pid, "scheduler": cluster.scheduler_pid()}
     others: dict[str, Callable[[], float]] = {
-        "server": partial(process_cpu_s, server.process.pid),
-        "moto": partial(process_cpu_s, moto.pid),
-        "stand-in": _own_cpu_s,  # this process alone
+        name: partial(process_cpu_s, pid) for name, pid in pids.items()
     }
+    others["stand-in"] = _own_cpu_s  # this process alone
     cpu, before = cluster.cpu_s(), {name: cpu_s() for name, cpu_s in others.items()}
-    profilers = profile_workers(cluster, label)
+    workers = {f"worker-{i}": pid for i, pid in enumerate(cluster.pids())}
+    profilers = profile({**workers, **pids}, label)
     arguments = [*command, "--lake", lake, "--dask-address", cluster.address]
     result: dict[str, Any] = archive.run_command(arguments, SCRATCH / f"{label}.report")
     for profiler in profilers:
@@ -291,6 +299,18 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def cpu_per_asset(result: dict[str, Any], assets: int) -> str:
+    """Each process's CPU milliseconds per asset, and the assets/s two cores allow at most."""
+    spent = {"workers": result["worker_cpu_s"], "command": result["cpu_s"]}
+    spent.update(result["other_cpu_s"])
+    total = sum(spent.values())
+    parts = ", ".join(f"{name} {1000 * s / assets:.0f}" for name, s in spent.items())
+    return (
+        f"CPU ms per asset: {parts}; all {1000 * total / assets:.0f}: two cores allow at most "
+        f"{2 * assets / total:.1f} assets/s"
+    )
+
+
 def report(args: argparse.Namespace, runs: dict[int, list[dict[str, Any]]]) -> bool:
     """Print every run and the best of each cluster; whether the goals were met."""
     n = args.assets
@@ -307,6 +327,7 @@ def report(args: argparse.Namespace, runs: dict[int, list[dict[str, Any]]]) -> b
                 + f"; status {result['status']}; load {result['load']:.1f}"
             )
             print(f"    lake: {result['counts']}")
+            print(f"    {cpu_per_asset(result, n)}")
         best[workers] = max(results, key=lambda result: n / result["flow_run_s"])
     ratio = best[1]["flow_run_s"] / best[2]["flow_run_s"]
     command_ratio = best[1]["seconds"] / best[2]["seconds"]
