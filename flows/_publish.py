@@ -94,7 +94,8 @@ class Publisher:
         self._error: BaseException | None = None
         self._wakeup = threading.Condition()
         self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="spikelab-publisher-write")
-        self._writing: tuple[str | None, list[Future[None]]] | None = None  # the last batch's
+        # the journal and file writes of the batch committed last, until they are waited for
+        self._writing: tuple[str | None, list[Future[None]]] | None = None
         self._thread = threading.Thread(target=self._run, name="spikelab-publisher", daemon=True)
         self._thread.start()
 
