@@ -32,8 +32,27 @@ def join(root: str | os.PathLike[str], *parts: str) -> str:
     return "/".join([base, *(part.strip("/") for part in parts)])
 
 
+# One S3 filesystem per bucket and AWS environment: building one looks up the bucket's
+# region (a request), and a small write through it is one PUT, not a multipart upload of
+# three requests (allow_delayed_open).
+_BUCKET_FILESYSTEMS: dict[tuple[str, tuple[tuple[str, str], ...]], fs.FileSystem] = {}
+
+
 def _filesystem(location: str) -> tuple[fs.FileSystem, str]:
-    return fs.FileSystem.from_uri(location)  # type: ignore[no-any-return]
+    """The filesystem of a URL and the path within it."""
+    scheme, _, path = location.partition("://")
+    if scheme != "s3" or "?" in path:
+        return fs.FileSystem.from_uri(location)  # type: ignore[no-any-return]
+    bucket = path.split("/", 1)[0]
+    aws = tuple(
+        sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_"))
+    )
+    key = (f"{scheme}://{bucket}", aws)
+    filesystem = _BUCKET_FILESYSTEMS.get(key)
+    if filesystem is None:
+        filesystem, _ = fs.FileSystem.from_uri(f"{key[0]}?allow_delayed_open=true")
+        _BUCKET_FILESYSTEMS[key] = filesystem
+    return filesystem, path
 
 
 @contextmanager
