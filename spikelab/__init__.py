@@ -3,9 +3,9 @@
 import os
 
 # deltalake's built-in allocator (jemalloc) keeps the pages it frees for ten seconds by
-# default, so a publisher committing several times a second holds ever more of them: hand
-# them back at once, unless the user configured it (benchmarks/bench_archive.py measures the
-# flow's memory at 1,000 and 10,000 assets). Read when deltalake is first imported.
+# default, so a publisher committing several times a second holds many it no longer uses:
+# hand them back at once, unless the user configured it (benchmarks/bench_archive.py
+# measures the flow's memory at 1,000 and 10,000 assets). Read when deltalake is imported.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 
 from spikelab.spikedata import SpikeData  # noqa: E402

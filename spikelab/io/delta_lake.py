@@ -387,9 +387,10 @@ class LakeWriter:
         from deltalake import CommitProperties
         from deltalake.exceptions import DeltaError
 
-        table = self._latest(self.lake.assets_uri)
-        if table is None or len(table.file_uris()) <= ASSETS_FILES_LIMIT:
+        kept = self._tables.get(self.lake.assets_uri)  # as of this writer's own commit
+        if kept is None or len(kept[0].file_uris()) <= ASSETS_FILES_LIMIT:
             return
+        table = kept[0]
         try:
             table.optimize.compact(
                 commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),

@@ -7,6 +7,7 @@ written directly: in both cases a crash never leaves a partial file under the fi
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -32,27 +33,24 @@ def join(root: str | os.PathLike[str], *parts: str) -> str:
     return "/".join([base, *(part.strip("/") for part in parts)])
 
 
-# One S3 filesystem per bucket and AWS environment: building one looks up the bucket's
-# region (a request), and a small write through it is one PUT, not a multipart upload of
-# three requests (allow_delayed_open).
-_BUCKET_FILESYSTEMS: dict[tuple[str, tuple[tuple[str, str], ...]], fs.FileSystem] = {}
-
-
 def _filesystem(location: str) -> tuple[fs.FileSystem, str]:
     """The filesystem of a URL and the path within it."""
     scheme, _, path = location.partition("://")
     if scheme != "s3" or "?" in path:
         return fs.FileSystem.from_uri(location)  # type: ignore[no-any-return]
-    bucket = path.split("/", 1)[0]
-    aws = tuple(
-        sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_"))
-    )
-    key = (f"{scheme}://{bucket}", aws)
-    filesystem = _BUCKET_FILESYSTEMS.get(key)
-    if filesystem is None:
-        filesystem, _ = fs.FileSystem.from_uri(f"{key[0]}?allow_delayed_open=true")
-        _BUCKET_FILESYSTEMS[key] = filesystem
-    return filesystem, path
+    aws = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    return _bucket_filesystem(path.split("/", 1)[0], aws), path
+
+
+@functools.cache
+def _bucket_filesystem(bucket: str, aws: tuple[tuple[str, str], ...]) -> fs.FileSystem:
+    """One S3 filesystem per bucket and AWS environment (``aws``: the ``AWS_*`` variables).
+
+    Building one looks up the bucket's region (a request); a small write through it is one
+    PUT, not a multipart upload of three requests (``allow_delayed_open``).
+    """
+    filesystem, _ = fs.FileSystem.from_uri(f"s3://{bucket}?allow_delayed_open=true")
+    return filesystem
 
 
 @contextmanager
