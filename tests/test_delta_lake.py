@@ -412,3 +412,25 @@ def test_a_long_lived_writer_reloads_its_tables_and_keeps_the_assets_files_few(
     assert counts == {key[2]: (5 if i == 0 else 1 + i % 3) for i, key in enumerate(keys)}
     # 13 publications = 13 assets versions (+ compactions): loaded afresh several times
     assert opened.count(delta_lake.assets_uri(tmp_path)) >= 4
+
+
+def test_a_writers_append_on_its_own_snapshot_takes_in_anothers_new_column(tmp_path):
+    """The first try goes on the writer's snapshot; the column added meanwhile is kept."""
+    writer = delta_lake.LakeWriter(tmp_path)
+    writer.publish([entry(A, spikes(1, seed=1))])
+    writer.publish([entry(("files", "d", "x"), spikes(1, seed=5))])  # the tables are held
+    publish(tmp_path, [entry(B, spikes(2, seed=2, extra={"quality": 0.5}))])
+    writer.publish([entry(("files", "d", "c"), spikes(1, seed=3))])
+    writer.publish([entry(("files", "d", "e"), spikes(1, seed=4, extra={"quality": 1}))])
+    found = connect(tmp_path).execute(
+        "SELECT asset_id, attr_quality FROM units ORDER BY asset_id, unit_index"
+    )
+    assert found.fetchall() == [
+        ("c", None),
+        ("e", 1.0),
+        ("pid-1", 0.5),
+        ("pid-1", 0.5),
+        ("sub-1.nwb", None),
+        ("x", None),
+    ]
+    assert open_table(units_uri(tmp_path)).version() == 4

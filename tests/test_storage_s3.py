@@ -3,8 +3,10 @@
 import json
 
 import pytest
+from publications import pending
 
 from spikelab.io import storage
+from spikelab.io.delta_lake import LakeWriter, Publication
 
 
 @pytest.fixture
@@ -43,3 +45,46 @@ def test_new_aws_credentials_get_a_filesystem_of_their_own(recorded, empty_moto,
     recorded.stop_recording()
     (request,) = [json.loads(line) for line in recorded.download_recording().splitlines()]
     assert "Credential=rotated/" in request["headers"]["Authorization"]
+
+
+def _pending_publication(asset_id):
+    entry = pending(asset_id)
+    key = tuple(entry["target"].values())
+    return Publication(key, entry["units"], entry["manifest"])
+
+
+def _table_requests(requests, table):
+    """(method, what) of the requests that touch one table, in order."""
+    found = []
+    for request in requests:
+        url = request["url"].split("/", 3)[-1].replace("%2F", "/")
+        if f"tables/{table}/" not in url:
+            continue
+        if "list-type=2" in url:
+            found.append(("LIST", "_delta_log"))
+        else:
+            name = url.split(f"tables/{table}/", 1)[1].split("?")[0]
+            found.append((request["method"], "data" if name.startswith("part-") else name))
+    return found
+
+
+def test_a_writers_second_batch_refreshes_only_the_assets_table(recorded, empty_moto):
+    """Appends go on the writer's own snapshot; the assets commit reads its table once."""
+    empty_moto.create_bucket(Bucket="lake")
+    writer = LakeWriter("s3://lake/x")
+    writer.publish([_pending_publication("a1")])  # makes the tables
+    writer.publish([_pending_publication("a2")])  # opens them
+    recorded.start_recording()
+    writer.publish([_pending_publication("a3")])
+    recorded.stop_recording()
+    requests = [json.loads(line) for line in recorded.download_recording().splitlines()]
+    for table in ("units", "sessions"):
+        assert _table_requests(requests, table)[:3] == [
+            ("PUT", "data"),  # no refresh before the append
+            ("LIST", "_delta_log"),
+            ("PUT", "_delta_log/00000000000000000002.json"),
+        ]
+    assets = _table_requests(requests, "assets")
+    assert assets[:2] == [("LIST", "_delta_log"), ("GET", "_delta_log/_last_checkpoint")]
+    assert assets.count(("GET", "_delta_log/_last_checkpoint")) == 1  # one refresh, not two
+    assert ("PUT", "_delta_log/00000000000000000003.json") in assets  # made empty, a1, a2

@@ -305,7 +305,7 @@ class LakeWriter:
         and the next attempt checks again.
         """
         uri = self.lake.assets_uri
-        if self._latest(uri) is None:
+        if self._latest(uri, refresh=False) is None:  # the commit below reads it afresh
             self._create_assets_table(uri)
         replaced: dict[AssetKey, Published] = {}
 
@@ -400,11 +400,16 @@ class LakeWriter:
             if not is_conflict(error):
                 raise
 
-    def _latest(self, uri: str) -> DeltaTable | None:
-        """The table at ``uri`` at its newest version; None while there is no table."""
+    def _latest(self, uri: str, *, refresh: bool = True) -> DeltaTable | None:
+        """The table at ``uri`` at its newest version; None while there is no table.
+
+        With ``refresh`` False, a table this writer holds is taken as it last saw it (at
+        its own last commit, or newer): no request is made for it.
+        """
         table, opened = self._tables.get(uri, (None, 0))
         if table is not None and table.version() - opened < REOPEN_AFTER_VERSIONS:
-            table.update_incremental()
+            if refresh:
+                table.update_incremental()
             return table
         table = open_table(uri)
         if table is not None:
@@ -423,11 +428,20 @@ class LakeWriter:
 
         ``data`` may be a function of the table's snapshot and its schema, called at each
         attempt (the schema is read once per attempt, for it and for the types' check).
+
+        A replacement reads the table afresh first (its rows are read by key). An append is
+        first tried on the snapshot this writer holds, which saves the round trips of a
+        refresh: delta-rs reads the commits made since as it commits, and fails the append
+        as a conflict if one of them changed the schema; each later attempt reads afresh.
         """
         from deltalake import CommitProperties, write_deltalake
 
+        attempts_made = 0
+
         def write() -> int:
-            table = self._latest(uri)  # at each attempt: the latest schema and files
+            nonlocal attempts_made
+            attempts_made += 1
+            table = self._latest(uri, refresh=predicate is not None or attempts_made > 1)
             schema = table_schema(table) if table is not None else None
             values = data(table, schema) if callable(data) else data
             commit = CommitProperties(custom_metadata={COMMIT_TAG: tag})
