@@ -6,7 +6,9 @@ import pytest
 from publications import pending
 
 from spikelab.io import storage
-from spikelab.io.delta_lake import LakeWriter, Publication
+from spikelab.io.delta_lake import LakeWriter, Publication, publish
+from spikelab.io.delta_read import connect
+from spikelab.io.delta_upkeep import remove_unpublished
 
 
 @pytest.fixture
@@ -88,3 +90,21 @@ def test_a_writers_second_batch_refreshes_only_the_assets_table(recorded, empty_
     assert assets[:2] == [("LIST", "_delta_log"), ("GET", "_delta_log/_last_checkpoint")]
     assert assets.count(("GET", "_delta_log/_last_checkpoint")) == 1  # one refresh, not two
     assert ("PUT", "_delta_log/00000000000000000003.json") in assets  # made empty, a1, a2
+
+
+def test_unpublished_rows_are_looked_for_without_reading_young_files(recorded, empty_moto):
+    """Every publication is younger than the cutoff: no data file is read, nor the assets."""
+    empty_moto.create_bucket(Bucket="lake")
+    writer = LakeWriter("s3://lake/x")
+    writer.publish([_pending_publication("a1")])
+    writer.publish([_pending_publication("a2")])
+    publish("s3://lake/x", [_pending_publication("a2")])  # a1's and a2's first are named
+    recorded.start_recording()
+    assert remove_unpublished("s3://lake/x") == 0
+    recorded.stop_recording()
+    requests = [json.loads(line) for line in recorded.download_recording().splitlines()]
+    urls = [request["url"].replace("%2F", "/") for request in requests]
+    assert [url for url in urls if ".parquet" in url or "tables/assets" in url] == []
+    assert remove_unpublished("s3://lake/x", older_than_seconds=0) == 0  # all named
+    units = connect("s3://lake/x").execute("SELECT count(*) FROM units").fetchone()
+    assert units == (4,)  # a1's 2 units, a2's 2 of the last publication

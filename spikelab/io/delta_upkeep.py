@@ -5,6 +5,8 @@ See :mod:`spikelab.io.delta_lake` for the layout and for publishing.
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ from spikelab.io.delta_tables import (
     legacy_predicate,
     open_table,
     publications_predicate,
+    quote,
     retrying,
 )
 from spikelab.io.lake import UNITS_TABLE, Lake, LakeLike
@@ -46,30 +49,41 @@ def remove_unpublished(
     publication's, or a replaced publication whose deletion did not happen. Publications
     younger than ``older_than_seconds`` may still be going on and are kept. Rows written
     before publication ids existed go once their asset's row names a publication.
+
+    A publication id starts with its creation time (13 digits of ms), so the old ones are
+    those below the cutoff as text: the files whose statistics say every id in them is
+    younger are not read, and the assets table is read only when old or legacy rows exist.
     """
     writer = LakeWriter(lake_root)
-    named, keys = _named_publications(open_table(writer.lake.assets_uri))
-    removed = 0
+    now = time.time()
+    found = {}
     for name in PUBLISHED_TABLES:
         uri = writer.lake.table_uri(name)
         table = open_table(uri)
         if table is None or "publication" not in column_names(table):
             continue
-        stale = [
+        old = {
             publication
-            for publication in _column_values(table, "publication")
-            if publication not in named
-            and publication_age_seconds(publication) > older_than_seconds
-        ]
-        legacy = [key for key in _legacy_keys(table) if key in keys]
+            for publication in _older_publications(table, now - older_than_seconds)
+            if publication_age_seconds(publication, now) > older_than_seconds
+        }
+        legacy = _legacy_keys(table)
+        if old or legacy:
+            found[name] = (uri, old, legacy)
+    if not found:
+        return 0
+    named, keys = _named_publications(open_table(writer.lake.assets_uri))
+    removed = 0
+    for name, (uri, old, legacy) in found.items():
+        stale = sorted(old - named)
         clauses = ([publications_predicate(stale)] if stale else []) + [
-            legacy_predicate(key) for key in legacy
+            legacy_predicate(key) for key in sorted(legacy & keys)
         ]
         if clauses:
             tag = {"commit": uuid.uuid4().hex, "assets": 0, "removed_unpublished": len(stale)}
             writer.delete(uri, " OR ".join(clauses), tag, max_attempts)
         if name == UNITS_TABLE:
-            removed = len(stale) + len(legacy)
+            removed = len(stale) + len(legacy & keys)
     return removed
 
 
@@ -88,14 +102,18 @@ def _named_publications(assets: DeltaTable | None) -> tuple[set[str], set[AssetK
     return named, keys
 
 
-def _column_values(table: DeltaTable, column: str) -> set[str]:
-    """The distinct non-null values of one string column, read by delta-rs alone."""
+def _older_publications(table: DeltaTable, before: float) -> set[str]:
+    """The distinct publication ids that sort below the one made at ``before`` (epoch s).
+
+    Read by delta-rs alone, which skips the files whose ids all sort at or above it.
+    """
     from deltalake import QueryBuilder
 
+    cutoff = quote(f"{math.ceil(before * 1000):013d}")
     answer = (
         QueryBuilder()
         .register("t", table)
-        .execute(f"SELECT DISTINCT {column} AS value FROM t WHERE {column} IS NOT NULL")
+        .execute(f"SELECT DISTINCT publication AS value FROM t WHERE publication < {cutoff}")
     )
     return set(pa.RecordBatchReader.from_stream(answer).read_all().column("value").to_pylist())
 
