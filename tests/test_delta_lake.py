@@ -434,3 +434,38 @@ def test_a_writers_append_on_its_own_snapshot_takes_in_anothers_new_column(tmp_p
         ("x", None),
     ]
     assert open_table(units_uri(tmp_path)).version() == 4
+
+
+def test_a_writer_reads_each_assets_file_once_and_its_own_never(tmp_path, monkeypatch):
+    """Owners come from the writer's index: only another writer's new files are read."""
+    from spikelab.exceptions import LakeKeyConflictError
+    from spikelab.io import delta_assets
+
+    read = []
+    real_read = storage.read_parquet
+    monkeypatch.setattr(storage, "read_parquet", lambda *a: read.append(a[0]) or real_read(*a))
+    monkeypatch.setattr(delta_assets, "published_rows", None)  # never read by key
+    writer = delta_lake.LakeWriter(tmp_path)
+    for i in range(4):
+        writer.publish([entry(("files", "d", f"k{i}"), spikes(1))._replace(owner=f"in-{i}")])
+    assert read == []  # every file is the writer's own
+    publish(tmp_path, [entry(B, spikes(1))._replace(owner="elsewhere")])  # a writer of its own
+    read.clear()
+    mine = entry(B, spikes(2))._replace(owner="mine")
+    with pytest.raises(LakeKeyConflictError, match="already holds elsewhere"):
+        writer.publish([mine])
+    assert len(read) == 1  # the other writer's file
+    writer.publish([entry(("files", "d", "k0"), spikes(3))._replace(owner="in-0")])  # again
+    two = [entry(("files", "d", f"k{i}"), spikes(1))._replace(owner=f"in-{i}") for i in (4, 5)]
+    writer.publish(two)
+    assert len(read) == 1  # the writer knew every file its own commits added
+    writer.publish([two[0]])  # k4 again: delta-rs writes k5's row anew beside it
+    with pytest.raises(LakeKeyConflictError, match="already holds in-5"):
+        writer.publish([entry(("files", "d", "k5"), spikes(1))._replace(owner="in-9")])
+    assert len(read) == 2  # that file, which the writer could not tell from its rows alone
+    with pytest.raises(LakeKeyConflictError, match="already holds in-0"):
+        writer.publish([entry(("files", "d", "k0"), spikes(1))._replace(owner="in-9")])
+    assert len(read) == 2
+    index = assets_index(tmp_path)
+    assert sorted(key[2] for key in index) == ["k0", "k1", "k2", "k3", "k4", "k5", B[2]]
+    assert index[("files", "d", "k0")].rows == 3

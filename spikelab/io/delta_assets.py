@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pyarrow as pa
 
 from spikelab.exceptions import LakeKeyConflictError
+from spikelab.io import storage
 from spikelab.io.delta_tables import KEY_COLUMNS, AssetKey, open_table, quote
 from spikelab.io.lake import Lake, LakeLike
 
@@ -117,6 +118,73 @@ def published_rows(
         key = (row["source"], row["dataset_id"], row["asset_id"])
         if key in wanted:
             found[key] = Published(row.get("owner"), row.get("publication"))
+    return found
+
+
+class AssetsIndex:
+    """The assets table's owners and publications by key, kept file by file by one writer.
+
+    A data file never changes once written, so each file of the table is read once (and
+    the file of the writer's own commit not at all: its rows are the ones just written),
+    instead of the whole table being read by key at every commit. Tables whose files do
+    not hold their rows as they are (a reader feature such as deletion vectors) are read
+    by key as before (:func:`published_rows`).
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, dict[AssetKey, Published]] = {}  # location -> its rows
+        self._seen: tuple[int, frozenset[str]] | None = None  # version, files last matched
+
+    def rows(
+        self, table: DeltaTable | None, names: Sequence[str], keys: Sequence[AssetKey]
+    ) -> dict[AssetKey, Published]:
+        """``keys``' rows in ``table`` (as loaded, columns ``names``), as published_rows."""
+        if table is None or not keys:
+            return {}
+        if table.protocol().min_reader_version > 1:
+            self._seen = None
+            return published_rows(table, names, keys)
+        files = frozenset(table.file_uris())
+        self._files = {where: rows for where, rows in self._files.items() if where in files}
+        for location in sorted(files - self._files.keys()):
+            self._files[location] = _file_rows(location)
+        self._seen = (table.version(), files)
+        wanted = set(keys)
+        return {
+            key: row for rows in self._files.values() for key, row in rows.items() if key in wanted
+        }
+
+    def learn(self, table: DeltaTable, written: pa.Table) -> None:
+        """Take ``written`` as the rows of the one file ``table``'s newest commit added.
+
+        Only when that commit is this writer's (it follows the version :meth:`rows` last
+        read) and added a single file, and the files it removed held none but the keys it
+        wrote (else delta-rs also added those files' other rows, rewritten): a file it
+        cannot tell is read at the next commit.
+        """
+        if self._seen is None or table.version() != self._seen[0] + 1:
+            return
+        files = frozenset(table.file_uris())
+        added = files - self._seen[1]
+        rows = _rows_by_key(written)
+        removed = self._seen[1] - files
+        if len(added) == 1 and all(key in rows for where in removed for key in self._files[where]):
+            self._files[next(iter(added))] = rows
+
+
+def _file_rows(location: str) -> dict[AssetKey, Published]:
+    """The owners and publications one data file of the assets table holds, by key."""
+    columns = [*KEY_COLUMNS, "owner", "publication"]
+    return _rows_by_key(storage.read_parquet(location, columns))
+
+
+def _rows_by_key(data: pa.Table) -> dict[AssetKey, Published]:
+    """Rows with the key columns (and ``owner``, ``publication`` when there) by key."""
+    names = [name for name in (*KEY_COLUMNS, "owner", "publication") if name in data.schema.names]
+    found = {}
+    for row in data.select(names).to_pylist():
+        key = (row["source"], row["dataset_id"], row["asset_id"])
+        found[key] = Published(row.get("owner"), row.get("publication"))
     return found
 
 

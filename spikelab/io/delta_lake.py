@@ -60,12 +60,12 @@ from spikelab.exceptions import LakeSchemaError
 from spikelab.io import brain_columns
 from spikelab.io.delta_assets import (
     AssetRecord,
+    AssetsIndex,
     AssetState,
     Published,
     asset_records,
     assets_index,
     check_owners,
-    published_rows,
 )
 from spikelab.io.delta_tables import (
     ASSETS_SCHEMA,
@@ -228,6 +228,7 @@ class LakeWriter:
         self.root = self.lake.root
         self._tables: dict[str, tuple[DeltaTable, int]] = {}  # uri -> table, version opened at
         self._regions_checked = False
+        self._assets_index = AssetsIndex()  # the assets table's owners, file by file
 
     def publish(
         self,
@@ -308,15 +309,18 @@ class LakeWriter:
         if self._latest(uri, refresh=False) is None:  # the commit below reads it afresh
             self._create_assets_table(uri)
         replaced: dict[AssetKey, Published] = {}
+        written: list[pa.Table] = []
 
         def rows(table: DeltaTable | None, schema: pa.Schema | None) -> pa.Table:
             replaced.clear()
             names = schema.names if schema is not None else []
-            replaced.update(published_rows(table, names, [entry.key for entry in batch]))
+            replaced.update(self._assets_index.rows(table, names, [e.key for e in batch]))
             check_owners(batch, replaced)
-            return _assets_rows(batch, version, flow_run_id, ids, replaced, footers)
+            written[:] = [_assets_rows(batch, version, flow_run_id, ids, replaced, footers)]
+            return written[0]
 
         self._commit(uri, rows, keys_predicate(e.key for e in batch), tag, attempts)
+        self._assets_index.learn(self._tables[uri][0], written[0])
         return dict(replaced)
 
     def _create_assets_table(self, uri: str) -> None:

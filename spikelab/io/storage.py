@@ -12,14 +12,18 @@ import io
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from pyarrow import fs
 
 from spikelab.io.atomic import STALE_AFTER_SECONDS, atomic_write, remove_stale_temporaries
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 
 def is_remote(location: str | os.PathLike[str]) -> bool:
@@ -92,6 +96,23 @@ def get_bytes(location: str | os.PathLike[str]) -> bytes:
         raise FileNotFoundError(f"no such file: {text}")
     with filesystem.open_input_stream(path) as stream:
         return bytes(stream.read())
+
+
+def read_parquet(location: str | os.PathLike[str], columns: Sequence[str]) -> pa.Table:
+    """The named columns of a Parquet file; those the file does not have are left out."""
+    import pyarrow.parquet as pq
+
+    text = str(location)
+    if not is_remote(text):
+        return _read_columns(pq.ParquetFile(text), columns)
+    filesystem, path = _filesystem(text)
+    with filesystem.open_input_file(path) as handle:
+        return _read_columns(pq.ParquetFile(handle, pre_buffer=True), columns)
+
+
+def _read_columns(parquet: pq.ParquetFile, columns: Sequence[str]) -> pa.Table:
+    names = set(parquet.schema_arrow.names)
+    return parquet.read(columns=[name for name in columns if name in names])
 
 
 def exists(location: str | os.PathLike[str]) -> bool:
