@@ -7,9 +7,10 @@ thread commits when ``batch_size`` assets are waiting, when the oldest has waite
 raster PNG and manifest (which records the table version), several assets at once (an
 object store answers each write after a round trip), while the thread goes on to the next
 commit: a batch's files are written during the next batch's commit, never later than the
-end of it. A failed asset's commit deletes its rows and its raster goes. A journal written
-before each commit lets a later run finish that work if this one is killed in between
-(:mod:`spikelab.io.publish_journal`).
+end of it. A failed asset's commit deletes its rows and its raster goes. A journal, written
+while the units commit and in before the assets commit that publishes, lets a later run
+finish that work if this one is killed in between (:mod:`spikelab.io.publish_journal`); a
+writer thread removes it once the batch's files are in.
 A batch whose commit fails is committed again one asset at a time, so one asset that
 cannot be published fails alone.
 """
@@ -21,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any
 
@@ -94,8 +95,9 @@ class Publisher:
         self._error: BaseException | None = None
         self._wakeup = threading.Condition()
         self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="spikelab-publisher-write")
-        # the journal and file writes of the batch committed last, until they are waited for
-        self._writing: tuple[str | None, list[Future[None]]] | None = None
+        self._journaling = ThreadPoolExecutor(1, thread_name_prefix="spikelab-publisher-journal")
+        # the file writes of the batch committed last, until they are waited for
+        self._writing: list[Future[None]] | None = None
         self._thread = threading.Thread(target=self._run, name="spikelab-publisher", daemon=True)
         self._thread.start()
 
@@ -124,6 +126,7 @@ class Publisher:
             self._wakeup.notify()
         self._thread.join()
         self._writers.shutdown()
+        self._journaling.shutdown()
         if self._error is not None:
             raise self._error
 
@@ -178,36 +181,46 @@ class Publisher:
             )
             for p in batch
         ]
-        journal = None
-        try:
-            journal = write_journal(
-                self.lake, {key_of(p["target"]): p["raster"] or b"" for p in batch}
+        rasters = {key_of(p["target"]): p["raster"] or b"" for p in batch}
+        journaled = self._journaling.submit(write_journal, self.lake, rasters)
+        try:  # the journal is written while the units commit, and is in before the assets'
+            version = self.writer.publish(
+                publications, flow_run_id=self.flow_run_id, before_assets=journaled.result
             )
-            version = self.writer.publish(publications, flow_run_id=self.flow_run_id)
         except Exception as error:  # noqa: BLE001 - the assets fail, the run goes on
-            self._drop(journal)  # each asset is committed again under a journal of its own
+            self._drop(_path_of(journaled))  # each asset is committed again, with a journal
             if len(batch) > 1:
                 for pending in batch:
                     self._commit([pending])
             else:
                 self._fail(batch[0], error)
             return
-        self._written()  # the batch before: its files are in, its journal goes
+        self._written()  # the batch before: its files are in
         finish = partial(self._finish, version=version)
-        self._writing = journal, [self._writers.submit(finish, pending) for pending in batch]
+        writes = [self._writers.submit(finish, pending) for pending in batch]
+        self._writing = writes
+        self._writers.submit(self._drop_once_written, journaled.result(), writes)
 
     def _written(self) -> None:
-        """Wait for the files of the batch committed last, then drop its journal.
+        """Wait for the files of the batch committed last (its journal goes on its own).
 
         A write that failed raises here (a bug, not a failed asset: it stops the thread).
         """
         if self._writing is None:
             return
-        journal, writes = self._writing
-        self._writing = None
+        writes, self._writing = self._writing, None
         for write in writes:
             write.result()
-        self._drop(journal)
+
+    def _drop_once_written(self, journal: str, writes: list[Future[None]]) -> None:
+        """Remove a batch's journal once its files are in (kept if a write failed).
+
+        Run by a writer thread after the batch's writes (submitted before it, so each has
+        started), leaving the publishing thread free for the next commit.
+        """
+        wait(writes)
+        if all(write.exception() is None for write in writes):
+            self._drop(journal)
 
     def _drop(self, journal: str | None) -> None:
         """Remove a batch's journal; one that stays is only work for a later run's repair."""
@@ -287,6 +300,14 @@ class Publisher:
         result = outcome(target, "failed", pending["seconds"], path, {}, error=message)
         with self._wakeup:
             self._done[key_of(target)] = result
+
+
+def _path_of(journaled: Future[str]) -> str | None:
+    """The journal a write made, once it is done; None if the write failed."""
+    try:
+        return journaled.result()
+    except Exception:  # noqa: BLE001 - no journal to remove
+        return None
 
 
 def publish_results(

@@ -220,3 +220,50 @@ def test_a_repair_that_fails_is_logged_and_the_run_still_lands(tmp_path, monkeyp
     summary = ingest_files([str(source)], lake=str(tmp_path / "lake"))
     assert summary["counts"] == {"ok": 1, "skipped": 0, "failed": 0}
     assert "could not finish a killed run's publications: OSError: " in caplog.text
+
+
+def test_the_journal_is_written_beside_the_units_commit_and_removed_by_a_writer(
+    tmp_path, monkeypatch
+):
+    """It is in before the assets commit; the publishing thread waits for neither."""
+    import threading
+
+    from spikelab.flows import _publish
+    from spikelab.io.delta_lake import LakeWriter
+
+    lake = Lake(str(tmp_path / "lake"))
+    units_landed = threading.Event()
+    seen = []  # (what, thread name, journals there)
+    commit, commit_assets, remove = LakeWriter._commit, LakeWriter._commit_assets, storage.remove
+
+    def units_commit(self, uri, *args):
+        version = commit(self, uri, *args)
+        if uri == self.lake.units_uri:
+            units_landed.set()
+        return version
+
+    def assets_commit(self, *args):
+        seen.append(("assets commit", threading.current_thread().name, len(journals(lake))))
+        return commit_assets(self, *args)
+
+    def journal_after_units(lake, rasters):
+        seen.append(("units landed first", units_landed.wait(20), None))
+        return write_journal(lake, rasters)
+
+    def recorded_remove(location):
+        if JOURNAL_FOLDER in str(location):
+            seen.append(("journal removed", threading.current_thread().name, None))
+        remove(location)
+
+    monkeypatch.setattr(LakeWriter, "_commit", units_commit)
+    monkeypatch.setattr(LakeWriter, "_commit_assets", assets_commit)
+    monkeypatch.setattr(_publish, "write_journal", journal_after_units)
+    monkeypatch.setattr(storage, "remove", recorded_remove)
+    outcomes = publish_with(lake, "run-1", pending("a", b"a"), pending("b", b"b"))
+    assert {key[2]: o["status"] for key, o in outcomes.items()} == {"a": "ok", "b": "ok"}
+    assert [(what, str(name)[:24], n) for what, name, n in seen] == [
+        ("units landed first", "True", None),  # the journal waited for the units commit
+        ("assets commit", "spikelab-publisher", 1),  # and was in before the assets commit
+        ("journal removed", "spikelab-publisher-write", None),
+    ]
+    assert journals(lake) == []

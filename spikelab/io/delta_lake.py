@@ -236,8 +236,14 @@ class LakeWriter:
         *,
         flow_run_id: str | None = None,
         max_attempts: int = MAX_ATTEMPTS,
+        before_assets: Callable[[], object] | None = None,
     ) -> int | None:
-        """Publish finished assets, as :func:`publish` does (see the module docstring)."""
+        """Publish finished assets, as :func:`publish` does (see the module docstring).
+
+        ``before_assets``, if given, is called after the units commits and before the
+        assets commit (the one that publishes); if it raises, nothing is published and the
+        units rows just appended are deleted, as when the assets commit fails.
+        """
         batch = [Publication(*entry) for entry in assets]
         if not batch:
             return None
@@ -260,6 +266,8 @@ class LakeWriter:
                 version = self._commit(self.lake.units_uri, units, None, tag, max_attempts)
                 appended.result()
         try:
+            if before_assets is not None:
+                before_assets()
             replaced = self._commit_assets(
                 batch, ids, footers, version, flow_run_id, tag, max_attempts
             )
