@@ -3,7 +3,8 @@
 The assets table has one row per asset (see :mod:`spikelab.io.delta_lake`): the flows read
 it whole to skip assets that have not changed (:func:`assets_index`), journal repair reads
 the rows of a few keys (:func:`asset_records`), and publishing reads the rows it is about to
-replace (:func:`published_rows`) to refuse a key another input owns (:func:`check_owners`).
+replace to refuse a key another input owns (:func:`check_owners`): a writer from its
+:class:`AssetsIndex`, which reads each data file once, or by key (:func:`published_rows`).
 """
 
 from __future__ import annotations

@@ -211,16 +211,18 @@ def publish(
 class LakeWriter:
     """Publish batch after batch into one lake, keeping its two tables open in between.
 
-    Before each commit a table object is brought up to date with ``update_incremental``,
-    which reads only the commits made since it last looked, instead of loading the table
-    afresh: on a local disk a fresh load lists the whole ``_delta_log``, a cost that grows
-    with every version. An updated table object keeps growing, though (about 90 KB a
-    commit), so after :data:`REOPEN_AFTER_VERSIONS` versions it is loaded afresh, from the
-    newest checkpoint. The assets table is compacted once it holds more than
-    :data:`ASSETS_FILES_LIMIT` files, since every assets commit reads it by key twice and
-    random asset ids let no file be skipped. So a writer's memory and its cost per commit
-    stay flat however many batches it publishes. Use one writer per thread; the flows'
-    publisher keeps one per run.
+    Before each assets commit (and before a retried append) a table object is brought up
+    to date with ``update_incremental``, which reads only the commits made since it last
+    looked, instead of loading the table afresh: on a local disk a fresh load lists the
+    whole ``_delta_log``, a cost that grows with every version. An updated table object
+    keeps growing, though (about 90 KB a commit), so after :data:`REOPEN_AFTER_VERSIONS`
+    versions it is loaded afresh, from the newest checkpoint. The assets table is compacted
+    once it holds more than :data:`ASSETS_FILES_LIMIT` files, since every assets commit
+    reads it by key (delta-rs, for the rows it replaces) and random asset ids let no file
+    be skipped; the owners and publications of its keys are kept file by file
+    (:class:`~spikelab.io.delta_assets.AssetsIndex`, a few hundred bytes an asset), so each
+    file is read for them once. So a writer's cost per commit stays flat however many
+    batches it publishes. Use one writer per thread; the flows' publisher keeps one per run.
     """
 
     def __init__(self, lake_root: LakeLike) -> None:
