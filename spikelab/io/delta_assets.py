@@ -150,10 +150,7 @@ class AssetsIndex:
         for location in sorted(files - self._files.keys()):
             self._files[location] = _file_rows(location)
         self._seen = (table.version(), files)
-        wanted = set(keys)
-        return {
-            key: row for rows in self._files.values() for key, row in rows.items() if key in wanted
-        }
+        return {key: rows[key] for rows in self._files.values() for key in keys if key in rows}
 
     def learn(self, table: DeltaTable, written: pa.Table) -> None:
         """Take ``written`` as the rows of the one file ``table``'s newest commit added.
