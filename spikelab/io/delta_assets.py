@@ -123,17 +123,19 @@ def published_rows(
 
 
 class AssetsIndex:
-    """The assets table's owners and publications by key, kept file by file by one writer.
+    """The assets table's owners and publications, kept file by file by one writer.
 
     A data file never changes once written, so each file of the table is read once (and
     the file of the writer's own commit not at all: its rows are the ones just written),
-    instead of the whole table being read by key at every commit. Tables whose files do
-    not hold their rows as they are (a reader feature such as deletion vectors) are read
-    by key as before (:func:`published_rows`).
+    instead of the whole table being read by key at every commit. Each file's rows are
+    kept as Arrow columns (key, owner, publication: under 200 bytes an asset, no Python
+    object per row), and a commit looks up only its own keys. Tables whose files do not
+    hold their rows as they are (a reader feature such as deletion vectors) are read by
+    key as before (:func:`published_rows`).
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, dict[AssetKey, Published]] = {}  # location -> its rows
+        self._files: dict[str, pa.Table] = {}  # location -> its rows, OWNER_SCHEMA
         self._seen: tuple[int, frozenset[str]] | None = None  # version, files last matched
 
     def rows(
@@ -148,9 +150,11 @@ class AssetsIndex:
         files = frozenset(table.file_uris())
         self._files = {where: rows for where, rows in self._files.items() if where in files}
         for location in sorted(files - self._files.keys()):
-            self._files[location] = _file_rows(location)
+            self._files[location] = _owner_columns(
+                storage.read_parquet(location, OWNER_SCHEMA.names)
+            )
         self._seen = (table.version(), files)
-        return {key: rows[key] for rows in self._files.values() for key in keys if key in rows}
+        return _lookup(self._files.values(), keys)
 
     def learn(self, table: DeltaTable, written: pa.Table) -> None:
         """Take ``written`` as the rows of the one file ``table``'s newest commit added.
@@ -164,25 +168,49 @@ class AssetsIndex:
             return
         files = frozenset(table.file_uris())
         added = files - self._seen[1]
-        rows = _rows_by_key(written)
-        removed = self._seen[1] - files
-        if len(added) == 1 and all(key in rows for where in removed for key in self._files[where]):
+        rows = _owner_columns(written)
+        removed = [self._files[where] for where in self._seen[1] - files]
+        if len(added) == 1 and _keys(removed) <= _keys([rows]):
             self._files[next(iter(added))] = rows
 
 
-def _file_rows(location: str) -> dict[AssetKey, Published]:
-    """The owners and publications one data file of the assets table holds, by key."""
-    columns = [*KEY_COLUMNS, "owner", "publication"]
-    return _rows_by_key(storage.read_parquet(location, columns))
+OWNER_SCHEMA = pa.schema(
+    [*((name, pa.string()) for name in KEY_COLUMNS), ("owner", pa.string()),
+     ("publication", pa.string())]
+)  # fmt: skip
 
 
-def _rows_by_key(data: pa.Table) -> dict[AssetKey, Published]:
-    """Rows with the key columns (and ``owner``, ``publication`` when there) by key."""
-    names = [name for name in (*KEY_COLUMNS, "owner", "publication") if name in data.schema.names]
+def _owner_columns(data: pa.Table) -> pa.Table:
+    """``data``'s key, owner and publication columns as OWNER_SCHEMA (nulls where absent)."""
+    return pa.table(
+        [
+            data[name].cast(pa.string()) if name in data.schema.names else pa.nulls(len(data))
+            for name in OWNER_SCHEMA.names
+        ],
+        schema=OWNER_SCHEMA,
+    ).combine_chunks()
+
+
+def _keys(tables: Iterable[pa.Table]) -> set[AssetKey]:
+    """The keys of the rows of ``tables`` (OWNER_SCHEMA)."""
+    found: set[AssetKey] = set()
+    for data in tables:
+        found.update(zip(*(data[name].to_pylist() for name in KEY_COLUMNS), strict=True))
+    return found
+
+
+def _lookup(tables: Iterable[pa.Table], keys: Sequence[AssetKey]) -> dict[AssetKey, Published]:
+    """The rows of ``keys`` among ``tables`` (OWNER_SCHEMA), by key."""
+    import pyarrow.compute as pc
+
+    wanted = set(keys)
+    ids = pa.array(sorted({key[2] for key in wanted}), pa.string())
     found = {}
-    for row in data.select(names).to_pylist():
-        key = (row["source"], row["dataset_id"], row["asset_id"])
-        found[key] = Published(row.get("owner"), row.get("publication"))
+    for data in tables:
+        for row in data.filter(pc.is_in(data["asset_id"], value_set=ids)).to_pylist():
+            key = (row["source"], row["dataset_id"], row["asset_id"])
+            if key in wanted:
+                found[key] = Published(row["owner"], row["publication"])
     return found
 
 
