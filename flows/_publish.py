@@ -39,6 +39,7 @@ from spikelab.flows._runs import (
     outcome,
 )
 from spikelab.io import delta_lake, storage
+from spikelab.io.arrow_memory import use_system_allocator
 from spikelab.io.lake import Lake
 from spikelab.io.manifest import put_manifest, record_failure, with_table_version
 from spikelab.io.publish_journal import write_journal
@@ -83,6 +84,7 @@ class Publisher:
         batch_size: int = BATCH_SIZE,
         max_delay_seconds: float = MAX_DELAY_SECONDS,
     ) -> None:
+        use_system_allocator()  # a run's process builds and drops tables for hours
         self.lake = lake
         self.writer = delta_lake.LakeWriter(lake)  # used by the publishing thread only
         self.flow_run_id = flow_run_id
