@@ -174,10 +174,7 @@ class AssetsIndex:
             self._files[next(iter(added))] = rows
 
 
-OWNER_SCHEMA = pa.schema(
-    [*((name, pa.string()) for name in KEY_COLUMNS), ("owner", pa.string()),
-     ("publication", pa.string())]
-)  # fmt: skip
+OWNER_SCHEMA = pa.schema([(name, pa.string()) for name in (*KEY_COLUMNS, "owner", "publication")])
 
 
 def _owner_columns(data: pa.Table) -> pa.Table:
