@@ -1,4 +1,4 @@
-"""The allocator pyarrow uses in a process that ingests for a long time."""
+"""The allocator pyarrow uses in a process that publishes for a long time."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def use_system_allocator() -> None:
     later allocations, so in an ingest process, where every asset's tables are built and
     dropped and the lake's files are read now and then, the memory it holds grows with
     the run. glibc's allocator gives most of it back. Measured over 10,000 assets of
-    ``benchmarks/bench_archive.py``: the flow process's peak RSS went from 644 to 577 MB
-    (1,000 assets: 412 to 389 MB) at the same throughput. A pool named in
+    ``benchmarks/bench_archive.py``: the flow process's peak RSS went from 644 to 602-611
+    MB (1,000 assets: 412 to 393 MB) at the same throughput. A pool named in
     ``ARROW_DEFAULT_MEMORY_POOL`` is left as it is.
     """
     if POOL_VARIABLE not in os.environ:
