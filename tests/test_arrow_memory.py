@@ -12,7 +12,7 @@ from spikelab.io.lake import Lake
 
 @pytest.fixture
 def default_pool():
-    """pyarrow's pool as the test found it, put back afterwards."""
+    """Start from mimalloc, pyarrow's default in its wheels; the pool found is put back after."""
     before = pa.default_memory_pool()
     pa.set_memory_pool(pa.mimalloc_memory_pool())
     yield
