@@ -113,9 +113,13 @@ def published_rows(
             f"SELECT {', '.join([*KEY_COLUMNS, *extra])} FROM assets WHERE asset_id IN ({ids})"
         )
     )
-    wanted = set(keys)
+    return _published(pa.RecordBatchReader.from_stream(answer).read_all(), set(keys))
+
+
+def _published(data: pa.Table, wanted: set[AssetKey]) -> dict[AssetKey, Published]:
+    """The rows of ``data`` whose key is in ``wanted``, by key (owner, publication if there)."""
     found = {}
-    for row in pa.RecordBatchReader.from_stream(answer).read_all().to_pylist():
+    for row in data.to_pylist():
         key = (row["source"], row["dataset_id"], row["asset_id"])
         if key in wanted:
             found[key] = Published(row.get("owner"), row.get("publication"))
@@ -204,10 +208,7 @@ def _lookup(tables: Iterable[pa.Table], keys: Sequence[AssetKey]) -> dict[AssetK
     ids = pa.array(sorted({key[2] for key in wanted}), pa.string())
     found = {}
     for data in tables:
-        for row in data.filter(pc.is_in(data["asset_id"], value_set=ids)).to_pylist():
-            key = (row["source"], row["dataset_id"], row["asset_id"])
-            if key in wanted:
-                found[key] = Published(row["owner"], row["publication"])
+        found.update(_published(data.filter(pc.is_in(data["asset_id"], value_set=ids)), wanted))
     return found
 
 
