@@ -414,6 +414,24 @@ def test_a_long_lived_writer_reloads_its_tables_and_keeps_the_assets_files_few(
     assert opened.count(delta_lake.assets_uri(tmp_path)) >= 4
 
 
+def test_bin_packing_leaves_assets_files_of_the_target_size_alone(tmp_path, monkeypatch):
+    """Only the small assets files are rewritten: a packed file at the target stays."""
+    monkeypatch.setattr(delta_lake, "ASSETS_FILES_LIMIT", 4)
+    writer = delta_lake.LakeWriter(tmp_path)
+    keys = [("dandi", "000001", f"asset-{i:03d}") for i in range(505)]
+    uri = delta_lake.assets_uri(tmp_path)
+    for start in range(0, 500, 100):  # the fifth file is one too many: all five packed
+        batch = keys[start : start + 100]
+        writer.publish([entry(key, spikes(1, seed=i)) for i, key in enumerate(batch)])
+    (packed,) = open_table(uri).file_uris()  # over twice the size of a one-asset file
+    monkeypatch.setattr(delta_lake, "ASSETS_FILE_TARGET_BYTES", os.path.getsize(packed))
+    for key in keys[500:]:  # five one-asset files: packed in twos, the big one kept
+        writer.publish([entry(key, spikes(1, seed=1))])
+    files = open_table(uri).file_uris()
+    assert packed in files and len(files) < 1 + 5
+    assert sorted(assets_index(tmp_path)) == sorted(keys)
+
+
 def test_a_writers_append_on_its_own_snapshot_takes_in_anothers_new_column(tmp_path):
     """The first try goes on the writer's snapshot; the column added meanwhile is kept."""
     writer = delta_lake.LakeWriter(tmp_path)

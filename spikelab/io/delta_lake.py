@@ -146,8 +146,10 @@ __all__ = [  # publishing, and the names that moved to delta_tables / delta_asse
 # A table object kept up to date with update_incremental grows with every commit it reads;
 # one loaded afresh starts from the newest checkpoint (delta-rs writes one every 100).
 REOPEN_AFTER_VERSIONS = 100
-# Files the assets table may hold before a publisher bin-packs them (see LakeWriter).
+# Small files the assets table may hold before a publisher bin-packs them (see LakeWriter).
 ASSETS_FILES_LIMIT = 64
+# Bin-packing makes assets files of about this size and leaves the larger ones as they are.
+ASSETS_FILE_TARGET_BYTES = 1 << 20
 
 
 class Publication(NamedTuple):
@@ -216,10 +218,13 @@ class LakeWriter:
     looked, instead of loading the table afresh: on a local disk a fresh load lists the
     whole ``_delta_log``, a cost that grows with every version. An updated table object
     keeps growing, though (about 90 KB a commit), so after :data:`REOPEN_AFTER_VERSIONS`
-    versions it is loaded afresh, from the newest checkpoint. The assets table is compacted
-    once it holds more than :data:`ASSETS_FILES_LIMIT` files, since every assets commit
-    reads it by key (delta-rs, for the rows it replaces) and random asset ids let no file
-    be skipped; the owners and publications of its keys are kept file by file
+    versions it is loaded afresh, from the newest checkpoint. The assets table's small files
+    are bin-packed once there are more than :data:`ASSETS_FILES_LIMIT`, since every assets
+    commit reads it by key (delta-rs, for the rows it replaces) and random asset ids let no
+    file be skipped. Files of :data:`ASSETS_FILE_TARGET_BYTES` are left as they are, so a
+    compaction holds a few of them in memory, not the whole table (rewriting all 10,000
+    assets' rows raised a run's peak RSS by 85 MB); the owners and publications of its
+    keys are kept file by file
     (:class:`~spikelab.io.delta_assets.AssetsIndex`, a few hundred bytes an asset), so each
     file is read for them once. So a writer's cost per commit stays flat however many
     batches it publishes. Use one writer per thread; the flows' publisher keeps one per run.
@@ -393,7 +398,7 @@ class LakeWriter:
                 continue
 
     def _bound_assets_files(self, tag: dict[str, Any]) -> None:
-        """Bin-pack the assets table's files once there are more than the limit.
+        """Bin-pack the assets table's small files once there are more than the limit.
 
         A compaction that conflicts with another writer is left for a later batch: it
         changes no rows, so skipping it loses nothing.
@@ -405,8 +410,12 @@ class LakeWriter:
         if kept is None or len(kept[0].file_uris()) <= ASSETS_FILES_LIMIT:
             return
         table = kept[0]
+        sizes = pa.table(table.get_add_actions()).column("size_bytes")
+        if pc.sum(pc.less(sizes, ASSETS_FILE_TARGET_BYTES)).as_py() <= ASSETS_FILES_LIMIT:
+            return
         try:
             table.optimize.compact(
+                target_size=ASSETS_FILE_TARGET_BYTES,
                 commit_properties=CommitProperties(custom_metadata={COMMIT_TAG: tag}),
                 post_commithook_properties=publish_hooks(),
             )
