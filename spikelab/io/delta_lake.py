@@ -149,7 +149,7 @@ REOPEN_AFTER_VERSIONS = 100
 # Small files the assets table may hold before a publisher bin-packs them (see LakeWriter).
 ASSETS_FILES_LIMIT = 64
 # Bin-packing makes assets files of about this size and leaves the larger ones as they are.
-ASSETS_FILE_TARGET_BYTES = 1 << 20
+ASSETS_FILE_TARGET_BYTES = 1 << 18  # 256 KiB: the rows of about 600 assets
 
 
 class Publication(NamedTuple):
