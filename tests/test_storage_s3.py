@@ -1,6 +1,7 @@
 """Whole files on S3 through spikelab.io.storage, counted at moto's end of the socket."""
 
 import json
+import re
 
 import pytest
 from publications import pending
@@ -9,6 +10,8 @@ from spikelab.io import storage
 from spikelab.io.delta_lake import LakeWriter, Publication, publish
 from spikelab.io.delta_read import connect
 from spikelab.io.delta_upkeep import remove_unpublished
+
+BLANKS = re.compile(r"\s*")
 
 
 @pytest.fixture
@@ -22,6 +25,22 @@ def recorded(aws_env, empty_moto, tmp_path, monkeypatch):
     recorder.stop_recording()
 
 
+def recorded_requests(recorder) -> list[dict]:
+    """The recorded requests, in order.
+
+    moto writes an entry and its newline in two writes, so the entries of two requests
+    served at once (the units and sessions commits) can share a line: each JSON object is
+    decoded in turn rather than line by line.
+    """
+    text, decoder = recorder.download_recording(), json.JSONDecoder()
+    found, at = [], BLANKS.match(text).end()
+    while at < len(text):
+        entry, end = decoder.raw_decode(text, at)
+        found.append(entry)
+        at = BLANKS.match(text, end).end()
+    return found
+
+
 def test_a_small_object_is_one_put_through_the_buckets_one_filesystem(recorded, empty_moto):
     empty_moto.create_bucket(Bucket="lake")
     storage.put_bytes("s3://lake/runs/first.json", b"{}")  # the bucket's filesystem is made
@@ -29,7 +48,7 @@ def test_a_small_object_is_one_put_through_the_buckets_one_filesystem(recorded, 
     storage.put_bytes("s3://lake/runs/a.json", b"[1]")
     storage.put_bytes("s3://lake/manifests/b.json", b"[2, 3]")
     recorded.stop_recording()
-    requests = [json.loads(line) for line in recorded.download_recording().splitlines()]
+    requests = recorded_requests(recorded)
     assert [(r["method"], r["url"].split("/", 3)[-1]) for r in requests] == [
         ("PUT", "lake/runs/a.json"),
         ("PUT", "lake/manifests/b.json"),
@@ -45,7 +64,7 @@ def test_new_aws_credentials_get_a_filesystem_of_their_own(recorded, empty_moto,
     recorded.start_recording()
     storage.put_bytes("s3://lake/b.json", b"2")
     recorded.stop_recording()
-    (request,) = [json.loads(line) for line in recorded.download_recording().splitlines()]
+    (request,) = recorded_requests(recorded)
     assert "Credential=rotated/" in request["headers"]["Authorization"]
 
 
@@ -79,7 +98,7 @@ def test_a_writers_second_batch_refreshes_only_the_assets_table(recorded, empty_
     recorded.start_recording()
     writer.publish([_pending_publication("a3")])
     recorded.stop_recording()
-    requests = [json.loads(line) for line in recorded.download_recording().splitlines()]
+    requests = recorded_requests(recorded)
     for table in ("units", "sessions"):
         assert _table_requests(requests, table)[:3] == [
             ("PUT", "data"),  # no refresh before the append
@@ -102,7 +121,7 @@ def test_unpublished_rows_are_looked_for_without_reading_young_files(recorded, e
     recorded.start_recording()
     assert remove_unpublished("s3://lake/x") == 0
     recorded.stop_recording()
-    requests = [json.loads(line) for line in recorded.download_recording().splitlines()]
+    requests = recorded_requests(recorded)
     urls = [request["url"].replace("%2F", "/") for request in requests]
     assert [url for url in urls if ".parquet" in url or "tables/assets" in url] == []
     assert remove_unpublished("s3://lake/x", older_than_seconds=0) == 0  # all named
