@@ -224,10 +224,10 @@ class LakeWriter:
     file be skipped. Files of :data:`ASSETS_FILE_TARGET_BYTES` are left as they are, so a
     compaction holds a few of them in memory, not the whole table (rewriting all 10,000
     assets' rows raised a run's peak RSS by 85 MB); the owners and publications of its
-    keys are kept file by file
-    (:class:`~spikelab.io.delta_assets.AssetsIndex`, a few hundred bytes an asset), so each
-    file is read for them once. So a writer's cost per commit stays flat however many
-    batches it publishes. Use one writer per thread; the flows' publisher keeps one per run.
+    keys are kept file by file (:class:`~spikelab.io.delta_assets.AssetsIndex`, a few
+    hundred bytes an asset), so each file is read for them once. So a writer's cost per
+    commit stays flat however many batches it publishes. Use one writer per thread; the
+    flows' publisher keeps one per run.
     """
 
     def __init__(self, lake_root: LakeLike) -> None:
