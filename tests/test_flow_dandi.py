@@ -615,3 +615,40 @@ def test_in_flight_task_runs_stay_within_the_window():
         )
     assert results == {i: f"result {i}" for i in range(40)}
     assert 1 < most[0] <= 3
+
+
+def test_a_consumed_task_run_result_is_freed_without_waiting_for_the_collector(prefect_harness):
+    """A finished future sits in a reference cycle; the assets' data must not stay with it."""
+    import gc
+    import weakref
+
+    from prefect import flow, task
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from spikelab.flows._in_flight import AssetResults, run_in_flight
+
+    class Asset:
+        """Stands for an asset's pending publication (its units table and raster)."""
+
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+    @task(persist_result=False)
+    def work(batch: list[int]) -> AssetResults:
+        return AssetResults([Asset(i) for i in batch])  # type: ignore[misc]
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
+    def consume() -> list[bool]:
+        taken = []
+        for index, item in run_in_flight(iter([[0, 1], [2, 3]]), work.submit, window=2):
+            assert item.index == index  # type: ignore[union-attr]
+            taken.append(weakref.ref(item))
+        del item  # the publisher is done with it: only the task run's result could hold it
+        return [asset() is not None for asset in taken]
+
+    gc.disable()
+    try:
+        alive = consume()
+    finally:
+        gc.enable()
+    assert alive == [False, False, False, False]
