@@ -300,7 +300,7 @@ def finish_run(
         "counts": counts,
         "assets": list(outcomes),
     }
-    storage.put_bytes(lake.run_path(run_id), json.dumps(summary, indent=2).encode())
+    storage.put_bytes(lake.run_path(run_id), summary_json(summary))
     message = f"{counts['ok']} loaded, {counts['skipped']} skipped, {counts['failed']} failed"
     rows = artifact_rows(outcomes)
     if rows:
@@ -320,6 +320,19 @@ def finish_run(
     )
     get_run_logger().info("%s: %s (summary in %s)", flow_name, message, lake.run_path(run_id))
     return run_state(message, summary, failed=counts["failed"] > 0)
+
+
+def summary_json(summary: dict[str, Any]) -> bytes:
+    """The run summary as indented JSON text, one asset a line.
+
+    Each asset is encoded by the json module's C encoder: indenting the whole summary goes
+    through its pure-Python encoder instead, whose pieces for a run of 10,000 assets take
+    ten times the text's size while they are joined.
+    """
+    rest = {key: value for key, value in summary.items() if key != "assets"}
+    head, _, tail = json.dumps({**rest, "assets": []}, indent=2).rpartition("[]")
+    assets = ",\n    ".join(map(json.dumps, summary["assets"]))
+    return (head + (f"[\n    {assets}\n  ]" if assets else "[]") + tail).encode()
 
 
 def run_state(message: str, summary: Any, *, failed: bool) -> State:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Sequence
-from typing import Any, cast, get_args
+from typing import Any, get_args
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -165,17 +165,22 @@ def ingest_dandiset(
     if max_assets is not None:
         assets = assets[:max_assets]
     index = known_assets(where, refresh)
-    known = [index.get(key_of(asset_target(dandiset, asset.asset_id))) for asset in assets]
-    del index
     decided: list[Outcome | Pending | None] = []
-    for asset, state in zip(assets, known, strict=True):  # decided without a task run
+    # Each changed asset with what the lake knows of it, until its task run is submitted:
+    # a large dandiset's listing is let go as the run goes, not held to its end.
+    todo: dict[int, tuple[DandiAsset, AssetState | None]] = {}
+    for position, asset in enumerate(assets):  # decided without a task run
+        state = index.get(key_of(asset_target(dandiset, asset.asset_id)))
         if isinstance(asset, RefusedAsset):
             decided.append(refused_outcome(where, dandiset, asset))
         elif asset.is_zarr:
             decided.append(zarr_outcome(where, dandiset, asset))
         else:
             decided.append(unchanged_outcome(where, state, dandiset, asset))
-    changed = [i for i, item in enumerate(decided) if item is None]
+            if decided[-1] is None:
+                todo[position] = (asset, state)
+    del index, assets
+    changed = list(todo)
     threads = dask_threads()
     if threads is None:
         size, window = batch_size(len(changed), in_flight), in_flight
@@ -184,9 +189,9 @@ def ingest_dandiset(
     run = DandiRun(dandiset, where, raw_zarr, transfer)
 
     def submit(batch: list[int]) -> PrefectFuture[Any]:
-        chosen = [cast(DandiAsset, assets[i]) for i in batch]  # changed: never refused
-        sealed = Sealed([(asset, known[i]) for asset, i in zip(chosen, batch, strict=True)])
-        return ingest_dandi_assets.submit(sealed, run, batch_label(chosen))
+        chosen = [todo.pop(i) for i in batch]
+        label = batch_label([asset for asset, _ in chosen])
+        return ingest_dandi_assets.submit(Sealed(chosen), run, label)
 
     batches = (changed[i : i + size] for i in range(0, len(changed), size))
     results = run_in_flight(batches, submit, window)  # each reads one asset at a time

@@ -652,3 +652,32 @@ def test_a_consumed_task_run_result_is_freed_without_waiting_for_the_collector(p
     finally:
         gc.enable()
     assert alive == [False, False, False, False]
+
+
+def test_the_listing_is_let_go_as_the_run_goes(archive, tmp_path, monkeypatch):
+    """An asset's record is freed once its task run is done, not held to the run's end."""
+    import gc
+    import weakref
+
+    from spikelab.flows import dandi as dandi_flow
+
+    nwb = export_spikedata_to_nwb(sorted_units(0.0), tmp_path / "shared.nwb")
+    for index in range(6):
+        archive.add_asset("000108", f"sub-{index}/sub-{index}.nwb", nwb)
+    records: list[weakref.ref] = []
+    alive_at_the_last: list[str] = []
+    read = dandi_flow.ingest_asset
+
+    def ingest_asset(asset, known, run):
+        gc.collect()
+        if asset.path == "sub-5/sub-5.nwb":
+            alive_at_the_last.extend(r().path for r in records if r() is not None)
+        records.append(weakref.ref(asset))
+        return read(asset, known, run)
+
+    monkeypatch.setattr(dandi_flow, "ingest_asset", ingest_asset)
+    lake = str(tmp_path / "lake")
+    summary = ingest_dandiset("000108", lake=lake, api_base=archive.api_base, concurrency=1)
+    assert summary["counts"] == {"ok": 6, "skipped": 0, "failed": 0}
+    # one task run at a time, three assets each: only the last one's own records remain
+    assert alive_at_the_last == ["sub-3/sub-3.nwb", "sub-4/sub-4.nwb"]

@@ -580,3 +580,20 @@ def test_the_table_artifact_lists_failed_assets_first_and_leaves_unchanged_ones_
     ]
     rows = _runs.artifact_rows(outcomes)
     assert [row["asset_id"] for row in rows] == ["broken", "new-1", "zarr"]
+
+
+@pytest.mark.parametrize("assets", [[], [{"asset_id": "a", "error": "x: []"}, {"asset_id": "ü"}]])
+def test_the_run_summary_file_is_its_json_with_one_asset_a_line(assets):
+    from spikelab.flows._runs import summary_json
+
+    summary = {
+        "assets": assets,  # not last: the file lists the assets after the rest all the same
+        "flow": "ingest-files",
+        "parameters": {"paths": ["[]", "b"], "glob": None},
+        "counts": {"ok": 1, "skipped": 0, "failed": 1},
+    }
+    text = summary_json(summary).decode()
+    assert json.loads(text) == summary
+    lines = text.splitlines()
+    assert [json.loads(line.rstrip(",")) for line in lines if line.startswith("    {")] == assets
+    assert lines[-2:] == (["  ]", "}"] if assets else ['  "assets": []', "}"])
