@@ -260,6 +260,9 @@ class Publisher:
             put_manifest(path, manifest)
         else:
             storage.remove(raster)
+        # In the lake now: let the rows and picture go, though Prefect may keep the task
+        # run's result (this dict) to the end of the flow run.
+        pending["units"], pending["raster"] = None, None
         result = outcome(
             target,
             pending["status"],

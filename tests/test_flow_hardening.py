@@ -520,6 +520,56 @@ def test_the_publisher_commits_a_batch_at_once_and_isolates_a_bad_asset(tmp_path
     assert unit_counts(lake.root) == [("p", name, 2) for name in "abcde"]
 
 
+def test_the_publisher_lets_an_assets_rows_and_raster_go_once_they_are_in(tmp_path):
+    """A finished Prefect future may hold the publication; its table must not stay with it."""
+    import weakref
+
+    lake = Lake(str(tmp_path / "lake"))
+    held = [pending(name) for name in ("a", "b")]  # as the tasks' futures hold them
+    tables = [weakref.ref(p["units"]) for p in held]
+    with Publisher(lake, "run-1", logging.getLogger("test"), max_delay_seconds=60) as publisher:
+        for publication in held:
+            publisher.add(publication)
+    statuses = {key[2]: o["status"] for key, o in publisher.outcomes().items()}
+    assert statuses == {"a": "ok", "b": "ok"}
+    assert [(p["units"], p["raster"]) for p in held] == [(None, None)] * 2
+    assert [table() for table in tables] == [None, None]  # nothing else kept them
+    assert unit_counts(lake.root) == [("p", "a", 2), ("p", "b", 2)]
+
+
+def test_a_files_run_holds_no_inputs_rows_once_they_are_published(tmp_path, monkeypatch):
+    """However many inputs a run has, their units tables are not all kept to its end."""
+    import gc
+    import weakref
+
+    from spikelab.flows import files
+
+    tables: list[weakref.ref] = []
+    alive_after_publishing: list[int] = []
+    prepare, forget = files.prepare_publication, files.forget_earlier_failures
+
+    def prepare_publication(*args, **kwargs):
+        pending = prepare(*args, **kwargs)
+        tables.append(weakref.ref(pending["units"]))
+        return pending
+
+    def forget_earlier_failures(*args):  # the flow's next step once everything is published
+        gc.collect()
+        alive_after_publishing.append(sum(table() is not None for table in tables))
+        return forget(*args)
+
+    monkeypatch.setattr(files, "prepare_publication", prepare_publication)
+    monkeypatch.setattr(files, "forget_earlier_failures", forget_earlier_failures)
+    paths = [write_h5(tmp_path / f"in-{i}.h5", [[0.5, 1.0 + i], [2.0]]) for i in range(3)]
+    state, summary = run(paths, tmp_path / "lake")
+    assert summary["counts"] == {"ok": 3, "skipped": 0, "failed": 0}
+    assert len(tables) == 3 and alive_after_publishing == [0]
+    assert stored(tmp_path / "lake", by_path(summary)[str(paths[2])]["asset_id"]) == [
+        [500.0, 3000.0],
+        [2000.0],
+    ]
+
+
 def test_the_publisher_commits_after_its_delay_without_waiting_for_a_batch(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     with Publisher(
