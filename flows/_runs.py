@@ -326,8 +326,8 @@ def summary_json(summary: dict[str, Any]) -> bytes:
     """The run summary as indented JSON text, one asset a line.
 
     Each asset is encoded by the json module's C encoder: indenting the whole summary goes
-    through its pure-Python encoder instead, whose pieces for a run of 10,000 assets take
-    ten times the text's size while they are joined.
+    through its pure-Python encoder instead, whose pieces are all held until they are
+    joined (for 10,000 assets, 21 MB at once for 4 MB of text; this way, 11 MB).
     """
     rest = {key: value for key, value in summary.items() if key != "assets"}
     head, _, tail = json.dumps({**rest, "assets": []}, indent=2).rpartition("[]")
