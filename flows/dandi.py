@@ -170,12 +170,12 @@ def ingest_dandiset(
     # a large dandiset's listing is let go as the run goes, not held to its end.
     todo: dict[int, tuple[DandiAsset, AssetState | None]] = {}
     for position, asset in enumerate(assets):  # decided without a task run
-        state = index.get(key_of(asset_target(dandiset, asset.asset_id)))
         if isinstance(asset, RefusedAsset):
             decided.append(refused_outcome(where, dandiset, asset))
         elif asset.is_zarr:
             decided.append(zarr_outcome(where, dandiset, asset))
         else:
+            state = index.get(key_of(asset_target(dandiset, asset.asset_id)))
             decided.append(unchanged_outcome(where, state, dandiset, asset))
             if decided[-1] is None:
                 todo[position] = (asset, state)
