@@ -122,8 +122,8 @@ def run_in_flight(
         results = future.result(raise_on_failure=False)
         if isinstance(results, BaseException):  # a crash, not a failed asset
             raise results
-        # Emptied: the finished future and its state form a reference cycle that lives until
-        # the collector's next full pass, which comes ever later as the run's live objects
-        # grow; the assets' tables and rasters must not wait for it.
+        # Emptied: Prefect keeps a finished task run's result reachable for a while (in
+        # reference cycles the collector frees late, some to the end of the flow run); the
+        # assets' publications must not wait for it.
         items, results.items = results.items, []
         yield from zip(indexes, items, strict=True)
